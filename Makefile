@@ -1,0 +1,31 @@
+# make demo : set everything up, then train on the built-in demo data (CPU here, GPU where there is one)
+# make test : set everything up, then run the whole test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+STAMP := build/.setup-stamp
+
+.PHONY: setup build demo test bench clean
+
+# Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/*)
+	$(PIP) install "scikit-build-core>=0.10" "nvidia-dali-cuda120==2.4.0" "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install --no-build-isolation -e ".[test]"
+	mkdir -p build && touch $(STAMP)
+
+setup: $(STAMP)
+
+build: setup
+	$(PIP) install --no-build-isolation --no-deps -e .
+
+demo: setup
+	$(PYTHON) train_example.py --demo --epochs 2
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) -m bench.loader_bench
+	$(PYTHON) -m bench.saliency_bench
+
+clean:
+	rm -rf build dali_ops/*.so dali_ops/_build_info.txt
