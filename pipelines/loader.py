@@ -1,0 +1,261 @@
+"""``OcclusionLoader``: a DataLoader-like iterator over a DALI pipeline with occlusion augmentation.
+
+Rows are copy-major: row ``c * B + i`` is copy ``c`` of sample ``i`` of the batch (Fong & Vedaldi's
+M copies of a batch, concatenated on the device). Each batch unpacks as ``images, targets`` and also
+carries ``labels`` and ``meta`` (DESIGN.md section 5).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kernels.labels import soft_targets
+from pipelines.graph import OUTPUT_NAMES, build_pipeline, fill_values
+from pipelines.imagefiles import scan_image_folder, read_file_list
+from pipelines.params import AugmentConfig
+from pipelines.reader import ImageSource
+
+
+@dataclass
+class Batch:
+    """One batch: ``images`` (B*M, 3, H, W), ``targets`` (B*M, K) soft, ``labels`` (B*M,), ``meta``.
+
+    ``meta`` holds per row: ``sample_id``, ``copy``, ``partner`` (row of the source image or -1),
+    ``lam`` (share of the row's own label), ``boxes`` (K, 4) ``y0, x0, y1, x1`` in output pixels
+    (-1 padded), ``crop`` ``(y0, x0, h, w)`` in source pixels, ``flip`` and ``valid`` (0 on pad rows).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor
+    meta: dict
+
+    def __iter__(self):
+        return iter((self.images, self.targets))
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"gpu"`` when CUDA is usable, else ``"cpu"``."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("device='gpu' was requested but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+class OcclusionLoader:
+    """Iterate augmented batches of an ImageFolder tree (or a ``path label`` file list).
+
+    Args:
+        root: class-folder root (``root/<class>/<image>``) or a text file of ``path label`` lines.
+        batch_size: samples per batch before copies (rows per batch are ``batch_size * copies``).
+        method: ``"none"``, ``"cutout"`` or ``"hide_and_seek"``.
+        train: random-resized-crop + flip + occlusion (True) or the validation transform
+            (resize shorter side to 256, centre crop 224, nothing else).
+        copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.params`).
+        p, mode: probability that a row (``"elem"``) or a batch (``"batch"``) is occluded.
+        holes, size: Cutout; patch_sizes, p_keep_patch: Hide-and-Seek.
+        fill: ``"mean"`` (0 after normalisation) or a pixel value (scalar or RGB) in [0, 255].
+        label_smoothing: timm-style smoothing of the soft targets.
+        num_classes: K of the targets (default: the number of class folders / max label + 1).
+        device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        seed: every random choice derives from it (same seed, same batches).
+        shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.reader`.
+        num_threads: DALI CPU threads; py_workers: reader worker processes.
+        dtype: ``"float32"`` or ``"float16"`` images.
+        verify: ``"header"`` (default) checks every file's header before the first batch and raises
+            one error listing all bad files; ``"full"`` also decodes them (catches truncated data);
+            ``"none"`` skips the check (a bad file then stops the epoch where it is met).
+    """
+
+    def __init__(self, root, batch_size: int, method: str = "none", *, train: bool = True,
+                 copies: int = 1, copy_mode: str = "joint", p_keep_image: float = 0.0,
+                 p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
+                 patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, fill="mean",
+                 label_smoothing: float = 0.0, num_classes: int | None = None,
+                 output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
+                 num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
+                 num_threads: int | None = None, py_workers: int = 2, dtype: str = "float32",
+                 prefetch: int = 2, verify: str = "header"):
+        self.cfg = AugmentConfig(method=method, train=train, output_size=output_size, copies=copies,
+                                 copy_mode=copy_mode, p=p, p_keep_image=p_keep_image, mode=mode,
+                                 holes=holes, size=size, patch_sizes=tuple(patch_sizes),
+                                 p_keep_patch=p_keep_patch)
+        fill_values(fill)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if verify not in ("header", "full", "none"):
+            raise ValueError(f"verify must be 'header', 'full' or 'none', got {verify!r}")
+        if py_workers < 1:
+            raise ValueError(f"py_workers must be >= 1, got {py_workers!r}")
+        root = Path(root)
+        if root.is_file():
+            paths, labels = read_file_list(root)
+            self.classes = None
+        else:
+            paths, labels, self.classes = scan_image_folder(root)
+        n_labels = int(max(labels)) + 1
+        self.num_classes = n_labels if num_classes is None else int(num_classes)
+        if self.num_classes < n_labels:
+            raise ValueError(f"num_classes={num_classes} but the labels go up to {n_labels - 1}")
+        if verify != "none":
+            from pipelines.verify import find_bad_images
+
+            bad = find_bad_images(paths, full=verify == "full", workers=max(2, os.cpu_count() or 2))
+            if bad:
+                listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
+                more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+                raise ValueError(f"{len(bad)} unreadable image file(s) under {root}:\n{listing}{more}\n"
+                                 "Remove or fix them (`python -m pipelines.verify ROOT` lists them).")
+        self.device = resolve_device(device)
+        self.root = root
+        self.batch_size = int(batch_size)
+        self.fill = fill
+        self.label_smoothing = float(label_smoothing)
+        self.dtype = dtype
+        self.num_threads = int(num_threads or max(1, os.cpu_count() or 1))
+        self.py_workers = int(py_workers)
+        self.prefetch = int(prefetch)
+        self.seed = int(seed)
+        self._source_args = dict(paths=paths, labels=labels, batch_size=batch_size, cfg=self.cfg,
+                                 seed=seed, shuffle=train if shuffle is None else shuffle,
+                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
+        self._source = ImageSource(**self._source_args)
+        self._labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self._epoch = 0      # epoch the next batch belongs to
+        self._batch = 0      # batches of that epoch already served
+        self._pipe = None
+        self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+
+    # -- DataLoader-like surface -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._source.batches_per_epoch()
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self._source.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next iteration at the beginning of ``epoch``."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch, self._batch = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        """Position to resume from: the next batch to serve, plus what must match on resume."""
+        return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+                "dataset_size": self.dataset_size, "batch_size": self.batch_size,
+                "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "dataset_size", "batch_size", "shard_id", "num_shards"):
+            mine = self.state_dict()[key]
+            if state.get(key) != mine:
+                raise ValueError(f"cannot resume: state_dict has {key}={state.get(key)!r}, this loader has {mine!r}")
+        if not 0 <= state["batch"] <= len(self):
+            raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {len(self)}]")
+        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self):
+        if self._batch >= len(self):
+            self._epoch, self._batch = self._epoch + 1, 0
+        if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
+            self._build(self._epoch, self._batch)
+        while self._batch < len(self):
+            outputs = self._pipe.run()
+            self._batch += 1
+            self._pipe_pos = (self._epoch, self._batch)
+            yield self._to_batch(outputs)
+        # The source raises StopIteration at the end of the epoch; consume it and rewind for the next.
+        try:
+            self._pipe.run()
+        except StopIteration:
+            pass
+        self._pipe.reset()
+        self._epoch, self._batch = self._epoch + 1, 0
+        self._pipe_pos = (self._epoch, 0)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _build(self, epoch: int, batch: int) -> None:
+        self.close()
+        source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
+        self._pipe = build_pipeline(source, device=self.device, batch_size=self.batch_size,
+                                    num_threads=self.num_threads, py_workers=self.py_workers,
+                                    dtype=self.dtype, fill=self.fill, prefetch=self.prefetch,
+                                    seed=self.seed)
+        self._pipe.build()
+        self._pipe_pos = (epoch, batch)
+
+    def close(self) -> None:
+        """Stop the pipeline and its reader processes."""
+        if self._pipe is not None:
+            del self._pipe
+            self._pipe = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _to_batch(self, outputs) -> Batch:
+        meta_np = {name: np.array(out.as_tensor()) for name, out in zip(OUTPUT_NAMES, outputs)}
+        images = outputs[len(OUTPUT_NAMES):]
+        m = len(images)
+        b = meta_np["label"].shape[0]
+        target_device = torch.device("cuda", torch.cuda.current_device()) if self.device == "gpu" else None
+        image_batch = _concat_images(images, target_device)
+
+        def rows(a):  # (B, M, ...) -> (M*B, ...) copy-major
+            return np.ascontiguousarray(np.swapaxes(a, 0, 1).reshape((m * b,) + a.shape[2:]))
+
+        labels = np.tile(meta_np["label"].reshape(b), m)
+        lam = rows(meta_np["lam"])
+        partner = rows(meta_np["partner"])
+        # partner holds a within-copy row index of the source image; turn it into a batch row.
+        copy = np.repeat(np.arange(m), b)
+        partner_row = np.where(partner >= 0, partner + copy * b, -1)
+        partner_labels = np.where(partner >= 0, labels[np.clip(partner_row, 0, None)], labels)
+        targets = soft_targets(labels, partner_labels, lam, self.num_classes, self.label_smoothing)
+        meta = {"sample_id": np.tile(meta_np["sample_id"].reshape(b), m), "copy": copy,
+                "partner": partner_row, "lam": lam, "boxes": rows(meta_np["boxes"]),
+                "crop": rows(meta_np["crop"]), "flip": rows(meta_np["flip"]),
+                "valid": np.tile(meta_np["valid"].reshape(b), m)}
+        meta = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in meta.items()}
+        targets_t = torch.from_numpy(targets)
+        labels_t = torch.from_numpy(labels)
+        if target_device is not None:
+            targets_t = targets_t.to(target_device, non_blocking=True)
+            labels_t = labels_t.to(target_device, non_blocking=True)
+        return Batch(image_batch, targets_t, labels_t, meta)
+
+
+def _concat_images(images, device) -> torch.Tensor:
+    """Concatenate the copies' (B, 3, H, W) outputs into one (M*B, 3, H, W) tensor on ``device``."""
+    first = images[0].as_tensor()
+    shape = first.shape()
+    b = shape[0]
+    if device is None:
+        out = torch.empty((len(images) * b, *shape[1:]), dtype=_torch_dtype(first))
+        for c, tl in enumerate(images):
+            out[c * b:(c + 1) * b] = torch.from_numpy(np.asarray(tl.as_tensor()))
+        return out
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    out = torch.empty((len(images) * b, *shape[1:]), dtype=_torch_dtype(first), device=device)
+    stream = torch.cuda.current_stream(device)
+    for c, tl in enumerate(images):
+        feed_ndarray(tl.as_tensor(), out[c * b:(c + 1) * b], cuda_stream=stream)
+    return out
+
+
+def _torch_dtype(tensor) -> torch.dtype:
+    from nvidia.dali import types
+
+    return {types.FLOAT: torch.float32, types.FLOAT16: torch.float16}[tensor.dtype]

@@ -1,0 +1,160 @@
+"""Per-batch augmentation parameters, drawn on the host from a seeded generator.
+
+Following kornia's split of parameter generation from application (STYLE.md), every random choice
+of a batch (crop window, flip, occlusion boxes, which rows and copies are occluded) is drawn here
+from ``numpy.random.default_rng((seed, epoch, batch_index, shard_id))``. The DALI graph only applies
+them, so a batch is a pure function of that key: workers may run in any order, a resumed run
+reproduces the rest of an epoch exactly, and every parameter is recorded in ``meta``.
+
+Copies (Fong & Vedaldi 2019, "Occlusions for effective data augmentation in image classification";
+batch augmentation of Hoffer et al. 2020):
+
+* ``copy_mode="joint"``: the M copies share one crop and flip (one ROI decode), each copy gets its
+  own occlusion draw;
+* ``copy_mode="batch_aug"``: the image is decoded once and each copy gets its own crop, flip and
+  occlusion (``eladhoffer/convNet.pytorch`` ``multi_transform``);
+* ``p_keep_image``: each (row, copy) is left unoccluded with this probability.
+
+``mode="elem"`` draws boxes and the apply decision per row (the papers); ``mode="batch"`` draws one
+box set and one apply decision per batch and copy (the reference codes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels.crops import center_crop_window, random_resized_crop
+from kernels.cutout import cutout_boxes, hide_and_seek_boxes
+
+METHODS = ("none", "cutout", "hide_and_seek")
+MODES = ("elem", "batch")
+COPY_MODES = ("joint", "batch_aug")
+
+
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 \
+            or math.isnan(value):
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What to draw for each batch. Defaults are the ImageNet settings of the papers.
+
+    Cutout: ``holes=1, size=56`` (Fong & Vedaldi's S=56 at 224 px; DeVries & Taylor used one
+    16 px square on 32 px CIFAR images). Hide-and-Seek: ``patch_sizes=(0, 16, 32, 44, 56)``
+    (the reference's choices at 224 px), ``p_keep_patch=0.5``.
+    """
+
+    method: str = "none"
+    train: bool = True
+    output_size: int = 224
+    copies: int = 1
+    copy_mode: str = "joint"
+    p: float = 1.0
+    p_keep_image: float = 0.0
+    mode: str = "elem"
+    holes: int = 1
+    size: int = 56
+    patch_sizes: tuple = (0, 16, 32, 44, 56)
+    p_keep_patch: float = 0.5
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
+    flip_p: float = 0.5
+    val_resize: int = 256
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.copy_mode not in COPY_MODES:
+            raise ValueError(f"copy_mode must be one of {COPY_MODES}, got {self.copy_mode!r}")
+        _positive_int("copies", self.copies)
+        _positive_int("output_size", self.output_size)
+        _positive_int("holes", self.holes)
+        _positive_int("size", self.size)
+        for name in ("p", "p_keep_image", "p_keep_patch", "flip_p"):
+            _probability(name, getattr(self, name))
+        if not self.patch_sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
+                                       for s in self.patch_sizes):
+            raise ValueError(f"patch_sizes must be a non-empty tuple of integers >= 0, got {self.patch_sizes!r}")
+        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
+        if len(self.ratio) != 2 or not 0.0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {self.ratio!r}")
+
+
+def batch_rng(seed: int, epoch: int, batch_index: int, shard_id: int) -> np.random.Generator:
+    """The generator of one batch: a pure function of its key, independent of worker order."""
+    return np.random.default_rng([seed, epoch, batch_index, shard_id])
+
+
+def plan_batch(cfg: AugmentConfig, rng: np.random.Generator, heights, widths) -> dict:
+    """Draw every parameter of one batch of images of the given (oriented) sizes.
+
+    Returns arrays indexed ``[row, copy]``: ``crop`` (B, M, 4) ``(y0, x0, h, w)`` in source pixels,
+    ``flip`` (B, M) int32, ``boxes`` (B, M, K, 4) occlusion boxes in output pixels (-1 padded),
+    ``lam`` (B, M) float32 share of the row's own label, ``partner`` (B, M) int32 source row or -1.
+    """
+    heights = np.asarray(heights)
+    widths = np.asarray(widths)
+    b, m, s = heights.size, cfg.copies, cfg.output_size
+    if not cfg.train:
+        crop = np.repeat(center_crop_window(heights, widths, cfg.val_resize, s)[:, None], m, axis=1)
+        return _finish(crop, np.zeros((b, m), np.int32), np.full((b, m, 0, 4), -1, np.int32))
+
+    if cfg.copy_mode == "joint":
+        crop = np.repeat(random_resized_crop(rng, heights, widths, cfg.scale, cfg.ratio)[:, None], m, axis=1)
+        flip = np.repeat((rng.random(b) < cfg.flip_p)[:, None], m, axis=1)
+    else:
+        crop = np.stack([random_resized_crop(rng, heights, widths, cfg.scale, cfg.ratio)
+                         for _ in range(m)], axis=1)
+        flip = rng.random((b, m)) < cfg.flip_p
+
+    per_copy = []
+    for _ in range(m):
+        n = b if cfg.mode == "elem" else 1
+        if cfg.method == "cutout":
+            boxes = cutout_boxes(rng, n, s, s, cfg.holes, cfg.size)
+        elif cfg.method == "hide_and_seek":
+            boxes = hide_and_seek_boxes(rng, n, s, s, cfg.patch_sizes, cfg.p_keep_patch)
+        else:
+            boxes = np.full((n, 0, 4), -1, np.int32)
+        apply = rng.random(n) < cfg.p
+        if cfg.mode == "batch":
+            boxes = np.repeat(boxes, b, axis=0)
+            apply = np.repeat(apply, b)
+        apply &= rng.random(b) >= cfg.p_keep_image
+        boxes[~apply] = -1
+        per_copy.append(boxes)
+    k = max(x.shape[1] for x in per_copy)
+    boxes = np.full((b, m, k, 4), -1, np.int32)
+    for c, x in enumerate(per_copy):
+        boxes[:, c, :x.shape[1]] = x
+    return _finish(crop, flip.astype(np.int32), boxes)
+
+
+def _finish(crop, flip, boxes) -> dict:
+    b, m = flip.shape
+    # Erasing methods keep the row's own label whole (lam = 1) and take nothing from a partner.
+    return {"crop": crop.astype(np.int32), "flip": flip, "boxes": boxes,
+            "lam": np.ones((b, m), np.float32), "partner": np.full((b, m), -1, np.int32)}
+
+
+def erase_regions(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row's ``(K, 4)`` -1 padded boxes -> flat ``fn.erase`` anchor / shape (float32, as the op takes them), (y, x) pairs."""
+    valid = boxes[(boxes[:, 0] >= 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    anchor = valid[:, :2].reshape(-1).astype(np.float32)
+    shape = (valid[:, 2:] - valid[:, :2]).reshape(-1).astype(np.float32)
+    return anchor, shape

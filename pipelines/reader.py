@@ -1,0 +1,184 @@
+"""Our reader: a parallel ``fn.external_source`` that owns the sample order.
+
+DESIGN.md section 4: the reader must know which sample it serves (to look up the saliency bank and
+to record ``sample_id``, crop and flip), so the pipeline does not use ``fn.readers.file``.
+
+Order. Epoch ``e`` visits the dataset in ``permutation(N)`` drawn from ``default_rng((seed, e))``
+(identity when ``shuffle=False``); every shard draws the same permutation and takes a contiguous
+block of it, ``[N*k//S, N*(k+1)//S)`` for shard ``k`` of ``S`` (as DALI's readers split), so over one
+epoch the shards together serve every sample exactly once; shard sizes differ by at most one.
+
+Last batch (``last_batch``):
+
+* ``"partial"`` (default): the last batch of a shard holds the remainder; every sample of the shard
+  is served once. Shards may then differ by one batch.
+* ``"drop"``: every shard serves ``(N // S) // B`` full batches (the same count on every shard, as
+  DDP needs); the samples past that are not served this epoch (they are on another epoch, since
+  the order is reshuffled).
+* ``"pad"``: every shard serves ``ceil(ceil(N / S) / B)`` full batches; the missing rows repeat the
+  shard's first samples and are flagged ``valid = 0`` in ``meta`` so they can be masked out of the
+  loss and metrics. Every sample is served exactly once among the valid rows.
+
+Resume. A batch is a pure function of ``(seed, epoch, batch index, shard)``: ``state_dict()`` is the
+next ``(epoch, batch)`` and a source built with ``start_epoch`` / ``start_batch`` continues exactly.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.imagefiles import BadImageError, probe_image
+from pipelines.params import AugmentConfig, batch_rng, erase_regions, plan_batch
+
+LAST_BATCH_POLICIES = ("partial", "drop", "pad")
+
+# Per-row outputs of the source, in order, before the per-copy ones (see ImageSource.output_names).
+META_OUTPUTS = ("encoded", "label", "sample_id", "valid", "crop", "flip", "boxes", "lam", "partner")
+
+
+@dataclass
+class ShardPlan:
+    """Sample order of one shard in one epoch."""
+
+    ids: np.ndarray     # (n_batches * B or fewer) sample ids in serving order
+    valid: np.ndarray   # same length, 0 for pad rows
+
+
+class ImageSource:
+    """Picklable batch callback for ``fn.external_source(batch=True, batch_info=True, parallel=True)``.
+
+    Reads the encoded bytes of each row, probes its (EXIF-oriented) size from the header and draws
+    the batch's augmentation parameters with :func:`pipelines.params.plan_batch`.
+    """
+
+    def __init__(self, paths, labels, batch_size: int, cfg: AugmentConfig, *, seed: int = 0,
+                 shuffle: bool = True, shard_id: int = 0, num_shards: int = 1,
+                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0):
+        if len(paths) != len(labels):
+            raise ValueError(f"paths and labels differ in length: {len(paths)} vs {len(labels)}")
+        if len(paths) == 0:
+            raise ValueError("the dataset is empty: no image files to read")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
+            raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
+        if not isinstance(shard_id, (int, np.integer)) or not 0 <= shard_id < num_shards:
+            raise ValueError(f"shard_id must be in [0, num_shards={num_shards}), got {shard_id!r}")
+        if num_shards > len(paths):
+            raise ValueError(f"num_shards={num_shards} exceeds the dataset size {len(paths)}")
+        if last_batch not in LAST_BATCH_POLICIES:
+            raise ValueError(f"last_batch must be one of {LAST_BATCH_POLICIES}, got {last_batch!r}")
+        self.paths = [os.fspath(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.shard_id = int(shard_id)
+        self.num_shards = int(num_shards)
+        self.last_batch = last_batch
+        self.start_epoch = int(start_epoch)
+        self.start_batch = int(start_batch)
+        if not 0 <= self.start_batch <= self.batches_per_epoch():
+            raise ValueError(f"start_batch must be in [0, {self.batches_per_epoch()}], got {start_batch}")
+
+    # -- order ---------------------------------------------------------------------------------
+    def _shard_bounds(self, shard: int) -> tuple[int, int]:
+        n = len(self.paths)
+        return n * shard // self.num_shards, n * (shard + 1) // self.num_shards
+
+    def batches_per_epoch(self) -> int:
+        n, b, s = len(self.paths), self.batch_size, self.num_shards
+        if self.last_batch == "drop":
+            return (n // s) // b
+        if self.last_batch == "pad":
+            return math.ceil(math.ceil(n / s) / b)
+        lo, hi = self._shard_bounds(self.shard_id)
+        return math.ceil((hi - lo) / b)
+
+    def shard_plan(self, epoch: int) -> ShardPlan:
+        n = len(self.paths)
+        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                 else np.arange(n))
+        lo, hi = self._shard_bounds(self.shard_id)
+        ids = order[lo:hi]
+        valid = np.ones(ids.size, np.int32)
+        if self.last_batch == "drop":
+            keep = self.batches_per_epoch() * self.batch_size
+            ids, valid = ids[:keep], valid[:keep]
+        elif self.last_batch == "pad":
+            total = self.batches_per_epoch() * self.batch_size
+            pad = total - ids.size
+            ids = np.concatenate([ids, np.resize(ids, pad)])
+            valid = np.concatenate([valid, np.zeros(pad, np.int32)])
+        return ShardPlan(ids, valid)
+
+    def position(self, info) -> tuple[int, int]:
+        """(epoch, batch index) of a DALI ``BatchInfo``, counting from the start position."""
+        epoch = self.start_epoch + info.epoch_idx
+        batch = info.iteration + (self.start_batch if info.epoch_idx == 0 else 0)
+        return epoch, batch
+
+    # -- one batch -----------------------------------------------------------------------------
+    def read(self, epoch: int, batch: int) -> tuple[list, dict]:
+        """Encoded bytes and the full parameter dict of batch ``batch`` of ``epoch``."""
+        plan = self.shard_plan(epoch)
+        sl = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+        ids, valid = plan.ids[sl], plan.valid[sl]
+        encoded, heights, widths = [], [], []
+        for i in ids:
+            path = self.paths[i]
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+            info = probe_image(path, data=data)
+            encoded.append(np.frombuffer(data, dtype=np.uint8))
+            heights.append(info.height)
+            widths.append(info.width)
+        params = plan_batch(self.cfg, batch_rng(self.seed, epoch, batch, self.shard_id), heights, widths)
+        params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid)
+        return encoded, params
+
+    def output_names(self) -> list[str]:
+        """Names of the source's outputs, in order: the meta outputs, then what the graph needs per
+        copy (one shared crop and flip when the copies share them, erase regions when occluding)."""
+        names = list(META_OUTPUTS)
+        shared = self.cfg.copy_mode == "joint" or self.cfg.copies == 1
+        for c in range(self.cfg.copies):
+            if c == 0 or not shared:
+                names += [f"crop_anchor/{c}", f"crop_shape/{c}", f"mirror/{c}"]
+            if self.cfg.method != "none":
+                names += [f"erase_anchor/{c}", f"erase_shape/{c}"]
+        return names
+
+    def __call__(self, info):
+        epoch, batch = self.position(info)
+        if batch >= self.batches_per_epoch():
+            raise StopIteration
+        encoded, p = self.read(epoch, batch)
+        rows = range(len(encoded))
+        per_copy = {}
+        for c in range(self.cfg.copies):
+            crop = p["crop"][:, c]
+            per_copy[f"crop_anchor/{c}"] = [crop[i, :2].copy() for i in rows]
+            per_copy[f"crop_shape/{c}"] = [crop[i, 2:].copy() for i in rows]
+            per_copy[f"mirror/{c}"] = [np.array(p["flip"][i, c], np.int32) for i in rows]
+            if self.cfg.method != "none":
+                regions = [erase_regions(p["boxes"][i, c]) for i in rows]
+                per_copy[f"erase_anchor/{c}"] = [r[0] for r in regions]
+                per_copy[f"erase_shape/{c}"] = [r[1] for r in regions]
+        outputs = []
+        for name in self.output_names():
+            if name == "encoded":
+                outputs.append(encoded)
+            elif name in p:
+                outputs.append([np.ascontiguousarray(p[name][i]) for i in rows])
+            else:
+                outputs.append(per_copy[name])
+        return tuple(outputs)
