@@ -7,6 +7,7 @@ carries ``labels`` and ``meta`` (DESIGN.md section 5).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class OcclusionLoader:
         if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
             self._build(self._epoch, self._batch)
         while self._batch < len(self):
-            outputs = self._pipe.run()
+            outputs = self._run()
             self._batch += 1
             self._pipe_pos = (self._epoch, self._batch)
             yield self._to_batch(outputs)
@@ -182,6 +183,25 @@ class OcclusionLoader:
         self._pipe_pos = (self._epoch, 0)
 
     # -- internals -------------------------------------------------------------------------------
+    def _run(self):
+        try:
+            return self._pipe.run()
+        except StopIteration:
+            raise RuntimeError(f"the reader ended epoch {self._epoch} early at batch {self._batch}") from None
+        except Exception as exc:
+            # DALI names only "sample #i" of the batch: name the file, and drop the broken pipeline.
+            ids = self._source.shard_plan(self._epoch).ids[self._batch * self.batch_size:][:self.batch_size]
+            match = re.search(r"sample #(\d+)", str(exc))
+            if match and int(match.group(1)) < len(ids):
+                where = f"file {self._source.paths[ids[int(match.group(1))]]}"
+            else:
+                where = "one of the files " + ", ".join(self._source.paths[i] for i in ids)
+            self._pipe = None
+            raise RuntimeError(
+                f"decoding failed at epoch {self._epoch}, batch {self._batch}, {where}: {exc}\n"
+                "Find all unreadable files with `python -m pipelines.verify ROOT` (it fully decodes "
+                "them), or construct the loader with verify='full'.") from exc
+
     def _build(self, epoch: int, batch: int) -> None:
         self.close()
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
