@@ -101,6 +101,14 @@ class ImageSource:
         return math.ceil((hi - lo) / b)
 
     def shard_plan(self, epoch: int) -> ShardPlan:
+        cached = getattr(self, "_plan_cache", None)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        plan = self._make_shard_plan(epoch)
+        self._plan_cache = (epoch, plan)  # one permutation per epoch, not per batch
+        return plan
+
+    def _make_shard_plan(self, epoch: int) -> ShardPlan:
         n = len(self.paths)
         order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
                  else np.arange(n))

@@ -1,0 +1,137 @@
+"""Loader throughput: our OcclusionLoader per method vs torchvision ImageFolder + DataLoader vs a
+plain DALI ``fn.readers.file`` pipeline, on the same ImageNet-sized JPEGs, in one process.
+
+Every contender does the same work: decode, random-resized-crop to 224 (scale 0.08-1, ratio
+3/4-4/3), flip p=0.5, ImageNet mean/std normalisation to NCHW float32, batch 64. Worker counts are
+equal: ``--workers`` DataLoader processes, DALI CPU threads for both DALI pipelines (our reader adds
+``--reader-workers`` light file-reading processes, reported). Contenders run round-robin
+``--repeats`` times so drift on a noisy machine hits all of them alike; the median images/s and
+IQR are written to JSON with the conditions.
+
+    python -m bench.loader_bench [--images 1280] [--batches 15] [--workers 2] [--out results/loader_bench.json]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench.common import conditions, summary, write_json
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def ours(root, args, method, **kw):
+    from pipelines import OcclusionLoader
+
+    loader = OcclusionLoader(root, args.batch_size, method, device=args.device, num_threads=args.workers,
+                             py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop", **kw)
+
+    def batches():
+        while True:
+            for batch in loader:
+                yield batch.images
+    return batches()
+
+
+def torchvision_loader(root, args):
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize([m / 255 for m in MEAN], [s / 255 for s in STD])])
+    loader = torch.utils.data.DataLoader(ImageFolder(root, tf), batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.workers, drop_last=True, persistent_workers=True,
+                                         prefetch_factor=2)
+
+    def batches():
+        while True:
+            for images, _ in loader:
+                yield images
+    return batches()
+
+
+def dali_file_reader(root, args):
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+    gpu = args.device == "gpu"
+
+    @pipeline_def(batch_size=args.batch_size, num_threads=args.workers, device_id=0 if gpu else None, seed=0)
+    def pipe():
+        jpegs, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
+        images = fn.decoders.image_random_crop(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB,
+                                               random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+        images = fn.resize(images, size=(224, 224), interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=MEAN, std=STD,
+                                          mirror=fn.random.coin_flip())
+        return images, labels
+
+    it = DALIGenericIterator(pipe(), ["images", "labels"], reader_name="reader", auto_reset=True)
+
+    def batches():
+        while True:
+            for out in it:
+                yield out[0]["images"]
+    return batches()
+
+
+def measure(gen, n_batches):
+    next(gen)  # first batch: start-up and prefetch fill
+    start = time.perf_counter()
+    rows = 0
+    for _ in range(n_batches):
+        rows += next(gen).shape[0]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return rows / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=1280, help="ImageNet-sized JPEGs to generate (cached)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=15, help="timed batches per contender per repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--reader-workers", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--methods", default="none,cutout,hide_and_seek")
+    p.add_argument("--out", default="results/loader_bench.json")
+    args = p.parse_args(argv)
+
+    from pipelines.demo_data import make_imagenet_like
+
+    root = make_imagenet_like(n=args.images) / "train"
+    files = sorted(root.rglob("*.jpg"))
+    mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
+    contenders = {f"ours:{m}": ours(root, args, m) for m in args.methods.split(",")}
+    contenders["torchvision"] = torchvision_loader(root, args)
+    contenders["dali_readers_file"] = dali_file_reader(root, args)
+    runs = {name: [] for name in contenders}
+    for r in range(args.repeats):
+        for name, gen in contenders.items():
+            runs[name].append(measure(gen, args.batches))
+            print(f"repeat {r} {name}: {runs[name][-1]:.1f} images/s", flush=True)
+    results = {name: summary(v) for name, v in runs.items()}
+    base = results["ours:none"]["median"]
+    ratios = {"ours_none_vs_torchvision": base / results["torchvision"]["median"],
+              "ours_none_vs_dali_readers_file": base / results["dali_readers_file"]["median"]}
+    for m in args.methods.split(","):
+        ratios[f"ours_{m}_vs_ours_none"] = results[f"ours:{m}"]["median"] / base
+    payload = {"unit": "images/s", "results": results, "ratios": ratios,
+               "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
+                                        reader_workers=args.reader_workers, images=len(files),
+                                        mean_file_kb=mean_kb, image_size=224, batches=args.batches,
+                                        repeats=args.repeats)}
+    path = write_json(args.out, payload)
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
