@@ -1,0 +1,204 @@
+"""Plain NumPy oracles for the tests: restated from the papers' reference code, loops and slicing only.
+
+Nothing here is used by library code. Each function is written from the reference behaviour
+(REFERENCES.md), independently of the optimised kernels it checks: no integral images, no twins,
+no coordinate compression -- boxes are painted or sliced, windows summed directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------------------
+# CutMix (clovaai/CutMix-PyTorch train.py)
+# --------------------------------------------------------------------------------------------------
+def clovaai_rand_bbox(size, lam, randint):
+    """Literal ``rand_bbox`` of clovaai/CutMix-PyTorch, with ``np.random.randint`` passed in as ``randint``.
+
+    ``size`` is the NCHW tensor size, so the reference's ``W = size[2]`` is the row axis: the returned
+    ``(bbx1, bby1, bbx2, bby2)`` is ``(y0, x0, y1, x1)`` in our convention (it slices
+    ``input[:, :, bbx1:bbx2, bby1:bby2]``).
+    """
+    W = size[2]
+    H = size[3]
+    cut_rat = np.sqrt(1. - lam)
+    cut_w = int(W * cut_rat)  # np.int in the original (removed from NumPy; same truncation)
+    cut_h = int(H * cut_rat)
+
+    # uniform
+    cx = randint(W)
+    cy = randint(H)
+
+    bbx1 = np.clip(cx - cut_w // 2, 0, W)
+    bby1 = np.clip(cy - cut_h // 2, 0, H)
+    bbx2 = np.clip(cx + cut_w // 2, 0, W)
+    bby2 = np.clip(cy + cut_h // 2, 0, H)
+
+    return bbx1, bby1, bbx2, bby2
+
+
+def clovaai_cutmix_batch(rng, H, W, alpha):
+    """One reference CutMix step's box and corrected lambda, driven by ``rng`` (a Generator).
+
+    ``lam = np.random.beta(beta, beta)``, ``rand_bbox(input.size(), lam)``, then
+    ``lam = 1 - ((bbx2 - bbx1) * (bby2 - bby1) / (input.size()[-1] * input.size()[-2]))``.
+    """
+    size = (1, 3, H, W)
+    lam = rng.beta(alpha, alpha)
+    bbx1, bby1, bbx2, bby2 = clovaai_rand_bbox(size, lam, rng.integers)
+    lam = 1 - ((bbx2 - bbx1) * (bby2 - bby1) / (size[-1] * size[-2]))
+    return np.array([bbx1, bby1, bbx2, bby2]), lam
+
+
+def clovaai_cutmix_rows(rng, H, W, alpha, n):
+    """The reference step applied per row, with our documented vectorised draw order.
+
+    Draws ``lam = rng.beta(alpha, alpha, n)``, then all row-axis centres, then all column-axis centres,
+    and runs the literal ``rand_bbox`` per row on those values.
+    """
+    size = (n, 3, H, W)
+    lams = rng.beta(alpha, alpha, size=n)
+    c_rows = rng.integers(H, size=n)
+    c_cols = rng.integers(W, size=n)
+    boxes, out_lam = [], []
+    for i in range(n):
+        draws = iter([c_rows[i], c_cols[i]])
+        bbx1, bby1, bbx2, bby2 = clovaai_rand_bbox(size, lams[i], lambda hi, d=draws: next(d))
+        boxes.append([bbx1, bby1, bbx2, bby2])
+        out_lam.append(1 - ((bbx2 - bbx1) * (bby2 - bby1) / (size[-1] * size[-2])))
+    return np.array(boxes).reshape(n, 4), np.array(out_lam, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# SaliencyMix (saliency_bbox of the official code, on a given map)
+# --------------------------------------------------------------------------------------------------
+def saliencymix_bbox(saliency_map, lam, quantize=True):
+    """Literal ``saliency_bbox`` after ``computeSaliency``: ``(map*255).astype(uint8)``, first argmax, clip.
+
+    ``saliency_map`` is (H, W). Returns ``(y0, x0, y1, x1)`` (the reference's ``bbx1, bby1, bbx2, bby2``).
+    """
+    W = saliency_map.shape[0]  # the reference: size = img.size(); W = size[1] (rows)
+    H = saliency_map.shape[1]
+    cut_rat = np.sqrt(1. - lam)
+    cut_w = int(W * cut_rat)
+    cut_h = int(H * cut_rat)
+    saliencyMap = (saliency_map * 255).astype("uint8") if quantize else saliency_map
+    maximum_indices = np.unravel_index(np.argmax(saliencyMap, axis=None), saliencyMap.shape)
+    x = maximum_indices[0]
+    y = maximum_indices[1]
+    bbx1 = np.clip(x - cut_w // 2, 0, W)
+    bby1 = np.clip(y - cut_h // 2, 0, H)
+    bbx2 = np.clip(x + cut_w // 2, 0, W)
+    bby2 = np.clip(y + cut_h // 2, 0, H)
+    return np.array([bbx1, bby1, bbx2, bby2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Attentive CutMix
+# --------------------------------------------------------------------------------------------------
+def topk_cells(attention, k):
+    """Per row, the k cells with the largest value; ties -> lower row-major index first (Python sort)."""
+    n, gh, gw = attention.shape
+    mask = np.zeros((n, gh, gw), dtype=bool)
+    for r in range(n):
+        cells = [(-float(attention[r, i, j]), i * gw + j) for i in range(gh) for j in range(gw)]
+        for _, idx in sorted(cells)[:k]:
+            mask[r, idx // gw, idx % gw] = True
+    return mask
+
+
+def upsample_cells(cell_mask, H, W):
+    """Pixel mask (N, H, W) of a cell mask: cells of H // G rows, the last cell taking the remainder."""
+    n, gh, gw = cell_mask.shape
+    ch, cw = H // gh, W // gw
+    out = np.zeros((n, H, W), dtype=bool)
+    for r in range(n):
+        for i in range(gh):
+            for j in range(gw):
+                if cell_mask[r, i, j]:
+                    y1 = H if i == gh - 1 else (i + 1) * ch
+                    x1 = W if j == gw - 1 else (j + 1) * cw
+                    out[r, i * ch:y1, j * cw:x1] = True
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Fong & Vedaldi / KeepAugment search, brute force
+# --------------------------------------------------------------------------------------------------
+def window_sums(sal, S, T=1):
+    """Every S x S window on the stride-T grid summed directly: (Py, Px) float64 for one (H, W) map."""
+    H, W = sal.shape
+    ys = range(0, H - S + 1, T)
+    xs = range(0, W - S + 1, T)
+    out = np.empty((len(ys), len(xs)), dtype=np.float64)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            out[i, j] = sal[y:y + S, x:x + S].sum(dtype=np.float64)
+    return out
+
+
+def max_window(sal, S, T=1):
+    """Brute-force Fong & Vedaldi search on one (H, W) map: top-left of the first largest S x S window."""
+    H, W = sal.shape
+    best, best_yx = -np.inf, (0, 0)
+    for y in range(0, H - S + 1, T):
+        for x in range(0, W - S + 1, T):
+            s = sal[y:y + S, x:x + S].sum(dtype=np.float64)
+            if s > best:
+                best, best_yx = s, (y, x)
+    return best_yx, best
+
+
+def cutout_box(cy, cx, size, H, W):
+    """uoguelph-mlrg Cutout box around (cy, cx): ``clip(c - length // 2, 0, size)`` .. ``clip(c + length // 2)``."""
+    return (int(np.clip(cy - size // 2, 0, H)), int(np.clip(cx - size // 2, 0, W)),
+            int(np.clip(cy + size // 2, 0, H)), int(np.clip(cx + size // 2, 0, W)))
+
+
+def keep_scores(sal, size):
+    """Mean saliency of the clipped Cutout box around every centre pixel of one (H, W) map."""
+    H, W = sal.shape
+    out = np.empty((H, W), dtype=np.float64)
+    for cy in range(H):
+        for cx in range(W):
+            y0, x0, y1, x1 = cutout_box(cy, cx, size, H, W)
+            out[cy, cx] = sal[y0:y1, x0:x1].mean(dtype=np.float64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# apply
+# --------------------------------------------------------------------------------------------------
+def erase_nchw(images, boxes, fill):
+    """Slice-assign ``fill`` (scalar or per channel) into each row's boxes; boxes (N, K, 4), -1 padded."""
+    out = images.copy()
+    fill = np.broadcast_to(np.asarray(fill, dtype=images.dtype), (images.shape[1],))
+    for n in range(images.shape[0]):
+        for y0, x0, y1, x1 in boxes[n]:
+            if y1 > y0 and x1 > x0:
+                out[n, :, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = fill[:, None, None]
+    return out
+
+
+def paste_nchw(images, partner, boxes):
+    """clovaai's ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]`` per row and box."""
+    out = images.copy()
+    for n in range(images.shape[0]):
+        if partner[n] < 0:
+            continue
+        for y0, x0, y1, x1 in boxes[n]:
+            if y1 > y0 and x1 > x0:
+                ys, xs = slice(max(y0, 0), max(y1, 0)), slice(max(x0, 0), max(x1, 0))
+                out[n, :, ys, xs] = images[partner[n], :, ys, xs]
+    return out
+
+
+def union_mask(boxes, H, W):
+    """(N, H, W) bool: pixels covered by any of the row's boxes (painted)."""
+    n = boxes.shape[0]
+    m = np.zeros((n, H, W), dtype=bool)
+    for r in range(n):
+        for y0, x0, y1, x1 in boxes[r]:
+            if y1 > y0 and x1 > x0:
+                m[r, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return m
