@@ -86,6 +86,117 @@ def _centred_box_mean(ii, out, half, n, cy, cx):
 
 
 # --------------------------------------------------------------------------------------------------
+# per-map search twins: one map row ``n`` searched by one thread / one CPU call, box written to
+# ``box[0:4]``. The vectorised functions below do the same search on whole batches with array code;
+# these are the bodies of the per-sample DALI operators (``dali_ops.mixing``), which cannot hold
+# algorithms of their own. Tests check both against the NumPy oracles of ``kernels.reference``.
+# --------------------------------------------------------------------------------------------------
+@twin
+def _clip_int(v, lo, hi):
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+@twin
+def _peak_box_of_map(sal, n, scale, cut_h, cut_w, box):
+    """SaliencyMix box of map ``sal[n]``: first maximum (row-major) of ``trunc(clip(sal * scale[0], 0, 255))``
+    when ``scale[0] > 0`` (the reference's ``(map * 255).astype(uint8)``; ``scale`` has the map's dtype so the
+    product rounds like NumPy's), of the float map when ``scale[0] <= 0``; box = ``clip(peak -+ cut // 2)``."""
+    h = sal.shape[1]
+    w = sal.shape[2]
+    quantize = scale[0] > 0
+    best = -1.0
+    by = 0
+    bx = 0
+    for y in range(h):
+        for x in range(w):
+            v = sal[n, y, x]
+            if quantize:
+                q = v * scale[0]
+                if q > 255:
+                    q = 255
+                if q < 0:
+                    q = 0
+                v = int(q)
+            if v > best or (y == 0 and x == 0):
+                best = v
+                by = y
+                bx = x
+    hh = cut_h // 2
+    hw = cut_w // 2
+    box[0] = _clip_int(by - hh, 0, h)
+    box[1] = _clip_int(bx - hw, 0, w)
+    box[2] = _clip_int(by + hh, 0, h)
+    box[3] = _clip_int(bx + hw, 0, w)
+
+
+@twin
+def _max_window_of_map(ii, n, size, stride, dy, dx, box):
+    """Fong & Vedaldi box of the map whose integral image is ``ii[n]``: the first (row-major on the stride
+    grid) S x S window of largest sum, top-left moved by ``(dy, dx)`` and clipped to ``[0, H-S] x [0, W-S]``."""
+    h = ii.shape[1] - 1
+    w = ii.shape[2] - 1
+    ny = (h - size) // stride + 1
+    nx = (w - size) // stride + 1
+    best = _box_sum(ii, n, 0, 0, size, size)
+    by = 0
+    bx = 0
+    for i in range(ny):
+        for j in range(nx):
+            v = _box_sum(ii, n, i * stride, j * stride, i * stride + size, j * stride + size)
+            if v > best:
+                best = v
+                by = i * stride
+                bx = j * stride
+    y0 = _clip_int(by + dy, 0, h - size)
+    x0 = _clip_int(bx + dx, 0, w - size)
+    box[0] = y0
+    box[1] = x0
+    box[2] = y0 + size
+    box[3] = x0 + size
+
+
+@twin
+def _keep_pick(scores, n, thr, tries, below, half, box):
+    """KeepAugment pick among the host-drawn centres ``tries[t] = (cy, cx)``: the first whose region score is
+    below (selective-cut) / above (selective-paste) ``thr``, else the lowest / highest-scoring try (first
+    among equal); box = ``clip(c -+ half)`` (the Cutout box of :func:`keep_region_scores`)."""
+    h = scores.shape[1]
+    w = scores.shape[2]
+    pick = -1
+    fb = 0
+    fb_score = scores[n, tries[0, 0], tries[0, 1]]
+    for t in range(tries.shape[0]):
+        v = scores[n, tries[t, 0], tries[t, 1]]
+        if pick < 0:
+            if below:
+                if v < thr:
+                    pick = t
+            else:
+                if v > thr:
+                    pick = t
+        if below:
+            if v < fb_score:
+                fb_score = v
+                fb = t
+        else:
+            if v > fb_score:
+                fb_score = v
+                fb = t
+    if pick < 0:
+        pick = fb
+    cy = tries[pick, 0]
+    cx = tries[pick, 1]
+    box[0] = _clip_int(cy - half, 0, h)
+    box[1] = _clip_int(cx - half, 0, w)
+    box[2] = _clip_int(cy + half, 0, h)
+    box[3] = _clip_int(cx + half, 0, w)
+
+
+# --------------------------------------------------------------------------------------------------
 # drivers
 # --------------------------------------------------------------------------------------------------
 def _integral_cpu(sal, ii):
