@@ -12,12 +12,33 @@ reader (:mod:`pipelines.reader`) as CPU inputs, which DALI accepts as argument i
 
 Occlusion is applied after mean/std normalisation, so ``fill="mean"`` is an exact 0, as in the
 Cutout and Hide-and-Seek reference codes (mask multiply after ``Normalize``).
+
+Mixing and saliency-guided methods (per copy; ops of :mod:`dali_ops.mixing`, which take boxes and
+saliency maps as regular inputs so the chain can stay on the GPU):
+
+* ``cutmix``: partner images through ``fn.permute_batch`` (the partner row's own crop and flip), the
+  host-drawn boxes pasted with ``mixing.paste_boxes`` on the normalised CHW images.
+* ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's flipped
+  uint8 image, permuted to the source image (``elem``: the partner; ``batch``: the first permuted
+  image, for every row), ``mixing.saliency_peak_box`` with the host-drawn cut, then ``paste_boxes``.
+* ``saliency_occlusion``: the row's own saliency, ``mixing.max_window`` (S = ``size``, T = ``stride``,
+  host-drawn jitter), ``mixing.erase_boxes`` with the fill.
+* ``keep_cutout`` / ``keep_paste``: the row's own saliency, ``mixing.keep_box`` (selective-cut /
+  selective-paste candidates drawn on the host), then erase; for ``keep_paste`` RandAugment
+  (``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the uint8 image and the kept region pasted back
+  from the un-augmented image (KeepAugment's selective-paste).
+
+Boxes searched in the graph come out as extra outputs (one ``(1, 4)`` per row and copy), rows not
+occluded get -1.
 """
 from __future__ import annotations
 
 from nvidia.dali import fn, pipeline_def, types
 
-from pipelines.reader import META_OUTPUTS, ImageSource
+from dali_ops import mixing
+
+from pipelines.params import SALIENCY_METHODS
+from pipelines.reader import META_OUTPUTS, ImageSource, per_copy_inputs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +59,8 @@ def fill_values(fill) -> list[float]:
 def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_threads: int,
                    py_workers: int, dtype: str = "float32", fill="mean", prefetch: int = 2,
                    seed: int = 0):
-    """Build the pipeline of ``source``; outputs are the meta outputs then one image per copy."""
+    """Build the pipeline of ``source``; outputs are the meta outputs, one image per copy, then (for the
+    saliency-guided methods) one searched-boxes output per copy."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu' here, got {device!r}")
     if dtype not in ("float32", "float16"):
@@ -49,10 +71,24 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     out_type = types.FLOAT if dtype == "float32" else types.FLOAT16
     decoder = "mixed" if device == "gpu" else "cpu"
     names = source.output_names()
+    inputs = per_copy_inputs(cfg)
+    method = cfg.method if inputs else "none"
+    searched = method in SALIENCY_METHODS
+    numba_ops = method in ("cutmix",) + SALIENCY_METHODS
+    if method in ("keep_cutout", "keep_paste") and device == "gpu":
+        raise ValueError(f"method={method!r} runs its KeepAugment search on the CPU only for now; "
+                         "use device='cpu'")
+    if searched:
+        import dali_ops
+
+        dali_ops.load()
+    # numba operators work on float32: normalise to float32 and cast at the end when float16 is asked.
+    norm_type = types.FLOAT if numba_ops else out_type
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=0 if device == "gpu" else None, seed=seed,
-                  prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn")
+                  prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn",
+                  enable_conditionals=method == "keep_paste")
     def pipe():
         nodes = dict(zip(names, fn.external_source(
             source=source, num_outputs=len(names), batch=True, batch_info=True, parallel=True,
@@ -63,26 +99,76 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
                                            axis_names="HW", normalized_anchor=False,
                                            normalized_shape=False, device=decoder, output_type=types.RGB)
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
-            base = _normalize(base, nodes["mirror/0"], out_type)
         else:
             full = fn.decoders.image(nodes["encoded"], device=decoder, output_type=types.RGB)
-        images = []
+        images, boxes_out = [], []
+        shared_norm = None
         for c in range(cfg.copies):
+            mirror = nodes["mirror/0" if shared_crop else f"mirror/{c}"]
             if shared_crop:
-                img = base
+                u8 = base
             else:
                 anchor, shape = nodes[f"crop_anchor/{c}"], nodes[f"crop_shape/{c}"]
-                img = fn.resize(full, size=(size, size), roi_start=fn.cast(anchor, dtype=types.FLOAT),
-                                roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
-                                interp_type=types.INTERP_LINEAR, antialias=True)
-                img = _normalize(img, nodes[f"mirror/{c}"], out_type)
-            if cfg.method != "none":
-                img = fn.erase(img, anchor=nodes[f"erase_anchor/{c}"], shape=nodes[f"erase_shape/{c}"],
-                               axis_names="HW", fill_value=fill_value)
+                u8 = fn.resize(full, size=(size, size), roi_start=fn.cast(anchor, dtype=types.FLOAT),
+                               roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
+                               interp_type=types.INTERP_LINEAR, antialias=True)
+            if searched:
+                img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value)
+                boxes_out.append(boxes)
+            else:
+                if shared_crop and shared_norm is not None:
+                    img = shared_norm
+                else:
+                    img = _normalize(u8, mirror, norm_type)
+                    if shared_crop:
+                        shared_norm = img
+                if method in ("cutout", "hide_and_seek"):
+                    img = fn.erase(img, anchor=nodes[f"erase_anchor/{c}"], shape=nodes[f"erase_shape/{c}"],
+                                   axis_names="HW", fill_value=fill_value)
+                elif method == "cutmix":
+                    partner = fn.permute_batch(img, indices=nodes[f"src/{c}"])
+                    img = mixing.paste_boxes(img, partner, _on(nodes[f"paste_boxes/{c}"], device), layout="CHW",
+                                             device=device)
+            if norm_type != out_type:
+                img = fn.cast(img, dtype=out_type)
             images.append(img)
-        return (*[nodes[name] for name in OUTPUT_NAMES], *images)
+        return (*[nodes[name] for name in OUTPUT_NAMES], *images, *boxes_out)
 
     return pipe()
+
+
+def _on(node, device):
+    """A CPU input node moved to ``device``."""
+    return node.gpu() if device == "gpu" else node
+
+
+def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value):
+    """One copy of a saliency-guided method: (normalised CHW float32 image, (1, 4) boxes, -1 if not applied)."""
+    flipped = fn.flip(u8, horizontal=mirror)  # the saliency of the image as the row sees it
+    sal = fn.occlusion.fine_grained_saliency(flipped)
+    apply = nodes[f"apply/{c}"]
+    if method == "saliencymix":
+        sal_src = fn.permute_batch(sal, indices=nodes[f"sal_source/{c}"])
+        boxes = mixing.saliency_peak_box(sal_src, _on(nodes[f"cut/{c}"], device), device=device)
+    elif method == "saliency_occlusion":
+        boxes = mixing.max_window(sal, cfg.size, cfg.stride, _on(nodes[f"jitter/{c}"], device), device=device)
+    else:
+        boxes = mixing.keep_box(sal, nodes[f"tries/{c}"], size=cfg.size, tau=cfg.keep_tau,
+                                selective="cut" if method == "keep_cutout" else "paste")
+    # rows that are not occluded: boxes -> -1 (covers no pixel)
+    a = fn.cast(_on(apply, device), dtype=types.INT32)
+    boxes = fn.cast(boxes * a + (a - 1), dtype=types.INT32)
+    if method == "keep_paste":
+        from nvidia.dali.auto_aug import rand_augment
+
+        augmented = rand_augment.rand_augment(flipped, n=2, m=9)
+        u8_out = mixing.paste_boxes(augmented, flipped, boxes, layout="HWC", dtype="uint8", device=device)
+        return _normalize(u8_out, 0, types.FLOAT), boxes
+    img = _normalize(flipped, 0, types.FLOAT)
+    if method == "saliencymix":
+        partner = fn.permute_batch(img, indices=nodes[f"src/{c}"])
+        return mixing.paste_boxes(img, partner, boxes, layout="CHW", device=device), boxes
+    return mixing.erase_boxes(img, boxes, fill_value, layout="CHW", device=device), boxes
 
 
 def _normalize(img, mirror, out_type):

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kernels.apply import lam_from_boxes
 from kernels.labels import soft_targets
 from pipelines.graph import OUTPUT_NAMES, build_pipeline, fill_values
 from pipelines.imagefiles import scan_image_folder, read_file_list
-from pipelines.params import AugmentConfig
+from pipelines.params import MIXING_METHODS, AugmentConfig
 from pipelines.reader import ImageSource
 
 
@@ -56,12 +57,19 @@ class OcclusionLoader:
     Args:
         root: class-folder root (``root/<class>/<image>``) or a text file of ``path label`` lines.
         batch_size: samples per batch before copies (rows per batch are ``batch_size * copies``).
-        method: ``"none"``, ``"cutout"`` or ``"hide_and_seek"``.
+        method: ``"none"``, ``"cutout"``, ``"hide_and_seek"``, ``"cutmix"``, ``"saliencymix"``,
+            ``"saliency_occlusion"``, ``"keep_cutout"`` or ``"keep_paste"`` (see :mod:`pipelines.params`
+            and :mod:`pipelines.graph`; ``attentive_cutmix`` is a training-side step,
+            :class:`pipelines.attentive.AttentiveCutMix`).
         train: random-resized-crop + flip + occlusion (True) or the validation transform
             (resize shorter side to 256, centre crop 224, nothing else).
         copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.params`).
         p, mode: probability that a row (``"elem"``) or a batch (``"batch"``) is occluded.
         holes, size: Cutout; patch_sizes, p_keep_patch: Hide-and-Seek.
+        alpha: CutMix / SaliencyMix ``lam ~ Beta(alpha, alpha)`` (1.0, the ImageNet setting).
+        size, stride, jitter: ``saliency_occlusion`` window side S (56), stride T (1) and jitter tau (16 px).
+        size, keep_tau, max_tries: ``keep_cutout`` / ``keep_paste`` region side, quantile level (0.6) and
+            candidate centres per row (32).
         fill: ``"mean"`` (0 after normalisation) or a pixel value (scalar or RGB) in [0, 255].
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
@@ -78,7 +86,8 @@ class OcclusionLoader:
     def __init__(self, root, batch_size: int, method: str = "none", *, train: bool = True,
                  copies: int = 1, copy_mode: str = "joint", p_keep_image: float = 0.0,
                  p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
-                 patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, fill="mean",
+                 patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, alpha: float = 1.0,
+                 stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32, fill="mean",
                  label_smoothing: float = 0.0, num_classes: int | None = None,
                  output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
@@ -87,7 +96,8 @@ class OcclusionLoader:
         self.cfg = AugmentConfig(method=method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p=p, p_keep_image=p_keep_image, mode=mode,
                                  holes=holes, size=size, patch_sizes=tuple(patch_sizes),
-                                 p_keep_patch=p_keep_patch)
+                                 p_keep_patch=p_keep_patch, alpha=alpha, stride=stride, jitter=jitter,
+                                 keep_tau=keep_tau, max_tries=max_tries)
         fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -226,8 +236,11 @@ class OcclusionLoader:
 
     def _to_batch(self, outputs) -> Batch:
         meta_np = {name: np.array(out.as_tensor()) for name, out in zip(OUTPUT_NAMES, outputs)}
-        images = outputs[len(OUTPUT_NAMES):]
-        m = len(images)
+        m = self.cfg.copies
+        images = outputs[len(OUTPUT_NAMES):len(OUTPUT_NAMES) + m]
+        searched = outputs[len(OUTPUT_NAMES) + m:]
+        if searched:  # boxes found in the graph on saliency maps: (B, 1, 4) per copy
+            meta_np["boxes"] = np.stack([_host(o) for o in searched], axis=1).astype(np.int32)
         b = meta_np["label"].shape[0]
         target_device = torch.device("cuda", torch.cuda.current_device()) if self.device == "gpu" else None
         image_batch = _concat_images(images, target_device)
@@ -238,6 +251,9 @@ class OcclusionLoader:
         labels = np.tile(meta_np["label"].reshape(b), m)
         lam = rows(meta_np["lam"])
         partner = rows(meta_np["partner"])
+        if searched and self.cfg.method in MIXING_METHODS:  # exact kept area of the searched boxes
+            lam = lam_from_boxes(rows(meta_np["boxes"]), self.cfg.output_size, self.cfg.output_size,
+                                 partner).astype(np.float32)
         # partner holds a within-copy row index of the source image; turn it into a batch row.
         copy = np.repeat(np.arange(m), b)
         partner_row = np.where(partner >= 0, partner + copy * b, -1)
@@ -254,6 +270,14 @@ class OcclusionLoader:
             targets_t = targets_t.to(target_device, non_blocking=True)
             labels_t = labels_t.to(target_device, non_blocking=True)
         return Batch(image_batch, targets_t, labels_t, meta)
+
+
+def _host(out) -> np.ndarray:
+    """A DALI output (CPU or GPU TensorList) as a NumPy array."""
+    tl = out.as_tensor()
+    if hasattr(tl, "as_cpu"):
+        tl = tl.as_cpu()
+    return np.array(tl)
 
 
 def _concat_images(images, device) -> torch.Tensor:

@@ -17,6 +17,21 @@ batch augmentation of Hoffer et al. 2020):
 
 ``mode="elem"`` draws boxes and the apply decision per row (the papers); ``mode="batch"`` draws one
 box set and one apply decision per batch and copy (the reference codes).
+
+Mixing methods (per copy: the partner is a row of the same copy, so its pixels carry that row's crop
+and flip):
+
+* ``cutmix`` (Yun et al. 2019, Algorithm A1; clovaai/CutMix-PyTorch ``train.py``): partner =
+  ``rng.permutation(B)`` per copy (self-pairs allowed, as ``torch.randperm``), ``lam ~ Beta(alpha, alpha)``
+  and the box from :func:`kernels.mix.cutmix_box`; ``lam`` corrected to the exact kept area
+  (:func:`kernels.apply.lam_from_boxes`). ``mode="batch"``: one lambda and box per batch and copy (clovaai).
+* Saliency-guided methods -- boxes are searched *inside the graph* on a saliency map (so they are not
+  known here); this module draws only their random inputs: ``saliencymix`` (partner permutation and
+  CutMix cut sizes; ``mode="batch"``: one cut for the batch and the saliency map of the first permuted
+  image for every row, as the official code), ``saliency_occlusion`` (Fong & Vedaldi: jitter ``(dy, dx)``
+  in ``[-jitter, jitter]``), ``keep_cutout`` / ``keep_paste`` (KeepAugment: ``max_tries`` candidate
+  centres). ``mode="batch"`` shares those draws across the batch; the search still runs on each row's map.
+  ``apply`` (B, M) says which (row, copy) is occluded; ``boxes`` is left -1 for the graph to fill.
 """
 from __future__ import annotations
 
@@ -25,10 +40,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernels.apply import lam_from_boxes
 from kernels.crops import center_crop_window, random_resized_crop
 from kernels.cutout import cutout_boxes, hide_and_seek_boxes
+from kernels.mix import cutmix_box
 
-METHODS = ("none", "cutout", "hide_and_seek")
+METHODS = ("none", "cutout", "hide_and_seek", "cutmix", "saliencymix", "saliency_occlusion",
+           "keep_cutout", "keep_paste")
+#: Methods whose boxes are searched in the graph on a saliency map (reader sends only random inputs).
+SALIENCY_METHODS = ("saliencymix", "saliency_occlusion", "keep_cutout", "keep_paste")
+#: Methods that paste a partner's pixels (lam < 1, partner >= 0 on the occluded rows).
+MIXING_METHODS = ("cutmix", "saliencymix")
 MODES = ("elem", "batch")
 COPY_MODES = ("joint", "batch_aug")
 
@@ -71,6 +93,11 @@ class AugmentConfig:
     ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
     flip_p: float = 0.5
     val_resize: int = 256
+    alpha: float = 1.0
+    stride: int = 1
+    jitter: int = 16
+    keep_tau: float = 0.6
+    max_tries: int = 32
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,6 +111,18 @@ class AugmentConfig:
         _positive_int("output_size", self.output_size)
         _positive_int("holes", self.holes)
         _positive_int("size", self.size)
+        _positive_int("stride", self.stride)
+        _positive_int("max_tries", self.max_tries)
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, np.integer)) or self.jitter < 0:
+            raise ValueError(f"jitter must be an integer >= 0 (pixels), got {self.jitter!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
+                or self.alpha <= 0:
+            raise ValueError(f"alpha must be a finite number > 0 (Beta(alpha, alpha)), got {self.alpha!r}")
+        _probability("keep_tau", self.keep_tau)
+        if self.method == "saliency_occlusion" and self.size > self.output_size:
+            raise ValueError(f"size (the S x S window) must be <= output_size={self.output_size}, got {self.size}")
+        if self.method in ("keep_cutout", "keep_paste") and self.size < 2:
+            raise ValueError(f"size (the KeepAugment region side) must be >= 2, got {self.size}")
         for name in ("p", "p_keep_image", "p_keep_patch", "flip_p"):
             _probability(name, getattr(self, name))
         if not self.patch_sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
@@ -122,6 +161,9 @@ def plan_batch(cfg: AugmentConfig, rng: np.random.Generator, heights, widths) ->
                          for _ in range(m)], axis=1)
         flip = rng.random((b, m)) < cfg.flip_p
 
+    if cfg.method in MIXING_METHODS or cfg.method in SALIENCY_METHODS:
+        return _plan_searched(cfg, rng, crop, flip.astype(np.int32), b, m, s)
+
     per_copy = []
     for _ in range(m):
         n = b if cfg.mode == "elem" else 1
@@ -131,11 +173,9 @@ def plan_batch(cfg: AugmentConfig, rng: np.random.Generator, heights, widths) ->
             boxes = hide_and_seek_boxes(rng, n, s, s, cfg.patch_sizes, cfg.p_keep_patch)
         else:
             boxes = np.full((n, 0, 4), -1, np.int32)
-        apply = rng.random(n) < cfg.p
+        apply = _apply_draw(cfg, rng, b)
         if cfg.mode == "batch":
             boxes = np.repeat(boxes, b, axis=0)
-            apply = np.repeat(apply, b)
-        apply &= rng.random(b) >= cfg.p_keep_image
         boxes[~apply] = -1
         per_copy.append(boxes)
     k = max(x.shape[1] for x in per_copy)
@@ -143,6 +183,56 @@ def plan_batch(cfg: AugmentConfig, rng: np.random.Generator, heights, widths) ->
     for c, x in enumerate(per_copy):
         boxes[:, c, :x.shape[1]] = x
     return _finish(crop, flip.astype(np.int32), boxes)
+
+
+def _apply_draw(cfg: AugmentConfig, rng: np.random.Generator, b: int) -> np.ndarray:
+    """(B,) bool: row occluded. ``p`` per row ("elem") or per batch ("batch"), then ``p_keep_image`` per row."""
+    apply = rng.random(b if cfg.mode == "elem" else 1) < cfg.p
+    if cfg.mode == "batch":
+        apply = np.repeat(apply, b)
+    return apply & (rng.random(b) >= cfg.p_keep_image)
+
+
+def _plan_searched(cfg: AugmentConfig, rng: np.random.Generator, crop, flip, b: int, m: int, s: int) -> dict:
+    """Parameters of the mixing and saliency-guided methods, per copy (see the module docstring).
+
+    Draw order per copy: partner permutation (mixing methods), the method's draws, then the apply
+    draws of :func:`_apply_draw`.
+    """
+    out = _finish(crop, flip, np.full((b, m, 1, 4), -1, np.int32))
+    apply_all = np.zeros((b, m), bool)
+    sal_source = np.tile(np.arange(b, dtype=np.int32)[:, None], (1, m))
+    cut = np.zeros((b, m, 2), np.int32)
+    jitter = np.zeros((b, m, 2), np.int32)
+    tries = np.zeros((b, m, cfg.max_tries if cfg.method in ("keep_cutout", "keep_paste") else 1, 2), np.int32)
+    n = b if cfg.mode == "elem" else None
+    for c in range(m):
+        perm = rng.permutation(b).astype(np.int32) if cfg.method in MIXING_METHODS else None
+        if cfg.method == "cutmix":
+            boxes, lam = cutmix_box(rng, s, s, cfg.alpha, n=n)
+            out["boxes"][:, c, 0] = boxes
+        elif cfg.method == "saliencymix":
+            lam = rng.beta(cfg.alpha, cfg.alpha, size=n)
+            rat = np.sqrt(1.0 - np.asarray(lam, np.float64))
+            cut[:, c] = np.stack([(s * rat).astype(np.int64), (s * rat).astype(np.int64)], -1)
+            # Official code: the map of input[rand_index[0]] decides the box of the whole batch.
+            sal_source[:, c] = perm if cfg.mode == "elem" else perm[0]
+        elif cfg.method == "saliency_occlusion":
+            jitter[:, c] = rng.integers(-cfg.jitter, cfg.jitter + 1, size=(b if n else 1, 2))
+        else:  # keep_cutout, keep_paste: candidate centres (cy, cx), as kernels.search.selective_cut draws them
+            cy = rng.integers(0, s, size=(b if n else 1, cfg.max_tries))
+            cx = rng.integers(0, s, size=(b if n else 1, cfg.max_tries))
+            tries[:, c] = np.stack([cy, cx], -1)
+        apply = _apply_draw(cfg, rng, b)
+        apply_all[:, c] = apply
+        if perm is not None:
+            out["partner"][:, c] = np.where(apply, perm, -1)
+        out["boxes"][~apply, c] = -1
+    if cfg.method == "cutmix":
+        for c in range(m):
+            out["lam"][:, c] = lam_from_boxes(out["boxes"][:, c], s, s, out["partner"][:, c])
+    out.update(apply=apply_all.astype(np.int32), sal_source=sal_source, cut=cut, jitter=jitter, tries=tries)
+    return out
 
 
 def _finish(crop, flip, boxes) -> dict:

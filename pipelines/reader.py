@@ -40,6 +40,24 @@ LAST_BATCH_POLICIES = ("partial", "drop", "pad")
 META_OUTPUTS = ("encoded", "label", "sample_id", "valid", "crop", "flip", "boxes", "lam", "partner")
 
 
+def per_copy_inputs(cfg: AugmentConfig) -> tuple[str, ...]:
+    """What the graph needs per copy for ``cfg.method`` (validation runs no occlusion for the mixing and
+    saliency-guided methods)."""
+    if cfg.method in ("cutout", "hide_and_seek"):
+        return ("erase_anchor", "erase_shape")
+    if not cfg.train or cfg.method == "none":
+        return ()
+    if cfg.method == "cutmix":
+        return ("src", "paste_boxes")
+    if cfg.method == "saliencymix":
+        return ("src", "sal_source", "cut", "apply")
+    if cfg.method == "saliency_occlusion":
+        return ("jitter", "apply")
+    if cfg.method in ("keep_cutout", "keep_paste"):
+        return ("tries", "apply")
+    raise ValueError(f"no graph inputs defined for method {cfg.method!r}")
+
+
 @dataclass
 class ShardPlan:
     """Sample order of one shard in one epoch."""
@@ -155,14 +173,14 @@ class ImageSource:
 
     def output_names(self) -> list[str]:
         """Names of the source's outputs, in order: the meta outputs, then what the graph needs per
-        copy (one shared crop and flip when the copies share them, erase regions when occluding)."""
+        copy (one shared crop and flip when the copies share them, erase regions when erasing host-drawn
+        boxes, and the random inputs of the mixing / saliency-guided methods, see :func:`per_copy_inputs`)."""
         names = list(META_OUTPUTS)
         shared = self.cfg.copy_mode == "joint" or self.cfg.copies == 1
         for c in range(self.cfg.copies):
             if c == 0 or not shared:
                 names += [f"crop_anchor/{c}", f"crop_shape/{c}", f"mirror/{c}"]
-            if self.cfg.method != "none":
-                names += [f"erase_anchor/{c}", f"erase_shape/{c}"]
+            names += [f"{k}/{c}" for k in per_copy_inputs(self.cfg)]
         return names
 
     def __call__(self, info):
@@ -177,10 +195,22 @@ class ImageSource:
             per_copy[f"crop_anchor/{c}"] = [crop[i, :2].copy() for i in rows]
             per_copy[f"crop_shape/{c}"] = [crop[i, 2:].copy() for i in rows]
             per_copy[f"mirror/{c}"] = [np.array(p["flip"][i, c], np.int32) for i in rows]
-            if self.cfg.method != "none":
+            inputs = per_copy_inputs(self.cfg)
+            if "erase_anchor" in inputs:
                 regions = [erase_regions(p["boxes"][i, c]) for i in rows]
                 per_copy[f"erase_anchor/{c}"] = [r[0] for r in regions]
                 per_copy[f"erase_shape/{c}"] = [r[1] for r in regions]
+            if "src" in inputs:  # permute_batch index: the partner's row, or the row itself (nothing pasted)
+                src = np.where(p["partner"][:, c] >= 0, p["partner"][:, c], np.arange(len(encoded)))
+                per_copy[f"src/{c}"] = [np.array(src[i], np.int32) for i in rows]
+            if "paste_boxes" in inputs:
+                per_copy[f"paste_boxes/{c}"] = [np.ascontiguousarray(p["boxes"][i, c], np.int32) for i in rows]
+            for key in ("sal_source", "apply"):
+                if key in inputs:
+                    per_copy[f"{key}/{c}"] = [np.array(p[key][i, c], np.int32) for i in rows]
+            for key in ("cut", "jitter", "tries"):
+                if key in inputs:
+                    per_copy[f"{key}/{c}"] = [np.ascontiguousarray(p[key][i, c], np.int32) for i in rows]
         outputs = []
         for name in self.output_names():
             if name == "encoded":
