@@ -1,0 +1,188 @@
+"""Mixing and saliency-guided loader methods against independent oracles: the plain loader's pixels (same
+seed -> same crops and flips), painted box masks, exact box areas, OpenCV contrib's fine-grained saliency
+of the row's uint8 image, brute-force window sums, and the papers' box rules restated here."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kernels import reference as ref
+from test_loader import MEAN, STD, SIZE, box_mask, make, structured_root  # noqa: F401 (fixture)
+
+S2 = SIZE * SIZE
+
+
+def epoch(loader, n=None):
+    out = []
+    for b in loader:
+        out.append(b)
+        if n is not None and len(out) == n:
+            break
+    return out
+
+
+def uint8_image(norm):
+    """The uint8 HWC image the graph normalised (crop_mirror_normalize is exact up to float rounding)."""
+    return np.rint(norm.numpy().transpose(1, 2, 0) * STD + MEAN).clip(0, 255).astype(np.uint8)
+
+
+def opencv_saliency(norm):
+    """OpenCV contrib StaticSaliencyFineGrained of the row's image (RGB -> BGR for OpenCV)."""
+    ok, sal = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(uint8_image(norm)[:, :, ::-1].copy())
+    assert ok
+    return sal.astype(np.float32)
+
+
+def half_size(lo, hi, peak, size):
+    """Half side h with (lo, hi) == (clip(peak - h, 0, size), clip(peak + h, 0, size)); None if impossible."""
+    cands = set()
+    if lo > 0:
+        cands.add(peak - lo)
+    if hi < size:
+        cands.add(hi - peak)
+    if not cands:
+        return "any" if lo == 0 and hi == size else None
+    if len(cands) > 1:
+        return None
+    h = cands.pop()
+    return h if (max(peak - h, 0), min(peak + h, size)) == (lo, hi) else None
+
+
+def check_mixed_rows(plain, mixed, num_classes=3):
+    """Pixels inside the row's boxes are its partner's (plain) pixels, outside its own; lam and targets exact."""
+    for r in range(mixed.images.shape[0]):
+        p = int(mixed.meta["partner"][r])
+        boxes = mixed.meta["boxes"][r].numpy()
+        mask = box_mask(boxes)
+        out = mixed.images[r].numpy()
+        if p < 0:
+            assert not mask.any() and float(mixed.meta["lam"][r]) == 1.0
+            np.testing.assert_array_equal(out, plain.images[r].numpy())
+            continue
+        assert int(mixed.meta["copy"][p]) == int(mixed.meta["copy"][r])  # partner from the same copy
+        np.testing.assert_array_equal(out[:, mask], plain.images[p].numpy()[:, mask])
+        np.testing.assert_array_equal(out[:, ~mask], plain.images[r].numpy()[:, ~mask])
+        lam = 1.0 - mask.sum() / S2
+        assert float(mixed.meta["lam"][r]) == pytest.approx(lam, abs=1e-6)
+        expect = np.zeros(num_classes)
+        expect[int(mixed.labels[r])] += lam
+        expect[int(mixed.labels[p])] += 1 - lam
+        np.testing.assert_allclose(mixed.targets[r].numpy(), expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(mode="batch", copies=2, copy_mode="batch_aug")])
+def test_cutmix_pastes_partner_box_with_exact_lam(structured_root, kw):
+    plain = epoch(make(structured_root, batch=6, seed=4, **{k: v for k, v in kw.items() if k != "mode"}), 2)
+    mixed = epoch(make(structured_root, batch=6, seed=4, method="cutmix", **kw), 2)
+    m = kw.get("copies", 1)
+    for a, b in zip(plain, mixed):
+        assert torch.equal(a.meta["crop"], b.meta["crop"]) and torch.equal(a.meta["flip"], b.meta["flip"])
+        check_mixed_rows(a, b)
+        n = b.images.shape[0] // m
+        for c in range(m):
+            rows = slice(c * n, (c + 1) * n)
+            # partner = a permutation of the copy's rows (p = 1: every row mixed)
+            assert sorted(b.meta["partner"][rows].tolist()) == list(range(c * n, (c + 1) * n))
+            for y0, x0, y1, x1 in b.meta["boxes"][rows, 0].tolist():
+                # CutMix Algorithm A1: the box is clip(centre -+ cut // 2) with one cut for both sides (square)
+                for lo, hi in ((y0, y1), (x0, x1)):
+                    assert 0 <= lo <= hi <= SIZE
+            if kw.get("mode") == "batch":  # clovaai: one box and lambda per batch (and copy)
+                assert torch.all(b.meta["boxes"][rows] == b.meta["boxes"][c * n])
+                assert torch.all(b.meta["lam"][rows] == b.meta["lam"][c * n])
+
+
+def test_cutmix_p_keep_image_and_float16(structured_root):
+    (b,) = epoch(make(structured_root, batch=6, seed=2, method="cutmix", copies=2, p_keep_image=1.0), 1)
+    assert torch.all(b.meta["partner"] == -1) and torch.all(b.meta["lam"] == 1) and torch.all(b.meta["boxes"] == -1)
+    (h,) = epoch(make(structured_root, batch=6, seed=2, method="cutmix", dtype="float16"), 1)
+    (f,) = epoch(make(structured_root, batch=6, seed=2, method="cutmix"), 1)
+    assert h.images.dtype == torch.float16
+    np.testing.assert_array_equal(h.images.numpy(), f.images.numpy().astype(np.float16))
+
+
+@pytest.mark.parametrize("mode", ["elem", "batch"])
+def test_saliencymix_box_on_the_source_peak(structured_root, mode):
+    plain = epoch(make(structured_root, batch=6, seed=8), 1)
+    mixed = epoch(make(structured_root, batch=6, seed=8, method="saliencymix", mode=mode), 1)
+    for a, b in zip(plain, mixed):
+        check_mixed_rows(a, b)
+        partner = b.meta["partner"].numpy()
+        for r in range(b.images.shape[0]):
+            # official code: the saliency of the source image (batch mode: of the first permuted image)
+            src = partner[r] if mode == "elem" else partner[0]
+            sal = opencv_saliency(a.images[src])
+            q = (sal * 255).astype(np.uint8)
+            py, px = np.unravel_index(np.argmax(q), q.shape)
+            y0, x0, y1, x1 = b.meta["boxes"][r, 0].tolist()
+            hy, hx = half_size(y0, y1, py, SIZE), half_size(x0, x1, px, SIZE)
+            assert hy is not None and hx is not None, (r, (y0, x0, y1, x1), (py, px))
+            if hy != "any" and hx != "any":
+                assert hy == hx  # one cut for both sides of a square image
+        if mode == "batch":
+            assert torch.all(b.meta["boxes"] == b.meta["boxes"][0])
+
+
+def test_saliency_occlusion_erases_the_max_window(structured_root):
+    S, T = 24, 4
+    plain = epoch(make(structured_root, batch=5, seed=6), 1)
+    occ = epoch(make(structured_root, batch=5, seed=6, method="saliency_occlusion", size=S, stride=T, jitter=0,
+                     copies=2, fill=(255, 0, 0)), 1)
+    jit = epoch(make(structured_root, batch=5, seed=6, method="saliency_occlusion", size=S, stride=T, jitter=5), 1)
+    fill = (np.array([255.0, 0, 0]) - MEAN) / STD
+    for a, b, j in zip(plain, occ, jit):
+        n = a.images.shape[0]
+        for r in range(b.images.shape[0]):
+            own = a.images[r % n]
+            (y, x), _ = ref.max_window(opencv_saliency(own), S, T)
+            assert b.meta["boxes"][r, 0].tolist() == [y, x, y + S, x + S]
+            mask = box_mask(b.meta["boxes"][r])
+            out = b.images[r].numpy()
+            np.testing.assert_allclose(out[:, mask], np.broadcast_to(fill[:, None], (3, mask.sum())), atol=1e-5)
+            np.testing.assert_array_equal(out[:, ~mask], own.numpy()[:, ~mask])
+            assert float(b.meta["lam"][r]) == 1.0 and int(b.meta["partner"][r]) == -1
+        for r in range(n):
+            (y, x), _ = ref.max_window(opencv_saliency(a.images[r]), S, T)
+            y0, x0, y1, x1 = j.meta["boxes"][r, 0].tolist()
+            # jittered by at most 5 px, never leaving the image, always S x S
+            assert abs(y0 - y) <= 5 and abs(x0 - x) <= 5 and y1 - y0 == S and x1 - x0 == S
+            assert 0 <= y0 and y1 <= SIZE and 0 <= x0 and x1 <= SIZE
+
+
+@pytest.mark.parametrize("method", ["keep_cutout", "keep_paste"])
+def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
+    size, tau = 16, 0.6
+    plain = epoch(make(structured_root, batch=5, seed=3), 1)
+    kept = epoch(make(structured_root, batch=5, seed=3, method=method, size=size, keep_tau=tau), 1)
+    changed_outside = 0
+    for a, b in zip(plain, kept):
+        for r in range(b.images.shape[0]):
+            sal = opencv_saliency(a.images[r])
+            scores = ref.keep_scores(sal, size)
+            thr = np.quantile(scores, tau)
+            y0, x0, y1, x1 = b.meta["boxes"][r, 0].tolist()
+            region = sal[y0:y1, x0:x1].astype(np.float64).mean()
+            mask = box_mask(b.meta["boxes"][r])
+            out, own = b.images[r].numpy(), a.images[r].numpy()
+            if method == "keep_cutout":  # selective-cut: an unimportant region, erased
+                assert region < thr
+                assert np.all(out[:, mask] == 0.0)
+                np.testing.assert_array_equal(out[:, ~mask], own[:, ~mask])
+            else:  # selective-paste: an important region kept from the un-augmented image
+                assert region > thr
+                np.testing.assert_array_equal(out[:, mask], own[:, mask])
+                changed_outside += not np.array_equal(out[:, ~mask], own[:, ~mask])
+    if method == "keep_paste":  # RandAugment changed the rest of the image (of most rows)
+        assert changed_outside >= 3
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="cutmix", alpha=0.0), "alpha"), (dict(method="saliency_occlusion", stride=0), "stride"),
+    (dict(method="saliency_occlusion", jitter=-1), "jitter"), (dict(method="keep_cutout", keep_tau=1.5), "keep_tau"),
+    (dict(method="keep_cutout", max_tries=0), "max_tries"), (dict(method="saliency_occlusion", size=100), "size"),
+])
+def test_bad_arguments(structured_root, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make(structured_root, **kw)
