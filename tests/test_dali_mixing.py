@@ -2,6 +2,12 @@
 painted boxes, brute-force window sums, the SaliencyMix reference's box rule, KeepAugment restated)."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
@@ -152,3 +158,80 @@ def test_keep_box_matches_restated_rule_and_kernels(rng, selective):
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The GPU run functions (CUDA kernels DALI launches once per sample) cannot run here; under Numba's CUDA
+# simulator they are launched directly, per sample, and compared with the same oracles.
+# ------------------------------------------------------------------------------------------------------
+SIM_SCRIPT = r'''
+import json, warnings
+import numpy as np
+from numba import cuda
+import numba
+from dali_ops import mixing
+from kernels import reference as ref
+res = {"simulator": bool(numba.config.ENABLE_CUDASIM)}
+rng = np.random.default_rng(0)
+def launch(op, layout, outs, ins, blocks=2, threads=16):
+    k = cuda.jit(mixing.run_function(op, layout, "gpu"))
+    k[blocks, threads](*outs, *ins)
+def check(name, f):
+    try:
+        res[name] = "ok" if f() else "mismatch"
+    except Exception as e:
+        res[name] = f"error: {e!r}"
+x = rng.standard_normal((3, 7, 9)).astype(np.float32)
+xp = rng.standard_normal((3, 7, 9)).astype(np.float32)
+boxes = np.array([[1, 2, 5, 7], [-1, -1, -1, -1], [-2, 6, 3, 12]], np.int32)
+fill = np.array([0.5, -1, 2], np.float32)
+def erase_chw():
+    out = np.empty_like(x); launch("erase", "CHW", [out], [x, boxes, fill])
+    return np.array_equal(out, ref.erase_nchw(x[None], boxes[None], fill)[0])
+def erase_hwc():
+    u = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8); f = np.array([1, 2, 3], np.uint8)
+    out = np.empty_like(u); launch("erase", "HWC", [out], [u, boxes, f])
+    return np.array_equal(out, ref.erase_nchw(u.transpose(2, 0, 1)[None], boxes[None], f)[0].transpose(1, 2, 0))
+def paste_chw():
+    out = np.empty_like(x); launch("paste", "CHW", [out], [x, xp, boxes])
+    both = np.stack([x, xp]); return np.array_equal(out, ref.paste_nchw(both, np.array([1, -1]), np.stack([boxes, boxes]))[0])
+def paste_hwc():
+    a = x.transpose(1, 2, 0).copy(); b = xp.transpose(1, 2, 0).copy(); out = np.empty_like(a)
+    launch("paste", "HWC", [out], [a, b, boxes])
+    both = np.stack([x, xp]); return np.array_equal(out.transpose(2, 0, 1), ref.paste_nchw(both, np.array([1, -1]), np.stack([boxes, boxes]))[0])
+sal = rng.random((10, 13)).astype(np.float32)
+def peak():
+    out = np.zeros((1, 4), np.int32); lam = 0.55
+    cut = np.array([int(10 * np.sqrt(1 - lam)), int(13 * np.sqrt(1 - lam))], np.int32)
+    launch("peak", None, [out], [sal, cut, np.array([255.0], np.float32)], 1, 1)
+    return np.array_equal(out[0], ref.saliencymix_bbox(sal, lam))
+def maxwin():
+    out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
+    launch("max_window", None, [out, ii], [sal, np.array([2, -3], np.int32), np.array([4, 2], np.int32)], 1, 8)
+    (y, x0), _ = ref.max_window(sal, 4, 2)
+    y, x0 = min(max(y + 2, 0), 6), min(max(x0 - 3, 0), 9)
+    return np.array_equal(out[0], [y, x0, y + 4, x0 + 4])
+for name, f in [("erase_chw", erase_chw), ("erase_hwc", erase_hwc), ("paste_chw", paste_chw), ("paste_hwc", paste_hwc), ("peak", peak), ("max_window", maxwin)]:
+    check(name, f)
+print("RESULTS " + json.dumps(res))
+'''
+
+SIM_CHECKS = ["erase_chw", "erase_hwc", "paste_chw", "paste_hwc", "peak", "max_window"]
+
+
+@pytest.fixture(scope="module")
+def sim_results():
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and line, f"CUDA-sim subprocess failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(line[-1][len("RESULTS "):])
+
+
+@pytest.mark.parametrize("name", SIM_CHECKS)
+def test_gpu_run_function_under_cuda_simulator(sim_results, name):
+    assert sim_results["simulator"] is True
+    assert sim_results[name] == "ok", sim_results[name]
