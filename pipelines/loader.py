@@ -70,6 +70,9 @@ class OcclusionLoader:
         size, stride, jitter: ``saliency_occlusion`` window side S (56), stride T (1) and jitter tau (16 px).
         size, keep_tau, max_tries: ``keep_cutout`` / ``keep_paste`` region side, quantile level (0.6) and
             candidate centres per row (32).
+        attention_checkpoint, attention_arch, top_k: ``attentive_cutmix`` -- a local torchvision checkpoint
+            of the frozen extractor (``resnet50``), cells kept (6). Applied on the training side after the
+            pipeline (:class:`pipelines.attentive.AttentiveCutMix`), in the same step.
         fill: ``"mean"`` (0 after normalisation) or a pixel value (scalar or RGB) in [0, 255].
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
@@ -87,7 +90,8 @@ class OcclusionLoader:
                  copies: int = 1, copy_mode: str = "joint", p_keep_image: float = 0.0,
                  p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
                  patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, alpha: float = 1.0,
-                 stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32, fill="mean",
+                 stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32,
+                 attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6, fill="mean",
                  label_smoothing: float = 0.0, num_classes: int | None = None,
                  output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
@@ -124,6 +128,15 @@ class OcclusionLoader:
                 more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
                 raise ValueError(f"{len(bad)} unreadable image file(s) under {root}:\n{listing}{more}\n"
                                  "Remove or fix them (`python -m pipelines.verify ROOT` lists them).")
+        self._attentive = None
+        if method == "attentive_cutmix" and train:
+            if attention_checkpoint is None:
+                raise ValueError("method='attentive_cutmix' needs attention_checkpoint= (a local torchvision "
+                                 "checkpoint of attention_arch; nothing is downloaded)")
+            from pipelines.attentive import AttentiveCutMix
+
+            self._attentive = AttentiveCutMix(attention_checkpoint, attention_arch, top_k, p=p, mode=mode,
+                                              p_keep_image=p_keep_image, seed=seed)
         self.device = resolve_device(device)
         self.root = root
         self.batch_size = int(batch_size)
@@ -180,9 +193,13 @@ class OcclusionLoader:
             self._build(self._epoch, self._batch)
         while self._batch < len(self):
             outputs = self._run()
+            batch = self._to_batch(outputs)
+            if self._attentive is not None:
+                key = [self.seed, self._epoch, self._batch, self._source.shard_id, 1]
+                batch = self._attentive(batch, np.random.default_rng(key))
             self._batch += 1
             self._pipe_pos = (self._epoch, self._batch)
-            yield self._to_batch(outputs)
+            yield batch
         # The source raises StopIteration at the end of the epoch; consume it and rewind for the next.
         try:
             self._pipe.run()

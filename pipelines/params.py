@@ -45,7 +45,7 @@ from kernels.crops import center_crop_window, random_resized_crop
 from kernels.cutout import cutout_boxes, hide_and_seek_boxes
 from kernels.mix import cutmix_box
 
-METHODS = ("none", "cutout", "hide_and_seek", "cutmix", "saliencymix", "saliency_occlusion",
+METHODS = ("none", "cutout", "hide_and_seek", "cutmix", "saliencymix", "attentive_cutmix", "saliency_occlusion",
            "keep_cutout", "keep_paste")
 #: Methods whose boxes are searched in the graph on a saliency map (reader sends only random inputs).
 SALIENCY_METHODS = ("saliencymix", "saliency_occlusion", "keep_cutout", "keep_paste")

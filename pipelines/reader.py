@@ -45,7 +45,7 @@ def per_copy_inputs(cfg: AugmentConfig) -> tuple[str, ...]:
     saliency-guided methods)."""
     if cfg.method in ("cutout", "hide_and_seek"):
         return ("erase_anchor", "erase_shape")
-    if not cfg.train or cfg.method == "none":
+    if not cfg.train or cfg.method in ("none", "attentive_cutmix"):  # attentive: training side
         return ()
     if cfg.method == "cutmix":
         return ("src", "paste_boxes")

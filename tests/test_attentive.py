@@ -1,0 +1,70 @@
+"""Attentive CutMix (training-side step of the loader) against an independent oracle: the extractor run
+layer by layer, kernels.reference's sorted top-k and painted cell masks, the plain loader's pixels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from kernels import reference as ref
+from test_loader import SIZE, make, structured_root  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path, model.eval()
+
+
+def attention_oracle(model, images):
+    x = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return x.mean(1).numpy()
+
+
+def test_attentive_cutmix_keeps_topk_cells_and_pastes_the_rest(structured_root, checkpoint):
+    path, model = checkpoint
+    k = 6
+    plain = next(iter(make(structured_root, batch=4, seed=5, copies=2)))
+    mixed = next(iter(make(structured_root, batch=4, seed=5, copies=2, method="attentive_cutmix",
+                           attention_checkpoint=path, attention_arch="resnet18", top_k=k)))
+    att = attention_oracle(model, plain.images)
+    assert att.shape[1:] == (7, 7)
+    keep = ref.upsample_cells(ref.topk_cells(att, k), SIZE, SIZE)
+    n = plain.images.shape[0]
+    for c in range(2):
+        rows = list(range(c * 4, (c + 1) * 4))
+        assert sorted(mixed.meta["partner"][rows].tolist()) == rows  # a permutation within the copy
+    for r in range(n):
+        p = int(mixed.meta["partner"][r])
+        out = mixed.images[r].numpy()
+        np.testing.assert_array_equal(out[:, keep[r]], plain.images[r].numpy()[:, keep[r]])
+        np.testing.assert_array_equal(out[:, ~keep[r]], plain.images[p].numpy()[:, ~keep[r]])
+        lam = keep[r].mean()
+        assert float(mixed.meta["lam"][r]) == pytest.approx(lam, abs=1e-6)
+        expect = lam * plain.targets[r].numpy() + (1 - lam) * plain.targets[p].numpy()
+        np.testing.assert_allclose(mixed.targets[r].numpy(), expect, atol=1e-6)
+        painted = np.zeros((SIZE, SIZE), bool)
+        for y0, x0, y1, x1 in mixed.meta["boxes"][r].tolist():
+            if y0 >= 0:
+                painted[y0:y1, x0:x1] = True
+        np.testing.assert_array_equal(painted, ~keep[r])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(), "attention_checkpoint"), (dict(attention_checkpoint="/nonexistent.pth"), "attention_checkpoint"),
+    (dict(attention_arch="no_such_net"), "attention_arch"), (dict(attention_arch="vgg11"), "attention_arch"),
+    (dict(top_k=-1), "top_k"),
+])
+def test_bad_arguments(structured_root, checkpoint, kw, match):
+    kw = dict(kw)
+    if "attention_checkpoint" not in kw and match != "attention_checkpoint":
+        kw["attention_checkpoint"] = checkpoint[0]
+    with pytest.raises(ValueError, match=match):
+        make(structured_root, method="attentive_cutmix", **kw)
