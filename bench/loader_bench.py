@@ -4,15 +4,19 @@ plain DALI ``fn.readers.file`` pipeline, on the same ImageNet-sized JPEGs, in on
 Every contender does the same work: decode, random-resized-crop to 224 (scale 0.08-1, ratio
 3/4-4/3), flip p=0.5, ImageNet mean/std normalisation to NCHW float32, batch 64. Worker counts are
 equal: ``--workers`` DataLoader processes, DALI CPU threads for both DALI pipelines (our reader adds
-``--reader-workers`` light file-reading processes, reported). Contenders run round-robin
-``--repeats`` times so drift on a noisy machine hits all of them alike; the median images/s and
-IQR are written to JSON with the conditions.
+``--reader-workers`` light file-reading processes, reported). Each measurement runs in a fresh
+process (so no contender's threads or workers share the cores with another's) after
+``--warmup`` batches; contenders run round-robin ``--repeats`` times so drift on a noisy machine
+hits all of them alike; the median images/s and IQR are written to JSON with the conditions.
 
     python -m bench.loader_bench [--images 1280] [--batches 15] [--workers 2] [--out results/loader_bench.json]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -79,8 +83,9 @@ def dali_file_reader(root, args):
     return batches()
 
 
-def measure(gen, n_batches):
-    next(gen)  # first batch: start-up and prefetch fill
+def measure(gen, n_batches, warmup):
+    for _ in range(warmup):  # start-up and prefetch fill
+        next(gen)
     start = time.perf_counter()
     rows = 0
     for _ in range(n_batches):
@@ -90,31 +95,48 @@ def measure(gen, n_batches):
     return rows / (time.perf_counter() - start)
 
 
+def build(name, root, args):
+    if name.startswith("ours:"):
+        return ours(root, args, name.split(":", 1)[1])
+    return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader}[name](root, args)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1280, help="ImageNet-sized JPEGs to generate (cached)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batches", type=int, default=15, help="timed batches per contender per repeat")
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--reader-workers", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--methods", default="none,cutout,hide_and_seek")
     p.add_argument("--out", default="results/loader_bench.json")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one contender, print images/s
     args = p.parse_args(argv)
 
     from pipelines.demo_data import make_imagenet_like
 
     root = make_imagenet_like(n=args.images) / "train"
+    if args.one:
+        print(f"RESULT {measure(build(args.one, root, args), args.batches, args.warmup)}", flush=True)
+        os._exit(0)  # skip the slow teardown of worker processes; nothing is left to flush
     files = sorted(root.rglob("*.jpg"))
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
-    contenders = {f"ours:{m}": ours(root, args, m) for m in args.methods.split(",")}
-    contenders["torchvision"] = torchvision_loader(root, args)
-    contenders["dali_readers_file"] = dali_file_reader(root, args)
-    runs = {name: [] for name in contenders}
+    names = [f"ours:{m}" for m in args.methods.split(",")] + ["torchvision", "dali_readers_file"]
+    runs = {name: [] for name in names}
+    passthrough = [f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
+                   f"--warmup={args.warmup}", f"--workers={args.workers}",
+                   f"--reader-workers={args.reader_workers}", f"--device={args.device}"]
     for r in range(args.repeats):
-        for name, gen in contenders.items():
-            runs[name].append(measure(gen, args.batches))
+        for name in names:
+            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", name],
+                                  capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            runs[name].append(float(line[-1].split()[1]))
             print(f"repeat {r} {name}: {runs[name][-1]:.1f} images/s", flush=True)
     results = {name: summary(v) for name, v in runs.items()}
     base = results["ours:none"]["median"]
@@ -126,7 +148,7 @@ def main(argv=None):
                "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
                                         reader_workers=args.reader_workers, images=len(files),
                                         mean_file_kb=mean_kb, image_size=224, batches=args.batches,
-                                        repeats=args.repeats)}
+                                        warmup=args.warmup, repeats=args.repeats)}
     path = write_json(args.out, payload)
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")

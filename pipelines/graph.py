@@ -88,7 +88,7 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=0 if device == "gpu" else None, seed=seed,
                   prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn",
-                  enable_conditionals=method == "keep_paste")
+                  exec_dynamic=True, enable_conditionals=method == "keep_paste")
     def pipe():
         nodes = dict(zip(names, fn.external_source(
             source=source, num_outputs=len(names), batch=True, batch_info=True, parallel=True,

@@ -298,17 +298,19 @@ def _host(out) -> np.ndarray:
 
 
 def _concat_images(images, device) -> torch.Tensor:
-    """Concatenate the copies' (B, 3, H, W) outputs into one (M*B, 3, H, W) tensor on ``device``."""
+    """Concatenate the copies' (B, 3, H, W) outputs into one (M*B, 3, H, W) tensor on ``device``.
+
+    On the CPU the dynamic executor hands each output's memory over (DLPack keeps it alive), so a
+    single copy costs no copy at all and M copies cost one concatenation.
+    """
+    if device is None:
+        parts = [torch.from_dlpack(tl.as_tensor()) for tl in images]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
     first = images[0].as_tensor()
     shape = first.shape()
     b = shape[0]
-    if device is None:
-        out = torch.empty((len(images) * b, *shape[1:]), dtype=_torch_dtype(first))
-        for c, tl in enumerate(images):
-            out[c * b:(c + 1) * b] = torch.from_numpy(np.asarray(tl.as_tensor()))
-        return out
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-
     out = torch.empty((len(images) * b, *shape[1:]), dtype=_torch_dtype(first), device=device)
     stream = torch.cuda.current_stream(device)
     for c, tl in enumerate(images):

@@ -101,6 +101,7 @@ class ImageSource:
         self.last_batch = last_batch
         self.start_epoch = int(start_epoch)
         self.start_batch = int(start_batch)
+        self._sizes = np.full((len(self.paths), 2), -1, np.int32)  # (height, width) once probed
         if not 0 <= self.start_batch <= self.batches_per_epoch():
             raise ValueError(f"start_batch must be in [0, {self.batches_per_epoch()}], got {start_batch}")
 
@@ -163,10 +164,12 @@ class ImageSource:
                     data = f.read()
             except OSError as exc:
                 raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-            info = probe_image(path, data=data)
+            if self._sizes[i, 0] < 0:  # header probed once per worker; later epochs reuse it
+                info = probe_image(path, data=data)
+                self._sizes[i] = info.height, info.width
             encoded.append(np.frombuffer(data, dtype=np.uint8))
-            heights.append(info.height)
-            widths.append(info.width)
+            heights.append(self._sizes[i, 0])
+            widths.append(self._sizes[i, 1])
         params = plan_batch(self.cfg, batch_rng(self.seed, epoch, batch, self.shard_id), heights, widths)
         params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid)
         return encoded, params

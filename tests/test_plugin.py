@@ -1,0 +1,31 @@
+"""dali_ops.load(): idempotent, and a clear message when the library is missing or mismatched."""
+from __future__ import annotations
+
+import pytest
+
+import dali_ops
+
+
+def test_load_is_idempotent_and_registers_occlusion_ops():
+    first = dali_ops.load()
+    assert dali_ops.load() == first and first.exists()
+    from nvidia.dali import fn
+
+    assert hasattr(fn.occlusion, "fine_grained_saliency")
+
+
+def test_missing_library_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(dali_ops, "_loaded", None)
+    monkeypatch.setattr(dali_ops, "library_path", lambda: tmp_path / "libdali_occlusion.so")
+    with pytest.raises(RuntimeError, match="not built.*make build"):
+        dali_ops.load()
+
+
+def test_library_built_for_other_dali_is_refused(monkeypatch, tmp_path):
+    lib = tmp_path / "libdali_occlusion.so"
+    lib.write_bytes(b"")
+    (tmp_path / "_build_info.txt").write_text("dali=1.0.0\ncuda=0\n")
+    monkeypatch.setattr(dali_ops, "_loaded", None)
+    monkeypatch.setattr(dali_ops, "library_path", lambda: lib)
+    with pytest.raises(RuntimeError, match="built for DALI 1.0.0.*Rebuild"):
+        dali_ops.load()
