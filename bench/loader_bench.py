@@ -28,9 +28,28 @@ MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
+def attention_checkpoint(args) -> str:
+    """``--attention-checkpoint``, or a randomly initialised ``--attention-arch`` saved once under .cache/
+    (throughput does not depend on the weights; nothing is downloaded)."""
+    if args.attention_checkpoint:
+        return args.attention_checkpoint
+    from pathlib import Path
+
+    import torchvision
+
+    path = Path(".cache") / f"bench_{args.attention_arch}_random.pth"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(getattr(torchvision.models, args.attention_arch)(weights=None).state_dict(), path)
+    return str(path)
+
+
 def ours(root, args, method, **kw):
     from pipelines import OcclusionLoader
 
+    if method == "attentive_cutmix":
+        kw.update(attention_checkpoint=attention_checkpoint(args), attention_arch=args.attention_arch)
     loader = OcclusionLoader(root, args.batch_size, method, device=args.device, num_threads=args.workers,
                              py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop", **kw)
 
@@ -111,7 +130,12 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--reader-workers", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    p.add_argument("--methods", default="none,cutout,hide_and_seek")
+    p.add_argument("--methods", default="none,cutout,hide_and_seek",
+                   help="comma-separated loader methods: none, cutout, hide_and_seek, cutmix, saliencymix, "
+                        "attentive_cutmix, saliency_occlusion, keep_cutout, keep_paste")
+    p.add_argument("--attention-checkpoint", default="",
+                   help="attentive_cutmix extractor checkpoint (default: a random-init one, see attention_checkpoint)")
+    p.add_argument("--attention-arch", default="resnet50")
     p.add_argument("--out", default="results/loader_bench.json")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one contender, print images/s
     args = p.parse_args(argv)
@@ -128,7 +152,8 @@ def main(argv=None):
     runs = {name: [] for name in names}
     passthrough = [f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
                    f"--warmup={args.warmup}", f"--workers={args.workers}",
-                   f"--reader-workers={args.reader_workers}", f"--device={args.device}"]
+                   f"--reader-workers={args.reader_workers}", f"--device={args.device}",
+                   f"--attention-checkpoint={args.attention_checkpoint}", f"--attention-arch={args.attention_arch}"]
     for r in range(args.repeats):
         for name in names:
             proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", name],
