@@ -304,13 +304,31 @@ def _one_box_and_integral(outs, ins):
 
 
 def _numba_function(inputs, run, setup, out_types, in_types, outs_ndim, ins_ndim, device):
-    from nvidia.dali.plugin.numba.fn.experimental import numba_function
+    """Call a numba operator on ``inputs``; the operator object (its compiled run function) is cached."""
+    return _numba_op(run, setup, tuple(out_types), tuple(in_types), tuple(outs_ndim), tuple(ins_ndim), device,
+                     _current_device_id(device))(*inputs)
+
+
+def _current_device_id(device):
+    if device != "gpu":
+        return None
+    from nvidia.dali.pipeline import Pipeline
+
+    return Pipeline.current().device_id
+
+
+@functools.cache
+def _numba_op(run, setup, out_types, in_types, outs_ndim, ins_ndim, device, device_id):
+    """One ``NumbaFunction`` per operator signature (and GPU id): DALI compiles the run function when the
+    object is built, and an ops-API object can be called in any number of pipelines, so a process compiles
+    each operator once instead of once per pipeline."""
+    from nvidia.dali.plugin.numba import NumbaFunction
 
     kw = {}
     if device == "gpu":
         kw = dict(blocks=[_GPU_BLOCKS, 1, 1], threads_per_block=[_GPU_THREADS, 1, 1])
-    return numba_function(*inputs, run_fn=run, setup_fn=setup, out_types=out_types, in_types=in_types,
-                          outs_ndim=outs_ndim, ins_ndim=ins_ndim, device=device, **kw)
+    return NumbaFunction(run_fn=run, setup_fn=setup, out_types=list(out_types), in_types=list(in_types),
+                         outs_ndim=list(outs_ndim), ins_ndim=list(ins_ndim), device=device, **kw)
 
 
 def _constant(values, dtype, device):
