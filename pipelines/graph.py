@@ -21,6 +21,8 @@ saliency maps as regular inputs so the chain can stay on the GPU):
 * ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's flipped
   uint8 image, permuted to the source image (``elem``: the partner; ``batch``: the first permuted
   image, for every row), ``mixing.saliency_peak_box`` with the host-drawn cut, then ``paste_boxes``.
+  (The official code hands OpenCV the mean/std-normalised float tensor; we give the operator the uint8
+  image the row is made of -- the photo the saliency is meant to describe, and what the op takes.)
 * ``saliency_occlusion``: the row's own saliency, ``mixing.max_window`` (S = ``size``, T = ``stride``,
   host-drawn jitter), ``mixing.erase_boxes`` with the fill.
 * ``keep_cutout`` / ``keep_paste``: the row's own saliency, ``mixing.keep_box`` (selective-cut /

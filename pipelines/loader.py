@@ -70,6 +70,10 @@ class OcclusionLoader:
         size, stride, jitter: ``saliency_occlusion`` window side S (56), stride T (1) and jitter tau (16 px).
         size, keep_tau, max_tries: ``keep_cutout`` / ``keep_paste`` region side, quantile level (0.6) and
             candidate centres per row (32).
+        saliency: source of the saliency maps of ``saliencymix``, ``saliency_occlusion``, ``keep_cutout`` and
+            ``keep_paste``: ``"image"`` (OpenCV's fine-grained saliency of the row's image, computed in the
+            graph by ``fn.occlusion.fine_grained_saliency``) -- the only source so far; model saliency
+            (NormGrad, input gradients) arrives with the feedback channel.
         attention_checkpoint, attention_arch, top_k: ``attentive_cutmix`` -- a local torchvision checkpoint
             of the frozen extractor (``resnet50``), cells kept (6). Applied on the training side after the
             pipeline (:class:`pipelines.attentive.AttentiveCutMix`), in the same step.
@@ -91,7 +95,8 @@ class OcclusionLoader:
                  p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
                  patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, alpha: float = 1.0,
                  stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32,
-                 attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6, fill="mean",
+                 attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6,
+                 saliency: str = "image", fill="mean",
                  label_smoothing: float = 0.0, num_classes: int | None = None,
                  output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
@@ -128,6 +133,9 @@ class OcclusionLoader:
                 more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
                 raise ValueError(f"{len(bad)} unreadable image file(s) under {root}:\n{listing}{more}\n"
                                  "Remove or fix them (`python -m pipelines.verify ROOT` lists them).")
+        if saliency != "image":
+            raise ValueError(f"saliency must be 'image' (the image's fine-grained saliency; model saliency "
+                             f"comes with the feedback channel), got {saliency!r}")
         self._attentive = None
         if method == "attentive_cutmix" and train:
             if attention_checkpoint is None:
@@ -291,10 +299,9 @@ class OcclusionLoader:
 
 def _host(out) -> np.ndarray:
     """A DALI output (CPU or GPU TensorList) as a NumPy array."""
-    tl = out.as_tensor()
-    if hasattr(tl, "as_cpu"):
-        tl = tl.as_cpu()
-    return np.array(tl)
+    if hasattr(out, "as_cpu"):  # TensorListGPU
+        out = out.as_cpu()
+    return np.array(out.as_tensor())
 
 
 def _concat_images(images, device) -> torch.Tensor:

@@ -105,12 +105,18 @@ def test_cutmix_p_keep_image_and_float16(structured_root):
 
 @pytest.mark.parametrize("mode", ["elem", "batch"])
 def test_saliencymix_box_on_the_source_peak(structured_root, mode):
-    plain = epoch(make(structured_root, batch=6, seed=8), 1)
-    mixed = epoch(make(structured_root, batch=6, seed=8, method="saliencymix", mode=mode), 1)
+    copies = dict(copies=2, copy_mode="batch_aug") if mode == "elem" else {}
+    plain = epoch(make(structured_root, batch=6, seed=8, **copies), 1)
+    mixed = epoch(make(structured_root, batch=6, seed=8, method="saliencymix", mode=mode,
+                       p_keep_image=0.3 if mode == "elem" else 0.0, **copies), 1)
     for a, b in zip(plain, mixed):
-        check_mixed_rows(a, b)
+        check_mixed_rows(a, b)  # rows kept by p_keep_image: unchanged, partner -1, lam 1
         partner = b.meta["partner"].numpy()
+        if mode == "elem":
+            assert 0 < (partner < 0).sum() < len(partner)
         for r in range(b.images.shape[0]):
+            if partner[r] < 0:
+                continue
             # official code: the saliency of the source image (batch mode: of the first permuted image)
             src = partner[r] if mode == "elem" else partner[0]
             sal = opencv_saliency(a.images[src])
@@ -178,7 +184,16 @@ def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
         assert changed_outside >= 3
 
 
+def test_validation_runs_no_mixing(structured_root):
+    (plain,) = epoch(make(structured_root, batch=4, train=False), 1)
+    for method in ("cutmix", "saliencymix"):
+        (val,) = epoch(make(structured_root, batch=4, train=False, method=method), 1)
+        assert torch.equal(val.images, plain.images) and torch.all(val.meta["partner"] == -1)
+        assert torch.all(val.meta["lam"] == 1)
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(method="saliencymix", saliency="normgrad"), "saliency"),
     (dict(method="cutmix", alpha=0.0), "alpha"), (dict(method="saliency_occlusion", stride=0), "stride"),
     (dict(method="saliency_occlusion", jitter=-1), "jitter"), (dict(method="keep_cutout", keep_tau=1.5), "keep_tau"),
     (dict(method="keep_cutout", max_tries=0), "max_tries"), (dict(method="saliency_occlusion", size=100), "size"),
