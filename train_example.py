@@ -32,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--copy-mode", default="joint", choices=("joint", "batch_aug"))
     p.add_argument("--p-keep-image", type=float, default=0.0)
+    p.add_argument("--attention-checkpoint", type=Path, default=None,
+                   help="attentive_cutmix: local torchvision checkpoint of the frozen extractor")
+    p.add_argument("--attention-arch", default="resnet50", help="attentive_cutmix: its torchvision builder name")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
@@ -58,10 +61,12 @@ def main(argv=None):
         root = ensure_demo_data()
     else:
         root = args.data
+    attention = (dict(attention_checkpoint=args.attention_checkpoint, attention_arch=args.attention_arch)
+                 if args.method == "attentive_cutmix" else {})
     common = dict(output_size=args.image_size, device=args.device, seed=args.seed, num_threads=args.workers)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
-                            label_smoothing=args.label_smoothing, **common)
+                            label_smoothing=args.label_smoothing, **attention, **common)
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes, **common)
     device = torch.device("cuda" if train.device == "gpu" else "cpu")
     model = getattr(torchvision.models, args.arch)(num_classes=train.num_classes).to(device)
