@@ -72,7 +72,7 @@ def check_mixed_rows(plain, mixed, num_classes=3):
         np.testing.assert_allclose(mixed.targets[r].numpy(), expect, atol=1e-6)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mode="batch", copies=2, copy_mode="batch_aug")])
+@pytest.mark.parametrize("kw", [dict(copies=2), dict(mode="batch", copies=2, copy_mode="batch_aug")])
 def test_cutmix_pastes_partner_box_with_exact_lam(structured_root, kw):
     plain = epoch(make(structured_root, batch=6, seed=4, **{k: v for k, v in kw.items() if k != "mode"}), 2)
     mixed = epoch(make(structured_root, batch=6, seed=4, method="cutmix", **kw), 2)
