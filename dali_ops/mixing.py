@@ -303,10 +303,13 @@ def _one_box_and_integral(outs, ins):
         outs[1][i][1] = ins[0][i][1] + 1
 
 
-def _numba_function(inputs, run, setup, out_types, in_types, outs_ndim, ins_ndim, device):
-    """Call a numba operator on ``inputs``; the operator object (its compiled run function) is cached."""
+def _numba_function(inputs, run, setup, out_types, in_types, outs_ndim, ins_ndim, device, grid=None):
+    """Call a numba operator on ``inputs``; the operator object (its compiled run function) is cached.
+
+    ``grid`` = (blocks, threads per block) of the GPU launch per sample (default: a grid-stride launch of
+    ``_GPU_BLOCKS x _GPU_THREADS`` for the per-pixel operators)."""
     return _numba_op(run, setup, tuple(out_types), tuple(in_types), tuple(outs_ndim), tuple(ins_ndim), device,
-                     _current_device_id(device))(*inputs)
+                     _current_device_id(device), grid or (_GPU_BLOCKS, _GPU_THREADS))(*inputs)
 
 
 def _current_device_id(device):
@@ -318,7 +321,7 @@ def _current_device_id(device):
 
 
 @functools.cache
-def _numba_op(run, setup, out_types, in_types, outs_ndim, ins_ndim, device, device_id):
+def _numba_op(run, setup, out_types, in_types, outs_ndim, ins_ndim, device, device_id, grid):
     """One ``NumbaFunction`` per operator signature (and GPU id): DALI compiles the run function when the
     object is built, and an ops-API object can be called in any number of pipelines, so a process compiles
     each operator once instead of once per pipeline."""
@@ -326,7 +329,7 @@ def _numba_op(run, setup, out_types, in_types, outs_ndim, ins_ndim, device, devi
 
     kw = {}
     if device == "gpu":
-        kw = dict(blocks=[_GPU_BLOCKS, 1, 1], threads_per_block=[_GPU_THREADS, 1, 1])
+        kw = dict(blocks=[grid[0], 1, 1], threads_per_block=[grid[1], 1, 1])
     return NumbaFunction(run_fn=run, setup_fn=setup, out_types=list(out_types), in_types=list(in_types),
                          outs_ndim=list(outs_ndim), ins_ndim=list(ins_ndim), device=device, **kw)
 
@@ -414,7 +417,8 @@ def saliency_peak_box(saliency, cut, *, quantize: bool = True, device: str = "cp
     types = _dali_types()
     scale = _constant([255.0 if quantize else 0.0], np.float32, device)
     return _numba_function([saliency, cut, scale], run_function("peak", None, device), _one_box,
-                           [types.INT32], [types.FLOAT, types.INT32, types.FLOAT], [2], [2, 1, 1], device)
+                           [types.INT32], [types.FLOAT, types.INT32, types.FLOAT], [2], [2, 1, 1], device,
+                           grid=(1, 32))
 
 
 def max_window(saliency, S: int, T: int = 1, jitter=None, *, device: str = "cpu"):
@@ -437,7 +441,8 @@ def max_window(saliency, S: int, T: int = 1, jitter=None, *, device: str = "cpu"
                                [types.INT32], [types.FLOAT, types.INT32, types.INT32], [2], [2, 1, 1], device)
     boxes, _ = _numba_function([saliency, jitter, params], run_function("max_window", None, device),
                                _one_box_and_integral, [types.INT32, types.FLOAT64],
-                               [types.FLOAT, types.INT32, types.INT32], [2, 2], [2, 1, 1], device)
+                               [types.FLOAT, types.INT32, types.INT32], [2, 2], [2, 1, 1], device,
+                               grid=(1, _GPU_THREADS))
     return boxes
 
 

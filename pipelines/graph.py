@@ -105,6 +105,7 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
             full = fn.decoders.image(nodes["encoded"], device=decoder, output_type=types.RGB)
         images, boxes_out = [], []
         shared_norm = None
+        shared_sal = {}  # joint copies: one flip, saliency map and normalisation for all copies
         for c in range(cfg.copies):
             mirror = nodes["mirror/0" if shared_crop else f"mirror/{c}"]
             if shared_crop:
@@ -115,7 +116,8 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
                                roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
                                interp_type=types.INTERP_LINEAR, antialias=True)
             if searched:
-                img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value)
+                img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value,
+                                            shared_sal if shared_crop else {})
                 boxes_out.append(boxes)
             else:
                 if shared_crop and shared_norm is not None:
@@ -144,10 +146,15 @@ def _on(node, device):
     return node.gpu() if device == "gpu" else node
 
 
-def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value):
-    """One copy of a saliency-guided method: (normalised CHW float32 image, (1, 4) boxes, -1 if not applied)."""
-    flipped = fn.flip(u8, horizontal=mirror)  # the saliency of the image as the row sees it
-    sal = fn.occlusion.fine_grained_saliency(flipped)
+def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache):
+    """One copy of a saliency-guided method: (normalised CHW float32 image, (1, 4) boxes, -1 if not applied).
+
+    ``cache`` holds the nodes copies can share (joint copies: the same image and flip)."""
+    if "sal" not in cache:
+        cache["flipped"] = fn.flip(u8, horizontal=mirror)  # the saliency of the image as the row sees it
+        cache["sal"] = fn.occlusion.fine_grained_saliency(cache["flipped"])
+        cache["norm"] = _normalize(cache["flipped"], 0, types.FLOAT)
+    flipped, sal = cache["flipped"], cache["sal"]
     apply = nodes[f"apply/{c}"]
     if method == "saliencymix":
         sal_src = fn.permute_batch(sal, indices=nodes[f"sal_source/{c}"])
@@ -166,7 +173,7 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value):
         augmented = rand_augment.rand_augment(flipped, n=2, m=9)
         u8_out = mixing.paste_boxes(augmented, flipped, boxes, layout="HWC", dtype="uint8", device=device)
         return _normalize(u8_out, 0, types.FLOAT), boxes
-    img = _normalize(flipped, 0, types.FLOAT)
+    img = cache["norm"]
     if method == "saliencymix":
         partner = fn.permute_batch(img, indices=nodes[f"src/{c}"])
         return mixing.paste_boxes(img, partner, boxes, layout="CHW", device=device), boxes
