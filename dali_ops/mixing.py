@@ -427,7 +427,7 @@ def max_window(saliency, S: int, T: int = 1, jitter=None, *, device: str = "cpu"
     The S x S window of largest saliency sum on the stride-T grid (first in row-major order), its top-left
     moved by ``jitter`` (``(2,)`` int32 samples ``(dy, dx)``, drawn upstream in ``[-tau, tau]``; ``None`` =
     no jitter) and clipped so the window never leaves the image. Same rule as :func:`kernels.search.max_window`.
-    Maps must be at least S x S.
+    A map smaller than S x S gets the box ``(-1, -1, -1, -1)`` (no occlusion; an operator cannot raise).
     """
     S = _int_arg("S", S, 1)
     T = _int_arg("T", T, 1)

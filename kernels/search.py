@@ -139,6 +139,10 @@ def _max_window_of_map(ii, n, size, stride, dy, dx, box):
     grid) S x S window of largest sum, top-left moved by ``(dy, dx)`` and clipped to ``[0, H-S] x [0, W-S]``."""
     h = ii.shape[1] - 1
     w = ii.shape[2] - 1
+    if size > h or size > w:  # no S x S window fits: no box (the per-sample operators cannot raise)
+        for j in range(4):
+            box[j] = -1
+        return
     ny = (h - size) // stride + 1
     nx = (w - size) // stride + 1
     best = _box_sum(ii, n, 0, 0, size, size)
@@ -168,9 +172,10 @@ def _keep_pick(scores, n, thr, tries, below, half, box):
     w = scores.shape[2]
     pick = -1
     fb = 0
-    fb_score = scores[n, tries[0, 0], tries[0, 1]]
+    # candidate centres outside the map are clipped into it (host draws are in range; this guards memory)
+    fb_score = scores[n, _clip_int(tries[0, 0], 0, h - 1), _clip_int(tries[0, 1], 0, w - 1)]
     for t in range(tries.shape[0]):
-        v = scores[n, tries[t, 0], tries[t, 1]]
+        v = scores[n, _clip_int(tries[t, 0], 0, h - 1), _clip_int(tries[t, 1], 0, w - 1)]
         if pick < 0:
             if below:
                 if v < thr:
@@ -188,8 +193,8 @@ def _keep_pick(scores, n, thr, tries, below, half, box):
                 fb = t
     if pick < 0:
         pick = fb
-    cy = tries[pick, 0]
-    cx = tries[pick, 1]
+    cy = _clip_int(tries[pick, 0], 0, h - 1)
+    cx = _clip_int(tries[pick, 1], 0, w - 1)
     box[0] = _clip_int(cy - half, 0, h)
     box[1] = _clip_int(cx - half, 0, w)
     box[2] = _clip_int(cy + half, 0, h)

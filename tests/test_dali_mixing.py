@@ -116,6 +116,13 @@ def test_max_window_matches_brute_force_and_never_overflows(rng):
         np.testing.assert_array_equal(out[i][0], [y0, x0, y0 + S, x0 + S])
 
 
+def test_max_window_on_a_map_smaller_than_the_window_gives_no_box(rng):
+    sal = [rng.random((6, 9)).astype(np.float32), rng.random((12, 12)).astype(np.float32)]
+    (out,) = run_op([sal], lambda s: mixing.max_window(s, 8), 2)
+    np.testing.assert_array_equal(out[0][0], [-1, -1, -1, -1])
+    assert out[1][0][2] - out[1][0][0] == 8
+
+
 def test_max_window_without_jitter_agrees_with_kernels(rng):
     sal = rng.random((3, 16, 16)).astype(np.float32)
     (out,) = run_op([list(sal)], lambda s: mixing.max_window(s, 5, 2), 3)
