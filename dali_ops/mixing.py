@@ -36,8 +36,11 @@ operators return ``(1, 4)``.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
+
+from numba import float64
 
 from kernels import _twin
 from kernels._twin import twin
@@ -255,6 +258,132 @@ def _max_window_cuda(out, ii_out, sal, jitter, params):
             _max_window_of_map(ii, 0, params[0], params[1], jitter[0], jitter[1], out[0])
 
 
+_KEEP_MAX_THREADS = 256  # shared-memory reduction buffers of _keep_cuda
+
+
+def _block_reduce(buf, t, nt, op):
+    """Thread 0 folds ``buf[0:nt]`` into ``buf[0]`` (op 0: sum, 1: min, 2: max); every thread then reads it."""
+    cuda.syncthreads()  # noqa: F821
+    if t == 0:
+        acc = buf[0]
+        for i in range(1, nt):
+            v = buf[i]
+            if op == 0:
+                acc += v
+            elif op == 1:
+                if v < acc:
+                    acc = v
+            elif v > acc:
+                acc = v
+        buf[0] = acc
+    cuda.syncthreads()  # noqa: F821
+    r = buf[0]
+    cuda.syncthreads()  # noqa: F821
+    return r
+
+
+def _order_statistic(vals, k, t, nt, buf):
+    """The k-th smallest (0-based) of ``vals`` (1-D), by value bisection whose bounds are elements:
+    ``hi`` is an element with ``count(v <= hi) >= k + 1``, ``lo`` a value with ``count(v <= lo) < k + 1``;
+    each step halves the value range of the candidates strictly between them, and ends when none is left."""
+    n = vals.shape[0]
+    big = 1.0e308
+    # hi = max(vals); lo = -inf
+    m = -big
+    for i in range(t, n, nt):
+        if vals[i] > m:
+            m = vals[i]
+    buf[t] = m
+    hi = _block_reduce(buf, t, nt, 2)
+    lo = -big
+    lo_valid = False
+    while True:
+        cnt = 0.0
+        cmin = big
+        cmax = -big
+        for i in range(t, n, nt):
+            v = vals[i]
+            if v < hi and (not lo_valid or v > lo):
+                cnt += 1.0
+                if v < cmin:
+                    cmin = v
+                if v > cmax:
+                    cmax = v
+        buf[t] = cnt
+        cnt = _block_reduce(buf, t, nt, 0)
+        if cnt == 0.0:
+            return hi
+        buf[t] = cmin
+        cmin = _block_reduce(buf, t, nt, 1)
+        buf[t] = cmax
+        cmax = _block_reduce(buf, t, nt, 2)
+        mid = cmin + (cmax - cmin) * 0.5
+        below = 0.0
+        best = -big
+        for i in range(t, n, nt):
+            v = vals[i]
+            if v <= mid:
+                below += 1.0
+                if v > best:
+                    best = v
+        buf[t] = below
+        below = _block_reduce(buf, t, nt, 0)
+        buf[t] = best
+        best = _block_reduce(buf, t, nt, 2)
+        if below >= k + 1:
+            hi = best
+        else:
+            lo = mid
+            lo_valid = True
+
+
+def _keep_cuda(out, ii_out, scores_out, sal, tries, params):
+    # One block of <= _KEEP_MAX_THREADS threads: integral image (scratch output), region scores (scratch
+    # output), the tau-quantile by exact order statistics (numpy's linear method), then thread 0 picks.
+    h, w = sal.shape
+    s3 = sal.reshape((1, h, w))
+    ii = ii_out.reshape((1, h + 1, w + 1))
+    scores = scores_out.reshape((1, h, w))
+    flat = scores_out.reshape((h * w,))
+    t = cuda.threadIdx.x  # noqa: F821
+    nt = cuda.blockDim.x  # noqa: F821
+    buf = cuda.shared.array(_KEEP_MAX_THREADS, float64)  # noqa: F821
+    if cuda.blockIdx.x != 0 or nt > _KEEP_MAX_THREADS:  # noqa: F821
+        return
+    half = params[0]
+    for x in range(t, w + 1, nt):
+        ii[0, 0, x] = 0.0
+    for y in range(t, h + 1, nt):
+        ii[0, y, 0] = 0.0
+    cuda.syncthreads()  # noqa: F821
+    for y in range(t, h, nt):
+        _integral_row(s3, ii, 0, y)
+    cuda.syncthreads()  # noqa: F821
+    for x in range(t + 1, w + 1, nt):
+        _integral_col(ii, 0, x)
+    cuda.syncthreads()  # noqa: F821
+    for i in range(t, h * w, nt):
+        cy = i // w
+        _centred_box_mean(ii, scores, half, 0, cy, i - cy * w)
+    cuda.syncthreads()  # noqa: F821
+    # numpy.quantile(method="linear"): virtual index tau * (n - 1), lerp with numpy's two-sided formula
+    n = h * w
+    pos = _TAU * (n - 1)
+    k = int(math.floor(pos))
+    if k > n - 1:
+        k = n - 1
+    k1 = k + 1 if k + 1 < n else n - 1
+    gamma = pos - k
+    a = _order_statistic(flat, k, t, nt, buf)
+    b = _order_statistic(flat, k1, t, nt, buf)
+    diff = b - a
+    thr = a + diff * gamma
+    if gamma >= 0.5:
+        thr = b - diff * (1 - gamma)
+    if t == 0:
+        _keep_pick(scores, 0, thr, tries, params[1] == 1, half, out[0])
+
+
 _RUN = {
     ("erase", "CHW", "cpu"): _erase_chw_cpu, ("erase", "HWC", "cpu"): _erase_hwc_cpu,
     ("paste", "CHW", "cpu"): _paste_chw_cpu, ("paste", "HWC", "cpu"): _paste_hwc_cpu,
@@ -263,6 +392,7 @@ _RUN = {
     ("erase", "CHW", "gpu"): _erase_chw_cuda, ("erase", "HWC", "gpu"): _erase_hwc_cuda,
     ("paste", "CHW", "gpu"): _paste_chw_cuda, ("paste", "HWC", "gpu"): _paste_hwc_cuda,
     ("peak", None, "gpu"): _peak_cuda, ("max_window", None, "gpu"): _max_window_cuda,
+    ("keep", None, "gpu"): _keep_cuda,
 }
 
 
@@ -279,7 +409,13 @@ def run_function(op: str, layout: str | None, device: str, tau: float | None = N
         return _twin._rebind(_RUN[key], "cpu", {"_TAU": tau} if tau is not None else None)
     from numba import cuda
 
-    return _twin._rebind(_RUN[key], "cuda", {"cuda": cuda})
+    helpers = {"cuda": cuda}
+    helpers["_block_reduce"] = cuda.jit(device=True)(_twin._rebind(_block_reduce, "cuda", {"cuda": cuda}))
+    helpers["_order_statistic"] = cuda.jit(device=True)(
+        _twin._rebind(_order_statistic, "cuda", {"cuda": cuda, "_block_reduce": helpers["_block_reduce"]}))
+    if tau is not None:
+        helpers["_TAU"] = tau
+    return _twin._rebind(_RUN[key], "cuda", helpers)
 
 
 # setup functions: output shapes per sample (DALI compiles them with njit)
@@ -293,6 +429,16 @@ def _one_box(outs, ins):
     for i in range(len(outs[0])):
         outs[0][i][0] = 1
         outs[0][i][1] = 4
+
+
+def _one_box_integral_and_scores(outs, ins):
+    for i in range(len(outs[0])):
+        outs[0][i][0] = 1
+        outs[0][i][1] = 4
+        outs[1][i][0] = ins[0][i][0] + 1
+        outs[1][i][1] = ins[0][i][1] + 1
+        outs[2][i][0] = ins[0][i][0]
+        outs[2][i][1] = ins[0][i][1]
 
 
 def _one_box_and_integral(outs, ins):
@@ -454,17 +600,24 @@ def keep_box(saliency, tries, *, size: int, tau: float = 0.6, selective: str = "
     the first of the upstream-drawn candidate centres ``tries`` (``(T, 2)`` int32 samples ``(cy, cx)``)
     whose score is below (``selective="cut"``) / above (``"paste"``) it, else the lowest / highest-scoring
     candidate. Same rule and draws as :func:`kernels.search.selective_cut` / ``selective_paste`` (give the
-    op ``stack([cy[i], cx[i]], -1)`` of their ``rng.integers`` draws). CPU only for now: a GPU quantile
-    needs a sort this operator does not have.
+    op ``stack([cy[i], cx[i]], -1)`` of their ``rng.integers`` draws).
+
+    GPU: one block per sample computes the integral image and the scores in parallel (two scratch outputs,
+    as CUDA kernels cannot allocate) and the quantile from exact order statistics (value bisection with
+    block reductions; numpy's linear interpolation), checked under the CUDA simulator.
     """
     size = _int_arg("size", size, 2)
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be a quantile level in [0, 1], got {tau!r}")
     selective = _check("selective", selective, ("cut", "paste"))
-    if _device(device) != "cpu":
-        raise ValueError("keep_box has no GPU implementation yet: use device='cpu' (the saliency map and "
-                         "tries must then be CPU nodes)")
+    device = _device(device)
     types = _dali_types()
-    params = _constant([size // 2, 1 if selective == "cut" else 0], np.int32, "cpu")
-    return _numba_function([saliency, tries, params], run_function("keep", None, "cpu", float(tau)), _one_box,
-                           [types.INT32], [types.FLOAT, types.INT32, types.INT32], [2], [2, 2, 1], "cpu")
+    params = _constant([size // 2, 1 if selective == "cut" else 0], np.int32, device)
+    if device == "cpu":
+        return _numba_function([saliency, tries, params], run_function("keep", None, "cpu", float(tau)), _one_box,
+                               [types.INT32], [types.FLOAT, types.INT32, types.INT32], [2], [2, 2, 1], "cpu")
+    boxes, _, _ = _numba_function([saliency, tries, params], run_function("keep", None, "gpu", float(tau)),
+                                  _one_box_integral_and_scores, [types.INT32, types.FLOAT64, types.FLOAT64],
+                                  [types.FLOAT, types.INT32, types.INT32], [2, 2, 2], [2, 2, 1], "gpu",
+                                  grid=(1, _KEEP_MAX_THREADS))
+    return boxes

@@ -77,9 +77,6 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     method = cfg.method if inputs else "none"
     searched = method in SALIENCY_METHODS
     numba_ops = method in ("cutmix",) + SALIENCY_METHODS
-    if method in ("keep_cutout", "keep_paste") and device == "gpu":
-        raise ValueError(f"method={method!r} runs its KeepAugment search on the CPU only for now; "
-                         "use device='cpu'")
     if searched:
         import dali_ops
 
@@ -162,8 +159,8 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
     elif method == "saliency_occlusion":
         boxes = mixing.max_window(sal, cfg.size, cfg.stride, _on(nodes[f"jitter/{c}"], device), device=device)
     else:
-        boxes = mixing.keep_box(sal, nodes[f"tries/{c}"], size=cfg.size, tau=cfg.keep_tau,
-                                selective="cut" if method == "keep_cutout" else "paste")
+        boxes = mixing.keep_box(sal, _on(nodes[f"tries/{c}"], device), size=cfg.size, tau=cfg.keep_tau,
+                                selective="cut" if method == "keep_cutout" else "paste", device=device)
     # rows that are not occluded: boxes -> -1 (covers no pixel)
     a = fn.cast(_on(apply, device), dtype=types.INT32)
     boxes = fn.cast(boxes * a + (a - 1), dtype=types.INT32)

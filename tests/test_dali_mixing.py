@@ -218,12 +218,35 @@ def maxwin():
     (y, x0), _ = ref.max_window(sal, 4, 2)
     y, x0 = min(max(y + 2, 0), 6), min(max(x0 - 3, 0), 9)
     return np.array_equal(out[0], [y, x0, y + 4, x0 + 4])
-for name, f in [("erase_chw", erase_chw), ("erase_hwc", erase_hwc), ("paste_chw", paste_chw), ("paste_hwc", paste_hwc), ("peak", peak), ("max_window", maxwin)]:
+def keep(selective):
+    from kernels import search
+    sal2 = rng.random((9, 11)).astype(np.float32)
+    sal2[:3] = 0.25  # ties across the quantile position
+    draw = np.random.default_rng(3)
+    cy = draw.integers(0, 9, size=(1, 6))
+    cx = draw.integers(0, 11, size=(1, 6))
+    tries = np.stack([cy[0], cx[0]], -1).astype(np.int32)
+    ok = True
+    for tau in (0.6, 0.0, 1.0, 0.35):
+        out = np.zeros((1, 4), np.int32)
+        ii = np.full((10, 12), np.nan)
+        sc = np.full((9, 11), np.nan)
+        k = cuda.jit(mixing.run_function("keep", None, "gpu", tau))
+        k[1, 8](out, ii, sc, sal2, tries, np.array([2, 1 if selective == "cut" else 0], np.int32))
+        fn_k = search.selective_cut if selective == "cut" else search.selective_paste
+        expect = fn_k(np.random.default_rng(3), sal2[None], 4, tau, 6)[0]
+        ok = ok and np.array_equal(out[0], expect)
+    return ok
+def keep_cut():
+    return keep("cut")
+def keep_paste():
+    return keep("paste")
+for name, f in [("keep_cut", keep_cut), ("keep_paste", keep_paste), ("erase_chw", erase_chw), ("erase_hwc", erase_hwc), ("paste_chw", paste_chw), ("paste_hwc", paste_hwc), ("peak", peak), ("max_window", maxwin)]:
     check(name, f)
 print("RESULTS " + json.dumps(res))
 '''
 
-SIM_CHECKS = ["erase_chw", "erase_hwc", "paste_chw", "paste_hwc", "peak", "max_window"]
+SIM_CHECKS = ["erase_chw", "erase_hwc", "paste_chw", "paste_hwc", "peak", "max_window", "keep_cut", "keep_paste"]
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +254,9 @@ def sim_results():
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
+    no_site = ["-S"] if sys.flags.no_site else []  # keep the parent's import set-up
+    proc = subprocess.run([sys.executable, *no_site, "-c", SIM_SCRIPT], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
     assert proc.returncode == 0 and line, f"CUDA-sim subprocess failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(line[-1][len("RESULTS "):])
