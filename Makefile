@@ -18,7 +18,7 @@ build: setup
 	$(PIP) install --no-build-isolation --no-deps -e .
 
 demo: setup
-	$(PYTHON) train_example.py --demo --epochs 2
+	$(PYTHON) train_example.py --demo --epochs 2 --image-size 128
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -41,7 +41,6 @@ def make(root, batch=4, **kw):
     kw.setdefault("device", "cpu")
     kw.setdefault("num_threads", 2)
     kw.setdefault("py_workers", 1)
-    kw.setdefault("verify", "none")  # TEMP
     return OcclusionLoader(root, batch, **kw)
 
 

@@ -1,0 +1,268 @@
+// Fine-grained static saliency: the schema, the CPU implementation and its registration.
+// See fine_grained_saliency.h for the algorithm and the reference it reproduces.
+
+#include "fine_grained_saliency.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace occlusion {
+namespace fgs {
+
+namespace {
+
+// The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, so a
+// portable build still runs vectorised.  The results do not depend on the variant: every float
+// operation is an IEEE add, subtract or divide of the same operands (the only multiply-subtract,
+// width * height - 1, is exact in float32 with or without FMA contraction).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define OCC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define OCC_MULTIVERSION
+#endif
+
+template <typename T>
+T *Grow(std::vector<T> &v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+/// BGR2GRAY of the RGB image at full resolution (h == H, w == W), or box-averaged down to h x w
+/// (integer mean over each output pixel's source span, rounded half up).
+OCC_MULTIVERSION
+void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w,
+                 uint8_t *__restrict__ gray, int32_t *__restrict__ acc) {
+  if (h == H && w == W) {
+    int64_t n = static_cast<int64_t>(H) * W;
+    for (int64_t i = 0; i < n; i++)
+      gray[i] = RgbToGray(rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]);
+    return;
+  }
+  for (int i = 0; i < h; i++) {
+    int y0, y1;
+    AreaSpan(i, H, h, y0, y1);
+    std::fill(acc, acc + W, 0);
+    for (int y = y0; y < y1; y++) {
+      const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
+      for (int x = 0; x < W; x++)
+        acc[x] += RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+    }
+    for (int j = 0; j < w; j++) {
+      int x0, x1;
+      AreaSpan(j, W, w, x0, x1);
+      int64_t sum = 0;
+      for (int x = x0; x < x1; x++) sum += acc[x];
+      int64_t count = static_cast<int64_t>(y1 - y0) * (x1 - x0);
+      gray[static_cast<int64_t>(i) * w + j] = static_cast<uint8_t>((sum + count / 2) / count);
+    }
+  }
+}
+
+/// GaussianBlur(3x3, sigma 0, BORDER_REFLECT_101) on uint8, bit-exact with OpenCV's fixed-point
+/// path: separable [1 2 1] sums in uint16, then one rounding shift.
+OCC_MULTIVERSION
+void Blur3x3(const uint8_t *__restrict__ src, uint8_t *__restrict__ dst, int h, int w,
+             uint16_t *__restrict__ rows) {
+  for (int y = 0; y < h; y++) {
+    const uint8_t *s = src + static_cast<int64_t>(y) * w;
+    uint16_t *r = rows + static_cast<int64_t>(y) * w;
+    if (w == 1) {
+      r[0] = 4 * s[0];
+      continue;
+    }
+    r[0] = 2 * s[1] + 2 * s[0];
+    for (int x = 1; x < w - 1; x++) r[x] = s[x - 1] + 2 * s[x] + s[x + 1];
+    r[w - 1] = 2 * s[w - 2] + 2 * s[w - 1];
+  }
+  for (int y = 0; y < h; y++) {
+    const uint16_t *up = rows + static_cast<int64_t>(Reflect101(y - 1, h)) * w;
+    const uint16_t *mid = rows + static_cast<int64_t>(y) * w;
+    const uint16_t *down = rows + static_cast<int64_t>(Reflect101(y + 1, h)) * w;
+    uint8_t *d = dst + static_cast<int64_t>(y) * w;
+    for (int x = 0; x < w; x++) d[x] = BlurRound(up[x] + 2 * mid[x] + down[x]);
+  }
+}
+
+/// cv::integral(gray, CV_32F) into rows of `stride` floats, each padded on both sides with
+/// kMaxNeighbourhood copies of its edge value, so that the centre-surround loop reads clamped
+/// corners without clamping.  Row r starts at integral + r * stride + kMaxNeighbourhood.
+OCC_MULTIVERSION
+void PaddedIntegral(const uint8_t *__restrict__ gray, int h, int w, float *__restrict__ integral,
+                    int stride) {
+  constexpr int P = kMaxNeighbourhood;
+  std::fill(integral, integral + stride, 0.f);
+  for (int y = 0; y < h; y++) {
+    const float *prev = integral + static_cast<int64_t>(y) * stride + P;
+    float *cur = integral + static_cast<int64_t>(y + 1) * stride + P;
+    const uint8_t *g = gray + static_cast<int64_t>(y) * w;
+    std::fill(cur - P, cur + 1, 0.f);
+    // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.
+    int run = 0;
+    for (int x = 0; x < w; x++) {
+      run += g[x];
+      cur[x + 1] = prev[x + 1] + static_cast<float>(run);
+    }
+    std::fill(cur + w + 1, cur + w + 1 + P, cur[w]);
+  }
+}
+
+/// Centre-surround responses of one row, all six scales, accumulated into acc_on / acc_off.
+OCC_MULTIVERSION
+void CentreSurroundRow(const float *__restrict__ integral, int stride, int h, int w, int y,
+                       const float *__restrict__ centre, const float *__restrict__ widths,
+                       int32_t *__restrict__ acc_on, int32_t *__restrict__ acc_off) {
+  constexpr int P = kMaxNeighbourhood;
+  std::fill(acc_on, acc_on + w, 0);
+  std::fill(acc_off, acc_off + w, 0);
+  for (int s = 0; s < kNumScales; s++) {
+    const int n = Neighbourhood(s);
+    const int y1 = Clamp(y - n + 1, 0, h), y2 = Clamp(y + n + 1, 0, h);
+    const float height = static_cast<float>(y2 - y1);
+    const float *r1 = integral + static_cast<int64_t>(y1) * stride + P;
+    const float *r2 = integral + static_cast<int64_t>(y2) * stride + P;
+    const float *__restrict__ p22 = r2 + n + 1;
+    const float *__restrict__ p11 = r1 - n + 1;
+    const float *__restrict__ p21 = r2 - n + 1;
+    const float *__restrict__ p12 = r1 + n + 1;
+    const float *__restrict__ wd = widths + static_cast<int64_t>(s) * w;
+    for (int x = 0; x < w; x++) {
+      float area = wd[x] * height - 1.f;  // exact: small integers
+      int on = acc_on[x], off = acc_off[x];
+      CentreSurround(p22[x], p11[x], p21[x], p12[x], centre[x], area, on, off);
+      acc_on[x] = on;
+      acc_off[x] = off;
+    }
+  }
+}
+
+}  // namespace
+
+void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, float *out,
+                            CpuScratch &sc) {
+  if (H <= 0 || W <= 0) return;
+  int h, w;
+  WorkingSize(H, W, max_side, h, w);
+  const int64_t npix = static_cast<int64_t>(h) * w;
+  const int stride = w + 1 + 2 * kMaxNeighbourhood;
+
+  uint8_t *gray = Grow(sc.gray, npix);
+  uint8_t *blurred = Grow(sc.blurred, npix);
+  uint16_t *rows = Grow(sc.row_sums, npix);
+  GrayWorking(rgb, H, W, h, w, gray, Grow(sc.area_acc, W));
+  Blur3x3(gray, blurred, h, w, rows);
+  Blur3x3(blurred, gray, h, w, rows);
+
+  float *integral = Grow(sc.integral, static_cast<int64_t>(h + 1) * stride);
+  PaddedIntegral(gray, h, w, integral, stride);
+
+  // Clamped box widths per scale and column: min(x + n + 1, w) - max(x - n + 1, 0).
+  float *widths = Grow(sc.widths, static_cast<int64_t>(kNumScales) * w);
+  for (int s = 0; s < kNumScales; s++) {
+    int n = Neighbourhood(s);
+    for (int x = 0; x < w; x++)
+      widths[s * w + x] = static_cast<float>(Clamp(x + n + 1, 0, w) - Clamp(x - n + 1, 0, w));
+  }
+
+  float *centre = Grow(sc.centre, w);
+  int32_t *acc_on = Grow(sc.acc_on, w);
+  int32_t *acc_off = Grow(sc.acc_off, w);
+  uint16_t *on = Grow(sc.on, npix);
+  uint16_t *off = Grow(sc.off, npix);
+  int max_on = 0, max_off = 0;
+  for (int y = 0; y < h; y++) {
+    const uint8_t *g = gray + static_cast<int64_t>(y) * w;
+    for (int x = 0; x < w; x++) centre[x] = static_cast<float>(g[x]);
+    CentreSurroundRow(integral, stride, h, w, y, centre, widths, acc_on, acc_off);
+    uint16_t *on_row = on + static_cast<int64_t>(y) * w;
+    uint16_t *off_row = off + static_cast<int64_t>(y) * w;
+    for (int x = 0; x < w; x++) {
+      on_row[x] = static_cast<uint16_t>(acc_on[x]);
+      off_row[x] = static_cast<uint16_t>(acc_off[x]);
+      max_on = std::max(max_on, acc_on[x]);
+      max_off = std::max(max_off, acc_off[x]);
+    }
+  }
+
+  // mixScales and mixOnOff through lookup tables (sums are at most 6 * 255).
+  uint8_t lut_on[kNumScales * 255 + 1], lut_off[kNumScales * 255 + 1];
+  for (int v = 0; v <= max_on; v++) lut_on[v] = static_cast<uint8_t>(ScaleSum(v, max_on));
+  for (int v = 0; v <= max_off; v++) lut_off[v] = static_cast<uint8_t>(ScaleSum(v, max_off));
+  const int max_val = std::max(ScaleSum(max_on, max_on), ScaleSum(max_off, max_off));
+  uint8_t lut_mix[2 * 255 + 1];
+  for (int v = 0; v <= 2 * 255; v++) lut_mix[v] = MixOnOff(v, 0, max_val);
+
+  if (h == H && w == W) {
+    for (int64_t i = 0; i < npix; i++)
+      out[i] = ToUnit(lut_mix[lut_on[on[i]] + lut_off[off[i]]]);
+    return;
+  }
+  uint8_t *map = blurred;  // free again
+  for (int64_t i = 0; i < npix; i++) map[i] = lut_mix[lut_on[on[i]] + lut_off[off[i]]];
+  for (int Y = 0; Y < H; Y++) {
+    int y0, y1, fy;
+    BilinearCoord(Y, h, H, y0, y1, fy);
+    const uint8_t *m0 = map + static_cast<int64_t>(y0) * w;
+    const uint8_t *m1 = map + static_cast<int64_t>(y1) * w;
+    float *o = out + static_cast<int64_t>(Y) * W;
+    for (int X = 0; X < W; X++) {
+      int x0, x1, fx;
+      BilinearCoord(X, w, W, x0, x1, fx);
+      o[X] = BilinearUnit(m0[x0], m0[x1], m1[x0], m1[x1], fy, fx);
+    }
+  }
+}
+
+}  // namespace fgs
+
+template <>
+void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+  const auto &input = ws.Input<::dali::CPUBackend>(0);
+  auto &output = ws.Output<::dali::CPUBackend>(0);
+  output.SetLayout("HW");
+  const auto &shape = input.shape();
+  auto &tp = ws.GetThreadPool();
+  if (static_cast<int>(cpu_scratch_.size()) < tp.NumThreads())
+    cpu_scratch_.resize(tp.NumThreads());
+  for (int i = 0; i < shape.num_samples(); i++) {
+    auto s = shape.tensor_shape_span(i);
+    int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]);
+    tp.AddWork([&, i, H, W](int thread_id) {
+      fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_,
+                                  output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
+    }, static_cast<int64_t>(H) * W);
+  }
+  tp.RunAll();
+}
+
+}  // namespace occlusion
+
+DALI_REGISTER_OPERATOR(occlusion__FineGrainedSaliency,
+                       ::occlusion::FineGrainedSaliency<::dali::CPUBackend>, ::dali::CPU);
+
+DALI_SCHEMA(occlusion__FineGrainedSaliency)
+    .DocStr(R"code(Fine-grained static saliency map of RGB images, as used by SaliencyMix.
+
+Computes OpenCV contrib's ``StaticSaliencyFineGrained`` (``opencv_contrib`` module ``saliency``;
+Montabone & Soto, 2010), the saliency SaliencyMix (Uddin et al., ICLR 2021) uses to centre its
+paste box, bit-exactly: gray conversion (OpenCV's ``BGR2GRAY`` of the image), two 3x3 Gaussian
+blurs, a float32 integral image and on/off centre-surround differences over the neighbourhoods
+12, 24, 48, 28, 56 and 112, mixed and normalised as OpenCV does. The output equals
+``cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(bgr)[1]`` for the BGR version
+of the same image.
+
+Input: ``HWC`` uint8 RGB images, any size per sample. Output: ``HW`` float32 in [0, 1], same
+height and width as the input.
+
+With ``max_side`` > 0, images whose longer side exceeds it are processed at a reduced working
+resolution: the gray image is box-averaged down so that its longer side is ``max_side``, the
+saliency is computed there (neighbourhood sizes in working-resolution pixels) and resized back to
+the input size with bilinear interpolation. This is an approximation of the full-resolution map,
+identical on CPU and GPU.)code")
+    .NumInput(1)
+    .InputDox(0, "images", "TensorList of uint8 HWC RGB images",
+              "Images to compute the saliency of (3 channels, RGB order).")
+    .NumOutput(1)
+    .AddOptionalArg("max_side",
+        R"code(Longest side of the working resolution; 0 (default) computes at full resolution,
+exactly like OpenCV. Images already within it are processed at full resolution.)code",
+        0);

@@ -1,0 +1,312 @@
+"""Listing and checking image datasets: ImageFolder scans, ``path label`` file lists, header probes.
+
+Everything here is plain Python + Pillow (no DALI, no torch) so the reader, the verifier and the
+tests share one definition of "which files belong to a dataset" and "which files are unreadable".
+
+* :func:`scan_image_folder` -- ImageFolder semantics (``root/<class>/**/<file>``), the same sample
+  order as ``torchvision.datasets.ImageFolder`` except that hidden entries (names starting with
+  ``.``, e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg`` resource forks) are skipped.
+* :func:`read_file_list` -- ``path label`` lines, relative paths resolved against a root.
+* :func:`probe_image` -- size/mode/format from the header only, with EXIF orientation applied to
+  width/height the way DALI's decoders apply it.
+* :func:`check_image` -- a full decode that catches truncated and corrupt data.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence, Union
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: File extensions (lower case, with the dot) of the formats DALI's image decoder reads
+#: (``fn.decoders.image``: JPEG, JPEG 2000, TIFF, PNG, BMP, PNM/PPM/PGM/PBM, WebP).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp",
+    ".jp2", ".j2k", ".pnm", ".ppm", ".pgm", ".pbm",
+)
+
+#: Pillow format names DALI can decode. ``MPO`` is the multi-picture JPEG many cameras write;
+#: it is a JPEG stream and decodes as one. Pillow calls every PNM flavour ``PPM``.
+DECODABLE_FORMATS: frozenset[str] = frozenset(
+    {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"}
+)
+
+#: EXIF orientations 5..8 rotate the image by 90 degrees, so the decoded width and height swap.
+_EXIF_ORIENTATION_TAG = 0x0112
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+class BadImageError(ValueError):
+    """A file that cannot be used as an image. ``str(err)`` names the file and the reason."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep it picklable across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class ImageInfo(NamedTuple):
+    """What :func:`probe_image` learns from a header. ``width``/``height`` are as decoded by DALI
+    (EXIF orientation applied); ``mode`` is Pillow's (``RGB``, ``L``, ``CMYK``, ``RGBA``, ``P`` ...)."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+    orientation: int = 1
+
+
+def has_image_extension(name: str) -> bool:
+    """True when ``name`` ends with one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------------------------
+# ImageFolder scans and file lists
+# --------------------------------------------------------------------------------------------
+
+_SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
+    """List an ImageFolder tree ``root/<class>/**/<image>``.
+
+    Returns ``(paths, labels, class_names)``: class names are the sorted names of the
+    sub-folders of ``root``, a label is the index of its class in that list, and the files of a
+    class are found recursively (symlinks followed), keeping those with an extension in
+    :data:`IMAGE_EXTENSIONS`, in sorted order (``torchvision.datasets.ImageFolder`` order).
+    Hidden folders and files (names starting with ``.``) are skipped. Paths are absolute strings.
+
+    Raises ``FileNotFoundError`` when ``root`` does not exist or is not a folder,
+    ``ValueError`` when it has no class folders, when a class folder holds no image, or when
+    ``root`` looks like the parent of ``train/``/``val/`` split folders rather than a split.
+    """
+    root_str = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root_str):
+        what = "is not a folder" if os.path.exists(root_str) else "does not exist"
+        raise FileNotFoundError(
+            f"image folder {root_str!r} {what}; expected a folder with one sub-folder per class"
+        )
+    with os.scandir(root_str) as it:
+        class_names = sorted(
+            e.name for e in it if e.is_dir(follow_symlinks=True) and not e.name.startswith(".")
+        )
+    if not class_names:
+        raise ValueError(
+            f"image folder {root_str!r} has no class folders; expected one sub-folder per class "
+            f"(root/<class>/<image>) holding files with extensions {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if set(class_names) <= _SPLIT_NAMES and _looks_like_split_parent(root_str, class_names):
+        raise ValueError(
+            f"image folder {root_str!r} holds split folders ({', '.join(class_names)}) that each "
+            f"hold class folders; pass the split itself, e.g. {os.path.join(root_str, class_names[0])!r}"
+        )
+
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(class_names):
+        files = _list_class_files(os.path.join(root_str, name))
+        if not files:
+            raise ValueError(
+                f"class folder {os.path.join(root_str, name)!r} holds no image; expected at least "
+                f"one file (at any depth) with an extension in {', '.join(IMAGE_EXTENSIONS)}, "
+                f"or remove the folder"
+            )
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    return paths, labels, class_names
+
+
+def _list_class_files(class_dir: str) -> list[str]:
+    out: list[str] = []
+    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
+        # Pruning hidden folders in place keeps os.walk from descending into them.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fname in sorted(filenames):
+            if not fname.startswith(".") and has_image_extension(fname):
+                out.append(os.path.join(dirpath, fname))
+    return out
+
+
+def _looks_like_split_parent(root: str, names: Sequence[str]) -> bool:
+    """True when every folder in ``names`` holds sub-folders and no image directly."""
+    for name in names:
+        with os.scandir(os.path.join(root, name)) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+        if not entries or any(e.is_file() and has_image_extension(e.name) for e in entries):
+            return False
+        if not any(e.is_dir() for e in entries):
+            return False
+    return True
+
+
+def read_file_list(path: PathLike, root: PathLike | None = None) -> tuple[list[str], list[int]]:
+    """Read a ``path label`` list (one sample per line) and return ``(paths, labels)``.
+
+    * the label is the last whitespace-separated field and must be a non-negative integer; the
+      path is everything before it (so paths may contain spaces);
+    * relative paths are taken relative to ``root`` when given, else to the list file's folder;
+      absolute paths are kept;
+    * blank lines and lines whose first non-blank character is ``#`` are skipped.
+
+    Raises ``FileNotFoundError`` naming the list when it does not exist and ``ValueError`` naming
+    the list and the 1-based line number for a malformed line. File existence is not checked
+    (see :mod:`pipelines.verify`).
+    """
+    list_path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(list_path):
+        raise FileNotFoundError(
+            f"file list {list_path!r} does not exist; expected a text file of 'path label' lines"
+        )
+    base = os.path.abspath(os.fspath(root)) if root is not None else os.path.dirname(list_path)
+    paths: list[str] = []
+    labels: list[int] = []
+    with open(list_path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.rsplit(None, 1)
+            if len(fields) != 2:
+                raise ValueError(
+                    f"{list_path}:{lineno}: expected 'path label', got {line!r}"
+                )
+            rel, label_text = fields
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise ValueError(
+                    f"{list_path}:{lineno}: label {label_text!r} is not an integer; "
+                    f"expected 'path label' with a non-negative integer label"
+                ) from None
+            if label < 0:
+                raise ValueError(
+                    f"{list_path}:{lineno}: label {label} is negative; expected a non-negative integer"
+                )
+            paths.append(rel if os.path.isabs(rel) else os.path.join(base, rel))
+            labels.append(label)
+    return paths, labels
+
+
+# --------------------------------------------------------------------------------------------
+# Probing and checking single images
+# --------------------------------------------------------------------------------------------
+
+def _open_checked(path: str, data: bytes | None = None) -> Image.Image:
+    """``Image.open`` with the failure modes turned into :class:`BadImageError`.
+
+    ``data``, when given, is the file's content already read by the caller (the reader), which
+    spares a second read of the file.
+    """
+    try:
+        size = os.stat(path).st_size if data is None else len(data)
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except OSError as exc:
+        raise BadImageError(path, f"cannot stat file ({exc.strerror or exc})") from None
+    if data is None and not os.path.isfile(path):
+        raise BadImageError(path, "not a regular file")
+    if size == 0:
+        raise BadImageError(path, "empty file (0 bytes)")
+    try:
+        img = Image.open(path if data is None else io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadImageError(path, f"unreadable header ({_describe(exc)})") from None
+    if img.format not in DECODABLE_FORMATS:
+        fmt = img.format
+        img.close()
+        raise BadImageError(
+            path, f"format {fmt} is not decodable by DALI (expected one of {', '.join(sorted(DECODABLE_FORMATS))})"
+        )
+    return img
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        return int(value) if 1 <= int(value) <= 8 else 1
+    except Exception:  # malformed EXIF blocks are common in the wild; DALI then ignores them too
+        return 1
+
+
+def probe_image(path: PathLike, data: bytes | None = None) -> ImageInfo:
+    """Read only the header of ``path`` and return its :class:`ImageInfo`.
+
+    Width and height are those of the decoded image: EXIF orientations 5-8 (90-degree rotations)
+    swap them, because DALI's decoders apply EXIF orientation. Raises :class:`BadImageError` for
+    a missing, zero-byte, unrecognised or non-DALI-decodable file.
+    """
+    p = os.fspath(path)
+    img = _open_checked(p, data)
+    try:
+        w, h = img.size
+        orient = _orientation(img)
+        if orient in _SWAPPING_ORIENTATIONS:
+            w, h = h, w
+        return ImageInfo(int(w), int(h), img.mode, img.format, orient)
+    finally:
+        img.close()
+
+
+# Pillow reads ImageFile.LOAD_TRUNCATED_IMAGES at load time; it is process-global. Full checks
+# force it to False for as long as any check runs and then restore the caller's value.
+_truncation_lock = threading.Lock()
+_strict_depth = 0
+_saved_truncated_flag = False
+
+
+@contextmanager
+def _strict_loading() -> Iterator[None]:
+    global _strict_depth, _saved_truncated_flag
+    with _truncation_lock:
+        if _strict_depth == 0:
+            _saved_truncated_flag = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        _strict_depth += 1
+    try:
+        yield
+    finally:
+        with _truncation_lock:
+            _strict_depth -= 1
+            if _strict_depth == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_truncated_flag
+
+
+def check_image(path: PathLike, full: bool = True) -> ImageInfo:
+    """Check that ``path`` is a usable image and return its :class:`ImageInfo`.
+
+    With ``full=False`` this is :func:`probe_image`. With ``full=True`` the pixel data is decoded
+    too (truncated images are not tolerated), which catches truncated and corrupt files.
+    Raises :class:`BadImageError` naming the file and the reason.
+    """
+    info = probe_image(path)
+    if not full:
+        return info
+    p = os.fspath(path)
+    img = _open_checked(p)
+    try:
+        with _strict_loading():
+            img.load()
+    except BadImageError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error ...
+        raise BadImageError(p, f"corrupt or truncated data ({_describe(exc)})") from None
+    finally:
+        img.close()
+    return info
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__

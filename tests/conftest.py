@@ -1,0 +1,66 @@
+"""Shared fixtures: a folder of good and bad image files."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _photo(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // max(w, 1), yy * 255 // max(h, 1), ((xx + yy) * 5) % 256], -1)
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def bad_images_dir(tmp_path_factory):
+    """ImageFolder with two classes of good JPEGs plus one file of every troublesome kind.
+
+    Returns ``(root, files)`` where ``files`` maps a kind to its path. Unreadable kinds:
+    ``corrupt``, ``truncated``, ``empty``, ``text``; readable odd kinds: ``gray``, ``cmyk``,
+    ``rgba_png``, ``palette_png``, ``tiny``, ``exif_rotated``.
+    """
+    root = tmp_path_factory.mktemp("badimages")
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir()
+        for i in range(4):
+            Image.fromarray(_photo(rng, 120, 160)).save(root / c / f"good{i}.jpg", quality=90)
+    good = _jpeg(Image.fromarray(_photo(rng, 150, 200)))
+    files = {
+        "corrupt": (root / "a" / "corrupt.jpg", good[:2] + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()),
+        "truncated": (root / "a" / "truncated.jpg", good[: len(good) // 2]),
+        "empty": (root / "a" / "empty.jpg", b""),
+        "text": (root / "a" / "notes.jpg", b"this is not an image, just text\n" * 20),
+    }
+    for path, data in files.values():
+        path.write_bytes(data)
+    out = {k: v[0] for k, v in files.items()}
+    photo = Image.fromarray(_photo(rng, 100, 140))
+    out["gray"] = root / "b" / "gray.jpg"
+    photo.convert("L").save(out["gray"], quality=90)
+    out["cmyk"] = root / "b" / "cmyk.jpg"
+    photo.convert("CMYK").save(out["cmyk"], quality=90)
+    out["rgba_png"] = root / "b" / "rgba.png"
+    photo.convert("RGBA").save(out["rgba_png"])
+    out["palette_png"] = root / "b" / "palette.png"
+    photo.convert("P", palette=Image.ADAPTIVE).save(out["palette_png"])
+    out["tiny"] = root / "b" / "tiny.jpg"
+    Image.fromarray(_photo(rng, 15, 20)).save(out["tiny"], quality=90)
+    out["exif_rotated"] = root / "b" / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_photo(rng, 60, 180)).save(out["exif_rotated"], quality=90, exif=exif)
+    return root, out
+
+
+UNREADABLE = ("corrupt", "truncated", "empty", "text")
+READABLE_ODD = ("gray", "cmyk", "rgba_png", "palette_png", "tiny", "exif_rotated")
