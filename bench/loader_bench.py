@@ -60,9 +60,12 @@ def ours(root, args, method, **kw):
     return batches()
 
 
-def torchvision_loader(root, args):
+def torchvision_loader(root, args, cutmix=False):
+    """ImageFolder + DataLoader; with ``cutmix`` the batch then goes through ``transforms.v2.CutMix``
+    in the training process, as torchvision's reference recipes apply it after collation."""
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
 
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize([m / 255 for m in MEAN], [s / 255 for s in STD])])
@@ -70,10 +73,12 @@ def torchvision_loader(root, args):
                                          num_workers=args.workers, drop_last=True, persistent_workers=True,
                                          prefetch_factor=2)
 
+    mix = v2.CutMix(alpha=1.0, num_classes=len(loader.dataset.classes)) if cutmix else None
+
     def batches():
         while True:
-            for images, _ in loader:
-                yield images
+            for images, labels in loader:
+                yield mix(images, labels)[0] if mix is not None else images
     return batches()
 
 
@@ -117,6 +122,8 @@ def measure(gen, n_batches, warmup):
 def build(name, root, args):
     if name.startswith("ours:"):
         return ours(root, args, name.split(":", 1)[1])
+    if name == "torchvision_cutmix":
+        return torchvision_loader(root, args, cutmix=True)
     return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader}[name](root, args)
 
 
@@ -148,7 +155,10 @@ def main(argv=None):
         os._exit(0)  # skip the slow teardown of worker processes; nothing is left to flush
     files = sorted(root.rglob("*.jpg"))
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
-    names = [f"ours:{m}" for m in args.methods.split(",")] + ["torchvision", "dali_readers_file"]
+    methods = args.methods.split(",")
+    names = [f"ours:{m}" for m in methods] + ["torchvision", "dali_readers_file"]
+    if "cutmix" in methods:
+        names.append("torchvision_cutmix")
     runs = {name: [] for name in names}
     passthrough = [f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
                    f"--warmup={args.warmup}", f"--workers={args.workers}",
@@ -167,8 +177,11 @@ def main(argv=None):
     base = results["ours:none"]["median"]
     ratios = {"ours_none_vs_torchvision": base / results["torchvision"]["median"],
               "ours_none_vs_dali_readers_file": base / results["dali_readers_file"]["median"]}
-    for m in args.methods.split(","):
+    for m in methods:
         ratios[f"ours_{m}_vs_ours_none"] = results[f"ours:{m}"]["median"] / base
+    if "cutmix" in methods:
+        ratios["ours_cutmix_vs_torchvision_cutmix"] = (results["ours:cutmix"]["median"]
+                                                       / results["torchvision_cutmix"]["median"])
     payload = {"unit": "images/s", "results": results, "ratios": ratios,
                "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
                                         reader_workers=args.reader_workers, images=len(files),
