@@ -19,7 +19,7 @@ from kernels.labels import soft_targets
 from pipelines.graph import OUTPUT_NAMES, build_pipeline, fill_values
 from pipelines.imagefiles import scan_image_folder, read_file_list
 from pipelines.params import MIXING_METHODS, AugmentConfig
-from pipelines.reader import ImageSource
+from pipelines.reader import ImageSource, unpack_meta
 
 
 @dataclass
@@ -260,8 +260,8 @@ class OcclusionLoader:
             pass
 
     def _to_batch(self, outputs) -> Batch:
-        meta_np = {name: np.array(out.as_tensor()) for name, out in zip(OUTPUT_NAMES, outputs)}
         m = self.cfg.copies
+        meta_np = unpack_meta(np.array(outputs[0].as_tensor()), m)
         images = outputs[len(OUTPUT_NAMES):len(OUTPUT_NAMES) + m]
         searched = outputs[len(OUTPUT_NAMES) + m:]
         if searched:  # boxes found in the graph on saliency maps: (B, 1, 4) per copy
