@@ -71,7 +71,7 @@ def test_reduced_working_resolution_stays_close(photos):
     assert np.corrcoef(small.ravel(), ref.ravel())[0, 1] > 0.8
 
 
-def run_op(images, **kw):
+def run_op(images, layout="HWC", **kw):
     import dali_ops
     from nvidia.dali import fn, pipeline_def
 
@@ -79,7 +79,7 @@ def run_op(images, **kw):
 
     @pipeline_def(batch_size=len(images), num_threads=2, device_id=None)
     def pipe():
-        x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+        x = fn.external_source(source=lambda: images, batch=True, layout=layout)
         return fn.occlusion.fine_grained_saliency(x, **kw)
 
     p = pipe()
@@ -116,3 +116,92 @@ def test_dali_operator_rejects_bad_input(bad, match):
 def test_kernel_rejects_bad_input(bad, err):
     with pytest.raises(err, match="fine_grained"):
         fine_grained(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (2, 2), (3, 5), (12, 13)])
+def test_tiny_images_match_opencv(photos, shape):
+    # Border cases: reflect-101 on 1-pixel sides, a 0/0 surround mean on 1x1, clamped corners everywhere.
+    img = resized(photos[0], *shape)
+    ref = opencv_saliency(img)
+    assert np.array_equal(fine_grained(img), ref)
+    assert np.array_equal(run_op([img])[0], ref)
+
+
+def test_constant_image_is_zero_like_opencv():
+    img = np.full((40, 60, 3), 77, np.uint8)
+    ref = opencv_saliency(img)
+    assert not ref.any()
+    assert not fine_grained(img).any()
+    assert not run_op([img])[0].any()
+
+
+def test_max_side_at_or_above_the_image_size_is_exact(photos):
+    img = resized(photos[1], 120, 160)
+    ref = opencv_saliency(img)
+    assert np.array_equal(fine_grained(img, max_side=160), ref)
+    (ours,) = run_op([img], max_side=500)
+    assert np.array_equal(ours, ref)
+
+
+def test_dali_operator_reduced_resolution_is_bit_exact_with_the_kernel(photos):
+    # Integer box downsampling and fixed-point bilinear upsampling: no float tolerance needed.
+    imgs = [resized(p, *s) for p, s in zip(photos, [(301, 407), (500, 120), (90, 700), (257, 193)])]
+    for img, ours in zip(imgs, run_op(imgs, max_side=97)):
+        assert ours.shape == img.shape[:2] and ours.dtype == np.float32
+        assert np.array_equal(ours, fine_grained(img, max_side=97))
+
+
+def test_dali_operator_empty_sample_gives_empty_map(photos):
+    imgs = [resized(photos[0], 32, 48), np.zeros((0, 5, 3), np.uint8)]
+    out = run_op(imgs)
+    assert out[1].shape == (0, 5)
+    assert np.array_equal(out[0], opencv_saliency(imgs[0]))
+
+
+@pytest.mark.parametrize("bad, layout, match", [
+    (np.zeros((8, 8), np.uint8), None, "must have 3 dimensions"),
+    (np.zeros((3, 8, 8), np.uint8), "CHW", 'layout "HWC"'),
+])
+def test_dali_operator_rejects_wrong_ndim_or_layout(bad, layout, match):
+    with pytest.raises(RuntimeError, match=match):
+        run_op([bad], layout=layout)
+
+
+def test_negative_max_side_is_rejected():
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="max_side"):
+        run_op([img], max_side=-1)
+    with pytest.raises(ValueError, match="max_side"):
+        fine_grained(img, max_side=-1)
+
+
+def _cuda_devices():
+    try:
+        import dali_ops
+        from nvidia.dali import backend
+
+        return backend.GetCUDADeviceCount() if dali_ops.has_cuda() else 0
+    except Exception:  # noqa: BLE001 - no driver, no GPU: nothing to test
+        return 0
+
+
+@pytest.mark.skipif(_cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")
+@pytest.mark.parametrize("max_side", [0, 97])
+def test_dali_gpu_operator_equals_the_cpu_operator(photos, max_side):
+    import dali_ops
+    from nvidia.dali import fn, pipeline_def
+
+    dali_ops.load()
+    imgs = [resized(p, *s) for p, s in zip(photos * 2, SIZES * 2)] + [resized(photos[0], 1, 1)]
+
+    @pipeline_def(batch_size=len(imgs), num_threads=2, device_id=0)
+    def pipe():
+        x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+        return fn.occlusion.fine_grained_saliency(x.gpu(), max_side=max_side)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    out = out.as_cpu()
+    for i, (img, cpu) in enumerate(zip(imgs, run_op(imgs, max_side=max_side))):
+        assert np.array_equal(np.array(out[i]), cpu)
