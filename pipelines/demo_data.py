@@ -6,8 +6,10 @@ object with its own shape, colour family and surface texture (a red solid disc, 
 square, a green dotted triangle, ...), drawn 1-3 times at a random position, scale and rotation
 on a cluttered background (smooth colour gradients, low-frequency blotches, blur, line clutter,
 smaller distractor shapes of any colour, sometimes a small object of another class, grain).
-A ResNet-18 learns it within a couple of CPU epochs well above chance, but colour alone does not
-solve it.
+A ResNet-18 trained from scratch learns it within a couple of CPU epochs well above chance
+(val accuracy about 50 % after 2 epochs and 88 % after 6; 224 px, AdamW, 60 train images per
+class), but not trivially: colour is a strong cue (a hue-histogram nearest-centroid classifier
+gets about 75 %), shape and texture are needed for the rest.
 
 Nothing is downloaded: :func:`ensure_demo_data` generates the set into a cache folder on first
 use and afterwards only checks a completion marker that records the generation parameters
@@ -47,7 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 #: Bump when the renderer changes, so cached sets made by an older generator are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 MARKER_NAME = ".complete.json"
 CACHE_ENV = "DALI_OCCLUSION_CACHE"
@@ -150,6 +152,11 @@ def _check_num_classes(num_classes: int) -> None:
 # Rendering
 # --------------------------------------------------------------------------------------------
 
+#: Amplitude (grey levels) per unit of ``detail`` above 1 of the photo-like fine texture octaves;
+#: with ``detail=4`` this puts 500x375 quality-90 JPEGs at about ImageNet's 110 KB.
+FINE_DETAIL_GAIN = 20.0
+
+
 @dataclass(frozen=True)
 class DemoParams:
     """Everything that determines the generated files (recorded in the completion marker)."""
@@ -162,7 +169,7 @@ class DemoParams:
     height_range: tuple[int, int] = (240, 375)
     portrait_fraction: float = 0.2
     quality: int = 85
-    detail: float = 1.0  # scales fine texture and grain (file size); 1.0 = demo, ~3 = ImageNet-like
+    detail: float = 1.0  # scales fine texture and grain (file size); 1.0 = demo, 4 = ImageNet-like
     generator_version: int = GENERATOR_VERSION
 
     def validate(self) -> None:
@@ -350,8 +357,14 @@ def render_image(params: DemoParams, split: str, label: int, index: int) -> Imag
     sigma = rng.uniform(1.5, 5.0) * max(params.detail, 0.0)
     if sigma > 0:
         canvas += rng.standard_normal(size=(h, w, 1), dtype=np.float32) * sigma
+    if params.detail > 1.0:
+        # Photo-like fine detail (features of a few pixels) everywhere: what makes real JPEGs
+        # heavy. Only drawn for detail > 1, so the demo set's bytes do not depend on it.
+        amp = FINE_DETAIL_GAIN * (params.detail - 1.0)
+        for div in (1, 2, 4):  # three octaves: 1-, 2- and 4-pixel features
+            canvas += _value_noise(rng, h, w, max(h, w) // div, 1) * amp
     img = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
-    radius = float(rng.uniform(0.0, 0.8))
+    radius = float(rng.uniform(0.0, 0.8)) / max(params.detail, 1.0)
     if radius > 0.25:
         img = img.filter(ImageFilter.GaussianBlur(radius))
     return img
@@ -498,7 +511,7 @@ def ensure_demo_data(
 
 #: ImageNet-1k train JPEGs average about 400x350 pixels and 110 KB; these settings come close.
 IMAGENET_LIKE = dict(width_range=(400, 500), height_range=(300, 375), portrait_fraction=0.2,
-                     quality=90, detail=3.0)
+                     quality=90, detail=4.0)
 
 
 def make_imagenet_like(

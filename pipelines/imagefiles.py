@@ -127,10 +127,14 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
 
 
 def _list_class_files(class_dir: str) -> list[str]:
-    out: list[str] = []
-    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
-        # Pruning hidden folders in place keeps os.walk from descending into them.
+    found: list[tuple[str, list[str]]] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        # Pruning hidden folders in place keeps os.walk from descending into them (this only works
+        # while walking top-down lazily, hence the sort afterwards rather than around os.walk).
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.append((dirpath, filenames))
+    out: list[str] = []
+    for dirpath, filenames in sorted(found):  # torchvision's order: folders by path, then names
         for fname in sorted(filenames):
             if not fname.startswith(".") and has_image_extension(fname):
                 out.append(os.path.join(dirpath, fname))

@@ -13,39 +13,73 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.imagefiles import BadImageError, check_image, read_file_list, scan_image_folder
 
 
+_CHUNK = 64  # files per pool task
+
+
+def _check_chunk(paths: list[str], full: bool) -> list[tuple[str, str]]:
+    bad = []
+    for path in paths:
+        try:
+            check_image(path, full=full)
+        except BadImageError as exc:
+            bad.append((exc.path, exc.reason))
+        except Exception as exc:  # anything else would still stop a training run on this file
+            bad.append((path, f"{type(exc).__name__}: {exc}"))
+    return bad
+
+
 def find_bad_images(paths, full: bool = True, workers: int | None = None) -> list[tuple[str, str]]:
     """``(path, reason)`` for every file of ``paths`` that is not a usable image, in input order.
 
-    Threads suffice: Pillow releases the GIL while it decodes.
+    ``full=False`` parses headers only (misses truncated data). Threads suffice: Pillow releases
+    the GIL while it decodes. Files go to the pool in chunks of 64 with at most ``4 * workers``
+    chunks in flight, so a million-file list does not become a million futures.
     """
-    def check(path):
-        try:
-            check_image(path, full=full)
-            return None
-        except BadImageError as exc:
-            return exc.path, exc.reason
-
-    workers = workers or min(32, (os.cpu_count() or 1) + 2)
+    items = [os.fspath(p) for p in paths]
+    workers = min(32, (os.cpu_count() or 1) + 2) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    if workers == 1 or len(chunks) <= 1:
+        return [b for c in chunks for b in _check_chunk(c, full)]
+    out: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [r for r in pool.map(check, [os.fspath(p) for p in paths], chunksize=64) if r is not None]
+        pending = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_check_chunk, chunk, full))
+            if len(pending) >= 4 * workers:
+                out.extend(pending.popleft().result())
+        while pending:
+            out.extend(pending.popleft().result())
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("root", nargs="?", help="ImageFolder root (root/<class>/<image>)")
+    p.add_argument("root", nargs="?", help="ImageFolder root (root/<class>/<image>); with --list, "
+                   "the folder relative paths are under (default: the list's folder)")
+    p.add_argument("--root", dest="root_opt", metavar="DIR", help="same as the positional ROOT")
     p.add_argument("--list", dest="file_list", help="a file of 'path label' lines instead of a folder")
     p.add_argument("--header-only", action="store_true", help="check headers only (fast; misses truncated data)")
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
+    if args.root and args.root_opt and args.root != args.root_opt:
+        p.error(f"two different roots given: {args.root!r} and --root {args.root_opt!r}")
+    args.root = args.root or args.root_opt
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     if not args.root and not args.file_list:
         p.error("give an ImageFolder ROOT or --list FILE (ROOT is then the base of relative paths)")
     try:
         if args.file_list:
+            if args.root and not os.path.isdir(args.root):
+                raise FileNotFoundError(f"root {args.root!r} (base of the list's relative paths) is not a folder")
             paths, _ = read_file_list(args.file_list, root=args.root)
         else:
             paths, _, _ = scan_image_folder(args.root)

@@ -64,3 +64,27 @@ def bad_images_dir(tmp_path_factory):
 
 UNREADABLE = ("corrupt", "truncated", "empty", "text")
 READABLE_ODD = ("gray", "cmyk", "rgba_png", "palette_png", "tiny", "exif_rotated")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small deterministic demo set for loader tests: 3 classes, 64-120 px JPEGs.
+
+    Returns the dataset root: ``root/train/<class>/`` holds 8 images per class and
+    ``root/val/<class>/`` 2 per class (classes ``00_disc``, ``01_square``, ``02_triangle``).
+    """
+    from pipelines.demo_data import ensure_demo_data
+
+    return ensure_demo_data(tmp_path_factory.mktemp("tiny") / "data", train_per_class=8, val_per_class=2,
+                            num_classes=3, width_range=(64, 120), height_range=(64, 120), workers=1)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """The full-size demo generator with few images: 10 classes, 4 train + 2 val per class.
+
+    Returns the dataset root (``root/train/<class>/``, ``root/val/<class>/``).
+    """
+    from pipelines.demo_data import ensure_demo_data
+
+    return ensure_demo_data(tmp_path_factory.mktemp("demo") / "data", train_per_class=4, val_per_class=2)

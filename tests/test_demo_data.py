@@ -56,3 +56,75 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
     (tmp_path / "mine" / "thesis.txt").write_text("do not delete")
     with pytest.raises(FileExistsError, match="mine"):
         ensure_demo_data(tmp_path / "mine", train_per_class=1, val_per_class=0, num_classes=2)
+
+
+def test_a_damaged_set_is_regenerated_and_no_temp_folders_remain(tmp_path):
+    kw = dict(train_per_class=2, val_per_class=1, num_classes=2)
+    root = ensure_demo_data(tmp_path / "f", **kw)
+    before = digest(root)
+    victim = sorted((root / "val").rglob("*.jpg"))[0]
+    victim.unlink()  # marker still there, but the set is no longer complete
+    assert ensure_demo_data(root, **kw) == root
+    assert digest(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["f"]
+
+
+def test_parameter_errors_name_the_parameter(tmp_path):
+    with pytest.raises(ValueError, match="num_classes"):
+        ensure_demo_data(tmp_path / "g", num_classes=11)
+    with pytest.raises(ValueError, match="train_per_class"):
+        ensure_demo_data(tmp_path / "g", train_per_class=-1)
+    with pytest.raises(ValueError, match="width_range"):
+        ensure_demo_data(tmp_path / "g", width_range=(100, 50))
+    assert not (tmp_path / "g").exists()
+
+
+def test_colour_histograms_separate_classes_well_above_chance(demo_root):
+    # A weak but real check that classes differ visually: nearest class-mean hue histogram.
+    def feature(path):
+        with Image.open(path) as im:
+            hsv = np.asarray(im.convert("RGB").resize((96, 72)).convert("HSV")).reshape(-1, 3)
+        hist = np.bincount(hsv[hsv[:, 1] > 100, 0] // 16, minlength=16).astype(float)
+        return hist / max(hist.sum(), 1.0)
+
+    tp, tl, classes = scan_image_folder(demo_root / "train")
+    vp, vl, _ = scan_image_folder(demo_root / "val")
+    assert len(classes) == 10 and len(tp) == 40 and len(vp) == 20
+    f = np.array([feature(p) for p in tp])
+    centroids = np.array([f[np.array(tl) == c].mean(0) for c in range(10)])
+    v = np.array([feature(p) for p in vp])
+    pred = np.argmin(((v[:, None] - centroids[None]) ** 2).sum(-1), 1)
+    assert (pred == np.array(vl)).mean() >= 0.4  # chance: 0.1
+
+
+def test_tiny_dataset_fixture(tiny_dataset):
+    paths, labels, classes = scan_image_folder(tiny_dataset / "train")
+    assert classes == ["00_disc", "01_square", "02_triangle"] and len(paths) == 24
+    assert len(scan_image_folder(tiny_dataset / "val")[0]) == 6
+    for p in paths:
+        with Image.open(p) as im:
+            assert 64 <= min(im.size) and max(im.size) <= 120
+
+
+def test_imagenet_like_sizes_and_weight(tmp_path):
+    from pipelines.demo_data import make_imagenet_like
+
+    root = make_imagenet_like(tmp_path / "inet", n=5, num_classes=2, workers=1)
+    files = sorted((root / "train").rglob("*.jpg"))
+    assert len(files) == 6 and not (root / "val").exists()
+    for f in files:
+        with Image.open(f) as im:
+            assert sorted(im.size) >= [300, 400] and sorted(im.size) <= [375, 500]
+    # ImageNet's train JPEGs weigh ~110 KB; these should be of that order, not demo-light.
+    assert 70e3 < np.mean([f.stat().st_size for f in files]) < 160e3
+
+
+def test_cli_prints_the_root(tmp_path, capsys):
+    from pipelines.demo_data import main
+
+    assert main(["--root", str(tmp_path / "h"), "--train-per-class", "1", "--val-per-class", "0",
+                 "--num-classes", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "h")
+    assert len(list((tmp_path / "h" / "train").rglob("*.jpg"))) == 2
+    assert main(["--root", str(tmp_path / "h2"), "--num-classes", "99"]) == 2
+    assert "num_classes" in capsys.readouterr().err
