@@ -1,6 +1,7 @@
 """Shared measurement helpers for the benchmarks: conditions written with every result."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -11,7 +12,8 @@ import numpy as np
 
 
 def conditions(**extra) -> dict:
-    """Versions, machine and commit, to be stored beside every figure."""
+    """Versions, machine, commit, date and load, to be stored beside every figure."""
+    import numba
     import nvidia.dali as dali
     import torch
     import torchvision
@@ -27,10 +29,12 @@ def conditions(**extra) -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"python": platform.python_version(), "numpy": np.__version__, "dali": dali.__version__,
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu,
-            "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "commit": commit, **extra}
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+            "dali": dali.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "cpu": cpu, "cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "commit": commit, "loadavg_start": os.getloadavg(), **extra}
 
 
 def summary(samples) -> dict:

@@ -23,17 +23,14 @@ image sizes, commit) are written with the results. CPU only: no GPU timing is re
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import conditions as common_conditions
 from kernels import _twin, apply, labels, mix, reference, search
 
 
@@ -59,42 +56,17 @@ def time_cases(cases, warmup=3, repeat=30, repeat_of=None):
     return out
 
 
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
-    except OSError:
-        return None
-
-
 def conditions(args):
     import numba
     import torch
-    import torchvision
     try:
         import timm
         timm_version = timm.__version__
     except ImportError:
         timm_version = None
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(), "python": sys.version.split()[0], "numpy": np.__version__,
-        "numba": numba.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "timm": timm_version, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
-        "numba_threads": numba.config.NUMBA_NUM_THREADS, "torch_threads": torch.get_num_threads(),
-        "loadavg_start": os.getloadavg(), "device": "cpu (no GPU timings)",
-        "repeat": args.repeat, "warmup": args.warmup,
-    }
+    return common_conditions(timm=timm_version, numba_threads=numba.config.NUMBA_NUM_THREADS,
+                             torch_threads=torch.get_num_threads(), device="cpu (no GPU timings)",
+                             repeat=args.repeat, warmup=args.warmup)
 
 
 # -------------------------------------------------------------------------------------- (a) CutMix

@@ -17,7 +17,6 @@ import io
 import os
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence, Union
 
 from PIL import Image, ImageFile, UnidentifiedImageError

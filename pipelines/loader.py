@@ -159,7 +159,6 @@ class OcclusionLoader:
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
         self._source = ImageSource(**self._source_args)
-        self._labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         self._epoch = 0      # epoch the next batch belongs to
         self._batch = 0      # batches of that epoch already served
         self._pipe = None

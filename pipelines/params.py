@@ -36,7 +36,7 @@ and flip):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,7 +98,6 @@ class AugmentConfig:
     jitter: int = 16
     keep_tau: float = 0.6
     max_tries: int = 32
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.method not in METHODS:

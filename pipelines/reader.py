@@ -24,7 +24,6 @@ next ``(epoch, batch)`` and a source built with ``start_epoch`` / ``start_batch`
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def _photo(rng, h, w):
@@ -88,3 +88,24 @@ def demo_root(tmp_path_factory):
     from pipelines.demo_data import ensure_demo_data
 
     return ensure_demo_data(tmp_path_factory.mktemp("demo") / "data", train_per_class=4, val_per_class=2)
+
+
+@pytest.fixture(scope="session")
+def structured_root(tmp_path_factory):
+    """Gradients plus coloured ellipses: a wrong crop or flip changes the pixels a lot."""
+    root = tmp_path_factory.mktemp("structured")
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(7):
+            h, w = int(rng.integers(90, 220)), int(rng.integers(90, 220))
+            yy, xx = np.mgrid[0:h, 0:w]
+            a = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 3) % 256], -1).astype(np.uint8)
+            im = Image.fromarray(a)
+            draw = ImageDraw.Draw(im)
+            for _ in range(4):
+                x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+                draw.ellipse([x0, y0, x0 + int(rng.integers(10, 60)), y0 + int(rng.integers(10, 60))],
+                             fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            im.save(root / f"class{c}" / f"{i:02d}.jpg", quality=95)
+    return root

@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from kernels import reference as ref
-from test_loader import SIZE, make, structured_root  # noqa: F401 (fixture)
+from test_loader import SIZE, make
 
 
 @pytest.fixture(scope="module")

@@ -6,34 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pipelines import OcclusionLoader
 
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
 STD = np.array([0.229, 0.224, 0.225]) * 255
 SIZE = 64
-
-
-@pytest.fixture(scope="session")
-def structured_root(tmp_path_factory):
-    """Gradients plus coloured ellipses: a wrong crop or flip changes the pixels a lot."""
-    root = tmp_path_factory.mktemp("structured")
-    rng = np.random.default_rng(1)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(7):
-            h, w = int(rng.integers(90, 220)), int(rng.integers(90, 220))
-            yy, xx = np.mgrid[0:h, 0:w]
-            a = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 3) % 256], -1).astype(np.uint8)
-            im = Image.fromarray(a)
-            draw = ImageDraw.Draw(im)
-            for _ in range(4):
-                x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-                draw.ellipse([x0, y0, x0 + int(rng.integers(10, 60)), y0 + int(rng.integers(10, 60))],
-                             fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-            im.save(root / f"class{c}" / f"{i:02d}.jpg", quality=95)
-    return root
 
 
 def make(root, batch=4, **kw):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kernels import reference as ref
-from test_loader import MEAN, STD, SIZE, box_mask, make, structured_root  # noqa: F401 (fixture)
+from test_loader import MEAN, STD, SIZE, box_mask, make
 
 S2 = SIZE * SIZE
 
