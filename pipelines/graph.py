@@ -16,11 +16,13 @@ Cutout and Hide-and-Seek reference codes (mask multiply after ``Normalize``).
 Mixing and saliency-guided methods (per copy; ops of :mod:`dali_ops.mixing`, which take boxes and
 saliency maps as regular inputs so the chain can stay on the GPU):
 
-* ``cutmix``: partner images through ``fn.permute_batch`` (the partner row's own crop and flip), the
-  host-drawn boxes pasted with ``mixing.paste_boxes`` on the normalised CHW images.
+* ``cutmix``: the host-drawn boxes pasted with ``mixing.paste_boxes`` on the normalised CHW images, the
+  partner given as a row index into the same batch (the partner row's own crop and flip; no
+  ``permute_batch`` copy).
 * ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's flipped
-  uint8 image, permuted to the source image (``elem``: the partner; ``batch``: the first permuted
-  image, for every row), ``mixing.saliency_peak_box`` with the host-drawn cut, then ``paste_boxes``.
+  uint8 image, ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the
+  partner; ``batch``: the first permuted image, for every row) with the host-drawn cut, then
+  ``paste_boxes``.
   (The official code hands OpenCV the mean/std-normalised float tensor; we give the operator the uint8
   image the row is made of -- the photo the saliency is meant to describe, and what the op takes.)
 * ``saliency_occlusion``: the row's own saliency, ``mixing.max_window`` (S = ``size``, T = ``stride``,
@@ -30,8 +32,8 @@ saliency maps as regular inputs so the chain can stay on the GPU):
   (``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the uint8 image and the kept region pasted back
   from the un-augmented image (KeepAugment's selective-paste).
 
-Boxes searched in the graph come out as extra outputs (one ``(1, 4)`` per row and copy), rows not
-occluded get -1.
+Boxes searched in the graph come out as extra outputs (one ``(1, 4)`` per row and copy); rows not
+occluded get -1 from the search itself (``map_index`` -1), so no extra masking op runs.
 """
 from __future__ import annotations
 
@@ -127,9 +129,8 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
                     img = fn.erase(img, anchor=nodes[f"erase_anchor/{c}"], shape=nodes[f"erase_shape/{c}"],
                                    axis_names="HW", fill_value=fill_value)
                 elif method == "cutmix":
-                    partner = fn.permute_batch(img, indices=nodes[f"src/{c}"])
-                    img = mixing.paste_boxes(img, partner, _on(nodes[f"paste_boxes/{c}"], device), layout="CHW",
-                                             device=device)
+                    img = mixing.paste_boxes(img, _on(nodes[f"paste_boxes/{c}"], device),
+                                             partner_index=_on(nodes[f"src/{c}"], device), device=device)
             if norm_type != out_type:
                 img = fn.cast(img, dtype=out_type)
             images.append(img)
@@ -152,29 +153,26 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
         cache["sal"] = fn.occlusion.fine_grained_saliency(cache["flipped"])
         cache["norm"] = _normalize(cache["flipped"], 0, types.FLOAT)
     flipped, sal = cache["flipped"], cache["sal"]
-    apply = nodes[f"apply/{c}"]
+    map_index = nodes[f"sal_source/{c}"]  # CPU: the map each row searches, -1 = row not occluded
     if method == "saliencymix":
-        sal_src = fn.permute_batch(sal, indices=nodes[f"sal_source/{c}"])
-        boxes = mixing.saliency_peak_box(sal_src, _on(nodes[f"cut/{c}"], device), device=device)
+        boxes = mixing.saliency_peak_box(sal, _on(nodes[f"cut/{c}"], device), map_index, device=device)
     elif method == "saliency_occlusion":
-        boxes = mixing.max_window(sal, cfg.size, cfg.stride, _on(nodes[f"jitter/{c}"], device), device=device)
+        boxes = mixing.max_window(sal, cfg.size, cfg.stride, _on(nodes[f"jitter/{c}"], device), map_index,
+                                  device=device)
     else:
-        boxes = mixing.keep_box(sal, _on(nodes[f"tries/{c}"], device), size=cfg.size, tau=cfg.keep_tau,
-                                selective="cut" if method == "keep_cutout" else "paste", device=device)
-    # rows that are not occluded: boxes -> -1 (covers no pixel)
-    a = fn.cast(_on(apply, device), dtype=types.INT32)
-    boxes = fn.cast(boxes * a + (a - 1), dtype=types.INT32)
+        boxes = mixing.keep_box(sal, _on(nodes[f"tries/{c}"], device), map_index, size=cfg.size,
+                                tau=cfg.keep_tau, selective="cut" if method == "keep_cutout" else "paste",
+                                device=device)
     if method == "keep_paste":
         from nvidia.dali.auto_aug import rand_augment
 
         augmented = rand_augment.rand_augment(flipped, n=2, m=9)
-        u8_out = mixing.paste_boxes(augmented, flipped, boxes, layout="HWC", dtype="uint8", device=device)
+        u8_out = mixing.paste_boxes(augmented, boxes, flipped, device=device)
         return _normalize(u8_out, 0, types.FLOAT), boxes
     img = cache["norm"]
     if method == "saliencymix":
-        partner = fn.permute_batch(img, indices=nodes[f"src/{c}"])
-        return mixing.paste_boxes(img, partner, boxes, layout="CHW", device=device), boxes
-    return mixing.erase_boxes(img, boxes, fill_value, layout="CHW", device=device), boxes
+        return mixing.paste_boxes(img, boxes, partner_index=_on(nodes[f"src/{c}"], device), device=device), boxes
+    return mixing.erase_boxes(img, boxes, fill_value, device=device), boxes
 
 
 def _normalize(img, mirror, out_type):

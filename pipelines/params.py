@@ -31,7 +31,9 @@ and flip):
   image for every row, as the official code), ``saliency_occlusion`` (Fong & Vedaldi: jitter ``(dy, dx)``
   in ``[-jitter, jitter]``), ``keep_cutout`` / ``keep_paste`` (KeepAugment: ``max_tries`` candidate
   centres). ``mode="batch"`` shares those draws across the batch; the search still runs on each row's map.
-  ``apply`` (B, M) says which (row, copy) is occluded; ``boxes`` is left -1 for the graph to fill.
+  ``apply`` (B, M) says which (row, copy) is occluded; ``sal_source`` (B, M) is the row whose map each
+  (row, copy) searches (its own, SaliencyMix's partner or the batch's source), -1 where not occluded;
+  ``boxes`` is left -1 for the graph to fill.
 """
 from __future__ import annotations
 
@@ -224,6 +226,7 @@ def _plan_searched(cfg: AugmentConfig, rng: np.random.Generator, crop, flip, b: 
             tries[:, c] = np.stack([cy, cx], -1)
         apply = _apply_draw(cfg, rng, b)
         apply_all[:, c] = apply
+        sal_source[~apply, c] = -1  # the search gives these rows no box
         if perm is not None:
             out["partner"][:, c] = np.where(apply, perm, -1)
         out["boxes"][~apply, c] = -1

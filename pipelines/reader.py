@@ -79,11 +79,11 @@ def per_copy_inputs(cfg: AugmentConfig) -> tuple[str, ...]:
     if cfg.method == "cutmix":
         return ("src", "paste_boxes")
     if cfg.method == "saliencymix":
-        return ("src", "sal_source", "cut", "apply")
+        return ("src", "sal_source", "cut")
     if cfg.method == "saliency_occlusion":
-        return ("jitter", "apply")
+        return ("sal_source", "jitter")
     if cfg.method in ("keep_cutout", "keep_paste"):
-        return ("tries", "apply")
+        return ("sal_source", "tries")
     raise ValueError(f"no graph inputs defined for method {cfg.method!r}")
 
 
@@ -232,14 +232,12 @@ class ImageSource:
                 regions = [erase_regions(p["boxes"][i, c]) for i in rows]
                 per_copy[f"erase_anchor/{c}"] = [r[0] for r in regions]
                 per_copy[f"erase_shape/{c}"] = [r[1] for r in regions]
-            if "src" in inputs:  # permute_batch index: the partner's row, or the row itself (nothing pasted)
-                src = np.where(p["partner"][:, c] >= 0, p["partner"][:, c], np.arange(len(encoded)))
-                per_copy[f"src/{c}"] = [np.array(src[i], np.int32) for i in rows]
+            if "src" in inputs:  # paste_boxes' partner_index: the partner's row, -1 for none
+                per_copy[f"src/{c}"] = [np.array(p["partner"][i, c], np.int32) for i in rows]
             if "paste_boxes" in inputs:
                 per_copy[f"paste_boxes/{c}"] = [np.ascontiguousarray(p["boxes"][i, c], np.int32) for i in rows]
-            for key in ("sal_source", "apply"):
-                if key in inputs:
-                    per_copy[f"{key}/{c}"] = [np.array(p[key][i, c], np.int32) for i in rows]
+            if "sal_source" in inputs:  # box_search's map_index: the map the row searches, -1 for none
+                per_copy[f"sal_source/{c}"] = [np.array(p["sal_source"][i, c], np.int32) for i in rows]
             for key in ("cut", "jitter", "tries"):
                 if key in inputs:
                     per_copy[f"{key}/{c}"] = [np.ascontiguousarray(p[key][i, c], np.int32) for i in rows]

@@ -1,0 +1,534 @@
+// Box operators: input checks, CPU implementations and schemas.  See box_ops.h.
+
+#include "box_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "dali/core/float16.h"
+#include "dali/core/static_switch.h"
+
+namespace occlusion {
+
+using ::dali::make_string;
+
+namespace {
+
+/// Box k of a (K, 4) sample clipped to H x W; false when it covers no pixel.
+inline bool ClipBox(const int32_t *box, int H, int W, int &y0, int &x0, int &y1, int &x1) {
+  y0 = std::clamp<int>(box[0], 0, H);
+  x0 = std::clamp<int>(box[1], 0, W);
+  y1 = std::clamp<int>(box[2], 0, H);
+  x1 = std::clamp<int>(box[3], 0, W);
+  return y1 > y0 && x1 > x0;
+}
+
+/// One sample: copy `in` to `out`, then give every box the partner's pixels (`partner` != null)
+/// or the fill.  Row copies: CHW rows are per channel, HWC rows hold all channels.
+template <typename T>
+void ApplyBoxesSample(const T *in, T *out, const T *partner, const T *fill, bool chw,
+                      int H, int W, int C, const int32_t *boxes, int K) {
+  const int64_t plane = static_cast<int64_t>(H) * W;
+  std::memcpy(out, in, plane * C * sizeof(T));
+  for (int k = 0; k < K; k++) {
+    int y0, x0, y1, x1;
+    if (!ClipBox(boxes + 4 * k, H, W, y0, x0, y1, x1)) continue;
+    const int bw = x1 - x0;
+    if (chw) {
+      for (int c = 0; c < C; c++) {
+        for (int y = y0; y < y1; y++) {
+          const int64_t off = c * plane + static_cast<int64_t>(y) * W + x0;
+          if (partner)
+            std::memcpy(out + off, partner + off, bw * sizeof(T));
+          else
+            std::fill(out + off, out + off + bw, fill[c]);
+        }
+      }
+    } else {
+      for (int y = y0; y < y1; y++) {
+        const int64_t off = (static_cast<int64_t>(y) * W + x0) * C;
+        if (partner) {
+          std::memcpy(out + off, partner + off, static_cast<int64_t>(bw) * C * sizeof(T));
+        } else {
+          T *p = out + off;
+          for (int x = 0; x < bw; x++, p += C)
+            for (int c = 0; c < C; c++) p[c] = fill[c];
+        }
+      }
+    }
+  }
+}
+
+#define OCCLUSION_IMAGE_TYPES (uint8_t, ::dali::float16, float)
+
+}  // namespace
+
+template <typename Backend>
+BoxApplyShapes CheckBoxApplyInputs(const char *op, const ::dali::Workspace &ws, bool paste) {
+  BoxApplyShapes r;
+  const auto &images = ws.Input<Backend>(0);
+  const auto &boxes = ws.Input<Backend>(1);
+  const auto &shape = images.shape();
+  const int n = shape.num_samples();
+  auto type = images.type();
+  DALI_ENFORCE(type == DALI_UINT8 || type == DALI_FLOAT16 || type == DALI_FLOAT, make_string(
+      op, ": input `images` must be uint8, float16 or float32, got ", type, "."));
+  DALI_ENFORCE(shape.sample_dim() == 3, make_string(
+      op, ": input `images` must have 3 dimensions (CHW or HWC), got ", shape.sample_dim(), "."));
+  const auto &layout = images.GetLayout();
+  DALI_ENFORCE(layout == "CHW" || layout == "HWC", make_string(
+      op, ": input `images` must have layout \"CHW\" or \"HWC\", got \"", layout, "\"."));
+  r.chw = layout == "CHW";
+  DALI_ENFORCE(boxes.type() == DALI_INT32, make_string(
+      op, ": input `boxes` must be int32 (K, 4) per sample, got ", boxes.type(), "."));
+  DALI_ENFORCE(boxes.num_samples() == n, make_string(
+      op, ": `boxes` has ", boxes.num_samples(), " samples, `images` ", n, "."));
+  const auto &bshape = boxes.shape();
+  for (int i = 0; i < n; i++) {
+    DALI_ENFORCE(bshape.sample_dim() == 2 && bshape.tensor_shape_span(i)[1] == 4, make_string(
+        op, ": input `boxes` must be (K, 4) per sample (y0, x0, y1, x1), sample ", i,
+        " has shape ", bshape[i], "."));
+  }
+  if (!paste) return r;
+  const auto &partners = ws.Input<Backend>(2);
+  DALI_ENFORCE(partners.type() == type, make_string(
+      op, ": `partners` must have the type of `images` (", type, "), got ", partners.type(), "."));
+  const auto &pshape = partners.shape();
+  r.indexed = ws.NumInput() > 3;
+  if (!r.indexed) {
+    DALI_ENFORCE(pshape == shape, make_string(
+        op, ": without `partner_index`, `partners` must have the shape of `images` sample by "
+        "sample; got ", pshape, " and ", shape, "."));
+    return r;
+  }
+  // Any row may take any partner: every image and partner must share one shape.
+  for (int i = 0; i < n; i++) {
+    DALI_ENFORCE(shape[i] == shape[0], make_string(
+        op, ": with `partner_index`, every sample of `images` must have one shape; sample 0 is ",
+        shape[0], ", sample ", i, " is ", shape[i], "."));
+  }
+  for (int i = 0; i < pshape.num_samples(); i++) {
+    DALI_ENFORCE(pshape[i] == shape[0], make_string(
+        op, ": `partners` sample ", i, " has shape ", pshape[i], ", `images` have ", shape[0], "."));
+  }
+  const auto &index = ws.Input<Backend>(3);
+  DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
+      op, ": `partner_index` must be one int32 per sample (", n, " samples), got ",
+      index.num_samples(), " samples of ", index.type(), "."));
+  for (int i = 0; i < n; i++) {
+    DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
+        op, ": `partner_index` sample ", i, " must hold one value, has shape ", index.shape()[i],
+        "."));
+  }
+  return r;
+}
+
+template BoxApplyShapes CheckBoxApplyInputs<::dali::CPUBackend>(const char *,
+                                                                const ::dali::Workspace &, bool);
+template BoxApplyShapes CheckBoxApplyInputs<::dali::GPUBackend>(const char *,
+                                                                const ::dali::Workspace &, bool);
+
+std::vector<float> CheckFill(const ::dali::OpSpec &spec) {
+  auto fill = spec.GetRepeatedArgument<float>("fill");
+  DALI_ENFORCE(!fill.empty(), "erase_boxes: argument `fill` must hold one value or one per channel.");
+  for (float f : fill)
+    DALI_ENFORCE(std::isfinite(f), make_string("erase_boxes: argument `fill` must be finite, got ",
+                                               f, "."));
+  return fill;
+}
+
+
+namespace {
+
+/// Per-sample (H, W, C) of a CHW / HWC sample.
+inline void Dims(const ::dali::TensorListShape<> &shape, int i, bool chw, int &H, int &W, int &C) {
+  auto s = shape.tensor_shape_span(i);
+  C = static_cast<int>(chw ? s[0] : s[2]);
+  H = static_cast<int>(chw ? s[1] : s[0]);
+  W = static_cast<int>(chw ? s[2] : s[1]);
+}
+
+}  // namespace
+
+template <>
+void EraseBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+  const auto &images = ws.Input<::dali::CPUBackend>(0);
+  const auto &boxes = ws.Input<::dali::CPUBackend>(1);
+  auto &out = ws.Output<::dali::CPUBackend>(0);
+  out.SetLayout(images.GetLayout());
+  auto &tp = ws.GetThreadPool();
+  const auto &shape = images.shape();
+  TYPE_SWITCH(images.type(), ::dali::type2id, T, OCCLUSION_IMAGE_TYPES, (
+    for (int i = 0; i < shape.num_samples(); i++) {
+      int H, W, C;
+      Dims(shape, i, shapes_.chw, H, W, C);
+      tp.AddWork([&, i, H, W, C](int) {
+        std::vector<T> fill(C);
+        for (int c = 0; c < C; c++)
+          fill[c] = static_cast<T>(fill_.size() == 1 ? fill_[0] : fill_[c]);
+        ApplyBoxesSample<T>(images.tensor<T>(i), out.mutable_tensor<T>(i), nullptr, fill.data(),
+                            shapes_.chw, H, W, C, boxes.tensor<int32_t>(i),
+                            static_cast<int>(boxes.shape()[i][0]));
+      }, static_cast<int64_t>(H) * W * C);
+    }
+  ), DALI_FAIL(make_string("erase_boxes: unsupported type ", images.type())));  // NOLINT
+  tp.RunAll();
+}
+
+template <>
+void PasteBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+  const auto &images = ws.Input<::dali::CPUBackend>(0);
+  const auto &boxes = ws.Input<::dali::CPUBackend>(1);
+  const auto &partners = ws.Input<::dali::CPUBackend>(2);
+  auto &out = ws.Output<::dali::CPUBackend>(0);
+  out.SetLayout(images.GetLayout());
+  const auto &shape = images.shape();
+  const int n = shape.num_samples();
+  std::vector<int> src(n);
+  for (int i = 0; i < n; i++) {
+    src[i] = shapes_.indexed ? ws.Input<::dali::CPUBackend>(3).tensor<int32_t>(i)[0] : i;
+    DALI_ENFORCE(src[i] >= -1 && src[i] < partners.num_samples(), make_string(
+        "paste_boxes: `partner_index` of sample ", i, " is ", src[i], "; expected -1 (no paste) "
+        "or a sample of `partners` in [0, ", partners.num_samples(), ")."));
+  }
+  auto &tp = ws.GetThreadPool();
+  TYPE_SWITCH(images.type(), ::dali::type2id, T, OCCLUSION_IMAGE_TYPES, (
+    for (int i = 0; i < n; i++) {
+      int H, W, C;
+      Dims(shape, i, shapes_.chw, H, W, C);
+      // a row without partner keeps its pixels: no boxes to apply
+      int K = src[i] < 0 ? 0 : static_cast<int>(boxes.shape()[i][0]);
+      const T *partner = src[i] < 0 ? nullptr : partners.tensor<T>(src[i]);
+      tp.AddWork([&, i, H, W, C, K, partner](int) {
+        ApplyBoxesSample<T>(images.tensor<T>(i), out.mutable_tensor<T>(i), partner, nullptr,
+                            shapes_.chw, H, W, C, boxes.tensor<int32_t>(i), K);
+      }, static_cast<int64_t>(H) * W * C);
+    }
+  ), DALI_FAIL(make_string("paste_boxes: unsupported type ", images.type())));  // NOLINT
+  tp.RunAll();
+}
+
+// --------------------------------------------------------------------------------------------
+// box_search (CPU)
+// --------------------------------------------------------------------------------------------
+namespace {
+
+/// (H+1) x (W+1) float64 summed-area table, accumulated in the order of kernels/search.py
+/// (row running sums, then column running sums) so every box sum equals the Numba twins'.
+void Integral(const float *sal, int H, int W, std::vector<double> &ii) {
+  const int S = W + 1;
+  ii.assign(static_cast<size_t>(H + 1) * S, 0.0);
+  for (int y = 0; y < H; y++) {
+    double acc = 0.0;
+    for (int x = 0; x < W; x++) {
+      acc += sal[static_cast<int64_t>(y) * W + x];
+      ii[static_cast<size_t>(y + 1) * S + x + 1] = acc;
+    }
+  }
+  for (int y = 1; y <= H; y++)
+    for (int x = 1; x <= W; x++) ii[static_cast<size_t>(y) * S + x] += ii[static_cast<size_t>(y - 1) * S + x];
+}
+
+inline double BoxSum(const std::vector<double> &ii, int S, int y0, int x0, int y1, int x1) {
+  return ii[static_cast<size_t>(y1) * S + x1] - ii[static_cast<size_t>(y0) * S + x1]
+       - ii[static_cast<size_t>(y1) * S + x0] + ii[static_cast<size_t>(y0) * S + x0];
+}
+
+/// SaliencyMix (Uddin et al. 2021, official `saliency_bbox`): first maximum of
+/// (map * 255).astype(uint8) (or of the float map), box = clip(peak -+ cut // 2).
+void PeakBox(const float *sal, int H, int W, const int32_t *cut, bool quantize, int32_t *box) {
+  float best = -1.f;
+  int64_t at = 0;
+  const int64_t n = static_cast<int64_t>(H) * W;
+  for (int64_t i = 0; i < n; i++) {
+    float v = sal[i];
+    if (quantize) {
+      float q = v * 255.0f;  // float32 product, as NumPy on the float32 map
+      q = q > 255.f ? 255.f : q < 0.f ? 0.f : q;
+      v = static_cast<float>(static_cast<int>(q));
+    }
+    if (v > best || i == 0) {
+      best = v;
+      at = i;
+    }
+  }
+  int py = static_cast<int>(at / W), px = static_cast<int>(at % W);
+  int hh = cut[0] / 2, hw = cut[1] / 2;
+  box[0] = std::clamp(py - hh, 0, H);
+  box[1] = std::clamp(px - hw, 0, W);
+  box[2] = std::clamp(py + hh, 0, H);
+  box[3] = std::clamp(px + hw, 0, W);
+}
+
+/// Fong & Vedaldi: first (row-major on the stride grid) S x S window of largest sum, its top-left
+/// moved by the jitter and clipped so the window stays inside; (-1, ...) if no window fits.
+void MaxWindow(const std::vector<double> &ii, int H, int W, int size, int stride,
+               const int32_t *jitter, int32_t *box) {
+  if (size > H || size > W) {
+    std::fill(box, box + 4, -1);
+    return;
+  }
+  const int S = W + 1;
+  double best = BoxSum(ii, S, 0, 0, size, size);
+  int by = 0, bx = 0;
+  for (int y = 0; y + size <= H; y += stride) {
+    for (int x = 0; x + size <= W; x += stride) {
+      double v = BoxSum(ii, S, y, x, y + size, x + size);
+      if (v > best) {
+        best = v;
+        by = y;
+        bx = x;
+      }
+    }
+  }
+  int y0 = std::clamp(by + jitter[0], 0, H - size);
+  int x0 = std::clamp(bx + jitter[1], 0, W - size);
+  box[0] = y0;
+  box[1] = x0;
+  box[2] = y0 + size;
+  box[3] = x0 + size;
+}
+
+/// numpy.quantile(values, tau) with the default linear method (virtual index tau * (n - 1) and
+/// NumPy's two-sided lerp), by two selections instead of a sort.
+double Quantile(std::vector<double> &v, double tau) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  double pos = static_cast<double>(n - 1) * tau;
+  int64_t k = std::min<int64_t>(static_cast<int64_t>(std::floor(pos)), n - 1);
+  double gamma = pos - static_cast<double>(k);
+  std::nth_element(v.begin(), v.begin() + k, v.end());
+  double a = v[k];
+  double b = k + 1 < n ? *std::min_element(v.begin() + k + 1, v.end()) : a;
+  double diff = b - a;
+  return gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
+}
+
+/// KeepAugment (Gong et al. 2021) selective cut / paste, the rule of kernels.search._keep_pick:
+/// region score = mean saliency of the clipped box of half-side `half` around each pixel,
+/// threshold = tau-quantile of all of them, pick the first drawn centre below (cut) / above
+/// (paste) it, else the lowest / highest-scoring one.
+void KeepBox(const std::vector<double> &ii, int H, int W, int half, double tau, bool below,
+             const int32_t *tries, int T, SearchScratch &s, int32_t *box) {
+  const int S = W + 1;
+  s.scores.resize(static_cast<size_t>(H) * W);
+  for (int y = 0; y < H; y++) {
+    int y0 = std::max(y - half, 0), y1 = std::min(y + half, H);
+    for (int x = 0; x < W; x++) {
+      int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
+      s.scores[static_cast<size_t>(y) * W + x] =
+          BoxSum(ii, S, y0, x0, y1, x1) / static_cast<double>((y1 - y0) * (x1 - x0));
+    }
+  }
+  s.order = s.scores;
+  const double thr = Quantile(s.order, tau);
+  auto score = [&](int t, int &cy, int &cx) {
+    cy = std::clamp<int>(tries[2 * t], 0, H - 1);
+    cx = std::clamp<int>(tries[2 * t + 1], 0, W - 1);
+    return s.scores[static_cast<size_t>(cy) * W + cx];
+  };
+  int pick = -1, fb = 0, cy, cx;
+  double fb_score = score(0, cy, cx);
+  for (int t = 0; t < T; t++) {
+    double v = score(t, cy, cx);
+    if (pick < 0 && (below ? v < thr : v > thr)) pick = t;
+    if (below ? v < fb_score : v > fb_score) {
+      fb_score = v;
+      fb = t;
+    }
+  }
+  score(pick < 0 ? fb : pick, cy, cx);
+  box[0] = std::clamp(cy - half, 0, H);
+  box[1] = std::clamp(cx - half, 0, W);
+  box[2] = std::clamp(cy + half, 0, H);
+  box[3] = std::clamp(cx + half, 0, W);
+}
+
+double ParseTau(const std::string &s) {
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  DALI_ENFORCE(!s.empty() && end == s.c_str() + s.size() && v >= 0 && v <= 1, make_string(
+      "box_search: `tau` must be a decimal quantile level in [0, 1], got \"", s, "\"."));
+  return v;
+}
+
+}  // namespace
+
+BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
+    : ::dali::Operator<::dali::CPUBackend>(spec),
+      size_(spec.GetArgument<int>("size")),
+      stride_(spec.GetArgument<int>("stride")),
+      tau_(ParseTau(spec.GetArgument<std::string>("tau"))),
+      quantize_(spec.GetArgument<bool>("quantize")) {
+  auto m = spec.GetArgument<std::string>("method");
+  if (m == "peak") method_ = Method::kPeak;
+  else if (m == "max_window") method_ = Method::kMaxWindow;
+  else if (m == "keep_cut") method_ = Method::kKeepCut;
+  else if (m == "keep_paste") method_ = Method::kKeepPaste;
+  else
+    DALI_FAIL(make_string("box_search: argument `method` must be \"peak\", \"max_window\", "
+                          "\"keep_cut\" or \"keep_paste\", got \"", m, "\"."));
+  DALI_ENFORCE(stride_ >= 1, make_string("box_search: `stride` must be >= 1, got ", stride_, "."));
+  if (method_ != Method::kPeak)
+    DALI_ENFORCE(size_ >= (method_ == Method::kMaxWindow ? 1 : 2), make_string(
+        "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 2, " for \"", m,
+        "\", got ", size_, "."));
+}
+
+bool BoxSearch::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                          const ::dali::Workspace &ws) {
+  const auto &sal = ws.Input<::dali::CPUBackend>(0);
+  const auto &draws = ws.Input<::dali::CPUBackend>(1);
+  const int n = sal.num_samples();
+  DALI_ENFORCE(sal.type() == DALI_FLOAT && sal.shape().sample_dim() == 2, make_string(
+      "box_search: input `saliency` must be (H, W) float32 maps, got ", sal.type(), " with ",
+      sal.shape().sample_dim(), " dimensions."));
+  DALI_ENFORCE(draws.type() == DALI_INT32 && draws.num_samples() == n, make_string(
+      "box_search: input `draws` must be int32, one sample per map (", n, "), got ",
+      draws.num_samples(), " samples of ", draws.type(), "."));
+  const bool keep = method_ == Method::kKeepCut || method_ == Method::kKeepPaste;
+  for (int i = 0; i < n; i++) {
+    auto d = draws.shape()[i];
+    auto s = sal.shape()[i];
+    DALI_ENFORCE(s[0] > 0 && s[1] > 0, make_string(
+        "box_search: saliency map ", i, " is empty (shape ", s, ")."));
+    if (keep)
+      DALI_ENFORCE(d.sample_dim() == 2 && d[0] >= 1 && d[1] == 2, make_string(
+          "box_search: `draws` for KeepAugment are (T, 2) candidate centres (cy, cx), T >= 1; "
+          "sample ", i, " has shape ", d, "."));
+    else
+      DALI_ENFORCE(d.num_elements() == 2, make_string(
+          "box_search: `draws` for \"", method_ == Method::kPeak ? "peak" : "max_window",
+          "\" are 2 values per sample (", method_ == Method::kPeak ? "cut_h, cut_w" : "dy, dx",
+          "); sample ", i, " has shape ", d, "."));
+  }
+  map_index_.assign(n, 0);
+  for (int i = 0; i < n; i++) map_index_[i] = i;
+  if (ws.NumInput() > 2) {
+    const auto &index = ws.Input<::dali::CPUBackend>(2);
+    DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
+        "box_search: `map_index` must be one int32 per sample (", n, " samples), got ",
+        index.num_samples(), " samples of ", index.type(), "."));
+    for (int i = 0; i < n; i++) {
+      DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
+          "box_search: `map_index` sample ", i, " must hold one value, has shape ",
+          index.shape()[i], "."));
+      map_index_[i] = index.tensor<int32_t>(i)[0];
+      DALI_ENFORCE(map_index_[i] >= -1 && map_index_[i] < n, make_string(
+          "box_search: `map_index` of sample ", i, " is ", map_index_[i],
+          "; expected -1 (no box) or a map of the batch in [0, ", n, ")."));
+    }
+  }
+  output_desc.resize(1);
+  output_desc[0] = {::dali::uniform_list_shape(n, ::dali::TensorShape<2>(1, 4)), DALI_INT32};
+  return true;
+}
+
+void BoxSearch::RunImpl(::dali::Workspace &ws) {
+  const auto &sal = ws.Input<::dali::CPUBackend>(0);
+  const auto &draws = ws.Input<::dali::CPUBackend>(1);
+  auto &out = ws.Output<::dali::CPUBackend>(0);
+  auto &tp = ws.GetThreadPool();
+  if (static_cast<int>(scratch_.size()) < tp.NumThreads()) scratch_.resize(tp.NumThreads());
+  for (int i = 0; i < sal.num_samples(); i++) {
+    const int m = map_index_[i];
+    int32_t *box = out.mutable_tensor<int32_t>(i);
+    if (m < 0) {  // row not occluded
+      std::fill(box, box + 4, -1);
+      continue;
+    }
+    int H = static_cast<int>(sal.shape()[m][0]), W = static_cast<int>(sal.shape()[m][1]);
+    tp.AddWork([&, i, m, H, W, box](int thread) {
+      const float *map = sal.tensor<float>(m);
+      const int32_t *d = draws.tensor<int32_t>(i);
+      SearchScratch &s = scratch_[thread];
+      if (method_ == Method::kPeak) {
+        PeakBox(map, H, W, d, quantize_, box);
+        return;
+      }
+      Integral(map, H, W, s.integral);
+      if (method_ == Method::kMaxWindow)
+        MaxWindow(s.integral, H, W, size_, stride_, d, box);
+      else
+        KeepBox(s.integral, H, W, size_ / 2, tau_, method_ == Method::kKeepCut, d,
+                static_cast<int>(draws.shape()[i][0]), s, box);
+    }, static_cast<int64_t>(H) * W);
+  }
+  tp.RunAll();
+}
+
+}  // namespace occlusion
+
+DALI_REGISTER_OPERATOR(occlusion__EraseBoxes, ::occlusion::EraseBoxes<::dali::CPUBackend>,
+                       ::dali::CPU);
+DALI_REGISTER_OPERATOR(occlusion__PasteBoxes, ::occlusion::PasteBoxes<::dali::CPUBackend>,
+                       ::dali::CPU);
+DALI_REGISTER_OPERATOR(occlusion__BoxSearch, ::occlusion::BoxSearch, ::dali::CPU);
+
+DALI_SCHEMA(occlusion__EraseBoxes)
+    .DocStr(R"code(Fills each sample's boxes with a constant: Cutout (DeVries & Taylor 2017),
+Hide-and-Seek (Singh & Lee 2017), Fong & Vedaldi occlusion.
+
+The boxes are a regular input, so boxes searched inside the pipeline (on the GPU, from a
+saliency map) can drive it.  Boxes are int32 ``(K, 4)`` per sample, ``(y0, x0, y1, x1)``
+half-open in pixels, clipped to the image; empty boxes (e.g. ``-1`` padding) cover nothing.
+Overlapping boxes are filled once (their union).)code")
+    .NumInput(2)
+    .InputDox(0, "images", "TensorList", "``CHW`` or ``HWC`` uint8 / float16 / float32 images.")
+    .InputDox(1, "boxes", "TensorList", "int32 ``(K, 4)`` boxes per sample.")
+    .NumOutput(1)
+    .AddOptionalArg("fill", R"code(One value, or one per channel, in the images' units (after
+normalisation 0 is the dataset mean, the Cutout reference's fill); integers in [0, 255] for uint8.)code",
+                    std::vector<float>{0.f});
+
+DALI_SCHEMA(occlusion__PasteBoxes)
+    .DocStr(R"code(Pastes a partner's pixels into each sample's boxes, at the same location:
+CutMix (Yun et al. 2019, Algorithm A1: ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1,
+x0:x1]``), SaliencyMix, KeepAugment's selective-paste.
+
+Without ``partner_index`` sample ``i`` takes ``partners[i]``; with it, ``partners[partner_index[i]]``,
+so ``partners`` may be the images themselves (no ``permute_batch`` copy); ``-1`` leaves the sample
+unchanged.  On the CPU an index outside ``[-1, len(partners))`` raises; the GPU kernel cannot raise
+and treats it as ``-1``.  Boxes as in ``erase_boxes``; overlaps are pasted once.)code")
+    .NumInput(3, 4)
+    .InputDox(0, "images", "TensorList", "``CHW`` or ``HWC`` uint8 / float16 / float32 images.")
+    .InputDox(1, "boxes", "TensorList", "int32 ``(K, 4)`` boxes per sample.")
+    .InputDox(2, "partners", "TensorList", "Images to take the boxes' pixels from (same type).")
+    .InputDox(3, "partner_index", "TensorList", "Optional int32 scalar per sample: the partner row.")
+    .NumOutput(1);
+
+DALI_SCHEMA(occlusion__BoxSearch)
+    .DocStr(R"code(Searches a box in each saliency map (CPU; one sample per thread).
+
+``method="peak"``: SaliencyMix (Uddin et al. 2021, official ``saliency_bbox``): the first maximum
+of ``(map * 255).astype(uint8)`` (``quantize=True``) or of the float map; ``draws`` = ``(cut_h,
+cut_w)``; box = ``clip(peak -+ cut // 2)``.
+
+``method="max_window"``: Fong & Vedaldi: the first ``size x size`` window of largest saliency sum
+on the ``stride`` grid (integral image); ``draws`` = jitter ``(dy, dx)``; the window is moved by it
+and clipped to stay inside; a map smaller than the window gives ``(-1, -1, -1, -1)``.
+
+``method="keep_cut" | "keep_paste"``: KeepAugment (Gong et al. 2021): region score = mean saliency
+of the clipped ``size`` box around each pixel, threshold = its ``tau``-quantile (NumPy's linear
+method); ``draws`` = ``(T, 2)`` candidate centres; the first one scoring below (cut) / above
+(paste) the threshold, else the lowest / highest-scoring one.
+
+With ``map_index``, row ``i`` searches the map ``saliency[map_index[i]]`` with its own draws
+(SaliencyMix: the partner's map, no ``permute_batch`` copy of the maps), and ``-1`` gives the
+row the box ``(-1, -1, -1, -1)`` (not occluded).
+
+Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
+    .NumInput(2, 3)
+    .InputDox(0, "saliency", "TensorList", "``(H, W)`` float32 saliency maps.")
+    .InputDox(1, "draws", "TensorList", "int32 random draws of the method (see above).")
+    .InputDox(2, "map_index", "TensorList", "Optional int32 scalar per row: the map to search, -1: none.")
+    .NumOutput(1)
+    .AddArg("method", "``peak``, ``max_window``, ``keep_cut`` or ``keep_paste``.", DALI_STRING)
+    .AddOptionalArg("size", "Window side (max_window) or Cutout box side (keep_*).", 56)
+    .AddOptionalArg("stride", "Window stride (max_window).", 1)
+    .AddOptionalArg("tau", R"code(Quantile level in [0, 1] (keep_*), as a decimal string: DALI float
+arguments are float32, and the level must be the float64 NumPy's quantile gets.)code",
+                    std::string("0.6"))
+    .AddOptionalArg("quantize", "Peak of the uint8-quantised map, as the reference (peak).", true);

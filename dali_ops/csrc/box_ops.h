@@ -1,0 +1,138 @@
+// Box operators of the occlusion plugin: apply (erase / paste) and search, CPU and CUDA.
+//
+//   fn.occlusion.erase_boxes(images, boxes, fill=...)
+//       Cutout (DeVries & Taylor 2017, uoguelph-mlrg/Cutout util/cutout.py), Hide-and-Seek
+//       (Singh & Lee 2017) and Fong & Vedaldi's occlusion: the pixels inside any of a sample's
+//       boxes take `fill`, the others are copied.
+//   fn.occlusion.paste_boxes(images, boxes, partners[, partner_index])
+//       CutMix (Yun et al. 2019, Algorithm A1; clovaai/CutMix-PyTorch train.py
+//       `input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]`), SaliencyMix and
+//       KeepAugment's selective-paste: the pixels inside the boxes come from the partner at the
+//       same location.  Without `partner_index` the partner of sample i is partners[i]; with it,
+//       partners[partner_index[i]] (so `partners` can be the batch itself: no permute_batch copy);
+//       an index of -1 leaves the sample unchanged.
+//   fn.occlusion.box_search(saliency, draws[, map_index], method=...) (CPU; the GPU path is Numba)
+//       SaliencyMix peak box, Fong & Vedaldi max window, KeepAugment selective cut / paste; the
+//       same rules as kernels/search.py (its per-map twins), which the tests check both against.
+//
+// Boxes are int32 (K, 4) per sample, (y0, x0, y1, x1) half-open in pixels, clipped to the image;
+// an empty box (y1 <= y0 or x1 <= x0, e.g. the -1 padding) covers no pixel.  Overlapping boxes
+// replace their union once, so `lam` is the union's share (kernels.apply.lam_from_boxes).
+//
+// Why C++ and not DALI's numba_function: the numba CPU operator runs its samples one after the
+// other on one thread and a per-pixel run function cannot memcpy; these run one sample per thread
+// of DALI's pool as row memcpy + box fill, and the CUDA version is one launch for the batch.
+
+#ifndef OCCLUSION_BOX_OPS_H_
+#define OCCLUSION_BOX_OPS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dali/pipeline/operator/operator.h"
+
+namespace occlusion {
+
+/// Validated shapes of an erase / paste call; computed in Setup on both backends.
+struct BoxApplyShapes {
+  bool chw = true;   // layout "CHW" (else "HWC")
+  bool indexed = false;
+};
+
+/// Shared Setup of erase_boxes / paste_boxes: checks inputs, output = images' shape and type.
+template <typename Backend>
+BoxApplyShapes CheckBoxApplyInputs(const char *op, const ::dali::Workspace &ws, bool paste);
+
+/// Fill values (one per channel, or one for all) checked against the image type.
+std::vector<float> CheckFill(const ::dali::OpSpec &spec);
+
+template <typename Backend>
+class EraseBoxes : public ::dali::Operator<Backend> {
+ public:
+  explicit EraseBoxes(const ::dali::OpSpec &spec)
+      : ::dali::Operator<Backend>(spec), fill_(CheckFill(spec)) {}
+
+ protected:
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                 const ::dali::Workspace &ws) override {
+    shapes_ = CheckBoxApplyInputs<Backend>("erase_boxes", ws, false);
+    const auto &images = ws.Input<Backend>(0);
+    CheckFillFits(images.type(), images.shape());
+    output_desc.resize(1);
+    output_desc[0] = {images.shape(), images.type()};
+    return true;
+  }
+  void RunImpl(::dali::Workspace &ws) override;
+
+ private:
+  void CheckFillFits(::dali::DALIDataType type, const ::dali::TensorListShape<> &shape) const {
+    for (int i = 0; i < shape.num_samples(); i++) {
+      int C = static_cast<int>(shape.tensor_shape_span(i)[shapes_.chw ? 0 : 2]);
+      DALI_ENFORCE(fill_.size() == 1 || static_cast<int>(fill_.size()) == C, ::dali::make_string(
+          "erase_boxes: argument `fill` has ", fill_.size(), " values; sample ", i, " has ", C,
+          " channels (give one value or one per channel)."));
+    }
+    if (type == DALI_UINT8) {
+      for (float f : fill_)
+        DALI_ENFORCE(f >= 0 && f <= 255 && f == static_cast<float>(static_cast<int>(f)),
+                     ::dali::make_string("erase_boxes: for uint8 images `fill` must hold integers "
+                                         "in [0, 255], got ", f, "."));
+    }
+  }
+  std::vector<float> fill_;
+  BoxApplyShapes shapes_;
+};
+
+template <typename Backend>
+class PasteBoxes : public ::dali::Operator<Backend> {
+ public:
+  explicit PasteBoxes(const ::dali::OpSpec &spec) : ::dali::Operator<Backend>(spec) {}
+
+ protected:
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                 const ::dali::Workspace &ws) override {
+    shapes_ = CheckBoxApplyInputs<Backend>("paste_boxes", ws, true);
+    const auto &images = ws.Input<Backend>(0);
+    output_desc.resize(1);
+    output_desc[0] = {images.shape(), images.type()};
+    return true;
+  }
+  void RunImpl(::dali::Workspace &ws) override;
+
+ private:
+  BoxApplyShapes shapes_;
+};
+
+/// Per-thread scratch of BoxSearch.
+struct SearchScratch {
+  std::vector<double> integral, scores, order;
+};
+
+class BoxSearch : public ::dali::Operator<::dali::CPUBackend> {
+ public:
+  explicit BoxSearch(const ::dali::OpSpec &spec);
+
+ protected:
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                 const ::dali::Workspace &ws) override;
+  void RunImpl(::dali::Workspace &ws) override;
+
+ private:
+  enum class Method { kPeak, kMaxWindow, kKeepCut, kKeepPaste };
+  Method method_;
+  int size_, stride_;
+  double tau_;
+  bool quantize_;
+  std::vector<SearchScratch> scratch_;
+  std::vector<int> map_index_;  // per row: the map it searches, -1 for none
+};
+
+template <> void EraseBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws);
+template <> void EraseBoxes<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws);
+template <> void PasteBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws);
+template <> void PasteBoxes<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws);
+
+}  // namespace occlusion
+
+#endif  // OCCLUSION_BOX_OPS_H_
