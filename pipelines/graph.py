@@ -19,8 +19,8 @@ saliency maps as regular inputs so the chain can stay on the GPU):
 * ``cutmix``: the host-drawn boxes pasted with ``mixing.paste_boxes`` on the normalised CHW images, the
   partner given as a row index into the same batch (the partner row's own crop and flip; no
   ``permute_batch`` copy).
-* ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's flipped
-  uint8 image, ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the
+* ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's uint8
+  image as the row sees it (``mirror=`` the row's flip, done inside the op), ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the
   partner; ``batch``: the first permuted image, for every row) with the host-drawn cut, then
   ``paste_boxes``.
   (The official code hands OpenCV the mean/std-normalised float tensor; we give the operator the uint8
@@ -149,10 +149,9 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
 
     ``cache`` holds the nodes copies can share (joint copies: the same image and flip)."""
     if "sal" not in cache:
-        cache["flipped"] = fn.flip(u8, horizontal=mirror)  # the saliency of the image as the row sees it
-        cache["sal"] = fn.occlusion.fine_grained_saliency(cache["flipped"])
-        cache["norm"] = _normalize(cache["flipped"], 0, types.FLOAT)
-    flipped, sal = cache["flipped"], cache["sal"]
+        # the saliency of the image as the row sees it (mirrored inside the op: no flipped copy)
+        cache["sal"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
+    sal = cache["sal"]
     map_index = nodes[f"sal_source/{c}"]  # CPU: the map each row searches, -1 = row not occluded
     if method == "saliencymix":
         boxes = mixing.saliency_peak_box(sal, _on(nodes[f"cut/{c}"], device), map_index, device=device)
@@ -166,9 +165,14 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
     if method == "keep_paste":
         from nvidia.dali.auto_aug import rand_augment
 
+        if "flipped" not in cache:
+            cache["flipped"] = fn.flip(u8, horizontal=mirror)  # the frame the boxes were searched in
+        flipped = cache["flipped"]
         augmented = rand_augment.rand_augment(flipped, n=2, m=9)
         u8_out = mixing.paste_boxes(augmented, boxes, flipped, device=device)
         return _normalize(u8_out, 0, types.FLOAT), boxes
+    if "norm" not in cache:
+        cache["norm"] = _normalize(u8, mirror, types.FLOAT)
     img = cache["norm"]
     if method == "saliencymix":
         return mixing.paste_boxes(img, boxes, partner_index=_on(nodes[f"src/{c}"], device), device=device), boxes

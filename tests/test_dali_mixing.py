@@ -187,6 +187,27 @@ def test_keep_box_matches_restated_rule_and_kernels(rng, selective, H, W, levels
     np.testing.assert_array_equal(np.concatenate(out), fn_k(np.random.default_rng(11), sal, size, tau, tries))
 
 
+@pytest.mark.parametrize("selective", ["cut", "paste"])
+def test_keep_box_threshold_decisions_equal_numpy_quantile_on_tied_maps(selective):
+    """The operator decides "below / above the tau-quantile" by counting, not by computing the quantile;
+    on maps with few saliency levels (many scores equal to the order statistics around the quantile) and
+    at the extreme levels it must still pick the box that ``np.quantile`` picks (kernels.search)."""
+    rng = np.random.default_rng(5)
+    n, size, tries = 12, 4, 5
+    for H, W, levels in [(6, 11, 3), (9, 9, 2), (7, 13, 5)]:
+        sal = (np.floor(rng.random((n, H, W)) * levels) / levels).astype(np.float32)
+        for tau in (0.0, 0.25, 0.5, 0.6, 1.0):
+            draw = np.random.default_rng(int(tau * 100) + H)
+            cy = draw.integers(0, H, size=(n, tries))
+            cx = draw.integers(0, W, size=(n, tries))
+            t = np.stack([cy, cx], -1).astype(np.int32)
+            (out,) = run_op([list(sal), list(t)], lambda s, c: mixing.keep_box(
+                s, c, size=size, tau=tau, selective=selective), n)
+            fn_k = search.selective_cut if selective == "cut" else search.selective_paste
+            expect = fn_k(np.random.default_rng(int(tau * 100) + H), sal, size, tau, tries)
+            np.testing.assert_array_equal(np.concatenate(out), expect, err_msg=f"{H}x{W} tau={tau}")
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: mixing.erase_boxes(None, None, fill="red"), "fill"),
     (lambda: mixing.erase_boxes(None, None, fill=[]), "fill"),

@@ -96,6 +96,32 @@ def test_dali_cpu_operator_matches_opencv_and_the_kernel(photos):
         assert np.array_equal(ours, fine_grained(img))
 
 
+def test_mirror_argument_is_the_saliency_of_the_flipped_image(photos):
+    """``mirror`` (a per-sample argument input) = OpenCV's saliency of the horizontally flipped image."""
+    import dali_ops
+    from nvidia.dali import fn, pipeline_def
+
+    dali_ops.load()
+    imgs = [resized(photos[0], 61, 83), resized(photos[1 % len(photos)], 96, 128), resized(photos[0], 300, 400)]
+    flags = [np.array(1, np.int32), np.array(0, np.int32), np.array(1, np.int32)]
+    for max_side in (0, 200):
+        @pipeline_def(batch_size=3, num_threads=2, device_id=None)
+        def pipe():
+            x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+            m = fn.external_source(source=lambda: flags, batch=True)
+            return fn.occlusion.fine_grained_saliency(x, mirror=m, max_side=max_side)
+
+        p = pipe()
+        p.build()
+        (out,) = p.run()
+        for img, flag, got in zip(imgs, flags, out):
+            seen = img[:, ::-1] if flag else img
+            if max_side == 0:
+                assert np.array_equal(np.array(got), opencv_saliency(np.ascontiguousarray(seen)))
+            else:
+                assert np.array_equal(np.array(got), fine_grained(np.ascontiguousarray(seen), max_side=max_side))
+
+
 def test_dali_operator_reduced_resolution_equals_the_kernel(photos):
     imgs = [resized(p, 300, 400) for p in photos]
     for img, ours in zip(imgs, run_op(imgs, max_side=200)):

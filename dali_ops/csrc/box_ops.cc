@@ -10,6 +10,7 @@
 
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
+#include "multiversion.h"
 
 namespace occlusion {
 
@@ -292,54 +293,103 @@ void MaxWindow(const std::vector<double> &ii, int H, int W, int size, int stride
   box[3] = x0 + size;
 }
 
-/// numpy.quantile(values, tau) with the default linear method (virtual index tau * (n - 1) and
-/// NumPy's two-sided lerp), by two selections instead of a sort.
-double Quantile(std::vector<double> &v, double tau) {
-  const int64_t n = static_cast<int64_t>(v.size());
-  double pos = static_cast<double>(n - 1) * tau;
-  int64_t k = std::min<int64_t>(static_cast<int64_t>(std::floor(pos)), n - 1);
-  double gamma = pos - static_cast<double>(k);
-  std::nth_element(v.begin(), v.begin() + k, v.end());
-  double a = v[k];
-  double b = k + 1 < n ? *std::min_element(v.begin() + k + 1, v.end()) : a;
-  double diff = b - a;
-  return gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
+/// KeepAugment region scores: mean saliency of the clipped box of half-side `half` around each
+/// pixel (kernels.search._centred_box_mean), into scores (H x W).
+OCC_MULTIVERSION
+void RegionScores(const double *__restrict__ ii, int H, int W, int half,
+                  double *__restrict__ scores) {
+  const int S = W + 1;
+  for (int y = 0; y < H; y++) {
+    const int y0 = std::max(y - half, 0), y1 = std::min(y + half, H);
+    const double *r0 = ii + static_cast<int64_t>(y0) * S;
+    const double *r1 = ii + static_cast<int64_t>(y1) * S;
+    double *out = scores + static_cast<int64_t>(y) * W;
+    for (int x = 0; x < W; x++) {
+      const int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
+      out[x] = (r1[x1] - r0[x1] - r1[x0] + r0[x0]) / static_cast<double>((y1 - y0) * (x1 - x0));
+    }
+  }
+}
+
+/// Where v stands among the scores: how many are below it and at most it, and its nearest
+/// neighbours below and above (-inf / +inf when none).
+struct Rank {
+  int64_t below = 0, at_most = 0;
+  double prev = -std::numeric_limits<double>::infinity();
+  double next = std::numeric_limits<double>::infinity();
+};
+
+OCC_MULTIVERSION
+Rank RankOf(const double *__restrict__ s, int64_t n, double v) {
+  Rank r;
+  int64_t below = 0, at_most = 0;
+  double prev = r.prev, next = r.next;
+  for (int64_t i = 0; i < n; i++) {
+    const double x = s[i];
+    below += x < v;
+    at_most += x <= v;
+    prev = x < v && x > prev ? x : prev;
+    next = x > v && x < next ? x : next;
+  }
+  r.below = below;
+  r.at_most = at_most;
+  r.prev = prev;
+  r.next = next;
+  return r;
+}
+
+/// Is v (one of the n scores) below (`below`) / above the tau-quantile of the scores, as
+/// numpy.quantile(scores, tau) (linear method) computes it?  One counting pass instead of a
+/// selection: the quantile lies between the order statistics a = s_(k) and b = s_(k+1), so a v
+/// outside [a, b] decides at once; otherwise v is a or b, the other one is v's neighbour, and the
+/// threshold is NumPy's two-sided lerp of the two, exactly.
+bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool below) {
+  const double pos = static_cast<double>(n - 1) * tau;
+  const int64_t k = std::min<int64_t>(static_cast<int64_t>(std::floor(pos)), n - 1);
+  const int64_t k1 = std::min<int64_t>(k + 1, n - 1);
+  const double gamma = pos - static_cast<double>(k);
+  const Rank r = RankOf(s, n, v);
+  if (k1 < r.below) return !below;   // b < v: the threshold is below v
+  if (k >= r.at_most) return below;  // a > v: the threshold is above v
+  const double a = k >= r.below ? v : r.prev;    // else k == below - 1: v's lower neighbour
+  const double b = k1 < r.at_most ? v : r.next;  // else k1 == at_most: v's upper neighbour
+  const double diff = b - a;
+  const double thr = gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
+  return below ? v < thr : v > thr;
 }
 
 /// KeepAugment (Gong et al. 2021) selective cut / paste, the rule of kernels.search._keep_pick:
 /// region score = mean saliency of the clipped box of half-side `half` around each pixel,
-/// threshold = tau-quantile of all of them, pick the first drawn centre below (cut) / above
-/// (paste) it, else the lowest / highest-scoring one.
+/// threshold = tau-quantile of all of them; the first drawn centre below (cut) / above (paste)
+/// it, else the lowest / highest-scoring one.  Tries stop at the first that passes, and equal
+/// scores decide alike, so a typical map costs one or two counting passes.
 void KeepBox(const std::vector<double> &ii, int H, int W, int half, double tau, bool below,
              const int32_t *tries, int T, SearchScratch &s, int32_t *box) {
-  const int S = W + 1;
-  s.scores.resize(static_cast<size_t>(H) * W);
-  for (int y = 0; y < H; y++) {
-    int y0 = std::max(y - half, 0), y1 = std::min(y + half, H);
-    for (int x = 0; x < W; x++) {
-      int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
-      s.scores[static_cast<size_t>(y) * W + x] =
-          BoxSum(ii, S, y0, x0, y1, x1) / static_cast<double>((y1 - y0) * (x1 - x0));
-    }
-  }
-  s.order = s.scores;
-  const double thr = Quantile(s.order, tau);
-  auto score = [&](int t, int &cy, int &cx) {
+  const int64_t n = static_cast<int64_t>(H) * W;
+  s.scores.resize(n);
+  RegionScores(ii.data(), H, W, half, s.scores.data());
+  auto centre = [&](int t, int &cy, int &cx) {
     cy = std::clamp<int>(tries[2 * t], 0, H - 1);
     cx = std::clamp<int>(tries[2 * t + 1], 0, W - 1);
     return s.scores[static_cast<size_t>(cy) * W + cx];
   };
   int pick = -1, fb = 0, cy, cx;
-  double fb_score = score(0, cy, cx);
-  for (int t = 0; t < T; t++) {
-    double v = score(t, cy, cx);
-    if (pick < 0 && (below ? v < thr : v > thr)) pick = t;
+  double fb_score = centre(0, cy, cx);
+  s.tested.clear();
+  for (int t = 0; t < T && pick < 0; t++) {
+    double v = centre(t, cy, cx);
     if (below ? v < fb_score : v > fb_score) {
       fb_score = v;
       fb = t;
     }
+    auto seen = std::find_if(s.tested.begin(), s.tested.end(),
+                             [v](const std::pair<double, bool> &e) { return e.first == v; });
+    bool passes = seen != s.tested.end() ? seen->second
+                                         : PassesThreshold(s.scores.data(), n, tau, v, below);
+    if (seen == s.tested.end()) s.tested.emplace_back(v, passes);
+    if (passes) pick = t;
   }
-  score(pick < 0 ? fb : pick, cy, cx);
+  centre(pick < 0 ? fb : pick, cy, cx);
   box[0] = std::clamp(cy - half, 0, H);
   box[1] = std::clamp(cx - half, 0, W);
   box[2] = std::clamp(cy + half, 0, H);

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dali/pipeline/operator/operator.h"
@@ -106,7 +107,8 @@ class PasteBoxes : public ::dali::Operator<Backend> {
 
 /// Per-thread scratch of BoxSearch.
 struct SearchScratch {
-  std::vector<double> integral, scores, order;
+  std::vector<double> integral, scores;
+  std::vector<std::pair<double, bool>> tested;  // KeepAugment: (score, passes) of the tries so far
 };
 
 class BoxSearch : public ::dali::Operator<::dali::CPUBackend> {

@@ -2,6 +2,7 @@
 // See fine_grained_saliency.h for the algorithm and the reference it reproduces.
 
 #include "fine_grained_saliency.h"
+#include "multiversion.h"
 
 #include <algorithm>
 #include <cstring>
@@ -11,15 +12,9 @@ namespace fgs {
 
 namespace {
 
-// The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, so a
-// portable build still runs vectorised.  The results do not depend on the variant: every float
-// operation is an IEEE add, subtract or divide of the same operands (the only multiply-subtract,
-// width * height - 1, is exact in float32 with or without FMA contraction).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define OCC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OCC_MULTIVERSION
-#endif
+// The hot loops are multiversioned (multiversion.h).  The results do not depend on the variant:
+// every float operation is an IEEE add, subtract or divide of the same operands (the only
+// multiply-subtract, width * height - 1, is exact in float32 with or without FMA contraction).
 
 template <typename T>
 T *Grow(std::vector<T> &v, size_t n) {
@@ -28,14 +23,24 @@ T *Grow(std::vector<T> &v, size_t n) {
 }
 
 /// BGR2GRAY of the RGB image at full resolution (h == H, w == W), or box-averaged down to h x w
-/// (integer mean over each output pixel's source span, rounded half up).
+/// (integer mean over each output pixel's source span, rounded half up); of the horizontally
+/// mirrored image when `mirror` (source column W - 1 - x: the same numbers as flipping first).
 OCC_MULTIVERSION
-void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w,
+void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w, bool mirror,
                  uint8_t *__restrict__ gray, int32_t *__restrict__ acc) {
   if (h == H && w == W) {
-    int64_t n = static_cast<int64_t>(H) * W;
-    for (int64_t i = 0; i < n; i++)
-      gray[i] = RgbToGray(rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]);
+    for (int y = 0; y < H; y++) {
+      const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
+      uint8_t *g = gray + static_cast<int64_t>(y) * W;
+      if (mirror) {
+        for (int x = 0; x < W; x++) {
+          const uint8_t *p = row + 3 * (W - 1 - x);
+          g[x] = RgbToGray(p[0], p[1], p[2]);
+        }
+      } else {
+        for (int x = 0; x < W; x++) g[x] = RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+      }
+    }
     return;
   }
   for (int i = 0; i < h; i++) {
@@ -44,8 +49,10 @@ void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w,
     std::fill(acc, acc + W, 0);
     for (int y = y0; y < y1; y++) {
       const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
-      for (int x = 0; x < W; x++)
-        acc[x] += RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+      for (int x = 0; x < W; x++) {
+        const uint8_t *p = row + 3 * (mirror ? W - 1 - x : x);
+        acc[x] += RgbToGray(p[0], p[1], p[2]);
+      }
     }
     for (int j = 0; j < w; j++) {
       int x0, x1;
@@ -137,8 +144,8 @@ void CentreSurroundRow(const float *__restrict__ integral, int stride, int h, in
 
 }  // namespace
 
-void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, float *out,
-                            CpuScratch &sc) {
+void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
+                            float *out, CpuScratch &sc) {
   if (H <= 0 || W <= 0) return;
   int h, w;
   WorkingSize(H, W, max_side, h, w);
@@ -148,7 +155,7 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, floa
   uint8_t *gray = Grow(sc.gray, npix);
   uint8_t *blurred = Grow(sc.blurred, npix);
   uint16_t *rows = Grow(sc.row_sums, npix);
-  GrayWorking(rgb, H, W, h, w, gray, Grow(sc.area_acc, W));
+  GrayWorking(rgb, H, W, h, w, mirror, gray, Grow(sc.area_acc, W));
   Blur3x3(gray, blurred, h, w, rows);
   Blur3x3(blurred, gray, h, w, rows);
 
@@ -226,8 +233,9 @@ void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   for (int i = 0; i < shape.num_samples(); i++) {
     auto s = shape.tensor_shape_span(i);
     int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]);
-    tp.AddWork([&, i, H, W](int thread_id) {
-      fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_,
+    bool mirror = Mirror(ws, i);
+    tp.AddWork([&, i, H, W, mirror](int thread_id) {
+      fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_, mirror,
                                   output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
     }, static_cast<int64_t>(H) * W);
   }
@@ -265,4 +273,9 @@ identical on CPU and GPU.)code")
     .AddOptionalArg("max_side",
         R"code(Longest side of the working resolution; 0 (default) computes at full resolution,
 exactly like OpenCV. Images already within it are processed at full resolution.)code",
-        0);
+        0)
+    .AddOptionalArg("mirror",
+        R"code(Per-sample flag: the saliency of the horizontally mirrored image (the same numbers
+as ``fine_grained_saliency(flip(images))``, without the copy): the map of the image as
+``crop_mirror_normalize(mirror=...)`` delivers it.)code",
+        0, true);

@@ -24,6 +24,7 @@ struct SampleDesc {
   const uint8_t *rgb;
   float *out;
   int H, W;        // input size
+  int mirror;      // gray of the horizontally mirrored image
   int h, w;        // working size
   int stride;      // integral row stride: w + 1
   uint8_t *gray;   // h * w, also the final uint8 map when resizing
@@ -43,7 +44,7 @@ __global__ void GrayKernel(const SampleDesc *samples) {
   int i = blockIdx.y * blockDim.y + threadIdx.y;
   if (i >= d.h || j >= d.w) return;
   if (d.h == d.H && d.w == d.W) {
-    const uint8_t *p = d.rgb + (static_cast<int64_t>(i) * d.W + j) * 3;
+    const uint8_t *p = d.rgb + (static_cast<int64_t>(i) * d.W + (d.mirror ? d.W - 1 - j : j)) * 3;
     d.gray[static_cast<int64_t>(i) * d.w + j] = RgbToGray(p[0], p[1], p[2]);
     return;
   }
@@ -53,7 +54,10 @@ __global__ void GrayKernel(const SampleDesc *samples) {
   int64_t sum = 0;
   for (int y = y0; y < y1; y++) {
     const uint8_t *row = d.rgb + static_cast<int64_t>(y) * d.W * 3;
-    for (int x = x0; x < x1; x++) sum += RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+    for (int x = x0; x < x1; x++) {
+      const uint8_t *p = row + 3 * (d.mirror ? d.W - 1 - x : x);
+      sum += RgbToGray(p[0], p[1], p[2]);
+    }
   }
   int64_t count = static_cast<int64_t>(y1 - y0) * (x1 - x0);
   d.gray[static_cast<int64_t>(i) * d.w + j] = static_cast<uint8_t>((sum + count / 2) / count);
@@ -207,6 +211,7 @@ void FineGrainedSaliency<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     SampleDesc d{};
     d.H = static_cast<int>(s[0]);
     d.W = static_cast<int>(s[1]);
+    d.mirror = Mirror(ws, i) ? 1 : 0;
     if (d.H <= 0 || d.W <= 0) continue;  // empty sample: empty output, nothing to do
     fgs::WorkingSize(d.H, d.W, max_side_, d.h, d.w);
     d.stride = d.w + 1;

@@ -184,8 +184,8 @@ struct CpuScratch {
 };
 
 /// Saliency of one HWC uint8 RGB image (H x W) into out (H x W float32), on the calling thread.
-void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, float *out,
-                            CpuScratch &scratch);
+void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
+                            float *out, CpuScratch &scratch);
 
 }  // namespace fgs
 
@@ -233,6 +233,11 @@ class FineGrainedSaliency : public ::dali::Operator<Backend> {
   }
 
   void RunImpl(::dali::Workspace &ws) override;
+
+  /// The per-sample `mirror` argument (an argument input or a constant).
+  bool Mirror(const ::dali::Workspace &ws, int sample) const {
+    return this->spec_.template GetArgument<int>("mirror", &ws, sample) != 0;
+  }
 
  private:
   int max_side_ = 0;
