@@ -45,9 +45,11 @@ META_FIELDS = (("label", np.int64, ()), ("sample_id", np.int64, ()), ("valid", n
                ("partner", np.int32, None), ("boxes", np.int32, (-1, 4)))
 
 
-def pack_meta(params: dict, row: int) -> np.ndarray:
-    """One row's meta fields as a float64 vector (exact for integers below 2**53)."""
-    return np.concatenate([np.asarray(params[name][row], np.float64).ravel() for name, _, _ in META_FIELDS])
+def pack_meta(params: dict) -> np.ndarray:
+    """The batch's meta fields as ``(B, L)`` float64 rows (exact for integers below 2**53)."""
+    b = len(params["label"])
+    return np.concatenate([np.asarray(params[name], np.float64).reshape(b, -1) for name, _, _ in META_FIELDS],
+                          axis=1)
 
 
 def unpack_meta(packed: np.ndarray, copies: int) -> dict:
@@ -220,33 +222,34 @@ class ImageSource:
         if batch >= self.batches_per_epoch():
             raise StopIteration
         encoded, p = self.read(epoch, batch)
-        rows = range(len(encoded))
+        # Uniform per-row data leaves as one (B, ...) array per output, not a list of B samples:
+        # DALI then takes one contiguous buffer instead of B small ones.
         per_copy = {}
         for c in range(self.cfg.copies):
             crop = p["crop"][:, c]
-            per_copy[f"crop_anchor/{c}"] = [crop[i, :2].copy() for i in rows]
-            per_copy[f"crop_shape/{c}"] = [crop[i, 2:].copy() for i in rows]
-            per_copy[f"mirror/{c}"] = [np.array(p["flip"][i, c], np.int32) for i in rows]
+            per_copy[f"crop_anchor/{c}"] = np.ascontiguousarray(crop[:, :2])
+            per_copy[f"crop_shape/{c}"] = np.ascontiguousarray(crop[:, 2:])
+            per_copy[f"mirror/{c}"] = np.ascontiguousarray(p["flip"][:, c], np.int32)
             inputs = per_copy_inputs(self.cfg)
-            if "erase_anchor" in inputs:
-                regions = [erase_regions(p["boxes"][i, c]) for i in rows]
+            if "erase_anchor" in inputs:  # variable length per row: a list of samples
+                regions = [erase_regions(p["boxes"][i, c]) for i in range(len(encoded))]
                 per_copy[f"erase_anchor/{c}"] = [r[0] for r in regions]
                 per_copy[f"erase_shape/{c}"] = [r[1] for r in regions]
             if "src" in inputs:  # paste_boxes' partner_index: the partner's row, -1 for none
-                per_copy[f"src/{c}"] = [np.array(p["partner"][i, c], np.int32) for i in rows]
+                per_copy[f"src/{c}"] = np.ascontiguousarray(p["partner"][:, c], np.int32)
             if "paste_boxes" in inputs:
-                per_copy[f"paste_boxes/{c}"] = [np.ascontiguousarray(p["boxes"][i, c], np.int32) for i in rows]
+                per_copy[f"paste_boxes/{c}"] = np.ascontiguousarray(p["boxes"][:, c], np.int32)
             if "sal_source" in inputs:  # box_search's map_index: the map the row searches, -1 for none
-                per_copy[f"sal_source/{c}"] = [np.array(p["sal_source"][i, c], np.int32) for i in rows]
+                per_copy[f"sal_source/{c}"] = np.ascontiguousarray(p["sal_source"][:, c], np.int32)
             for key in ("cut", "jitter", "tries"):
                 if key in inputs:
-                    per_copy[f"{key}/{c}"] = [np.ascontiguousarray(p[key][i, c], np.int32) for i in rows]
+                    per_copy[f"{key}/{c}"] = np.ascontiguousarray(p[key][:, c], np.int32)
         outputs = []
         for name in self.output_names():
             if name == "encoded":
                 outputs.append(encoded)
             elif name == "meta":
-                outputs.append([pack_meta(p, i) for i in rows])
+                outputs.append(pack_meta(p))
             else:
                 outputs.append(per_copy[name])
         return tuple(outputs)
