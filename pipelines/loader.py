@@ -207,12 +207,7 @@ class OcclusionLoader:
             self._batch += 1
             self._pipe_pos = (self._epoch, self._batch)
             yield batch
-        # The source raises StopIteration at the end of the epoch; consume it and rewind for the next.
-        try:
-            self._pipe.run()
-        except StopIteration:
-            pass
-        self._pipe.reset()
+        # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain.
         self._epoch, self._batch = self._epoch + 1, 0
         self._pipe_pos = (self._epoch, 0)
 

@@ -176,10 +176,14 @@ class ImageSource:
         return ShardPlan(ids, valid)
 
     def position(self, info) -> tuple[int, int]:
-        """(epoch, batch index) of a DALI ``BatchInfo``, counting from the start position."""
-        epoch = self.start_epoch + info.epoch_idx
-        batch = info.iteration + (self.start_batch if info.epoch_idx == 0 else 0)
-        return epoch, batch
+        """(epoch, batch index) of a DALI ``BatchInfo``, counting from the start position.
+
+        The source never ends an epoch (no ``StopIteration``, no pipeline reset): the iteration count
+        runs on across epochs, so the prefetch queue fills with the next epoch's first batches while
+        the current epoch finishes, instead of draining at every epoch boundary."""
+        n = self.batches_per_epoch()
+        g = self.start_batch + info.iteration
+        return self.start_epoch + g // n, g % n
 
     # -- one batch -----------------------------------------------------------------------------
     def read(self, epoch: int, batch: int) -> tuple[list, dict]:
@@ -218,9 +222,9 @@ class ImageSource:
         return names
 
     def __call__(self, info):
-        epoch, batch = self.position(info)
-        if batch >= self.batches_per_epoch():
+        if self.batches_per_epoch() == 0:  # fewer samples than one batch with last_batch="drop"
             raise StopIteration
+        epoch, batch = self.position(info)
         encoded, p = self.read(epoch, batch)
         # Uniform per-row data leaves as one (B, ...) array per output, not a list of B samples:
         # DALI then takes one contiguous buffer instead of B small ones.
