@@ -120,8 +120,9 @@ def measure(gen, n_batches, warmup):
 
 
 def build(name, root, args):
-    if name.startswith("ours:"):
-        return ours(root, args, name.split(":", 1)[1])
+    if name.startswith("ours:"):  # ours:<method>[+<auto_augment policy>]
+        method, _, policy = name.split(":", 1)[1].partition("+")
+        return ours(root, args, method, **({"auto_augment": policy} if policy else {}))
     if name == "torchvision_cutmix":
         return torchvision_loader(root, args, cutmix=True)
     return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader}[name](root, args)
@@ -139,7 +140,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--methods", default="none,cutout,hide_and_seek",
                    help="comma-separated loader methods: none, cutout, hide_and_seek, cutmix, saliencymix, "
-                        "attentive_cutmix, saliency_occlusion, keep_cutout, keep_paste")
+                        "attentive_cutmix, saliency_occlusion, keep_cutout, keep_paste (adds the baseline "
+                        "ours:none+rand_augment)")
     p.add_argument("--attention-checkpoint", default="",
                    help="attentive_cutmix extractor checkpoint (default: a random-init one, see attention_checkpoint)")
     p.add_argument("--attention-arch", default="resnet50")
@@ -157,6 +159,8 @@ def main(argv=None):
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
     methods = args.methods.split(",")
     names = [f"ours:{m}" for m in methods] + ["torchvision", "dali_readers_file"]
+    if "keep_paste" in methods:  # its fair baseline: the same RandAugment without KeepAugment
+        names.append("ours:none+rand_augment")
     if "cutmix" in methods:
         names.append("torchvision_cutmix")
     runs = {name: [] for name in names}
@@ -179,6 +183,9 @@ def main(argv=None):
               "ours_none_vs_dali_readers_file": base / results["dali_readers_file"]["median"]}
     for m in methods:
         ratios[f"ours_{m}_vs_ours_none"] = results[f"ours:{m}"]["median"] / base
+    if "keep_paste" in methods:
+        ratios["ours_keep_paste_vs_ours_none+rand_augment"] = (results["ours:keep_paste"]["median"]
+                                                               / results["ours:none+rand_augment"]["median"])
     if "cutmix" in methods:
         ratios["ours_cutmix_vs_torchvision_cutmix"] = (results["ours:cutmix"]["median"]
                                                        / results["torchvision_cutmix"]["median"])

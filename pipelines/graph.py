@@ -28,9 +28,12 @@ saliency maps as regular inputs so the chain can stay on the GPU):
 * ``saliency_occlusion``: the row's own saliency, ``mixing.max_window`` (S = ``size``, T = ``stride``,
   host-drawn jitter), ``mixing.erase_boxes`` with the fill.
 * ``keep_cutout`` / ``keep_paste``: the row's own saliency, ``mixing.keep_box`` (selective-cut /
-  selective-paste candidates drawn on the host), then erase; for ``keep_paste`` RandAugment
-  (``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the uint8 image and the kept region pasted back
-  from the un-augmented image (KeepAugment's selective-paste).
+  selective-paste candidates drawn on the host), then erase; for ``keep_paste`` the ``auto_augment``
+  policy (default RandAugment, ``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the uint8 image and
+  the kept region pasted back from the un-augmented image (KeepAugment's selective-paste).
+
+``auto_augment`` (any other method) runs the policy on the uint8 crop before the method, so CutMix or
+Cutout combine with RandAugment / AutoAugment as in the timm recipes.
 
 Boxes searched in the graph come out as extra outputs (one ``(1, 4)`` per row and copy); rows not
 occluded get -1 from the search itself (``map_index`` -1), so no extra masking op runs.
@@ -78,6 +81,8 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     inputs = per_copy_inputs(cfg)
     method = cfg.method if inputs else "none"
     searched = method in SALIENCY_METHODS
+    # keep_paste augments inside its copy (it pastes the un-augmented region back); the rest before
+    augment = cfg.train and cfg.auto_augment is not None and method != "keep_paste"
     numba_ops = method in ("cutmix",) + SALIENCY_METHODS
     if searched:
         import dali_ops
@@ -89,7 +94,7 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=0 if device == "gpu" else None, seed=seed,
                   prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn",
-                  exec_dynamic=True, enable_conditionals=method == "keep_paste")
+                  exec_dynamic=True, enable_conditionals=cfg.auto_augment is not None)
     def pipe():
         nodes = dict(zip(names, fn.external_source(
             source=source, num_outputs=len(names), batch=True, batch_info=True, parallel=True,
@@ -108,12 +113,16 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
         for c in range(cfg.copies):
             mirror = nodes["mirror/0" if shared_crop else f"mirror/{c}"]
             if shared_crop:
+                if c == 0 and augment:
+                    base = _auto_augment(base, cfg.auto_augment)  # joint copies share it, as the crop
                 u8 = base
             else:
                 anchor, shape = nodes[f"crop_anchor/{c}"], nodes[f"crop_shape/{c}"]
                 u8 = fn.resize(full, size=(size, size), roi_start=fn.cast(anchor, dtype=types.FLOAT),
                                roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
                                interp_type=types.INTERP_LINEAR, antialias=True)
+                if augment:
+                    u8 = _auto_augment(u8, cfg.auto_augment)
             if searched:
                 img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value,
                                             shared_sal if shared_crop else {})
@@ -163,12 +172,10 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
                                 tau=cfg.keep_tau, selective="cut" if method == "keep_cutout" else "paste",
                                 device=device)
     if method == "keep_paste":
-        from nvidia.dali.auto_aug import rand_augment
-
         if "flipped" not in cache:
             cache["flipped"] = fn.flip(u8, horizontal=mirror)  # the frame the boxes were searched in
         flipped = cache["flipped"]
-        augmented = rand_augment.rand_augment(flipped, n=2, m=9)
+        augmented = _auto_augment(flipped, cfg.auto_augment)
         u8_out = mixing.paste_boxes(augmented, boxes, flipped, device=device)
         return _normalize(u8_out, 0, types.FLOAT), boxes
     if "norm" not in cache:
@@ -177,6 +184,18 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
     if method == "saliencymix":
         return mixing.paste_boxes(img, boxes, partner_index=_on(nodes[f"src/{c}"], device), device=device), boxes
     return mixing.erase_boxes(img, boxes, fill_value, device=device), boxes
+
+
+def _auto_augment(u8, policy):
+    """DALI's RandAugment (n=2, m=9, the KeepAugment / timm ImageNet setting) or AutoAugment (ImageNet
+    policy) on uint8 HWC images."""
+    if policy == "rand_augment":
+        from nvidia.dali.auto_aug import rand_augment
+
+        return rand_augment.rand_augment(u8, n=2, m=9)
+    from nvidia.dali.auto_aug import auto_augment
+
+    return auto_augment.auto_augment(u8, policy_name="image_net")
 
 
 def _normalize(img, mirror, out_type):

@@ -70,6 +70,9 @@ class OcclusionLoader:
         size, stride, jitter: ``saliency_occlusion`` window side S (56), stride T (1) and jitter tau (16 px).
         size, keep_tau, max_tries: ``keep_cutout`` / ``keep_paste`` region side, quantile level (0.6) and
             candidate centres per row (32).
+        auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9) or ``"auto_augment"`` (ImageNet policy), DALI's
+            ``auto_aug`` on the uint8 crop before the method (``keep_paste``: the policy it pastes into,
+            RandAugment by default). Its random draws come from DALI's seeded generator, not the reader's.
         saliency: source of the saliency maps of ``saliencymix``, ``saliency_occlusion``, ``keep_cutout`` and
             ``keep_paste``: ``"image"`` (OpenCV's fine-grained saliency of the row's image, computed in the
             graph by ``fn.occlusion.fine_grained_saliency``) -- the only source so far; model saliency
@@ -95,7 +98,7 @@ class OcclusionLoader:
                  p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
                  patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, alpha: float = 1.0,
                  stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32,
-                 attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6,
+                 auto_augment: str | None = None, attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6,
                  saliency: str = "image", fill="mean",
                  label_smoothing: float = 0.0, num_classes: int | None = None,
                  output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
@@ -106,7 +109,7 @@ class OcclusionLoader:
                                  copy_mode=copy_mode, p=p, p_keep_image=p_keep_image, mode=mode,
                                  holes=holes, size=size, patch_sizes=tuple(patch_sizes),
                                  p_keep_patch=p_keep_patch, alpha=alpha, stride=stride, jitter=jitter,
-                                 keep_tau=keep_tau, max_tries=max_tries)
+                                 keep_tau=keep_tau, max_tries=max_tries, auto_augment=auto_augment)
         fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")

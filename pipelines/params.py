@@ -55,6 +55,8 @@ SALIENCY_METHODS = ("saliencymix", "saliency_occlusion", "keep_cutout", "keep_pa
 MIXING_METHODS = ("cutmix", "saliencymix")
 MODES = ("elem", "batch")
 COPY_MODES = ("joint", "batch_aug")
+#: DALI's ``nvidia.dali.auto_aug`` policies the graph can run on the uint8 crop before normalisation.
+AUTO_AUGMENTS = ("rand_augment", "auto_augment")
 
 
 def _probability(name: str, value) -> float:
@@ -76,7 +78,9 @@ class AugmentConfig:
 
     Cutout: ``holes=1, size=56`` (Fong & Vedaldi's S=56 at 224 px; DeVries & Taylor used one
     16 px square on 32 px CIFAR images). Hide-and-Seek: ``patch_sizes=(0, 16, 32, 44, 56)``
-    (the reference's choices at 224 px), ``p_keep_patch=0.5``.
+    (the reference's choices at 224 px), ``p_keep_patch=0.5``. ``auto_augment``: DALI's RandAugment
+    (n=2, m=9) or AutoAugment (ImageNet policy) on the uint8 crop, before the method; ``keep_paste``
+    defaults to RandAugment, the policy its region is pasted back into.
     """
 
     method: str = "none"
@@ -100,8 +104,14 @@ class AugmentConfig:
     jitter: int = 16
     keep_tau: float = 0.6
     max_tries: int = 32
+    auto_augment: str | None = None
 
     def __post_init__(self):
+        if self.method == "keep_paste" and self.auto_augment is None:
+            # selective-paste is defined around an augmentation policy (Gong et al.: RandAugment / AutoAugment)
+            object.__setattr__(self, "auto_augment", "rand_augment")
+        if self.auto_augment is not None and self.auto_augment not in AUTO_AUGMENTS:
+            raise ValueError(f"auto_augment must be None or one of {AUTO_AUGMENTS}, got {self.auto_augment!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         if self.mode not in MODES:

@@ -184,6 +184,26 @@ def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
         assert changed_outside >= 3
 
 
+@pytest.mark.parametrize("policy", ["rand_augment", "auto_augment"])
+def test_auto_augment_changes_pixels_not_the_plan_and_is_seeded(structured_root, policy):
+    (plain,) = epoch(make(structured_root, batch=6, seed=3, method="cutmix"), 1)
+    (a,) = epoch(make(structured_root, batch=6, seed=3, method="cutmix", auto_augment=policy), 1)
+    (b,) = epoch(make(structured_root, batch=6, seed=3, method="cutmix", auto_augment=policy), 1)
+    assert torch.equal(a.images, b.images)  # DALI's generator is seeded by the loader's seed
+    for key in ("crop", "flip", "partner", "boxes", "lam"):
+        assert torch.equal(a.meta[key], plain.meta[key])
+    assert not torch.equal(a.images, plain.images)
+    (val,) = epoch(make(structured_root, batch=4, train=False, auto_augment=policy), 1)
+    (val_plain,) = epoch(make(structured_root, batch=4, train=False), 1)
+    assert torch.equal(val.images, val_plain.images)  # validation is never augmented
+
+
+def test_keep_paste_defaults_to_rand_augment_and_bad_policy_is_named(structured_root):
+    assert make(structured_root, method="keep_paste").cfg.auto_augment == "rand_augment"
+    with pytest.raises(ValueError, match="auto_augment"):
+        make(structured_root, auto_augment="trivial")
+
+
 def test_validation_runs_no_mixing(structured_root):
     (plain,) = epoch(make(structured_root, batch=4, train=False), 1)
     for method in ("cutmix", "saliencymix"):

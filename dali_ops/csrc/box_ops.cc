@@ -304,10 +304,18 @@ void RegionScores(const double *__restrict__ ii, int H, int W, int half,
     const double *r0 = ii + static_cast<int64_t>(y0) * S;
     const double *r1 = ii + static_cast<int64_t>(y1) * S;
     double *out = scores + static_cast<int64_t>(y) * W;
-    for (int x = 0; x < W; x++) {
+    auto clipped = [&](int x) {
       const int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
       out[x] = (r1[x1] - r0[x1] - r1[x0] + r0[x0]) / static_cast<double>((y1 - y0) * (x1 - x0));
-    }
+    };
+    // Columns whose box is clipped by a side, then the interior: there the box is
+    // [x - half, x + half) with a constant area, contiguous reads that vectorise.
+    const int lo = std::min(half, W), hi = std::max(lo, W - half);
+    for (int x = 0; x < lo; x++) clipped(x);
+    const double area = static_cast<double>((y1 - y0) * (2 * half));
+    const double *a0 = r0 - half, *a1 = r1 - half, *b0 = r0 + half, *b1 = r1 + half;
+    for (int x = lo; x < hi; x++) out[x] = (b1[x] - b0[x] - a1[x] + a0[x]) / area;
+    for (int x = hi; x < W; x++) clipped(x);
   }
 }
 
