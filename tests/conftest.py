@@ -109,3 +109,18 @@ def structured_root(tmp_path_factory):
                              fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
             im.save(root / f"class{c}" / f"{i:02d}.jpg", quality=95)
     return root
+
+
+def cuda_devices() -> int:
+    """CUDA devices DALI sees, 0 when there is none or the plugin was built without CUDA."""
+    try:
+        import dali_ops
+        from nvidia.dali import backend
+
+        return backend.GetCUDADeviceCount() if dali_ops.has_cuda() else 0
+    except Exception:  # noqa: BLE001 - no driver, no GPU: nothing to test
+        return 0
+
+
+#: GPU-only tests: they run where a GPU is lent and are skipped (and reported as such) elsewhere.
+requires_gpu = pytest.mark.skipif(cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")

@@ -13,6 +13,7 @@ import pytest
 from nvidia.dali import fn, pipeline_def, types
 
 from dali_ops import mixing
+from conftest import requires_gpu
 from kernels import reference as ref, search
 
 
@@ -305,3 +306,67 @@ def sim_results():
 def test_gpu_run_function_under_cuda_simulator(sim_results, name):
     assert sim_results["simulator"] is True
     assert sim_results[name] == "ok", sim_results[name]
+
+
+# ------------------------------------------------------------------------------------------------------
+# GPU operators (run where a GPU is lent): the CUDA apply kernel and the GPU search path against the CPU
+# operators and the NumPy oracles on the same inputs.
+# ------------------------------------------------------------------------------------------------------
+@requires_gpu
+@pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "uint8"), ("CHW", "float16")])
+def test_gpu_apply_operators_equal_the_oracles(rng, layout, dtype):
+    n, H, W = 6, 19, 23
+    x = images_of(rng, dtype, (n, 3, H, W))
+    feed = list(np.ascontiguousarray(x if layout == "CHW" else x.transpose(0, 2, 3, 1)))
+    boxes = random_boxes(rng, n, 3, H, W)
+    partner = np.array([2, -1, 0, 5, 5, 1], np.int32)
+    fill = [0.5, -1.0, 2.0] if dtype != "uint8" else [124, 116, 104]
+
+    @pipeline_def(batch_size=n, num_threads=2, device_id=0, seed=0)
+    def pipe():
+        im = fn.external_source(source=_feeder(feed), batch=True, layout=layout).gpu()
+        b = fn.external_source(source=_feeder(list(boxes)), batch=True).gpu()
+        idx = fn.external_source(source=_feeder(list(partner)), batch=True).gpu()
+        return (mixing.erase_boxes(im, b, fill, device="gpu"),
+                mixing.paste_boxes(im, b, partner_index=idx, device="gpu"))
+
+    p = pipe()
+    p.build()
+    erased, pasted = (o.as_cpu() for o in p.run())
+    expect_erase = ref.erase_nchw(x, boxes, np.array(fill, x.dtype))
+    expect_paste = ref.paste_nchw(x, partner, np.where(partner[:, None, None] < 0, -1, boxes))
+    for i in range(n):
+        got_e, got_p = np.array(erased[i]), np.array(pasted[i])
+        if layout == "HWC":
+            got_e, got_p = got_e.transpose(2, 0, 1), got_p.transpose(2, 0, 1)
+        np.testing.assert_array_equal(got_e, expect_erase[i])
+        np.testing.assert_array_equal(got_p, expect_paste[i])
+
+
+@requires_gpu
+def test_gpu_search_with_map_index_equals_the_cpu_operator(rng):
+    n, H, W = 5, 31, 37
+    sal = list((np.floor(rng.random((n, H, W)) * 8) / 8).astype(np.float32))
+    cut = list(rng.integers(2, 20, (n, 2)).astype(np.int32))
+    jitter = list(rng.integers(-4, 5, (n, 2)).astype(np.int32))
+    tries = list(rng.integers(0, 31, (n, 6, 2)).astype(np.int32))
+    index = list(np.array([3, -1, 0, 4, 4], np.int32))
+
+    def searches(device):
+        @pipeline_def(batch_size=n, num_threads=2, device_id=0, seed=0)
+        def pipe():
+            def node(b):
+                x = fn.external_source(source=_feeder(b), batch=True)
+                return x.gpu() if device == "gpu" else x
+            s, mi = node(sal), fn.external_source(source=_feeder(index), batch=True)
+            return (mixing.saliency_peak_box(s, node(cut), mi, device=device),
+                    mixing.max_window(s, 9, 2, node(jitter), mi, device=device),
+                    mixing.keep_box(s, node(tries), mi, size=8, tau=0.6, device=device))
+
+        p = pipe()
+        p.build()
+        return [[np.array(t) for t in (o.as_cpu() if hasattr(o, "as_cpu") else o)] for o in p.run()]
+
+    for cpu_out, gpu_out in zip(searches("cpu"), searches("gpu")):
+        for a, b in zip(cpu_out, gpu_out):
+            np.testing.assert_array_equal(a, b)

@@ -14,6 +14,7 @@ from PIL import Image
 cv2 = pytest.importorskip("cv2", reason="opencv-contrib-python-headless is a test dependency (make test installs it)")
 
 from kernels.saliency import fine_grained  # noqa: E402
+from conftest import requires_gpu  # noqa: E402
 
 SIZES = [(224, 224), (193, 257), (64, 80), (17, 23), (375, 500)]
 
@@ -201,17 +202,7 @@ def test_negative_max_side_is_rejected():
         fine_grained(img, max_side=-1)
 
 
-def _cuda_devices():
-    try:
-        import dali_ops
-        from nvidia.dali import backend
-
-        return backend.GetCUDADeviceCount() if dali_ops.has_cuda() else 0
-    except Exception:  # noqa: BLE001 - no driver, no GPU: nothing to test
-        return 0
-
-
-@pytest.mark.skipif(_cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")
+@requires_gpu
 @pytest.mark.parametrize("max_side", [0, 97])
 def test_dali_gpu_operator_equals_the_cpu_operator(photos, max_side):
     import dali_ops
