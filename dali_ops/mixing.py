@@ -50,7 +50,7 @@ from numba import float64
 from kernels import _twin
 from kernels import search as _search
 
-__all__ = ["erase_boxes", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
+__all__ = ["normalize_occlude", "erase_boxes", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
 
 # Names the CUDA run functions below refer to; ``_twin._rebind`` swaps each for its device build.
 _peak_box_of_map = _search._peak_box_of_map
@@ -342,19 +342,42 @@ def _search(saliency, draws, map_index, device, cpu_kwargs, gpu_search):
     return fn.cast(boxes * a + (a - 1), dtype=types.INT32)
 
 
-def _fill(fill):
+def _channel_values(name, value):
+    """A finite scalar or per-channel list as floats (a ValueError naming ``name`` otherwise)."""
     try:
-        f = np.atleast_1d(np.asarray(fill, dtype=np.float64))
+        f = np.atleast_1d(np.asarray(value, dtype=np.float64))
     except (TypeError, ValueError):
         f = None
     if f is None or f.ndim != 1 or f.size == 0 or not np.all(np.isfinite(f)):
-        raise ValueError(f"fill must be a finite scalar or one value per channel, got {fill!r}")
+        raise ValueError(f"{name} must be a finite scalar or one value per channel, got {value!r}")
     return [float(v) for v in f]
 
 
 # --------------------------------------------------------------------------------------------------
 # operators
 # --------------------------------------------------------------------------------------------------
+def normalize_occlude(images, boxes=None, partner_index=None, *, mirror=0, mean, std, fill=0.0,
+                      dtype="float32", device: str = "cpu"):
+    """``crop_mirror_normalize`` (HWC uint8 -> CHW, per-sample ``mirror``, ``mean`` / ``std`` in pixel units)
+    fused with the occlusion of each row's ``boxes``: erase with ``fill`` (normalised units; 0 = the mean,
+    Cutout / Hide-and-Seek / Fong & Vedaldi) or, with ``partner_index``, paste the partner row's normalised
+    pixels with the partner's own mirror (CutMix / SaliencyMix, clovaai ``input[rand_index]``).
+
+    Rows without boxes equal ``fn.crop_mirror_normalize``'s output bit for bit; every value is written
+    once (no second float copy for the occlusion). ``dtype``: ``"float32"`` or ``"float16"``.
+    """
+    from nvidia.dali import types
+
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    if partner_index is not None and boxes is None:
+        raise ValueError("normalize_occlude: partner_index needs boxes")
+    inputs = [images] + [x for x in (boxes, partner_index) if x is not None]
+    return _plugin().normalize_occlude(*inputs, mirror=mirror, mean=_channel_values("mean", mean),
+                                       std=_channel_values("std", std), fill=_channel_values("fill", fill), device=_device(device),
+                                       dtype=types.FLOAT if dtype == "float32" else types.FLOAT16)
+
+
 def erase_boxes(images, boxes, fill=0.0, *, device: str = "cpu"):
     """Fill each sample's boxes with ``fill`` (Cutout, Hide-and-Seek, Fong & Vedaldi occlusion).
 
@@ -365,7 +388,7 @@ def erase_boxes(images, boxes, fill=0.0, *, device: str = "cpu"):
             as the reference codes; integers in [0, 255] for uint8).
         device: ``"cpu"`` or ``"gpu"`` (inputs on that device).
     """
-    return _plugin().erase_boxes(images, boxes, fill=_fill(fill), device=_device(device))
+    return _plugin().erase_boxes(images, boxes, fill=_channel_values("fill", fill), device=_device(device))
 
 
 def paste_boxes(images, boxes, partners=None, partner_index=None, *, device: str = "cpu"):

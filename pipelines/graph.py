@@ -1,4 +1,4 @@
-"""The DALI graph: decode + crop, resize, flip, normalise, then per copy occlusion.
+"""The DALI graph: decode + crop, resize, then per copy normalise + occlude in one operator.
 
 One code path for both devices: ``device="gpu"`` decodes with nvJPEG (``"mixed"``) and runs every
 later op on the GPU, ``device="cpu"`` runs the same ops on the CPU. All parameters come from the
@@ -6,31 +6,32 @@ reader (:mod:`pipelines.reader`) as CPU inputs, which DALI accepts as argument i
 
 * ``copy_mode="joint"`` (and any single copy): ROI decode of the crop window
   (``decoders.image_slice``: libjpeg-turbo / nvJPEG decode only what the crop needs), resize to the
-  output size, one normalise, then each copy erases its own boxes.
+  output size, then each copy normalises and occludes its own boxes.
 * ``copy_mode="batch_aug"``: decode the whole image once, then each copy resizes its own window
   (``fn.resize`` with ``roi_start`` / ``roi_end``: crop and resize fused) and flips on its own.
 
-Occlusion is applied after mean/std normalisation, so ``fill="mean"`` is an exact 0, as in the
-Cutout and Hide-and-Seek reference codes (mask multiply after ``Normalize``).
+Every method ends in ``fn.occlusion.normalize_occlude`` (:func:`dali_ops.mixing.normalize_occlude`):
+``crop_mirror_normalize``'s flip + mean/std arithmetic, bit for bit, fused with erasing the row's boxes
+(``fill``; ``"mean"`` is an exact 0, as in the Cutout and Hide-and-Seek reference codes, which multiply
+by a mask after ``Normalize``) or pasting the partner row's normalised pixels (``partner_index``) --
+each output value written once, instead of normalising and then copying the float batch again.
 
-Mixing and saliency-guided methods (per copy; ops of :mod:`dali_ops.mixing`, which take boxes and
-saliency maps as regular inputs so the chain can stay on the GPU):
-
-* ``cutmix``: the host-drawn boxes pasted with ``mixing.paste_boxes`` on the normalised CHW images, the
-  partner given as a row index into the same batch (the partner row's own crop and flip; no
-  ``permute_batch`` copy).
+* ``none``: normalise only. ``cutout`` / ``hide_and_seek``: the host-drawn boxes erased.
+* ``cutmix``: the host-drawn boxes pasted from the partner row (a row index into the same batch: the
+  partner's own crop and flip, no ``permute_batch`` copy).
 * ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's uint8
-  image as the row sees it (``mirror=`` the row's flip, done inside the op), ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the
-  partner; ``batch``: the first permuted image, for every row) with the host-drawn cut, then
-  ``paste_boxes``.
+  image as the row sees it (``mirror=`` the row's flip, done inside the op),
+  ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the partner;
+  ``batch``: the first permuted image, for every row) with the host-drawn cut, then the paste.
   (The official code hands OpenCV the mean/std-normalised float tensor; we give the operator the uint8
   image the row is made of -- the photo the saliency is meant to describe, and what the op takes.)
 * ``saliency_occlusion``: the row's own saliency, ``mixing.max_window`` (S = ``size``, T = ``stride``,
-  host-drawn jitter), ``mixing.erase_boxes`` with the fill.
+  host-drawn jitter), erased with the fill.
 * ``keep_cutout`` / ``keep_paste``: the row's own saliency, ``mixing.keep_box`` (selective-cut /
   selective-paste candidates drawn on the host), then erase; for ``keep_paste`` the ``auto_augment``
-  policy (default RandAugment, ``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the uint8 image and
-  the kept region pasted back from the un-augmented image (KeepAugment's selective-paste).
+  policy (default RandAugment, ``nvidia.dali.auto_aug.rand_augment``, n=2, m=9) on the flipped uint8
+  image and the kept region pasted back from the un-augmented one (``mixing.paste_boxes``, KeepAugment's
+  selective-paste), then normalised.
 
 ``auto_augment`` (any other method) runs the policy on the uint8 crop before the method, so CutMix or
 Cutout combine with RandAugment / AutoAugment as in the timm recipes.
@@ -75,7 +76,6 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     cfg = source.cfg
     size = cfg.output_size
     fill_value = fill_values(fill)
-    out_type = types.FLOAT if dtype == "float32" else types.FLOAT16
     decoder = "mixed" if device == "gpu" else "cpu"
     names = source.output_names()
     inputs = per_copy_inputs(cfg)
@@ -83,13 +83,9 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
     searched = method in SALIENCY_METHODS
     # keep_paste augments inside its copy (it pastes the un-augmented region back); the rest before
     augment = cfg.train and cfg.auto_augment is not None and method != "keep_paste"
-    numba_ops = method in ("cutmix",) + SALIENCY_METHODS
-    if searched:
-        import dali_ops
+    import dali_ops
 
-        dali_ops.load()
-    # numba operators work on float32: normalise to float32 and cast at the end when float16 is asked.
-    norm_type = types.FLOAT if numba_ops else out_type
+    dali_ops.load()  # fn.occlusion: normalize_occlude for every method, saliency and search ops
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=0 if device == "gpu" else None, seed=seed,
@@ -108,8 +104,7 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
         else:
             full = fn.decoders.image(nodes["encoded"], device=decoder, output_type=types.RGB)
         images, boxes_out = [], []
-        shared_norm = None
-        shared_sal = {}  # joint copies: one flip, saliency map and normalisation for all copies
+        shared = {}  # joint copies: one saliency map (and flipped crop) for all copies
         for c in range(cfg.copies):
             mirror = nodes["mirror/0" if shared_crop else f"mirror/{c}"]
             if shared_crop:
@@ -123,25 +118,20 @@ def build_pipeline(source: ImageSource, *, device: str, batch_size: int, num_thr
                                interp_type=types.INTERP_LINEAR, antialias=True)
                 if augment:
                     u8 = _auto_augment(u8, cfg.auto_augment)
+            norm = dict(mirror=mirror, dtype=dtype, device=device)
             if searched:
-                img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value,
-                                            shared_sal if shared_crop else {})
+                img, boxes = _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, dtype,
+                                            shared if shared_crop else {})
                 boxes_out.append(boxes)
+            elif method in ("cutout", "hide_and_seek"):
+                img = _normalize(u8, _on(nodes[f"erase_boxes/{c}"], device), fill=fill_value, **norm)
+            elif method == "cutmix":
+                img = _normalize(u8, _on(nodes[f"paste_boxes/{c}"], device), _on(nodes[f"src/{c}"], device),
+                                 **norm)
+            elif shared_crop and c > 0:
+                img = images[0]  # copies without occlusion: one normalisation
             else:
-                if shared_crop and shared_norm is not None:
-                    img = shared_norm
-                else:
-                    img = _normalize(u8, mirror, norm_type)
-                    if shared_crop:
-                        shared_norm = img
-                if method in ("cutout", "hide_and_seek"):
-                    img = fn.erase(img, anchor=nodes[f"erase_anchor/{c}"], shape=nodes[f"erase_shape/{c}"],
-                                   axis_names="HW", fill_value=fill_value)
-                elif method == "cutmix":
-                    img = mixing.paste_boxes(img, _on(nodes[f"paste_boxes/{c}"], device),
-                                             partner_index=_on(nodes[f"src/{c}"], device), device=device)
-            if norm_type != out_type:
-                img = fn.cast(img, dtype=out_type)
+                img = _normalize(u8, **norm)
             images.append(img)
         return (*[nodes[name] for name in OUTPUT_NAMES], *images, *boxes_out)
 
@@ -153,8 +143,8 @@ def _on(node, device):
     return node.gpu() if device == "gpu" else node
 
 
-def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache):
-    """One copy of a saliency-guided method: (normalised CHW float32 image, (1, 4) boxes, -1 if not applied).
+def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, dtype, cache):
+    """One copy of a saliency-guided method: (normalised CHW image, (1, 4) boxes, -1 if not applied).
 
     ``cache`` holds the nodes copies can share (joint copies: the same image and flip)."""
     if "sal" not in cache:
@@ -177,13 +167,11 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, cache)
         flipped = cache["flipped"]
         augmented = _auto_augment(flipped, cfg.auto_augment)
         u8_out = mixing.paste_boxes(augmented, boxes, flipped, device=device)
-        return _normalize(u8_out, 0, types.FLOAT), boxes
-    if "norm" not in cache:
-        cache["norm"] = _normalize(u8, mirror, types.FLOAT)
-    img = cache["norm"]
+        return _normalize(u8_out, mirror=0, dtype=dtype, device=device), boxes
     if method == "saliencymix":
-        return mixing.paste_boxes(img, boxes, partner_index=_on(nodes[f"src/{c}"], device), device=device), boxes
-    return mixing.erase_boxes(img, boxes, fill_value, device=device), boxes
+        return _normalize(u8, boxes, _on(nodes[f"src/{c}"], device), mirror=mirror, dtype=dtype,
+                          device=device), boxes
+    return _normalize(u8, boxes, mirror=mirror, fill=fill_value, dtype=dtype, device=device), boxes
 
 
 def _auto_augment(u8, policy):
@@ -198,10 +186,11 @@ def _auto_augment(u8, policy):
     return auto_augment.auto_augment(u8, policy_name="image_net")
 
 
-def _normalize(img, mirror, out_type):
-    return fn.crop_mirror_normalize(img, dtype=out_type, output_layout="CHW", mirror=mirror,
-                                    mean=[m * 255 for m in IMAGENET_MEAN],
-                                    std=[s * 255 for s in IMAGENET_STD])
+def _normalize(u8, boxes=None, partner_index=None, *, mirror, dtype, device, fill=0.0):
+    """ImageNet mean/std normalisation to CHW (``crop_mirror_normalize``'s arithmetic) fused with the
+    occlusion of ``boxes``: :func:`dali_ops.mixing.normalize_occlude`."""
+    return mixing.normalize_occlude(u8, boxes, partner_index, mirror=mirror, mean=[m * 255 for m in IMAGENET_MEAN],
+                                    std=[s * 255 for s in IMAGENET_STD], fill=fill, dtype=dtype, device=device)
 
 
 OUTPUT_NAMES = META_OUTPUTS[1:]

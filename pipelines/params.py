@@ -252,11 +252,3 @@ def _finish(crop, flip, boxes) -> dict:
     # Erasing methods keep the row's own label whole (lam = 1) and take nothing from a partner.
     return {"crop": crop.astype(np.int32), "flip": flip, "boxes": boxes,
             "lam": np.ones((b, m), np.float32), "partner": np.full((b, m), -1, np.int32)}
-
-
-def erase_regions(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One row's ``(K, 4)`` -1 padded boxes -> flat ``fn.erase`` anchor / shape (float32, as the op takes them), (y, x) pairs."""
-    valid = boxes[(boxes[:, 0] >= 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
-    anchor = valid[:, :2].reshape(-1).astype(np.float32)
-    shape = (valid[:, 2:] - valid[:, :2]).reshape(-1).astype(np.float32)
-    return anchor, shape

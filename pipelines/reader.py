@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.imagefiles import BadImageError, probe_image
-from pipelines.params import AugmentConfig, batch_rng, erase_regions, plan_batch
+from pipelines.params import AugmentConfig, batch_rng, plan_batch
 
 LAST_BATCH_POLICIES = ("partial", "drop", "pad")
 
@@ -75,7 +75,7 @@ def per_copy_inputs(cfg: AugmentConfig) -> tuple[str, ...]:
     """What the graph needs per copy for ``cfg.method`` (validation runs no occlusion for the mixing and
     saliency-guided methods)."""
     if cfg.method in ("cutout", "hide_and_seek"):
-        return ("erase_anchor", "erase_shape")
+        return ("erase_boxes",)
     if not cfg.train or cfg.method in ("none", "attentive_cutmix"):  # attentive: training side
         return ()
     if cfg.method == "cutmix":
@@ -235,10 +235,8 @@ class ImageSource:
             per_copy[f"crop_shape/{c}"] = np.ascontiguousarray(crop[:, 2:])
             per_copy[f"mirror/{c}"] = np.ascontiguousarray(p["flip"][:, c], np.int32)
             inputs = per_copy_inputs(self.cfg)
-            if "erase_anchor" in inputs:  # variable length per row: a list of samples
-                regions = [erase_regions(p["boxes"][i, c]) for i in range(len(encoded))]
-                per_copy[f"erase_anchor/{c}"] = [r[0] for r in regions]
-                per_copy[f"erase_shape/{c}"] = [r[1] for r in regions]
+            if "erase_boxes" in inputs:  # (K, 4) -1 padded: normalize_occlude erases them
+                per_copy[f"erase_boxes/{c}"] = np.ascontiguousarray(p["boxes"][:, c], np.int32)
             if "src" in inputs:  # paste_boxes' partner_index: the partner's row, -1 for none
                 per_copy[f"src/{c}"] = np.ascontiguousarray(p["partner"][:, c], np.int32)
             if "paste_boxes" in inputs:

@@ -121,6 +121,66 @@ def test_apply_operators_reject_bad_inputs_naming_them(rng, make, match):
         run_op([x, boxes], make, 2, layouts=("CHW",))
 
 
+NORM_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+NORM_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def _normalize_occlude_case(rng, device, dtype):
+    """(crop_mirror_normalize outputs, fused erase, fused paste, fused without boxes) for one batch."""
+    from nvidia.dali import types
+
+    n, H, W = 7, 21, 26
+    imgs = list(rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8))
+    mirror = list(rng.integers(0, 2, n).astype(np.int32))
+    boxes = random_boxes(rng, n, 3, H, W)
+    partner = np.array([3, -1, 0, 6, 6, 2, 1], np.int32)
+    fill = [0.5, -1.0, 2.0]
+    kind = types.FLOAT if dtype == "float32" else types.FLOAT16
+
+    @pipeline_def(batch_size=n, num_threads=2, device_id=0 if device == "gpu" else None, seed=0)
+    def pipe():
+        def node(b, layout=None):
+            x = fn.external_source(source=_feeder(b), batch=True, layout=layout)
+            return x.gpu() if device == "gpu" else x
+        u8, b, idx = node(imgs, "HWC"), node(list(boxes)), node(list(partner))
+        m = fn.external_source(source=_feeder(mirror), batch=True)
+        kw = dict(mirror=m, mean=NORM_MEAN, std=NORM_STD, dtype=dtype, device=device)
+        return (fn.crop_mirror_normalize(u8, dtype=kind, output_layout="CHW", mirror=m, mean=NORM_MEAN,
+                                         std=NORM_STD),
+                mixing.normalize_occlude(u8, b, fill=fill, **kw), mixing.normalize_occlude(u8, b, idx, **kw),
+                mixing.normalize_occlude(u8, **kw))
+
+    p = pipe()
+    p.build()
+    outs = [np.stack([np.array(t) for t in (o.as_cpu() if hasattr(o, "as_cpu") else o)]) for o in p.run()]
+    cmn, erased, pasted, plain = outs
+    np.testing.assert_array_equal(plain, cmn)  # bit for bit crop_mirror_normalize's arithmetic
+    np.testing.assert_array_equal(erased, ref.erase_nchw(cmn, boxes, np.array(fill, cmn.dtype)))
+    np.testing.assert_array_equal(pasted, ref.paste_nchw(cmn, partner, np.where(partner[:, None, None] < 0, -1,
+                                                                                   boxes)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_normalize_occlude_is_crop_mirror_normalize_then_the_oracles(rng, dtype):
+    _normalize_occlude_case(rng, "cpu", dtype)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gpu_normalize_occlude_is_crop_mirror_normalize_then_the_oracles(rng, dtype):
+    _normalize_occlude_case(rng, "gpu", dtype)
+
+
+def test_normalize_occlude_rejects_bad_arguments(rng):
+    x = list(images_of(rng, "uint8", (2, 5, 6, 3)))
+    with pytest.raises(RuntimeError, match="std"):
+        run_op([x], lambda im: mixing.normalize_occlude(im, mean=[0], std=[0.0]), 2, layouts=("HWC",))
+    with pytest.raises(RuntimeError, match="mean"):
+        run_op([x], lambda im: mixing.normalize_occlude(im, mean=[1, 2], std=[1]), 2, layouts=("HWC",))
+    with pytest.raises(ValueError, match="dtype"):
+        mixing.normalize_occlude(None, mean=0, std=1, dtype="int8")
+
+
 @pytest.mark.parametrize("quantize", [True, False])
 def test_saliency_peak_box_matches_official_saliency_bbox(rng, quantize):
     n, H, W = 6, 23, 31

@@ -1,0 +1,209 @@
+// fn.occlusion.normalize_occlude: checks, the CPU implementation and the schema.  See the header.
+
+#include "normalize_occlude.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "dali/core/convert.h"
+#include "dali/core/float16.h"
+#include "dali/core/static_switch.h"
+#include "multiversion.h"
+
+namespace occlusion {
+
+using ::dali::make_string;
+
+namespace {
+
+std::vector<float> PerChannel(const char *name, const std::vector<float> &v, int C) {
+  DALI_ENFORCE(v.size() == 1 || static_cast<int>(v.size()) == C, make_string(
+      "normalize_occlude: argument `", name, "` has ", v.size(), " values; the images have ", C,
+      " channels (give one value or one per channel)."));
+  return v.size() == 1 ? std::vector<float>(C, v[0]) : v;
+}
+
+/// One CHW output row of channel c from HWC row `in` (W pixels, C channels), mirrored or not.
+template <typename T>
+OCC_MULTIVERSION void NormalizeRow(const uint8_t *__restrict__ in, T *__restrict__ out, int x0,
+                                   int x1, int W, int C, int c, bool mirror, float mean,
+                                   float inv_std) {
+  if (mirror) {
+    for (int x = x0; x < x1; x++)
+      out[x] = ::dali::ConvertSat<T>((static_cast<float>(in[(W - 1 - x) * C + c]) - mean) * inv_std);
+  } else {
+    for (int x = x0; x < x1; x++)
+      out[x] = ::dali::ConvertSat<T>((static_cast<float>(in[x * C + c]) - mean) * inv_std);
+  }
+}
+
+}  // namespace
+
+template <typename Backend>
+NormalizeOcclude<Backend>::NormalizeOcclude(const ::dali::OpSpec &spec)
+    : ::dali::Operator<Backend>(spec),
+      out_type_(spec.GetArgument<::dali::DALIDataType>("dtype")),
+      mean_arg_(spec.GetRepeatedArgument<float>("mean")),
+      std_arg_(spec.GetRepeatedArgument<float>("std")),
+      fill_arg_(spec.GetRepeatedArgument<float>("fill")) {
+  DALI_ENFORCE(out_type_ == DALI_FLOAT || out_type_ == DALI_FLOAT16, make_string(
+      "normalize_occlude: `dtype` must be FLOAT or FLOAT16, got ", out_type_, "."));
+  for (float s : std_arg_)
+    DALI_ENFORCE(std::isfinite(s) && s != 0.f, make_string(
+        "normalize_occlude: `std` must be finite and non-zero, got ", s, "."));
+  for (const auto *v : {&mean_arg_, &fill_arg_})
+    for (float f : *v)
+      DALI_ENFORCE(std::isfinite(f), make_string(
+          "normalize_occlude: `mean` and `fill` must be finite, got ", f, "."));
+}
+
+template <typename Backend>
+bool NormalizeOcclude<Backend>::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                                          const ::dali::Workspace &ws) {
+  const auto &images = ws.Input<Backend>(0);
+  const auto &shape = images.shape();
+  const int n = shape.num_samples();
+  has_boxes_ = ws.NumInput() > 1;
+  DALI_ENFORCE(images.type() == DALI_UINT8 && shape.sample_dim() == 3, make_string(
+      "normalize_occlude: input `images` must be HWC uint8, got ", images.type(), " with ",
+      shape.sample_dim(), " dimensions."));
+  const auto &layout = images.GetLayout();
+  DALI_ENFORCE(layout.empty() || layout == "HWC", make_string(
+      "normalize_occlude: input `images` must have layout \"HWC\", got \"", layout, "\"."));
+  if (has_boxes_) {
+    const auto &boxes = ws.Input<Backend>(1);
+    DALI_ENFORCE(boxes.type() == DALI_INT32 && boxes.num_samples() == n &&
+                 boxes.shape().sample_dim() == 2, make_string(
+        "normalize_occlude: input `boxes` must be int32 (K, 4) per sample, got ", boxes.type(),
+        " with ", boxes.shape().sample_dim(), " dimensions."));
+    for (int i = 0; i < n; i++)
+      DALI_ENFORCE(boxes.shape()[i][1] == 4, make_string(
+          "normalize_occlude: `boxes` sample ", i, " must be (K, 4), has shape ",
+          boxes.shape()[i], "."));
+  }
+  indexed_ = ws.NumInput() > 2;
+  int C = n > 0 ? static_cast<int>(shape.tensor_shape_span(0)[2]) : 1;
+  ::dali::TensorListShape<3> out_shape(n);
+  for (int i = 0; i < n; i++) {
+    auto s = shape.tensor_shape_span(i);
+    DALI_ENFORCE(s[2] == C, make_string(
+        "normalize_occlude: every sample needs the same channel count; sample 0 has ", C,
+        ", sample ", i, " has ", s[2], "."));
+    if (indexed_)
+      DALI_ENFORCE(shape[i] == shape[0], make_string(
+          "normalize_occlude: with `partner_index` every image must have one shape; sample 0 is ",
+          shape[0], ", sample ", i, " is ", shape[i], "."));
+    out_shape.set_tensor_shape(i, ::dali::TensorShape<3>(s[2], s[0], s[1]));
+  }
+  if (indexed_) {
+    const auto &index = ws.Input<Backend>(2);
+    DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
+        "normalize_occlude: `partner_index` must be one int32 per sample (", n, " samples), got ",
+        index.num_samples(), " samples of ", index.type(), "."));
+    for (int i = 0; i < n; i++)
+      DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
+          "normalize_occlude: `partner_index` sample ", i, " must hold one value, has shape ",
+          index.shape()[i], "."));
+  }
+  mean_ = PerChannel("mean", mean_arg_, C);
+  fill_ = PerChannel("fill", fill_arg_, C);
+  auto std = PerChannel("std", std_arg_, C);
+  inv_std_.resize(C);
+  for (int c = 0; c < C; c++) inv_std_[c] = 1.f / std[c];  // crop_mirror_normalize's inv_stddev
+  output_desc.resize(1);
+  output_desc[0] = {out_shape, out_type_};
+  return true;
+}
+
+template <>
+void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+  const auto &images = ws.Input<::dali::CPUBackend>(0);
+  auto &out = ws.Output<::dali::CPUBackend>(0);
+  out.SetLayout("CHW");
+  const auto &shape = images.shape();
+  const int n = shape.num_samples();
+  std::vector<int> src(n, -1);
+  std::vector<char> mirror(n);
+  for (int i = 0; i < n; i++) mirror[i] = Mirror(ws, i);
+  if (indexed_) {
+    for (int i = 0; i < n; i++) {
+      src[i] = ws.Input<::dali::CPUBackend>(2).tensor<int32_t>(i)[0];
+      DALI_ENFORCE(src[i] >= -1 && src[i] < n, make_string(
+          "normalize_occlude: `partner_index` of sample ", i, " is ", src[i],
+          "; expected -1 (no paste) or a sample in [0, ", n, ")."));
+    }
+  }
+  auto &tp = ws.GetThreadPool();
+  TYPE_SWITCH(out_type_, ::dali::type2id, T, (float, ::dali::float16), (
+    for (int i = 0; i < n; i++) {
+      auto s = shape.tensor_shape_span(i);
+      const int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]), C = static_cast<int>(s[2]);
+      tp.AddWork([&, i, H, W, C](int) {
+        const uint8_t *in = images.tensor<uint8_t>(i);
+        T *o = out.mutable_tensor<T>(i);
+        const int64_t plane = static_cast<int64_t>(H) * W;
+        for (int c = 0; c < C; c++)
+          for (int y = 0; y < H; y++)
+            NormalizeRow<T>(in + static_cast<int64_t>(y) * W * C, o + c * plane + int64_t(y) * W,
+                            0, W, W, C, c, mirror[i], mean_[c], inv_std_[c]);
+        // a row without partner (index -1) is left whole; erase when there is no index at all
+        if (!has_boxes_ || (indexed_ && src[i] < 0)) return;
+        const auto &boxes = ws.Input<::dali::CPUBackend>(1);
+        const uint8_t *partner = indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
+        const bool pm = indexed_ && mirror[src[i]];
+        const int K = static_cast<int>(boxes.shape()[i][0]);
+        const int32_t *b = boxes.tensor<int32_t>(i);
+        for (int k = 0; k < K; k++, b += 4) {
+          const int y0 = std::clamp<int>(b[0], 0, H), x0 = std::clamp<int>(b[1], 0, W);
+          const int y1 = std::clamp<int>(b[2], 0, H), x1 = std::clamp<int>(b[3], 0, W);
+          if (y1 <= y0 || x1 <= x0) continue;
+          for (int c = 0; c < C; c++) {
+            for (int y = y0; y < y1; y++) {
+              T *row = o + c * plane + int64_t(y) * W;
+              if (partner) {
+                NormalizeRow<T>(partner + static_cast<int64_t>(y) * W * C, row, x0, x1, W, C, c,
+                                pm, mean_[c], inv_std_[c]);
+              } else {
+                std::fill(row + x0, row + x1, ::dali::ConvertSat<T>(fill_[c]));
+              }
+            }
+          }
+        }
+      }, static_cast<int64_t>(H) * W * C);
+    }
+  ), DALI_FAIL("normalize_occlude: unsupported output type"));  // NOLINT
+  tp.RunAll();
+}
+
+template class NormalizeOcclude<::dali::CPUBackend>;
+template class NormalizeOcclude<::dali::GPUBackend>;  // RunImpl: normalize_occlude.cu
+
+}  // namespace occlusion
+
+DALI_REGISTER_OPERATOR(occlusion__NormalizeOcclude,
+                       ::occlusion::NormalizeOcclude<::dali::CPUBackend>, ::dali::CPU);
+
+DALI_SCHEMA(occlusion__NormalizeOcclude)
+    .DocStr(R"code(``crop_mirror_normalize`` (HWC uint8 -> CHW float, per-sample mirror, mean / std)
+fused with occluding each sample's boxes: Cutout / Hide-and-Seek / Fong & Vedaldi erase (``fill``,
+in normalised units: 0 is the dataset mean, the references' fill) or, with ``partner_index``, the
+CutMix / SaliencyMix paste of the partner row's normalised pixels (its own mirror) at the same
+location (``input[rand_index, :, y0:y1, x0:x1]``).
+
+Pixels outside the boxes are exactly ``crop_mirror_normalize``'s: ``(float(x) - mean) * (1 / std)``.
+Boxes are int32 ``(K, 4)`` per sample, ``(y0, x0, y1, x1)`` half-open in output pixels, clipped;
+empty boxes (``-1`` padding) cover nothing; overlaps are replaced once.  ``partner_index`` -1
+leaves the row whole; on the CPU an index outside ``[-1, batch)`` raises, the GPU kernel treats it
+as -1.  Each output value is written once: no separate float copy for the occlusion.)code")
+    .NumInput(1, 3)
+    .InputDox(0, "images", "TensorList", "HWC uint8 images (the crops).")
+    .InputDox(1, "boxes", "TensorList", "Optional int32 (K, 4) boxes per sample (none: normalise only).")
+    .InputDox(2, "partner_index", "TensorList", "Optional int32 scalar per sample: paste from that row.")
+    .NumOutput(1)
+    .AddOptionalArg("mean", "Mean per channel (or one), in pixel units.", std::vector<float>{0.f})
+    .AddOptionalArg("std", "Standard deviation per channel (or one), in pixel units.",
+                    std::vector<float>{1.f})
+    .AddOptionalArg("fill", "Erase value per channel (or one), in normalised units.",
+                    std::vector<float>{0.f})
+    .AddOptionalArg("mirror", "Per-sample flag: mirror the image horizontally.", 0, true)
+    .AddOptionalTypeArg("dtype", "Output type: FLOAT or FLOAT16.", DALI_FLOAT);
