@@ -24,8 +24,10 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 bench: setup
-	$(PYTHON) -m bench.loader_bench
-	$(PYTHON) -m bench.saliency_bench
+	$(PYTHON) -m bench.loader_bench --repeats 5 --batches 30 --methods none,cutout,hide_and_seek,cutmix,saliencymix,saliency_occlusion,keep_cutout,keep_paste
+	$(PYTHON) -m bench.saliency_bench --repeats 15
+	$(PYTHON) -m bench.kernels_bench
+	$(PYTHON) -m bench.ops_bench
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt
