@@ -32,14 +32,10 @@ void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w, bo
     for (int y = 0; y < H; y++) {
       const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
       uint8_t *g = gray + static_cast<int64_t>(y) * W;
-      if (mirror) {
-        for (int x = 0; x < W; x++) {
-          const uint8_t *p = row + 3 * (W - 1 - x);
-          g[x] = RgbToGray(p[0], p[1], p[2]);
-        }
-      } else {
-        for (int x = 0; x < W; x++) g[x] = RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
-      }
+      // Mirrored: the forward conversion (it vectorises; a backward RGB read does not), then the
+      // row reversed in place -- the same bytes as converting the flipped row.
+      for (int x = 0; x < W; x++) g[x] = RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+      if (mirror) std::reverse(g, g + W);
     }
     return;
   }
