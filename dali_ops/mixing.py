@@ -335,9 +335,10 @@ def _search(saliency, draws, map_index, device, cpu_kwargs, gpu_search):
         return _plugin().box_search(*inputs, **cpu_kwargs)
     if map_index is None:
         return gpu_search(saliency)
-    from nvidia.dali import fn, math, types
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dali_math
 
-    boxes = gpu_search(fn.permute_batch(saliency, indices=math.max(map_index, 0)))
+    boxes = gpu_search(fn.permute_batch(saliency, indices=dali_math.max(map_index, 0)))
     a = fn.cast(map_index >= 0, dtype=types.INT32).gpu()  # 1: occluded, 0: box -> -1
     return fn.cast(boxes * a + (a - 1), dtype=types.INT32)
 
