@@ -94,6 +94,24 @@ def _peak_cuda(out, sal, cut, scale):
         _peak_box_of_map(s3, 0, scale, cut[0], cut[1], out[0])
 
 
+def _block_integral(s3, ii, t, nt):
+    """One block builds the (H+1, W+1) integral image ``ii[0]`` of ``s3[0]``: zero borders, row pass
+    (thread per row), column pass (thread per column), each followed by a barrier."""
+    h = s3.shape[1]
+    w = s3.shape[2]
+    for x in range(t, w + 1, nt):
+        ii[0, 0, x] = 0.0
+    for y in range(t, h + 1, nt):
+        ii[0, y, 0] = 0.0
+    cuda.syncthreads()  # noqa: F821
+    for y in range(t, h, nt):
+        _integral_row(s3, ii, 0, y)
+    cuda.syncthreads()  # noqa: F821
+    for x in range(t + 1, w + 1, nt):
+        _integral_col(ii, 0, x)
+    cuda.syncthreads()  # noqa: F821
+
+
 def _max_window_cuda(out, ii_out, sal, jitter, params):
     # ii_out (H+1, W+1) float64 is the integral-image scratch (a second output; CUDA kernels cannot
     # allocate). One block: row pass, column pass, then thread 0 scans the windows.
@@ -103,17 +121,7 @@ def _max_window_cuda(out, ii_out, sal, jitter, params):
     t = cuda.threadIdx.x  # noqa: F821
     nt = cuda.blockDim.x  # noqa: F821
     if cuda.blockIdx.x == 0:  # noqa: F821
-        for x in range(t, w + 1, nt):
-            ii[0, 0, x] = 0.0
-        for y in range(t, h + 1, nt):
-            ii[0, y, 0] = 0.0
-        cuda.syncthreads()  # noqa: F821
-        for y in range(t, h, nt):
-            _integral_row(s3, ii, 0, y)
-        cuda.syncthreads()  # noqa: F821
-        for x in range(t + 1, w + 1, nt):
-            _integral_col(ii, 0, x)
-        cuda.syncthreads()  # noqa: F821
+        _block_integral(s3, ii, t, nt)
         if t == 0:
             _max_window_of_map(ii, 0, params[0], params[1], jitter[0], jitter[1], out[0])
 
@@ -211,17 +219,7 @@ def _keep_cuda(out, ii_out, scores_out, sal, tries, params):
     if cuda.blockIdx.x != 0 or nt > _KEEP_MAX_THREADS:  # noqa: F821
         return
     half = params[0]
-    for x in range(t, w + 1, nt):
-        ii[0, 0, x] = 0.0
-    for y in range(t, h + 1, nt):
-        ii[0, y, 0] = 0.0
-    cuda.syncthreads()  # noqa: F821
-    for y in range(t, h, nt):
-        _integral_row(s3, ii, 0, y)
-    cuda.syncthreads()  # noqa: F821
-    for x in range(t + 1, w + 1, nt):
-        _integral_col(ii, 0, x)
-    cuda.syncthreads()  # noqa: F821
+    _block_integral(s3, ii, t, nt)
     for i in range(t, h * w, nt):
         cy = i // w
         _centred_box_mean(ii, scores, half, 0, cy, i - cy * w)
@@ -258,6 +256,7 @@ def run_function(op: str, tau: float | None = None):
     from numba import cuda
 
     helpers = {"cuda": cuda}
+    helpers["_block_integral"] = cuda.jit(device=True)(_twin._rebind(_block_integral, "cuda", {"cuda": cuda}))
     helpers["_block_reduce"] = cuda.jit(device=True)(_twin._rebind(_block_reduce, "cuda", {"cuda": cuda}))
     helpers["_order_statistic"] = cuda.jit(device=True)(
         _twin._rebind(_order_statistic, "cuda", {"cuda": cuda, "_block_reduce": helpers["_block_reduce"]}))
