@@ -133,6 +133,7 @@ def _normalize_occlude_case(rng, device, dtype):
     imgs = list(rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8))
     mirror = list(rng.integers(0, 2, n).astype(np.int32))
     boxes = random_boxes(rng, n, 3, H, W)
+    boxes[0] = boxes[2] = [[2, 3, 10, 12], [5, 8, 15, 20], [2, 12, 6, 18]]  # overlapping and touching
     partner = np.array([3, -1, 0, 6, 6, 2, 1], np.int32)
     fill = [0.5, -1.0, 2.0]
     kind = types.FLOAT if dtype == "float32" else types.FLOAT16

@@ -1,6 +1,7 @@
 // Box operators: input checks, CPU implementations and schemas.  See box_ops.h.
 
 #include "box_ops.h"
+#include "box_inputs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,15 +18,6 @@ namespace occlusion {
 using ::dali::make_string;
 
 namespace {
-
-/// Box k of a (K, 4) sample clipped to H x W; false when it covers no pixel.
-inline bool ClipBox(const int32_t *box, int H, int W, int &y0, int &x0, int &y1, int &x1) {
-  y0 = std::clamp<int>(box[0], 0, H);
-  x0 = std::clamp<int>(box[1], 0, W);
-  y1 = std::clamp<int>(box[2], 0, H);
-  x1 = std::clamp<int>(box[3], 0, W);
-  return y1 > y0 && x1 > x0;
-}
 
 /// One sample: copy `in` to `out`, then give every box the partner's pixels (`partner` != null)
 /// or the fill.  Row copies: CHW rows are per channel, HWC rows hold all channels.
@@ -83,16 +75,7 @@ BoxApplyShapes CheckBoxApplyInputs(const char *op, const ::dali::Workspace &ws, 
   DALI_ENFORCE(layout == "CHW" || layout == "HWC", make_string(
       op, ": input `images` must have layout \"CHW\" or \"HWC\", got \"", layout, "\"."));
   r.chw = layout == "CHW";
-  DALI_ENFORCE(boxes.type() == DALI_INT32, make_string(
-      op, ": input `boxes` must be int32 (K, 4) per sample, got ", boxes.type(), "."));
-  DALI_ENFORCE(boxes.num_samples() == n, make_string(
-      op, ": `boxes` has ", boxes.num_samples(), " samples, `images` ", n, "."));
-  const auto &bshape = boxes.shape();
-  for (int i = 0; i < n; i++) {
-    DALI_ENFORCE(bshape.sample_dim() == 2 && bshape.tensor_shape_span(i)[1] == 4, make_string(
-        op, ": input `boxes` must be (K, 4) per sample (y0, x0, y1, x1), sample ", i,
-        " has shape ", bshape[i], "."));
-  }
+  CheckBoxes(op, boxes, n);
   if (!paste) return r;
   const auto &partners = ws.Input<Backend>(2);
   DALI_ENFORCE(partners.type() == type, make_string(
@@ -106,24 +89,11 @@ BoxApplyShapes CheckBoxApplyInputs(const char *op, const ::dali::Workspace &ws, 
     return r;
   }
   // Any row may take any partner: every image and partner must share one shape.
-  for (int i = 0; i < n; i++) {
-    DALI_ENFORCE(shape[i] == shape[0], make_string(
-        op, ": with `partner_index`, every sample of `images` must have one shape; sample 0 is ",
-        shape[0], ", sample ", i, " is ", shape[i], "."));
+  if (n > 0) {
+    CheckOneShape(op, "images", shape, shape[0]);
+    CheckOneShape(op, "partners", pshape, shape[0]);
   }
-  for (int i = 0; i < pshape.num_samples(); i++) {
-    DALI_ENFORCE(pshape[i] == shape[0], make_string(
-        op, ": `partners` sample ", i, " has shape ", pshape[i], ", `images` have ", shape[0], "."));
-  }
-  const auto &index = ws.Input<Backend>(3);
-  DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
-      op, ": `partner_index` must be one int32 per sample (", n, " samples), got ",
-      index.num_samples(), " samples of ", index.type(), "."));
-  for (int i = 0; i < n; i++) {
-    DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
-        op, ": `partner_index` sample ", i, " must hold one value, has shape ", index.shape()[i],
-        "."));
-  }
+  CheckRowIndex(op, "partner_index", ws.Input<Backend>(3), n);
   return r;
 }
 
@@ -189,11 +159,11 @@ void PasteBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   const auto &shape = images.shape();
   const int n = shape.num_samples();
   std::vector<int> src(n);
-  for (int i = 0; i < n; i++) {
-    src[i] = shapes_.indexed ? ws.Input<::dali::CPUBackend>(3).tensor<int32_t>(i)[0] : i;
-    DALI_ENFORCE(src[i] >= -1 && src[i] < partners.num_samples(), make_string(
-        "paste_boxes: `partner_index` of sample ", i, " is ", src[i], "; expected -1 (no paste) "
-        "or a sample of `partners` in [0, ", partners.num_samples(), ")."));
+  if (shapes_.indexed) {
+    src = ReadRowIndex("paste_boxes", "partner_index", ws.Input<::dali::CPUBackend>(3),
+                       partners.num_samples());
+  } else {
+    for (int i = 0; i < n; i++) src[i] = i;
   }
   auto &tp = ws.GetThreadPool();
   TYPE_SWITCH(images.type(), ::dali::type2id, T, OCCLUSION_IMAGE_TYPES, (
@@ -485,22 +455,12 @@ bool BoxSearch::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
           "\" are 2 values per sample (", method_ == Method::kPeak ? "cut_h, cut_w" : "dy, dx",
           "); sample ", i, " has shape ", d, "."));
   }
-  map_index_.assign(n, 0);
-  for (int i = 0; i < n; i++) map_index_[i] = i;
+  map_index_.resize(n);
   if (ws.NumInput() > 2) {
-    const auto &index = ws.Input<::dali::CPUBackend>(2);
-    DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
-        "box_search: `map_index` must be one int32 per sample (", n, " samples), got ",
-        index.num_samples(), " samples of ", index.type(), "."));
-    for (int i = 0; i < n; i++) {
-      DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
-          "box_search: `map_index` sample ", i, " must hold one value, has shape ",
-          index.shape()[i], "."));
-      map_index_[i] = index.tensor<int32_t>(i)[0];
-      DALI_ENFORCE(map_index_[i] >= -1 && map_index_[i] < n, make_string(
-          "box_search: `map_index` of sample ", i, " is ", map_index_[i],
-          "; expected -1 (no box) or a map of the batch in [0, ", n, ")."));
-    }
+    CheckRowIndex("box_search", "map_index", ws.Input<::dali::CPUBackend>(2), n);
+    map_index_ = ReadRowIndex("box_search", "map_index", ws.Input<::dali::CPUBackend>(2), n);
+  } else {
+    for (int i = 0; i < n; i++) map_index_[i] = i;
   }
   output_desc.resize(1);
   output_desc[0] = {::dali::uniform_list_shape(n, ::dali::TensorShape<2>(1, 4)), DALI_INT32};

@@ -1,6 +1,7 @@
 // fn.occlusion.normalize_occlude: checks, the CPU implementation and the schema.  See the header.
 
 #include "normalize_occlude.h"
+#include "box_inputs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -70,17 +71,7 @@ bool NormalizeOcclude<Backend>::SetupImpl(std::vector<::dali::OutputDesc> &outpu
   const auto &layout = images.GetLayout();
   DALI_ENFORCE(layout.empty() || layout == "HWC", make_string(
       "normalize_occlude: input `images` must have layout \"HWC\", got \"", layout, "\"."));
-  if (has_boxes_) {
-    const auto &boxes = ws.Input<Backend>(1);
-    DALI_ENFORCE(boxes.type() == DALI_INT32 && boxes.num_samples() == n &&
-                 boxes.shape().sample_dim() == 2, make_string(
-        "normalize_occlude: input `boxes` must be int32 (K, 4) per sample, got ", boxes.type(),
-        " with ", boxes.shape().sample_dim(), " dimensions."));
-    for (int i = 0; i < n; i++)
-      DALI_ENFORCE(boxes.shape()[i][1] == 4, make_string(
-          "normalize_occlude: `boxes` sample ", i, " must be (K, 4), has shape ",
-          boxes.shape()[i], "."));
-  }
+  if (has_boxes_) CheckBoxes("normalize_occlude", ws.Input<Backend>(1), n);
   indexed_ = ws.NumInput() > 2;
   int C = n > 0 ? static_cast<int>(shape.tensor_shape_span(0)[2]) : 1;
   ::dali::TensorListShape<3> out_shape(n);
@@ -89,21 +80,11 @@ bool NormalizeOcclude<Backend>::SetupImpl(std::vector<::dali::OutputDesc> &outpu
     DALI_ENFORCE(s[2] == C, make_string(
         "normalize_occlude: every sample needs the same channel count; sample 0 has ", C,
         ", sample ", i, " has ", s[2], "."));
-    if (indexed_)
-      DALI_ENFORCE(shape[i] == shape[0], make_string(
-          "normalize_occlude: with `partner_index` every image must have one shape; sample 0 is ",
-          shape[0], ", sample ", i, " is ", shape[i], "."));
     out_shape.set_tensor_shape(i, ::dali::TensorShape<3>(s[2], s[0], s[1]));
   }
   if (indexed_) {
-    const auto &index = ws.Input<Backend>(2);
-    DALI_ENFORCE(index.type() == DALI_INT32 && index.num_samples() == n, make_string(
-        "normalize_occlude: `partner_index` must be one int32 per sample (", n, " samples), got ",
-        index.num_samples(), " samples of ", index.type(), "."));
-    for (int i = 0; i < n; i++)
-      DALI_ENFORCE(index.shape()[i].num_elements() == 1, make_string(
-          "normalize_occlude: `partner_index` sample ", i, " must hold one value, has shape ",
-          index.shape()[i], "."));
+    if (n > 0) CheckOneShape("normalize_occlude", "images", shape, shape[0]);
+    CheckRowIndex("normalize_occlude", "partner_index", ws.Input<Backend>(2), n);
   }
   mean_ = PerChannel("mean", mean_arg_, C);
   fill_ = PerChannel("fill", fill_arg_, C);
@@ -122,51 +103,62 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   out.SetLayout("CHW");
   const auto &shape = images.shape();
   const int n = shape.num_samples();
-  std::vector<int> src(n, -1);
   std::vector<char> mirror(n);
   for (int i = 0; i < n; i++) mirror[i] = Mirror(ws, i);
-  if (indexed_) {
-    for (int i = 0; i < n; i++) {
-      src[i] = ws.Input<::dali::CPUBackend>(2).tensor<int32_t>(i)[0];
-      DALI_ENFORCE(src[i] >= -1 && src[i] < n, make_string(
-          "normalize_occlude: `partner_index` of sample ", i, " is ", src[i],
-          "; expected -1 (no paste) or a sample in [0, ", n, ")."));
-    }
-  }
+  const std::vector<int> src = indexed_
+      ? ReadRowIndex("normalize_occlude", "partner_index", ws.Input<::dali::CPUBackend>(2), n)
+      : std::vector<int>(n, -1);
   auto &tp = ws.GetThreadPool();
+  if (static_cast<int>(spans_.size()) < tp.NumThreads()) spans_.resize(tp.NumThreads());
   TYPE_SWITCH(out_type_, ::dali::type2id, T, (float, ::dali::float16), (
     for (int i = 0; i < n; i++) {
       auto s = shape.tensor_shape_span(i);
       const int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]), C = static_cast<int>(s[2]);
-      tp.AddWork([&, i, H, W, C](int) {
+      tp.AddWork([&, i, H, W, C](int thread) {
         const uint8_t *in = images.tensor<uint8_t>(i);
         T *o = out.mutable_tensor<T>(i);
         const int64_t plane = static_cast<int64_t>(H) * W;
-        for (int c = 0; c < C; c++)
-          for (int y = 0; y < H; y++)
-            NormalizeRow<T>(in + static_cast<int64_t>(y) * W * C, o + c * plane + int64_t(y) * W,
-                            0, W, W, C, c, mirror[i], mean_[c], inv_std_[c]);
         // a row without partner (index -1) is left whole; erase when there is no index at all
-        if (!has_boxes_ || (indexed_ && src[i] < 0)) return;
-        const auto &boxes = ws.Input<::dali::CPUBackend>(1);
-        const uint8_t *partner = indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
-        const bool pm = indexed_ && mirror[src[i]];
-        const int K = static_cast<int>(boxes.shape()[i][0]);
-        const int32_t *b = boxes.tensor<int32_t>(i);
-        for (int k = 0; k < K; k++, b += 4) {
-          const int y0 = std::clamp<int>(b[0], 0, H), x0 = std::clamp<int>(b[1], 0, W);
-          const int y1 = std::clamp<int>(b[2], 0, H), x1 = std::clamp<int>(b[3], 0, W);
-          if (y1 <= y0 || x1 <= x0) continue;
-          for (int c = 0; c < C; c++) {
-            for (int y = y0; y < y1; y++) {
-              T *row = o + c * plane + int64_t(y) * W;
-              if (partner) {
-                NormalizeRow<T>(partner + static_cast<int64_t>(y) * W * C, row, x0, x1, W, C, c,
-                                pm, mean_[c], inv_std_[c]);
-              } else {
-                std::fill(row + x0, row + x1, ::dali::ConvertSat<T>(fill_[c]));
-              }
+        const bool occlude = has_boxes_ && !(indexed_ && src[i] < 0);
+        const uint8_t *partner = occlude && indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
+        const bool pm = partner && mirror[src[i]];
+        auto &clipped = spans_[thread];  // this sample's clipped boxes, then one row's spans
+        clipped.clear();
+        if (occlude) {
+          const auto &boxes = ws.Input<::dali::CPUBackend>(1);
+          const int32_t *b = boxes.tensor<int32_t>(i);
+          for (int k = 0; k < static_cast<int>(boxes.shape()[i][0]); k++, b += 4) {
+            Span box;
+            if (ClipBox(b, H, W, box.y0, box.x0, box.y1, box.x1)) clipped.push_back(box);
+          }
+        }
+        const size_t nboxes = clipped.size();
+        for (int y = 0; y < H; y++) {
+          // the row's occluded spans [x0, x1), sorted and merged (overlaps replaced once)
+          clipped.resize(nboxes);
+          for (size_t k = 0; k < nboxes; k++)
+            if (clipped[k].y0 <= y && y < clipped[k].y1) {
+              const Span box = clipped[k];  // a copy: push_back may reallocate
+              clipped.push_back(box);
             }
+          auto row_begin = clipped.begin() + nboxes;
+          std::sort(row_begin, clipped.end(), [](const Span &a, const Span &b) { return a.x0 < b.x0; });
+          const int64_t in_row = static_cast<int64_t>(y) * W * C;
+          for (int c = 0; c < C; c++) {
+            T *row = o + c * plane + int64_t(y) * W;
+            int x = 0;
+            for (auto it = row_begin; it != clipped.end();) {
+              const int x0 = it->x0;  // > x: spans that overlap or touch were merged below
+              int x1 = it->x1;
+              for (++it; it != clipped.end() && it->x0 <= x1; ++it) x1 = std::max(x1, it->x1);
+              NormalizeRow<T>(in + in_row, row, x, x0, W, C, c, mirror[i], mean_[c], inv_std_[c]);
+              if (partner)
+                NormalizeRow<T>(partner + in_row, row, x0, x1, W, C, c, pm, mean_[c], inv_std_[c]);
+              else
+                std::fill(row + x0, row + x1, ::dali::ConvertSat<T>(fill_[c]));
+              x = x1;
+            }
+            NormalizeRow<T>(in + in_row, row, x, W, W, C, c, mirror[i], mean_[c], inv_std_[c]);
           }
         }
       }, static_cast<int64_t>(H) * W * C);

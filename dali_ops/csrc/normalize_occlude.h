@@ -44,6 +44,11 @@ class NormalizeOcclude : public ::dali::Operator<Backend> {
   std::vector<float> mean_, inv_std_, fill_;  // per channel after Setup
   std::vector<float> mean_arg_, std_arg_, fill_arg_;
   bool has_boxes_ = false, indexed_ = false;
+  /// A clipped box (CPU implementation; per-thread scratch below).
+  struct Span {
+    int y0, x0, y1, x1;
+  };
+  std::vector<std::vector<Span>> spans_;
 };
 
 template <> void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws);
