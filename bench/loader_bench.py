@@ -154,7 +154,13 @@ def main(argv=None):
     root = make_imagenet_like(n=args.images) / "train"
     if args.one:
         print(f"RESULT {measure(build(args.one, root, args), args.batches, args.warmup)}", flush=True)
-        os._exit(0)  # skip the slow teardown of worker processes; nothing is left to flush
+        # Skip the slow interpreter teardown, but stop the loaders' worker processes first: left
+        # behind, they would hold the output pipe open and keep prefetching next to the next contender.
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            child.kill()
+        os._exit(0)
     files = sorted(root.rglob("*.jpg"))
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
     methods = args.methods.split(",")

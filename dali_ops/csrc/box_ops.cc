@@ -189,40 +189,44 @@ namespace {
 
 /// (H+1) x (W+1) float64 summed-area table, accumulated in the order of kernels/search.py
 /// (row running sums, then column running sums) so every box sum equals the Numba twins'.
-/// Four rows run their (serial) running sums side by side: the same additions in the same
-/// order per row, four independent dependency chains instead of one.
+/// Eight rows at a time: their running sums side by side (the same additions in the same order
+/// per row, eight independent dependency chains instead of one), then their column sums while
+/// the rows are still in cache -- one pass over the table, which is never cleared as a whole.
 OCC_MULTIVERSION
 void Integral(const float *__restrict__ sal, int H, int W, std::vector<double> &table) {
+  constexpr int R = 8;
   const int S = W + 1;
-  table.assign(static_cast<size_t>(H + 1) * S, 0.0);
+  table.resize(static_cast<size_t>(H + 1) * S);
   double *__restrict__ ii = table.data();
-  int y = 0;
-  for (; y + 4 <= H; y += 4) {
+  std::fill(ii, ii + S, 0.0);
+  for (int y = 0; y < H; y += R) {
+    const int rows = std::min(R, H - y);
     const float *s0 = sal + static_cast<int64_t>(y) * W;
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-    double *o = ii + static_cast<size_t>(y + 1) * S + 1;
-    for (int x = 0; x < W; x++) {
-      a0 += s0[x];
-      a1 += s0[W + x];
-      a2 += s0[2 * W + x];
-      a3 += s0[3 * W + x];
-      o[x] = a0;
-      o[S + x] = a1;
-      o[2 * S + x] = a2;
-      o[3 * S + x] = a3;
+    double *o = ii + static_cast<size_t>(y + 1) * S;
+    if (rows == R) {
+      double acc[R] = {};
+      for (int x = 0; x < W; x++) {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+          acc[r] += s0[static_cast<int64_t>(r) * W + x];
+          o[static_cast<size_t>(r) * S + x + 1] = acc[r];
+        }
+      }
+    } else {
+      for (int r = 0; r < rows; r++) {
+        double acc = 0.0;
+        for (int x = 0; x < W; x++) {
+          acc += s0[static_cast<int64_t>(r) * W + x];
+          o[static_cast<size_t>(r) * S + x + 1] = acc;
+        }
+      }
     }
-  }
-  for (; y < H; y++) {
-    double acc = 0.0;
-    for (int x = 0; x < W; x++) {
-      acc += sal[static_cast<int64_t>(y) * W + x];
-      ii[static_cast<size_t>(y + 1) * S + x + 1] = acc;
+    for (int r = 0; r < rows; r++) {
+      double *__restrict__ cur = o + static_cast<size_t>(r) * S;
+      const double *__restrict__ prev = cur - S;
+      cur[0] = 0.0;
+      for (int x = 1; x <= W; x++) cur[x] += prev[x];
     }
-  }
-  for (int r = 1; r <= H; r++) {
-    double *__restrict__ cur = ii + static_cast<size_t>(r) * S;
-    const double *__restrict__ prev = cur - S;
-    for (int x = 1; x <= W; x++) cur[x] += prev[x];
   }
 }
 
@@ -231,23 +235,33 @@ inline double BoxSum(const std::vector<double> &ii, int S, int y0, int x0, int y
        - ii[static_cast<size_t>(y1) * S + x0] + ii[static_cast<size_t>(y0) * S + x0];
 }
 
+/// (map * 255).astype(uint8) of a float32 map value in [0, 1]: the float32 product, truncated.
+inline int Quantize(float v) {
+  const float q = v * 255.0f;  // float32 product, as NumPy on the float32 map
+  return static_cast<int>(q > 255.f ? 255.f : q < 0.f ? 0.f : q);
+}
+
+/// Index of the first maximum of the quantized map: the maximum in a pass that vectorises (an
+/// integer reduction), then the first index that holds it.
+OCC_MULTIVERSION
+int64_t FirstQuantizedMax(const float *__restrict__ sal, int64_t n) {
+  int best = 0;
+  for (int64_t i = 0; i < n; i++) best = std::max(best, Quantize(sal[i]));
+  int64_t at = 0;
+  while (at < n - 1 && Quantize(sal[at]) != best) at++;  // bounded: NaN maps quantize to nothing
+  return at;
+}
+
 /// SaliencyMix (Uddin et al. 2021, official `saliency_bbox`): first maximum of
 /// (map * 255).astype(uint8) (or of the float map), box = clip(peak -+ cut // 2).
 void PeakBox(const float *sal, int H, int W, const int32_t *cut, bool quantize, int32_t *box) {
-  float best = -1.f;
-  int64_t at = 0;
   const int64_t n = static_cast<int64_t>(H) * W;
-  for (int64_t i = 0; i < n; i++) {
-    float v = sal[i];
-    if (quantize) {
-      float q = v * 255.0f;  // float32 product, as NumPy on the float32 map
-      q = q > 255.f ? 255.f : q < 0.f ? 0.f : q;
-      v = static_cast<float>(static_cast<int>(q));
-    }
-    if (v > best || i == 0) {
-      best = v;
-      at = i;
-    }
+  int64_t at = 0;
+  if (quantize) {
+    at = FirstQuantizedMax(sal, n);
+  } else {
+    for (int64_t i = 1; i < n; i++)
+      if (sal[i] > sal[at]) at = i;
   }
   int py = static_cast<int>(at / W), px = static_cast<int>(at % W);
   int hh = cut[0] / 2, hw = cut[1] / 2;
@@ -259,22 +273,34 @@ void PeakBox(const float *sal, int H, int W, const int32_t *cut, bool quantize, 
 
 /// Fong & Vedaldi: first (row-major on the stride grid) S x S window of largest sum, its top-left
 /// moved by the jitter and clipped so the window stays inside; (-1, ...) if no window fits.
-void MaxWindow(const std::vector<double> &ii, int H, int W, int size, int stride,
-               const int32_t *jitter, int32_t *box) {
+/// Each grid row's window sums are computed into `row` (a loop that vectorises), then scanned.
+OCC_MULTIVERSION
+void MaxWindow(const std::vector<double> &table, int H, int W, int size, int stride,
+               const int32_t *jitter, std::vector<double> &row, int32_t *box) {
   if (size > H || size > W) {
     std::fill(box, box + 4, -1);
     return;
   }
   const int S = W + 1;
-  double best = BoxSum(ii, S, 0, 0, size, size);
+  const int nx = (W - size) / stride + 1;
+  row.resize(nx);
+  double *__restrict__ sums = row.data();
+  const double *__restrict__ ii = table.data();
+  double best = BoxSum(table, S, 0, 0, size, size);
   int by = 0, bx = 0;
   for (int y = 0; y + size <= H; y += stride) {
-    for (int x = 0; x + size <= W; x += stride) {
-      double v = BoxSum(ii, S, y, x, y + size, x + size);
-      if (v > best) {
-        best = v;
+    const double *r0 = ii + static_cast<size_t>(y) * S;
+    const double *r1 = ii + static_cast<size_t>(y + size) * S;
+    // BoxSum's operation order: ((ii[y1][x1] - ii[y0][x1]) - ii[y1][x0]) + ii[y0][x0]
+    for (int j = 0; j < nx; j++) {
+      const int x = j * stride;
+      sums[j] = r1[x + size] - r0[x + size] - r1[x] + r0[x];
+    }
+    for (int j = 0; j < nx; j++) {
+      if (sums[j] > best) {
+        best = sums[j];
         by = y;
-        bx = x;
+        bx = j * stride;
       }
     }
   }
@@ -312,35 +338,34 @@ void RegionScores(const double *__restrict__ ii, int H, int W, int half,
   }
 }
 
-/// Where v stands among the scores: how many are below it and at most it, and its nearest
-/// neighbours below and above (-inf / +inf when none).
-struct Rank {
-  int64_t below = 0, at_most = 0;
-  double prev = -std::numeric_limits<double>::infinity();
-  double next = std::numeric_limits<double>::infinity();
-};
-
+/// How many scores are below v and at most v: one branch-free pass that vectorises.
 OCC_MULTIVERSION
-Rank RankOf(const double *__restrict__ s, int64_t n, double v) {
-  Rank r;
-  int64_t below = 0, at_most = 0;
-  double prev = r.prev, next = r.next;
+void CountRank(const double *__restrict__ s, int64_t n, double v, int64_t &below,
+               int64_t &at_most) {
+  int64_t lt = 0, le = 0;
+  for (int64_t i = 0; i < n; i++) {
+    lt += s[i] < v;
+    le += s[i] <= v;
+  }
+  below = lt;
+  at_most = le;
+}
+
+/// v's nearest neighbours among the scores: the largest below it (-inf if none) and the smallest
+/// above it (+inf if none).  Only needed when v is one of the two order statistics the quantile
+/// lies between, so it stays a plain loop.
+void Neighbours(const double *s, int64_t n, double v, double &prev, double &next) {
+  prev = -std::numeric_limits<double>::infinity();
+  next = std::numeric_limits<double>::infinity();
   for (int64_t i = 0; i < n; i++) {
     const double x = s[i];
-    below += x < v;
-    at_most += x <= v;
-    prev = x < v && x > prev ? x : prev;
-    next = x > v && x < next ? x : next;
+    if (x < v && x > prev) prev = x;
+    if (x > v && x < next) next = x;
   }
-  r.below = below;
-  r.at_most = at_most;
-  r.prev = prev;
-  r.next = next;
-  return r;
 }
 
 /// Is v (one of the n scores) below (`below`) / above the tau-quantile of the scores, as
-/// numpy.quantile(scores, tau) (linear method) computes it?  One counting pass instead of a
+/// numpy.quantile(scores, tau) (linear method) computes it?  A counting pass instead of a
 /// selection: the quantile lies between the order statistics a = s_(k) and b = s_(k+1), so a v
 /// outside [a, b] decides at once; otherwise v is a or b, the other one is v's neighbour, and the
 /// threshold is NumPy's two-sided lerp of the two, exactly.
@@ -349,11 +374,14 @@ bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool belo
   const int64_t k = std::min<int64_t>(static_cast<int64_t>(std::floor(pos)), n - 1);
   const int64_t k1 = std::min<int64_t>(k + 1, n - 1);
   const double gamma = pos - static_cast<double>(k);
-  const Rank r = RankOf(s, n, v);
-  if (k1 < r.below) return !below;   // b < v: the threshold is below v
-  if (k >= r.at_most) return below;  // a > v: the threshold is above v
-  const double a = k >= r.below ? v : r.prev;    // else k == below - 1: v's lower neighbour
-  const double b = k1 < r.at_most ? v : r.next;  // else k1 == at_most: v's upper neighbour
+  int64_t n_below, n_at_most;
+  CountRank(s, n, v, n_below, n_at_most);
+  if (k1 < n_below) return !below;   // b < v: the threshold is below v
+  if (k >= n_at_most) return below;  // a > v: the threshold is above v
+  double prev, next;
+  Neighbours(s, n, v, prev, next);
+  const double a = k >= n_below ? v : prev;    // else k == below - 1: v's lower neighbour
+  const double b = k1 < n_at_most ? v : next;  // else k1 == at_most: v's upper neighbour
   const double diff = b - a;
   const double thr = gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
   return below ? v < thr : v > thr;
@@ -491,7 +519,7 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
       }
       Integral(map, H, W, s.integral);
       if (method_ == Method::kMaxWindow)
-        MaxWindow(s.integral, H, W, size_, stride_, d, box);
+        MaxWindow(s.integral, H, W, size_, stride_, d, s.scores, box);
       else
         KeepBox(s.integral, H, W, size_ / 2, tau_, method_ == Method::kKeepCut, d,
                 static_cast<int>(draws.shape()[i][0]), s, box);

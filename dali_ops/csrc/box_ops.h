@@ -107,7 +107,8 @@ class PasteBoxes : public ::dali::Operator<Backend> {
 
 /// Per-thread scratch of BoxSearch.
 struct SearchScratch {
-  std::vector<double> integral, scores;
+  std::vector<double> integral;
+  std::vector<double> scores;  // KeepAugment region scores, or one grid row of max-window sums
   std::vector<std::pair<double, bool>> tested;  // KeepAugment: (score, passes) of the tries so far
 };
 

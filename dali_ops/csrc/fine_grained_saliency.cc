@@ -109,33 +109,55 @@ void PaddedIntegral(const uint8_t *__restrict__ gray, int h, int w, float *__res
   }
 }
 
-/// Centre-surround responses of one row, all six scales, accumulated into acc_on / acc_off.
+/// Centre-surround responses of row y, the six scales summed per pixel in registers (the scale
+/// loop unrolled inside the pixel loop, which vectorises), stored as the uint16 on / off rows;
+/// the row maxima are folded into max_on / max_off.
 OCC_MULTIVERSION
 void CentreSurroundRow(const float *__restrict__ integral, int stride, int h, int w, int y,
-                       const float *__restrict__ centre, const float *__restrict__ widths,
-                       int32_t *__restrict__ acc_on, int32_t *__restrict__ acc_off) {
+                       const uint8_t *__restrict__ gray_row, const float *__restrict__ widths,
+                       uint16_t *__restrict__ on_row, uint16_t *__restrict__ off_row,
+                       int &max_on, int &max_off) {
   constexpr int P = kMaxNeighbourhood;
-  std::fill(acc_on, acc_on + w, 0);
-  std::fill(acc_off, acc_off + w, 0);
+  const float *p22[kNumScales], *p11[kNumScales], *p21[kNumScales], *p12[kNumScales];
+  const float *wd[kNumScales];
+  float height[kNumScales];
   for (int s = 0; s < kNumScales; s++) {
     const int n = Neighbourhood(s);
     const int y1 = Clamp(y - n + 1, 0, h), y2 = Clamp(y + n + 1, 0, h);
-    const float height = static_cast<float>(y2 - y1);
+    height[s] = static_cast<float>(y2 - y1);
     const float *r1 = integral + static_cast<int64_t>(y1) * stride + P;
     const float *r2 = integral + static_cast<int64_t>(y2) * stride + P;
-    const float *__restrict__ p22 = r2 + n + 1;
-    const float *__restrict__ p11 = r1 - n + 1;
-    const float *__restrict__ p21 = r2 - n + 1;
-    const float *__restrict__ p12 = r1 + n + 1;
-    const float *__restrict__ wd = widths + static_cast<int64_t>(s) * w;
-    for (int x = 0; x < w; x++) {
-      float area = wd[x] * height - 1.f;  // exact: small integers
-      int on = acc_on[x], off = acc_off[x];
-      CentreSurround(p22[x], p11[x], p21[x], p12[x], centre[x], area, on, off);
-      acc_on[x] = on;
-      acc_off[x] = off;
-    }
+    p22[s] = r2 + n + 1;
+    p11[s] = r1 - n + 1;
+    p21[s] = r2 - n + 1;
+    p12[s] = r1 + n + 1;
+    wd[s] = widths + static_cast<int64_t>(s) * w;
   }
+  int mx_on = max_on, mx_off = max_off;
+  for (int x = 0; x < w; x++) {
+    const float centre = static_cast<float>(gray_row[x]);
+    int on = 0, off = 0;
+#pragma GCC unroll 6
+    for (int s = 0; s < kNumScales; s++) {
+      const float area = wd[s][x] * height[s] - 1.f;  // exact: small integers
+      CentreSurround(p22[s][x], p11[s][x], p21[s][x], p12[s][x], centre, area, on, off);
+    }
+    on_row[x] = static_cast<uint16_t>(on);
+    off_row[x] = static_cast<uint16_t>(off);
+    mx_on = std::max(mx_on, on);
+    mx_off = std::max(mx_off, off);
+  }
+  max_on = mx_on;
+  max_off = mx_off;
+}
+
+/// mixScales + mixOnOff + the float conversion, through lookup tables: out = unit[on_lut[on] +
+/// off_lut[off]].
+OCC_MULTIVERSION
+void MixMaps(const uint16_t *__restrict__ on, const uint16_t *__restrict__ off, int64_t npix,
+             const uint8_t *__restrict__ on_lut, const uint8_t *__restrict__ off_lut,
+             const float *__restrict__ unit, float *__restrict__ out) {
+  for (int64_t i = 0; i < npix; i++) out[i] = unit[on_lut[on[i]] + off_lut[off[i]]];
 }
 
 }  // namespace
@@ -166,25 +188,13 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
       widths[s * w + x] = static_cast<float>(Clamp(x + n + 1, 0, w) - Clamp(x - n + 1, 0, w));
   }
 
-  float *centre = Grow(sc.centre, w);
-  int32_t *acc_on = Grow(sc.acc_on, w);
-  int32_t *acc_off = Grow(sc.acc_off, w);
   uint16_t *on = Grow(sc.on, npix);
   uint16_t *off = Grow(sc.off, npix);
   int max_on = 0, max_off = 0;
-  for (int y = 0; y < h; y++) {
-    const uint8_t *g = gray + static_cast<int64_t>(y) * w;
-    for (int x = 0; x < w; x++) centre[x] = static_cast<float>(g[x]);
-    CentreSurroundRow(integral, stride, h, w, y, centre, widths, acc_on, acc_off);
-    uint16_t *on_row = on + static_cast<int64_t>(y) * w;
-    uint16_t *off_row = off + static_cast<int64_t>(y) * w;
-    for (int x = 0; x < w; x++) {
-      on_row[x] = static_cast<uint16_t>(acc_on[x]);
-      off_row[x] = static_cast<uint16_t>(acc_off[x]);
-      max_on = std::max(max_on, acc_on[x]);
-      max_off = std::max(max_off, acc_off[x]);
-    }
-  }
+  for (int y = 0; y < h; y++)
+    CentreSurroundRow(integral, stride, h, w, y, gray + static_cast<int64_t>(y) * w, widths,
+                      on + static_cast<int64_t>(y) * w, off + static_cast<int64_t>(y) * w,
+                      max_on, max_off);
 
   // mixScales and mixOnOff through lookup tables (sums are at most 6 * 255).
   uint8_t lut_on[kNumScales * 255 + 1], lut_off[kNumScales * 255 + 1];
@@ -195,8 +205,9 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   for (int v = 0; v <= 2 * 255; v++) lut_mix[v] = MixOnOff(v, 0, max_val);
 
   if (h == H && w == W) {
-    for (int64_t i = 0; i < npix; i++)
-      out[i] = ToUnit(lut_mix[lut_on[on[i]] + lut_off[off[i]]]);
+    float lut_unit[2 * 255 + 1];
+    for (int v = 0; v <= 2 * 255; v++) lut_unit[v] = ToUnit(lut_mix[v]);
+    MixMaps(on, off, npix, lut_on, lut_off, lut_unit, out);
     return;
   }
   uint8_t *map = blurred;  // free again

@@ -179,8 +179,8 @@ DALI_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int 
 struct CpuScratch {
   std::vector<uint8_t> gray, blurred;
   std::vector<uint16_t> row_sums, on, off;
-  std::vector<int32_t> acc_on, acc_off, area_acc;
-  std::vector<float> integral, centre, widths;
+  std::vector<int32_t> area_acc;
+  std::vector<float> integral, widths;
 };
 
 /// Saliency of one HWC uint8 RGB image (H x W) into out (H x W float32), on the calling thread.
