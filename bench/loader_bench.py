@@ -120,11 +120,9 @@ def measure(gen, n_batches, warmup):
 
 
 def build(name, root, args):
-    if name.startswith("ours:"):  # ours:<method>[+<auto_augment policy>][@<saliency source>]
-        spec, _, saliency = name.split(":", 1)[1].partition("@")
-        method, _, policy = spec.partition("+")
-        return ours(root, args, method, **({"auto_augment": policy} if policy else {}),
-                    **({"saliency": saliency} if saliency else {}))
+    if name.startswith("ours:"):  # ours:<method>[+<auto_augment policy>]
+        method, _, policy = name.split(":", 1)[1].partition("+")
+        return ours(root, args, method, **({"auto_augment": policy} if policy else {}))
     if name == "torchvision_cutmix":
         return torchvision_loader(root, args, cutmix=True)
     return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader}[name](root, args)
@@ -143,7 +141,7 @@ def main(argv=None):
     p.add_argument("--methods", default="none,cutout,hide_and_seek",
                    help="comma-separated loader methods: none, cutout, hide_and_seek, cutmix, saliencymix, "
                         "attentive_cutmix, saliency_occlusion, keep_cutout, keep_paste (adds the baseline "
-                        "ours:none+rand_augment); a saliency method may name its source, keep_cutout@image_lowres")
+                        "ours:none+rand_augment)")
     p.add_argument("--attention-checkpoint", default="",
                    help="attentive_cutmix extractor checkpoint (default: a random-init one, see attention_checkpoint)")
     p.add_argument("--attention-arch", default="resnet50")

@@ -20,8 +20,7 @@ each output value written once, instead of normalising and then copying the floa
 * ``cutmix``: the host-drawn boxes pasted from the partner row (a row index into the same batch: the
   partner's own crop and flip, no ``permute_batch`` copy).
 * ``saliencymix``: ``fn.occlusion.fine_grained_saliency`` (the C++/CUDA plugin) of each row's uint8
-  image as the row sees it (``mirror=`` the row's flip, done inside the op; ``saliency="image_lowres"``:
-  at half the output size, ``max_side``),
+  image as the row sees it (``mirror=`` the row's flip, done inside the op),
   ``mixing.saliency_peak_box`` on the source image's map (``map_index``; ``elem``: the partner;
   ``batch``: the first permuted image, for every row) with the host-drawn cut, then the paste.
   (The official code hands OpenCV the mean/std-normalised float tensor; we give the operator the uint8
@@ -150,8 +149,7 @@ def _searched_copy(cfg, method, u8, mirror, nodes, c, device, fill_value, dtype,
     ``cache`` holds the nodes copies can share (joint copies: the same image and flip)."""
     if "sal" not in cache:
         # the saliency of the image as the row sees it (mirrored inside the op: no flipped copy)
-        cache["sal"] = fn.occlusion.fine_grained_saliency(
-            u8, mirror=mirror, max_side=cfg.output_size // 2 if cfg.saliency == "image_lowres" else 0)
+        cache["sal"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
     sal = cache["sal"]
     map_index = nodes[f"sal_source/{c}"]  # CPU: the map each row searches, -1 = row not occluded
     if method == "saliencymix":

@@ -75,9 +75,8 @@ class OcclusionLoader:
             RandAugment by default). Its random draws come from DALI's seeded generator, not the reader's.
         saliency: source of the saliency maps of ``saliencymix``, ``saliency_occlusion``, ``keep_cutout`` and
             ``keep_paste``: ``"image"`` (OpenCV's fine-grained saliency of the row's image, computed in the
-            graph by ``fn.occlusion.fine_grained_saliency``, bit for bit) or ``"image_lowres"`` (the same at
-            half the output size, resized back: KeepAugment's low-resolution approximation, about 4x less
-            saliency work); model saliency (NormGrad, input gradients) arrives with the feedback channel.
+            graph by ``fn.occlusion.fine_grained_saliency``) -- the only source so far; model saliency
+            (NormGrad, input gradients) arrives with the feedback channel.
         attention_checkpoint, attention_arch, top_k: ``attentive_cutmix`` -- a local torchvision checkpoint
             of the frozen extractor (``resnet50``), cells kept (6). Applied on the training side after the
             pipeline (:class:`pipelines.attentive.AttentiveCutMix`), in the same step.
@@ -110,8 +109,7 @@ class OcclusionLoader:
                                  copy_mode=copy_mode, p=p, p_keep_image=p_keep_image, mode=mode,
                                  holes=holes, size=size, patch_sizes=tuple(patch_sizes),
                                  p_keep_patch=p_keep_patch, alpha=alpha, stride=stride, jitter=jitter,
-                                 keep_tau=keep_tau, max_tries=max_tries, auto_augment=auto_augment,
-                                 saliency=saliency)
+                                 keep_tau=keep_tau, max_tries=max_tries, auto_augment=auto_augment)
         fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -138,6 +136,9 @@ class OcclusionLoader:
                 more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
                 raise ValueError(f"{len(bad)} unreadable image file(s) under {root}:\n{listing}{more}\n"
                                  "Remove or fix them (`python -m pipelines.verify ROOT` lists them).")
+        if saliency != "image":
+            raise ValueError(f"saliency must be 'image' (the image's fine-grained saliency; model saliency "
+                             f"comes with the feedback channel), got {saliency!r}")
         self._attentive = None
         if method == "attentive_cutmix" and train:
             if attention_checkpoint is None:

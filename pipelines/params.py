@@ -57,10 +57,6 @@ MODES = ("elem", "batch")
 COPY_MODES = ("joint", "batch_aug")
 #: DALI's ``nvidia.dali.auto_aug`` policies the graph can run on the uint8 crop before normalisation.
 AUTO_AUGMENTS = ("rand_augment", "auto_augment")
-SALIENCY_SOURCES = ("image", "image_lowres")
-"""``image``: OpenCV's fine-grained saliency of the row's image, bit for bit; ``image_lowres``: the same
-computed at half the output size and resized back (KeepAugment's low-resolution approximation, Gong et
-al. 2021, sec. 3.3: about 4x less saliency work, an approximation of the full map)."""
 
 
 def _probability(name: str, value) -> float:
@@ -109,7 +105,6 @@ class AugmentConfig:
     keep_tau: float = 0.6
     max_tries: int = 32
     auto_augment: str | None = None
-    saliency: str = "image"
 
     def __post_init__(self):
         if self.method == "keep_paste" and self.auto_augment is None:
@@ -117,9 +112,6 @@ class AugmentConfig:
             object.__setattr__(self, "auto_augment", "rand_augment")
         if self.auto_augment is not None and self.auto_augment not in AUTO_AUGMENTS:
             raise ValueError(f"auto_augment must be None or one of {AUTO_AUGMENTS}, got {self.auto_augment!r}")
-        if self.saliency not in SALIENCY_SOURCES:
-            raise ValueError(f"saliency must be one of {SALIENCY_SOURCES} (model saliency comes with the "
-                             f"feedback channel), got {self.saliency!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         if self.mode not in MODES:

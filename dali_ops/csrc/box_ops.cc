@@ -380,8 +380,8 @@ bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool belo
   if (k >= n_at_most) return below;  // a > v: the threshold is above v
   double prev, next;
   Neighbours(s, n, v, prev, next);
-  const double a = k >= n_below ? v : prev;    // else k == below - 1: v's lower neighbour
-  const double b = k1 < n_at_most ? v : next;  // else k1 == at_most: v's upper neighbour
+  const double a = k >= n_below ? v : prev;    // else k == n_below - 1: v's lower neighbour
+  const double b = k1 < n_at_most ? v : next;  // else k1 == n_at_most: v's upper neighbour
   const double diff = b - a;
   const double thr = gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
   return below ? v < thr : v > thr;

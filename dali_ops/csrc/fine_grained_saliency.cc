@@ -22,42 +22,64 @@ T *Grow(std::vector<T> &v, size_t n) {
   return v.data();
 }
 
+/// BGR2GRAY of one RGB row, of the horizontally mirrored row when `mirror`: the forward
+/// conversion (it vectorises; a backward RGB read does not), then the row reversed in place --
+/// the same bytes as converting the flipped row.
+OCC_MULTIVERSION
+void GrayRow(const uint8_t *__restrict__ rgb, int W, bool mirror, uint8_t *__restrict__ g) {
+  for (int x = 0; x < W; x++) g[x] = RgbToGray(rgb[3 * x], rgb[3 * x + 1], rgb[3 * x + 2]);
+  if (mirror) std::reverse(g, g + W);
+}
+
+/// Adds a gray row into the column sums of the current output row.
+OCC_MULTIVERSION
+void AccumulateRow(const uint8_t *__restrict__ g, int W, int32_t *__restrict__ acc) {
+  for (int x = 0; x < W; x++) acc[x] += g[x];
+}
+
+/// (sum + count / 2) / count in integers, rounded half up, through one double division per
+/// output pixel (a loop that vectorises): exact, since sum + count / 2 < 2^53 (see the caller).
+OCC_MULTIVERSION
+void RoundedMeans(const double *__restrict__ sums, const double *__restrict__ halves,
+                  const double *__restrict__ counts, int w, uint8_t *__restrict__ out) {
+  for (int j = 0; j < w; j++)
+    out[j] = static_cast<uint8_t>(static_cast<int>((sums[j] + halves[j]) / counts[j]));
+}
+
 /// BGR2GRAY of the RGB image at full resolution (h == H, w == W), or box-averaged down to h x w
 /// (integer mean over each output pixel's source span, rounded half up); of the horizontally
 /// mirrored image when `mirror` (source column W - 1 - x: the same numbers as flipping first).
-OCC_MULTIVERSION
-void GrayWorking(const uint8_t *__restrict__ rgb, int H, int W, int h, int w, bool mirror,
-                 uint8_t *__restrict__ gray, int32_t *__restrict__ acc) {
+void GrayWorking(const uint8_t *rgb, int H, int W, int h, int w, bool mirror, uint8_t *gray,
+                 CpuScratch &sc) {
   if (h == H && w == W) {
-    for (int y = 0; y < H; y++) {
-      const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
-      uint8_t *g = gray + static_cast<int64_t>(y) * W;
-      // Mirrored: the forward conversion (it vectorises; a backward RGB read does not), then the
-      // row reversed in place -- the same bytes as converting the flipped row.
-      for (int x = 0; x < W; x++) g[x] = RgbToGray(row[3 * x], row[3 * x + 1], row[3 * x + 2]);
-      if (mirror) std::reverse(g, g + W);
-    }
+    for (int y = 0; y < H; y++)
+      GrayRow(rgb + static_cast<int64_t>(y) * W * 3, W, mirror, gray + static_cast<int64_t>(y) * W);
     return;
   }
+  int32_t *acc = Grow(sc.area_acc, W);
+  uint8_t *g = Grow(sc.gray_row, W);
+  double *sums = Grow(sc.area_sums, 3 * static_cast<size_t>(w));
+  double *halves = sums + w, *counts = sums + 2 * w;
+  int32_t *x0s = Grow(sc.coords, 2 * static_cast<size_t>(w));
+  int32_t *x1s = x0s + w;
+  for (int j = 0; j < w; j++) AreaSpan(j, W, w, x0s[j], x1s[j]);
   for (int i = 0; i < h; i++) {
     int y0, y1;
     AreaSpan(i, H, h, y0, y1);
     std::fill(acc, acc + W, 0);
     for (int y = y0; y < y1; y++) {
-      const uint8_t *row = rgb + static_cast<int64_t>(y) * W * 3;
-      for (int x = 0; x < W; x++) {
-        const uint8_t *p = row + 3 * (mirror ? W - 1 - x : x);
-        acc[x] += RgbToGray(p[0], p[1], p[2]);
-      }
+      GrayRow(rgb + static_cast<int64_t>(y) * W * 3, W, mirror, g);
+      AccumulateRow(g, W, acc);
     }
     for (int j = 0; j < w; j++) {
-      int x0, x1;
-      AreaSpan(j, W, w, x0, x1);
-      int64_t sum = 0;
-      for (int x = x0; x < x1; x++) sum += acc[x];
-      int64_t count = static_cast<int64_t>(y1 - y0) * (x1 - x0);
-      gray[static_cast<int64_t>(i) * w + j] = static_cast<uint8_t>((sum + count / 2) / count);
+      int64_t sum = 0;  // <= 255 * H * W < 2^39: the double arithmetic below is exact
+      for (int x = x0s[j]; x < x1s[j]; x++) sum += acc[x];
+      const int64_t count = static_cast<int64_t>(y1 - y0) * (x1s[j] - x0s[j]);
+      sums[j] = static_cast<double>(sum);
+      halves[j] = static_cast<double>(count / 2);
+      counts[j] = static_cast<double>(count);
     }
+    RoundedMeans(sums, halves, counts, w, gray + static_cast<int64_t>(i) * w);
   }
 }
 
@@ -160,6 +182,13 @@ void MixMaps(const uint16_t *__restrict__ on, const uint16_t *__restrict__ off, 
   for (int64_t i = 0; i < npix; i++) out[i] = unit[on_lut[on[i]] + off_lut[off[i]]];
 }
 
+/// One output row of the bilinear resize from two horizontally blended rows.
+OCC_MULTIVERSION
+void BlendRows(const int32_t *__restrict__ top, const int32_t *__restrict__ bottom, int fy, int W,
+               float *__restrict__ out) {
+  for (int X = 0; X < W; X++) out[X] = BilinearBlend(top[X], bottom[X], fy);
+}
+
 }  // namespace
 
 void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
@@ -173,7 +202,7 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   uint8_t *gray = Grow(sc.gray, npix);
   uint8_t *blurred = Grow(sc.blurred, npix);
   uint16_t *rows = Grow(sc.row_sums, npix);
-  GrayWorking(rgb, H, W, h, w, mirror, gray, Grow(sc.area_acc, W));
+  GrayWorking(rgb, H, W, h, w, mirror, gray, sc);
   Blur3x3(gray, blurred, h, w, rows);
   Blur3x3(blurred, gray, h, w, rows);
 
@@ -212,17 +241,22 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   }
   uint8_t *map = blurred;  // free again
   for (int64_t i = 0; i < npix; i++) map[i] = lut_mix[lut_on[on[i]] + lut_off[off[i]]];
+  // Bilinear back to H x W, separably: every working row blended horizontally once, then each
+  // output row blends two of those (BilinearUnit's integer arithmetic, so the same numbers).
+  int32_t *x0s = Grow(sc.coords, 3 * static_cast<size_t>(W));  // free again after GrayWorking
+  int32_t *x1s = x0s + W, *fxs = x0s + 2 * W;
+  for (int X = 0; X < W; X++) BilinearCoord(X, w, W, x0s[X], x1s[X], fxs[X]);
+  int32_t *horizontal = Grow(sc.horizontal, static_cast<size_t>(h) * W);
+  for (int r = 0; r < h; r++) {
+    const uint8_t *m = map + static_cast<int64_t>(r) * w;
+    int32_t *hr = horizontal + static_cast<int64_t>(r) * W;
+    for (int X = 0; X < W; X++) hr[X] = BilinearRow(m[x0s[X]], m[x1s[X]], fxs[X]);
+  }
   for (int Y = 0; Y < H; Y++) {
     int y0, y1, fy;
     BilinearCoord(Y, h, H, y0, y1, fy);
-    const uint8_t *m0 = map + static_cast<int64_t>(y0) * w;
-    const uint8_t *m1 = map + static_cast<int64_t>(y1) * w;
-    float *o = out + static_cast<int64_t>(Y) * W;
-    for (int X = 0; X < W; X++) {
-      int x0, x1, fx;
-      BilinearCoord(X, w, W, x0, x1, fx);
-      o[X] = BilinearUnit(m0[x0], m0[x1], m1[x0], m1[x1], fy, fx);
-    }
+    BlendRows(horizontal + static_cast<int64_t>(y0) * W, horizontal + static_cast<int64_t>(y1) * W,
+              fy, W, out + static_cast<int64_t>(Y) * W);
   }
 }
 

@@ -167,19 +167,28 @@ DALI_HOST_DEV inline void BilinearCoord(int i, int n_in, int n_out, int &i0, int
   i1 = i0 + 1 < n_in ? i0 + 1 : i0;
 }
 
-/// Bilinear interpolation of four uint8 values in 16-bit fixed point, returned as float in [0, 1].
-DALI_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int fy, int fx) {
-  int top = v00 * (256 - fx) + v01 * fx;
-  int bottom = v10 * (256 - fx) + v11 * fx;
+/// Horizontal step of the bilinear resize: two uint8 values blended in 8-bit fixed point.
+DALI_HOST_DEV inline int BilinearRow(int v0, int v1, int fx) {
+  return v0 * (256 - fx) + v1 * fx;
+}
+
+/// Vertical step: two BilinearRow results blended, returned as float in [0, 1].
+DALI_HOST_DEV inline float BilinearBlend(int top, int bottom, int fy) {
   int q = top * (256 - fy) + bottom * fy;  // <= 255 * 65536 < 2^24: exact in float
   return static_cast<float>(q) / 16711680.f;  // 255 * 65536
 }
 
+/// Bilinear interpolation of four uint8 values in 16-bit fixed point, returned as float in [0, 1].
+DALI_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int fy, int fx) {
+  return BilinearBlend(BilinearRow(v00, v01, fx), BilinearRow(v10, v11, fx), fy);
+}
+
 /// Per-thread working memory of the CPU implementation (grown on demand, never shrunk).
 struct CpuScratch {
-  std::vector<uint8_t> gray, blurred;
+  std::vector<uint8_t> gray, blurred, gray_row;
   std::vector<uint16_t> row_sums, on, off;
-  std::vector<int32_t> area_acc;
+  std::vector<int32_t> area_acc, coords, horizontal;  // coords: column spans, then resize taps
+  std::vector<double> area_sums;
   std::vector<float> integral, widths;
 };
 
