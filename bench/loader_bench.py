@@ -7,7 +7,8 @@ equal: ``--workers`` DataLoader processes, DALI CPU threads for both DALI pipeli
 ``--reader-workers`` light file-reading processes, reported). Each measurement runs in a fresh
 process (so no contender's threads or workers share the cores with another's) after
 ``--warmup`` batches; contenders run round-robin ``--repeats`` times so drift on a noisy machine
-hits all of them alike; the median images/s and IQR are written to JSON with the conditions.
+hits all of them alike; the median images/s and IQR are written to JSON with the conditions, and
+each method's ratio to ``none`` both as a ratio of medians and as the median of per-repeat ratios.
 
     python -m bench.loader_bench [--images 1280] [--batches 15] [--workers 2] [--out results/loader_bench.json]
 """
@@ -195,14 +196,20 @@ def main(argv=None):
     if "cutmix" in methods:
         ratios["ours_cutmix_vs_torchvision_cutmix"] = (results["ours:cutmix"]["median"]
                                                        / results["torchvision_cutmix"]["median"])
-    payload = {"unit": "images/s", "results": results, "ratios": ratios,
+    # The same ratios repeat by repeat (each contender against the `none` run of its own round),
+    # median over repeats: on a shared machine whose speed drifts between rounds this pairs
+    # measurements taken minutes apart instead of medians taken across the whole run.
+    base_runs = np.array(runs["ours:none"])
+    paired = {f"ours_{m}_vs_ours_none": float(np.median(np.array(runs[f"ours:{m}"]) / base_runs))
+              for m in methods}
+    payload = {"unit": "images/s", "results": results, "ratios": ratios, "paired_ratios": paired,
                "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
                                         reader_workers=args.reader_workers, images=len(files),
                                         mean_file_kb=mean_kb, image_size=224, batches=args.batches,
                                         warmup=args.warmup, repeats=args.repeats)}
     path = write_json(args.out, payload)
     for k, v in ratios.items():
-        print(f"{k}: {v:.2f}x")
+        print(f"{k}: {v:.2f}x" + (f" (paired {paired[k]:.2f}x)" if k in paired else ""))
     print(f"wrote {path}")
 
 
