@@ -6,9 +6,10 @@ Every contender does the same work: decode, random-resized-crop to 224 (scale 0.
 equal: ``--workers`` DataLoader processes, DALI CPU threads for both DALI pipelines (our reader adds
 ``--reader-workers`` light file-reading processes, reported). Each measurement runs in a fresh
 process (so no contender's threads or workers share the cores with another's) after
-``--warmup`` batches; contenders run round-robin ``--repeats`` times so drift on a noisy machine
-hits all of them alike; the median images/s and IQR are written to JSON with the conditions, and
-each method's ratio to ``none`` both as a ratio of medians and as the median of per-repeat ratios.
+``--warmup`` batches; contenders run round-robin ``--repeats`` times, the order rotated each
+round, so drift on a noisy machine and the position in a round hit all of them alike; the median
+images/s and IQR are written to JSON with the conditions, and each method's ratio to ``none`` both
+as a ratio of medians and as the median of per-repeat ratios.
 
     python -m bench.loader_bench [--images 1280] [--batches 15] [--workers 2] [--out results/loader_bench.json]
 """
@@ -176,7 +177,9 @@ def main(argv=None):
                    f"--reader-workers={args.reader_workers}", f"--device={args.device}",
                    f"--attention-checkpoint={args.attention_checkpoint}", f"--attention-arch={args.attention_arch}"]
     for r in range(args.repeats):
-        for name in names:
+        # rotated each round, so no contender always runs first (just after the previous round's
+        # last one winds down) -- a fixed order biased the `none` baseline that way
+        for name in names[r % len(names):] + names[:r % len(names)]:
             proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", name],
                                   capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
