@@ -38,12 +38,13 @@ void AccumulateRow(const uint8_t *__restrict__ g, int W, int32_t *__restrict__ a
 }
 
 /// (sum + count / 2) / count in integers, rounded half up, through one double division per
-/// output pixel (a loop that vectorises): exact, since sum + count / 2 < 2^53 (see the caller).
+/// output pixel (a loop that vectorises): `numerators` hold sum + count / 2, exact in double
+/// below 2^53 (see the caller), and so is the truncated quotient.
 OCC_MULTIVERSION
-void RoundedMeans(const double *__restrict__ sums, const double *__restrict__ halves,
-                  const double *__restrict__ counts, int w, uint8_t *__restrict__ out) {
+void RoundedMeans(const double *__restrict__ numerators, const double *__restrict__ counts, int w,
+                  uint8_t *__restrict__ out) {
   for (int j = 0; j < w; j++)
-    out[j] = static_cast<uint8_t>(static_cast<int>((sums[j] + halves[j]) / counts[j]));
+    out[j] = static_cast<uint8_t>(static_cast<int>(numerators[j] / counts[j]));
 }
 
 /// BGR2GRAY of the RGB image at full resolution (h == H, w == W), or box-averaged down to h x w
@@ -58,9 +59,9 @@ void GrayWorking(const uint8_t *rgb, int H, int W, int h, int w, bool mirror, ui
   }
   int32_t *acc = Grow(sc.area_acc, W);
   uint8_t *g = Grow(sc.gray_row, W);
-  double *sums = Grow(sc.area_sums, 3 * static_cast<size_t>(w));
-  double *halves = sums + w, *counts = sums + 2 * w;
-  int32_t *x0s = Grow(sc.coords, 2 * static_cast<size_t>(w));
+  double *numerators = Grow(sc.area_sums, 2 * static_cast<size_t>(w));
+  double *counts = numerators + w;
+  int32_t *x0s = Grow(sc.area_spans, 2 * static_cast<size_t>(w));
   int32_t *x1s = x0s + w;
   for (int j = 0; j < w; j++) AreaSpan(j, W, w, x0s[j], x1s[j]);
   for (int i = 0; i < h; i++) {
@@ -75,11 +76,10 @@ void GrayWorking(const uint8_t *rgb, int H, int W, int h, int w, bool mirror, ui
       int64_t sum = 0;  // <= 255 * H * W < 2^39: the double arithmetic below is exact
       for (int x = x0s[j]; x < x1s[j]; x++) sum += acc[x];
       const int64_t count = static_cast<int64_t>(y1 - y0) * (x1s[j] - x0s[j]);
-      sums[j] = static_cast<double>(sum);
-      halves[j] = static_cast<double>(count / 2);
+      numerators[j] = static_cast<double>(sum + count / 2);
       counts[j] = static_cast<double>(count);
     }
-    RoundedMeans(sums, halves, counts, w, gray + static_cast<int64_t>(i) * w);
+    RoundedMeans(numerators, counts, w, gray + static_cast<int64_t>(i) * w);
   }
 }
 
@@ -173,13 +173,14 @@ void CentreSurroundRow(const float *__restrict__ integral, int stride, int h, in
   max_off = mx_off;
 }
 
-/// mixScales + mixOnOff + the float conversion, through lookup tables: out = unit[on_lut[on] +
-/// off_lut[off]].
-OCC_MULTIVERSION
-void MixMaps(const uint16_t *__restrict__ on, const uint16_t *__restrict__ off, int64_t npix,
-             const uint8_t *__restrict__ on_lut, const uint8_t *__restrict__ off_lut,
-             const float *__restrict__ unit, float *__restrict__ out) {
-  for (int64_t i = 0; i < npix; i++) out[i] = unit[on_lut[on[i]] + off_lut[off[i]]];
+/// mixScales + mixOnOff through lookup tables: out = mix[on_lut[on] + off_lut[off]], where `mix`
+/// gives the uint8 map value or (full resolution) directly the float OpenCV returns for it.
+template <typename T>
+OCC_MULTIVERSION void MixMaps(const uint16_t *__restrict__ on, const uint16_t *__restrict__ off,
+                              int64_t npix, const uint8_t *__restrict__ on_lut,
+                              const uint8_t *__restrict__ off_lut, const T *__restrict__ mix,
+                              T *__restrict__ out) {
+  for (int64_t i = 0; i < npix; i++) out[i] = mix[on_lut[on[i]] + off_lut[off[i]]];
 }
 
 /// One output row of the bilinear resize from two horizontally blended rows.
@@ -236,14 +237,14 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   if (h == H && w == W) {
     float lut_unit[2 * 255 + 1];
     for (int v = 0; v <= 2 * 255; v++) lut_unit[v] = ToUnit(lut_mix[v]);
-    MixMaps(on, off, npix, lut_on, lut_off, lut_unit, out);
+    MixMaps<float>(on, off, npix, lut_on, lut_off, lut_unit, out);
     return;
   }
   uint8_t *map = blurred;  // free again
-  for (int64_t i = 0; i < npix; i++) map[i] = lut_mix[lut_on[on[i]] + lut_off[off[i]]];
+  MixMaps<uint8_t>(on, off, npix, lut_on, lut_off, lut_mix, map);
   // Bilinear back to H x W, separably: every working row blended horizontally once, then each
   // output row blends two of those (BilinearUnit's integer arithmetic, so the same numbers).
-  int32_t *x0s = Grow(sc.coords, 3 * static_cast<size_t>(W));  // free again after GrayWorking
+  int32_t *x0s = Grow(sc.taps, 3 * static_cast<size_t>(W));
   int32_t *x1s = x0s + W, *fxs = x0s + 2 * W;
   for (int X = 0; X < W; X++) BilinearCoord(X, w, W, x0s[X], x1s[X], fxs[X]);
   int32_t *horizontal = Grow(sc.horizontal, static_cast<size_t>(h) * W);

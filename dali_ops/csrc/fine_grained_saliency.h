@@ -187,7 +187,7 @@ DALI_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int 
 struct CpuScratch {
   std::vector<uint8_t> gray, blurred, gray_row;
   std::vector<uint16_t> row_sums, on, off;
-  std::vector<int32_t> area_acc, coords, horizontal;  // coords: column spans, then resize taps
+  std::vector<int32_t> area_acc, area_spans, taps, horizontal;
   std::vector<double> area_sums;
   std::vector<float> integral, widths;
 };
