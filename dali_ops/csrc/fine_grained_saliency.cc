@@ -121,9 +121,27 @@ void PaddedIntegral(const uint8_t *__restrict__ gray, int h, int w, float *__res
     float *cur = integral + static_cast<int64_t>(y + 1) * stride + P;
     const uint8_t *g = gray + static_cast<int64_t>(y) * w;
     std::fill(cur - P, cur + 1, 0.f);
-    // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.
-    int run = 0;
-    for (int x = 0; x < w; x++) {
+    // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.  The
+    // running sum is an in-register prefix scan of 8 lanes (a serial loop would carry one add per
+    // pixel); the float adds are the same per element.
+    using I8 = int32_t __attribute__((vector_size(32)));
+    using F8 = float __attribute__((vector_size(32)));
+    const I8 zero = {};
+    I8 carry = {};
+    int x = 0;
+    for (; x + 8 <= w; x += 8) {
+      I8 v = {g[x], g[x + 1], g[x + 2], g[x + 3], g[x + 4], g[x + 5], g[x + 6], g[x + 7]};
+      v += __builtin_shuffle(v, zero, I8{8, 0, 1, 2, 3, 4, 5, 6});
+      v += __builtin_shuffle(v, zero, I8{8, 8, 0, 1, 2, 3, 4, 5});
+      v += __builtin_shuffle(v, zero, I8{8, 8, 8, 8, 0, 1, 2, 3});
+      v += carry;
+      carry = __builtin_shuffle(v, I8{7, 7, 7, 7, 7, 7, 7, 7});
+      F8 above, sum;
+      std::memcpy(&above, prev + x + 1, sizeof(above));
+      sum = above + __builtin_convertvector(v, F8);
+      std::memcpy(cur + x + 1, &sum, sizeof(sum));
+    }
+    for (int run = carry[0]; x < w; x++) {
       run += g[x];
       cur[x + 1] = prev[x + 1] + static_cast<float>(run);
     }
