@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
@@ -187,11 +188,39 @@ void PasteBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
 // --------------------------------------------------------------------------------------------
 namespace {
 
+using F8 = float __attribute__((vector_size(32)));
+using D8 = double __attribute__((vector_size(64)));
+
+/// Transposes an 8 x 8 block held as eight 8-lane vectors (v[i][j] <- v[j][i]): unpack pairs,
+/// then pairs of pairs, then halves.
+template <typename V>
+inline void Transpose8(V (&v)[8]) {
+  using Lane = std::conditional_t<sizeof(v[0][0]) == 8, int64_t, int32_t>;  // shuffle index type
+  typedef Lane I __attribute__((vector_size(sizeof(V))));
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(v[i], v[i + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(v[i], v[i + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4) {
+    for (int j = 0; j < 2; j++) {
+      u[i + 2 * j] = __builtin_shuffle(t[i + j], t[i + j + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 2 * j + 1] = __builtin_shuffle(t[i + j], t[i + j + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  for (int k = 0; k < 4; k++) {
+    v[k] = __builtin_shuffle(u[k], u[k + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+    v[k + 4] = __builtin_shuffle(u[k], u[k + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
 /// (H+1) x (W+1) float64 summed-area table, accumulated in the order of kernels/search.py
 /// (row running sums, then column running sums) so every box sum equals the Numba twins'.
 /// Eight rows at a time: their running sums side by side (the same additions in the same order
 /// per row, eight independent dependency chains instead of one), then their column sums while
 /// the rows are still in cache -- one pass over the table, which is never cleared as a whole.
+/// The running sums go through 8 x 8 blocks transposed in registers (Transpose8), so a column of
+/// the eight rows is one vector: loads and stores stay contiguous.
 OCC_MULTIVERSION
 void Integral(const float *__restrict__ sal, int H, int W, std::vector<double> &table) {
   constexpr int R = 8;
@@ -204,9 +233,18 @@ void Integral(const float *__restrict__ sal, int H, int W, std::vector<double> &
     const float *s0 = sal + static_cast<int64_t>(y) * W;
     double *o = ii + static_cast<size_t>(y + 1) * S;
     if (rows == R) {
-      double acc[R] = {};
-      for (int x = 0; x < W; x++) {
-#pragma GCC unroll 8
+      D8 acc = {};
+      int x = 0;
+      for (; x + R <= W; x += R) {
+        F8 in[R];
+        for (int r = 0; r < R; r++) std::memcpy(&in[r], s0 + static_cast<int64_t>(r) * W + x, sizeof(F8));
+        Transpose8(in);  // in[k]: column x + k of the eight rows
+        D8 sums[R];
+        for (int k = 0; k < R; k++) sums[k] = acc += __builtin_convertvector(in[k], D8);
+        Transpose8(sums);  // sums[r]: row r's running sums at columns x .. x + 7
+        for (int r = 0; r < R; r++) std::memcpy(o + static_cast<size_t>(r) * S + x + 1, &sums[r], sizeof(D8));
+      }
+      for (; x < W; x++) {
         for (int r = 0; r < R; r++) {
           acc[r] += s0[static_cast<int64_t>(r) * W + x];
           o[static_cast<size_t>(r) * S + x + 1] = acc[r];
