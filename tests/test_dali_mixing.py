@@ -196,9 +196,14 @@ def test_saliency_peak_box_matches_official_saliency_bbox(rng, quantize):
         np.testing.assert_array_equal(out[i][0], ref.saliencymix_bbox(sal[i], lam[i], quantize=quantize))
 
 
-def test_max_window_matches_brute_force_and_never_overflows(rng):
-    n, H, W, S, T = 5, 20, 26, 7, 3
+@pytest.mark.parametrize("H, W, S, T, levels", [(20, 26, 7, 3, 0), (37, 61, 5, 1, 0), (30, 75, 4, 2, 3)])
+def test_max_window_matches_brute_force_and_never_overflows(rng, H, W, S, T, levels):
+    """Wide rows (more than 8 windows) take the vectorised row maximum; few saliency levels make
+    ties, where the first window in row-major order must win."""
+    n = 5
     sal = rng.random((n, H, W)).astype(np.float32)
+    if levels:
+        sal = np.floor(sal * levels).astype(np.float32) / levels
     jitter = rng.integers(-6, 7, (n, 2)).astype(np.int32)
     jitter[0] = 0
     (out,) = run_op([list(sal), list(jitter)], lambda s, j: mixing.max_window(s, S, T, j), n)

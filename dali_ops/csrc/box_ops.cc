@@ -334,12 +334,22 @@ void MaxWindow(const std::vector<double> &table, int H, int W, int size, int str
       const int x = j * stride;
       sums[j] = r1[x + size] - r0[x + size] - r1[x] + r0[x];
     }
-    for (int j = 0; j < nx; j++) {
-      if (sums[j] > best) {
-        best = sums[j];
-        by = y;
-        bx = j * stride;
-      }
+    // The row's first maximum, if it beats `best`: what a running strict > scan keeps (NaN never
+    // wins), with the maximum as a vector reduction instead of a branch per window.
+    D8 lanes = -std::numeric_limits<double>::infinity() + D8{};
+    int j = 0;
+    for (; j + 8 <= nx; j += 8) {
+      D8 v;
+      std::memcpy(&v, sums + j, sizeof(v));
+      lanes = v > lanes ? v : lanes;
+    }
+    double row_max = -std::numeric_limits<double>::infinity();
+    for (int k = 0; k < 8; k++) row_max = lanes[k] > row_max ? lanes[k] : row_max;
+    for (; j < nx; j++) row_max = sums[j] > row_max ? sums[j] : row_max;
+    if (row_max > best) {
+      best = row_max;
+      by = y;
+      bx = static_cast<int>(std::find(sums, sums + nx, row_max) - sums) * stride;
     }
   }
   int y0 = std::clamp(by + jitter[0], 0, H - size);
