@@ -188,9 +188,6 @@ void PasteBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
 // --------------------------------------------------------------------------------------------
 namespace {
 
-using F8 = float __attribute__((vector_size(32)));
-using D8 = double __attribute__((vector_size(64)));
-
 /// Transposes an 8 x 8 block held as eight 8-lane vectors (v[i][j] <- v[j][i]): unpack pairs,
 /// then pairs of pairs, then halves.
 template <typename V>

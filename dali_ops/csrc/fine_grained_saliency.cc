@@ -124,8 +124,6 @@ void PaddedIntegral(const uint8_t *__restrict__ gray, int h, int w, float *__res
     // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.  The
     // running sum is an in-register prefix scan of 8 lanes (a serial loop would carry one add per
     // pixel); the float adds are the same per element.
-    using I8 = int32_t __attribute__((vector_size(32)));
-    using F8 = float __attribute__((vector_size(32)));
     const I8 zero = {};
     I8 carry = {};
     int x = 0;

@@ -11,4 +11,16 @@
 #define OCC_MULTIVERSION
 #endif
 
+#include <cstdint>
+
+namespace occlusion {
+
+// GCC vector types for loops written with explicit 8-lane vectors (in-register scans, transposes,
+// reductions), which the compiler lowers to the widest registers of each variant.
+using I8 = int32_t __attribute__((vector_size(32)));
+using F8 = float __attribute__((vector_size(32)));
+using D8 = double __attribute__((vector_size(64)));
+
+}  // namespace occlusion
+
 #endif  // OCCLUSION_MULTIVERSION_H_
