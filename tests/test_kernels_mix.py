@@ -79,3 +79,25 @@ def test_invalid_arguments_raise_value_error(kwargs, words):
         mix.cutmix_box(**args)
     with pytest.raises(ValueError, match=repr(list(kwargs.values())[0]) if "rng" not in kwargs else "module"):
         mix.cutmix_box(**args)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_plan_batch_mode_cutmix_is_the_reference_step_for_a_fixed_seed(alpha):
+    """``mode="batch"``: the loader's plan for a batch key gives every row clovaai's box and corrected lambda,
+    drawn from the batch generator after the documented crop, flip and partner draws."""
+    from kernels.crops import random_resized_crop
+    from pipelines.params import AugmentConfig, batch_rng, plan_batch
+
+    heights, widths = np.array([300, 480, 224, 375, 500, 333]), np.array([400, 360, 224, 500, 281, 500])
+    cfg = AugmentConfig(method="cutmix", mode="batch", alpha=alpha)
+    for batch_index in range(5):
+        plan = plan_batch(cfg, batch_rng(11, 0, batch_index, 0), heights, widths)
+        replay = batch_rng(11, 0, batch_index, 0)
+        random_resized_crop(replay, heights, widths, cfg.scale, cfg.ratio)
+        replay.random(len(heights))  # flips
+        perm = replay.permutation(len(heights))
+        rbox, rlam = ref.clovaai_cutmix_batch(replay, cfg.output_size, cfg.output_size, alpha)
+        np.testing.assert_array_equal(plan["partner"][:, 0], perm)
+        for row in range(len(heights)):
+            np.testing.assert_array_equal(plan["boxes"][row, 0, 0], rbox)
+            assert plan["lam"][row, 0] == pytest.approx(rlam, abs=1e-7)

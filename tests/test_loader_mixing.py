@@ -86,9 +86,16 @@ def test_cutmix_pastes_partner_box_with_exact_lam(structured_root, kw):
             # partner = a permutation of the copy's rows (p = 1: every row mixed)
             assert sorted(b.meta["partner"][rows].tolist()) == list(range(c * n, (c + 1) * n))
             for y0, x0, y1, x1 in b.meta["boxes"][rows, 0].tolist():
-                # CutMix Algorithm A1: the box is clip(centre -+ cut // 2) with one cut for both sides (square)
+                # CutMix Algorithm A1: the box is clip(centre -+ cut // 2) with one cut for both sides (square):
+                # an unclipped side spans 2 * (cut // 2), a clipped one no more
+                halves = {(hi - lo) // 2 for lo, hi in ((y0, y1), (x0, x1)) if 0 < lo and hi < SIZE}
                 for lo, hi in ((y0, y1), (x0, x1)):
                     assert 0 <= lo <= hi <= SIZE
+                    if 0 < lo and hi < SIZE:
+                        assert (hi - lo) % 2 == 0
+                assert len(halves) <= 1
+                if halves:
+                    assert max(y1 - y0, x1 - x0) <= 2 * halves.pop()
             if kw.get("mode") == "batch":  # clovaai: one box and lambda per batch (and copy)
                 assert torch.all(b.meta["boxes"][rows] == b.meta["boxes"][c * n])
                 assert torch.all(b.meta["lam"][rows] == b.meta["lam"][c * n])
@@ -123,6 +130,7 @@ def test_saliencymix_box_on_the_source_peak(structured_root, mode):
             q = (sal * 255).astype(np.uint8)
             py, px = np.unravel_index(np.argmax(q), q.shape)
             y0, x0, y1, x1 = b.meta["boxes"][r, 0].tolist()
+            assert y0 <= py < y1 and x0 <= px < x1  # the box holds the source's saliency peak
             hy, hx = half_size(y0, y1, py, SIZE), half_size(x0, x1, px, SIZE)
             assert hy is not None and hx is not None, (r, (y0, x0, y1, x1), (py, px))
             if hy != "any" and hx != "any":
@@ -169,7 +177,12 @@ def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
             scores = ref.keep_scores(sal, size)
             thr = np.quantile(scores, tau)
             y0, x0, y1, x1 = b.meta["boxes"][r, 0].tolist()
+            # a candidate: the (clipped) size x size box of a centre pixel, and that centre's score
+            cy = y1 - size // 2 if y0 == 0 else y0 + size // 2
+            cx = x1 - size // 2 if x0 == 0 else x0 + size // 2
+            assert ref.cutout_box(cy, cx, size, SIZE, SIZE) == (y0, x0, y1, x1)
             region = sal[y0:y1, x0:x1].astype(np.float64).mean()
+            assert region == pytest.approx(scores[cy, cx], rel=1e-12)
             mask = box_mask(b.meta["boxes"][r])
             out, own = b.images[r].numpy(), a.images[r].numpy()
             if method == "keep_cutout":  # selective-cut: an unimportant region, erased

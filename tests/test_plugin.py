@@ -29,3 +29,22 @@ def test_library_built_for_other_dali_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(dali_ops, "library_path", lambda: lib)
     with pytest.raises(RuntimeError, match="built for DALI 1.0.0.*Rebuild"):
         dali_ops.load()
+
+
+def test_every_cu_file_is_built_when_a_cuda_compiler_exists():
+    """The normal build compiles every ``csrc/*.cu`` whenever CMake can find nvcc (PATH or CUDACXX): each GPU
+    operator a ``.cu`` file registers is registered with DALI (compiling needs no GPU)."""
+    import os
+    import re
+    import shutil
+    from pathlib import Path
+
+    if not (shutil.which("nvcc") or os.environ.get("CUDACXX")):
+        pytest.skip("no CUDA compiler (nvcc on PATH or CUDACXX): the build makes the CPU operators only")
+    dali_ops.load()
+    from nvidia.dali import backend
+
+    assert dali_ops.build_info().get("cuda") == "1"
+    csrc = Path(dali_ops.__file__).parent / "csrc"
+    names = {n for f in csrc.glob("*.cu") for n in re.findall(r"DALI_REGISTER_OPERATOR\((\w+)", f.read_text())}
+    assert names and names <= set(backend.RegisteredGPUOps())
