@@ -28,22 +28,18 @@ def attention_oracle(model, images):
     return x.mean(1).numpy()
 
 
-def test_attentive_cutmix_keeps_topk_cells_and_pastes_the_rest(structured_root, checkpoint):
-    path, model = checkpoint
-    k = 6
-    plain = next(iter(make(structured_root, batch=4, seed=5, copies=2)))
-    mixed = next(iter(make(structured_root, batch=4, seed=5, copies=2, method="attentive_cutmix",
-                           attention_checkpoint=path, attention_arch="resnet18", top_k=k)))
+def check_attentive_rows(plain, mixed, model, k):
+    """Mixed rows keep their k most attended cells and take the rest from the partner; other rows untouched."""
     att = attention_oracle(model, plain.images)
     assert att.shape[1:] == (7, 7)
     keep = ref.upsample_cells(ref.topk_cells(att, k), SIZE, SIZE)
-    n = plain.images.shape[0]
-    for c in range(2):
-        rows = list(range(c * 4, (c + 1) * 4))
-        assert sorted(mixed.meta["partner"][rows].tolist()) == rows  # a permutation within the copy
-    for r in range(n):
+    for r in range(plain.images.shape[0]):
         p = int(mixed.meta["partner"][r])
         out = mixed.images[r].numpy()
+        if p < 0:
+            np.testing.assert_array_equal(out, plain.images[r].numpy())
+            assert float(mixed.meta["lam"][r]) == 1.0 and torch.all(mixed.meta["boxes"][r] == -1)
+            continue
         np.testing.assert_array_equal(out[:, keep[r]], plain.images[r].numpy()[:, keep[r]])
         np.testing.assert_array_equal(out[:, ~keep[r]], plain.images[p].numpy()[:, ~keep[r]])
         lam = keep[r].mean()
@@ -55,6 +51,32 @@ def test_attentive_cutmix_keeps_topk_cells_and_pastes_the_rest(structured_root, 
             if y0 >= 0:
                 painted[y0:y1, x0:x1] = True
         np.testing.assert_array_equal(painted, ~keep[r])
+
+
+def test_attentive_cutmix_keeps_topk_cells_and_pastes_the_rest(structured_root, checkpoint):
+    path, model = checkpoint
+    plain = next(iter(make(structured_root, batch=4, seed=5, copies=2)))
+    mixed = next(iter(make(structured_root, batch=4, seed=5, copies=2, method="attentive_cutmix",
+                           attention_checkpoint=path, attention_arch="resnet18", top_k=6)))
+    for c in range(2):
+        rows = list(range(c * 4, (c + 1) * 4))
+        assert sorted(mixed.meta["partner"][rows].tolist()) == rows  # a permutation within the copy
+    assert torch.all(mixed.meta["partner"] >= 0)  # p = 1: every row mixed
+    check_attentive_rows(plain, mixed, model, 6)
+
+
+def test_attentive_cutmix_batch_mode_with_p_keep_image_and_other_k(structured_root, checkpoint):
+    """``mode="batch"`` (openmixup): one decision for the batch, then ``p_keep_image`` per row leaves rows whole."""
+    path, model = checkpoint
+    plain = next(iter(make(structured_root, batch=6, seed=9)))
+    mixed = next(iter(make(structured_root, batch=6, seed=9, method="attentive_cutmix", mode="batch",
+                           p_keep_image=0.5, attention_checkpoint=path, attention_arch="resnet18", top_k=10)))
+    partner = mixed.meta["partner"].numpy()
+    assert 0 < (partner < 0).sum() < len(partner)  # this seed keeps some rows whole and mixes others
+    check_attentive_rows(plain, mixed, model, 10)
+    never = next(iter(make(structured_root, batch=6, seed=9, method="attentive_cutmix", mode="batch", p=0.0,
+                           attention_checkpoint=path, attention_arch="resnet18")))
+    assert torch.equal(never.images, plain.images) and torch.all(never.meta["partner"] == -1)
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -318,12 +318,23 @@ def peak():
     cut = np.array([int(10 * np.sqrt(1 - lam)), int(13 * np.sqrt(1 - lam))], np.int32)
     launch("peak", [out], [sal, cut, np.array([255.0], np.float32)], 1, 1)
     return np.array_equal(out[0], ref.saliencymix_bbox(sal, lam))
+def peak_float_ties():
+    # scale 0: argmax of the float map (no uint8 quantisation), the first of tied maxima; two blocks
+    tied = np.floor(sal * 3).astype(np.float32) / 3
+    out = np.zeros((1, 4), np.int32); lam = 0.7
+    cut = np.array([int(10 * np.sqrt(1 - lam)), int(13 * np.sqrt(1 - lam))], np.int32)
+    launch("peak", [out], [tied, cut, np.array([0.0], np.float32)], 2, 4)
+    return (tied == tied.max()).sum() > 1 and np.array_equal(out[0], ref.saliencymix_bbox(tied, lam, quantize=False))
 def maxwin():
     out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
-    launch("max_window", [out, ii], [sal, np.array([2, -3], np.int32), np.array([4, 2], np.int32)], 1, 8)
+    launch("max_window", [out, ii], [sal, np.array([2, -3], np.int32), np.array([4, 2], np.int32)], 2, 8)
     (y, x0), _ = ref.max_window(sal, 4, 2)
     y, x0 = min(max(y + 2, 0), 6), min(max(x0 - 3, 0), 9)
     return np.array_equal(out[0], [y, x0, y + 4, x0 + 4])
+def maxwin_small():
+    out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
+    launch("max_window", [out, ii], [sal, np.array([0, 0], np.int32), np.array([11, 1], np.int32)], 1, 8)
+    return np.array_equal(out[0], [-1, -1, -1, -1])  # an 11 x 11 window does not fit a 10 x 13 map
 def keep(selective):
     from kernels import search
     sal2 = rng.random((9, 11)).astype(np.float32)
@@ -347,12 +358,13 @@ def keep_cut():
     return keep("cut")
 def keep_paste():
     return keep("paste")
-for name, f in [("keep_cut", keep_cut), ("keep_paste", keep_paste), ("peak", peak), ("max_window", maxwin)]:
+for name, f in [("keep_cut", keep_cut), ("keep_paste", keep_paste), ("peak", peak), ("peak_float_ties", peak_float_ties),
+                ("max_window", maxwin), ("max_window_small_map", maxwin_small)]:
     check(name, f)
 print("RESULTS " + json.dumps(res))
 '''
 
-SIM_CHECKS = ["peak", "max_window", "keep_cut", "keep_paste"]
+SIM_CHECKS = ["peak", "peak_float_ties", "max_window", "max_window_small_map", "keep_cut", "keep_paste"]
 
 
 @pytest.fixture(scope="module")
