@@ -357,12 +357,16 @@ def _channel_values(name, value):
 # --------------------------------------------------------------------------------------------------
 # operators
 # --------------------------------------------------------------------------------------------------
-def normalize_occlude(images, boxes=None, partner_index=None, *, mirror=0, mean, std, fill=0.0,
+def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mirror=0, mean, std, fill=0.0,
                       dtype="float32", device: str = "cpu"):
     """``crop_mirror_normalize`` (HWC uint8 -> CHW, per-sample ``mirror``, ``mean`` / ``std`` in pixel units)
     fused with the occlusion of each row's ``boxes``: erase with ``fill`` (normalised units; 0 = the mean,
     Cutout / Hide-and-Seek / Fong & Vedaldi) or, with ``partner_index``, paste the partner row's normalised
     pixels with the partner's own mirror (CutMix / SaliencyMix, clovaai ``input[rand_index]``).
+
+    ``blend`` (float32 scalar per row, a CPU argument input, with ``partner_index``): outside the boxes a row with a partner is
+    ``blend * own + (1 - blend) * partner`` of the normalised pixels (MixUp, Zhang et al. 2018); 1 keeps
+    the row's own pixels exactly.
 
     Rows without boxes equal ``fn.crop_mirror_normalize``'s output bit for bit; every value is written
     once (no second float copy for the occlusion). ``dtype``: ``"float32"`` or ``"float16"``.
@@ -373,10 +377,13 @@ def normalize_occlude(images, boxes=None, partner_index=None, *, mirror=0, mean,
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     if partner_index is not None and boxes is None:
         raise ValueError("normalize_occlude: partner_index needs boxes")
+    if blend is not None and partner_index is None:
+        raise ValueError("normalize_occlude: blend needs partner_index")
     inputs = [images] + [x for x in (boxes, partner_index) if x is not None]
+    extra = {} if blend is None else {"blend": blend}
     return _plugin().normalize_occlude(*inputs, mirror=mirror, mean=_channel_values("mean", mean),
                                        std=_channel_values("std", std), fill=_channel_values("fill", fill), device=_device(device),
-                                       dtype=types.FLOAT if dtype == "float32" else types.FLOAT16)
+                                       dtype=types.FLOAT if dtype == "float32" else types.FLOAT16, **extra)
 
 
 def erase_boxes(images, boxes, fill=0.0, *, device: str = "cpu"):
@@ -468,7 +475,8 @@ def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, se
              device: str = "cpu"):
     """KeepAugment box of each ``(H, W)`` float32 map: ``(1, 4)`` int32 (Gong et al., CVPR 2021).
 
-    Region scores are the saliency sum over the clipped Cutout box of side ``size`` around every pixel
+    Region scores are the saliency sum over the clipped Cutout box of side ``size`` (an int, or a CPU int32
+    node of one side per row) around every pixel
     (the paper's Eq. 1, arXiv 2011.11778)
     (:func:`kernels.search.keep_region_scores`), the threshold their ``tau``-quantile; the box is centred on
     the first of the upstream-drawn candidate centres ``tries`` (``(T, 2)`` int32 samples ``(cy, cx)``)
@@ -482,8 +490,10 @@ def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, se
     the CUDA simulator. ``map_index`` as in :func:`saliency_peak_box` (-1: row not occluded).
     """
     from nvidia.dali import types
+    from nvidia.dali.data_node import DataNode
 
-    size = _int_arg("size", size, 2)
+    if not isinstance(size, DataNode):  # a CPU node: one side per row (KeepCutMix), checked by the op
+        size = _int_arg("size", size, 2)
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be a quantile level in [0, 1], got {tau!r}")
     selective = _check("selective", selective, ("cut", "paste"))

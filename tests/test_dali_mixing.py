@@ -182,6 +182,75 @@ def test_normalize_occlude_rejects_bad_arguments(rng):
         mixing.normalize_occlude(None, mean=0, std=1, dtype="int8")
 
 
+def test_normalize_occlude_blend_is_mixup_of_the_normalised_rows(rng):
+    """``blend`` w: outside the boxes a row with a partner is ``own * w + partner * (1 - w)`` of the
+    normalised values (MixUp, Zhang et al. 2018), each row with its own mirror; w = 1 and rows without a
+    partner are crop_mirror_normalize's output bit for bit; inside the boxes the partner's pixels."""
+    n, H, W = 6, 9, 14
+    imgs = rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+    mirror = rng.integers(0, 2, n).astype(np.int32)
+    partner = np.array([2, -1, 0, 5, 3, 4], np.int32)
+    blend = np.array([0.25, 0.5, 1.0, 0.0, 0.7, 0.9], np.float32)
+    boxes = np.full((n, 1, 4), -1, np.int32)
+    boxes[4] = [[1, 2, 5, 9]]
+    mean, std = np.array(NORM_MEAN, np.float32), np.array(NORM_STD, np.float32)
+
+    def op(u8, b, idx, m, w):
+        kw = dict(mirror=m, mean=NORM_MEAN, std=NORM_STD)
+        return mixing.normalize_occlude(u8, b, idx, w, **kw), mixing.normalize_occlude(u8, **kw)
+
+    mixed, plain = run_op([list(imgs), list(boxes), list(partner), list(mirror), list(blend)], op, n,
+                          layouts=("HWC",), num_threads=2)
+    inv = (np.float32(1) / std).astype(np.float32)
+    norm = [((np.where(mirror[i], imgs[i][:, ::-1], imgs[i]).astype(np.float32) - mean) * inv).transpose(2, 0, 1)
+            for i in range(n)]
+    for i in range(n):
+        np.testing.assert_array_equal(plain[i], norm[i])
+        p = partner[i]
+        if p < 0 or blend[i] == 1:
+            expect = norm[i].copy()
+        else:
+            expect = norm[i] * blend[i] + norm[p] * (np.float32(1) - blend[i])
+        mask = box_mask_of(boxes[i], H, W)
+        if p >= 0:
+            expect[:, mask] = norm[p][:, mask]
+        np.testing.assert_allclose(mixed[i], expect, rtol=0, atol=1e-6)
+        if p < 0 or blend[i] == 1:
+            np.testing.assert_array_equal(mixed[i], expect)
+    with pytest.raises(RuntimeError, match="blend"):
+        run_op([list(imgs), list(boxes), list(partner), list(mirror), list(blend + 1)], op, n, layouts=("HWC",))
+    with pytest.raises(ValueError, match="blend needs partner_index"):
+        mixing.normalize_occlude(None, None, None, 0.5, mean=0, std=1)
+
+
+def box_mask_of(boxes, H, W):
+    mask = np.zeros((H, W), bool)
+    for y0, x0, y1, x1 in boxes:
+        if y0 >= 0:
+            mask[max(y0, 0):y1, max(x0, 0):x1] = True
+    return mask
+
+
+def test_keep_box_with_one_region_side_per_row(rng):
+    """KeepCutMix: ``size`` as a per-row input searches each row's regions of its own side (0 and 1 give
+    an empty region: nothing is cut)."""
+    n, H, W, tau, tries = 5, 12, 15, 0.6, 6
+    sal = rng.random((n, H, W)).astype(np.float32)
+    sizes = np.array([4, 7, 2, 1, 11], np.int32)
+    t = np.stack([rng.integers(0, H, (n, tries)), rng.integers(0, W, (n, tries))], -1).astype(np.int32)
+    (out,) = run_op([list(sal), list(t), list(sizes)],
+                    lambda s, c, z: mixing.keep_box(s, c, size=z, tau=tau, selective="cut"), n)
+    for i in range(n):
+        scores = ref.keep_scores(sal[i], int(sizes[i]))
+        tried = scores[t[i, :, 0], t[i, :, 1]]
+        ok = tried < np.quantile(scores, tau)
+        k = int(np.argmax(ok)) if ok.any() else int(np.argmin(tried))
+        np.testing.assert_array_equal(out[i][0], ref.cutout_box(t[i, k, 0], t[i, k, 1], int(sizes[i]), H, W))
+    with pytest.raises(RuntimeError, match="size"):
+        run_op([list(sal), list(t), list(sizes - 5)],
+               lambda s, c, z: mixing.keep_box(s, c, size=z, tau=tau, selective="cut"), n)
+
+
 @pytest.mark.parametrize("quantize", [True, False])
 def test_saliency_peak_box_matches_official_saliency_bbox(rng, quantize):
     n, H, W = 6, 23, 31

@@ -494,7 +494,7 @@ double ParseTau(const std::string &s) {
 
 BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
     : ::dali::Operator<::dali::CPUBackend>(spec),
-      size_(spec.GetArgument<int>("size")),
+      size_(spec.HasTensorArgument("size") ? 0 : spec.GetArgument<int>("size")),
       stride_(spec.GetArgument<int>("stride")),
       tau_(ParseTau(spec.GetArgument<std::string>("tau"))),
       jitter_(spec.GetArgument<int>("jitter")),
@@ -509,7 +509,7 @@ BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
                           "\"keep_cut\" or \"keep_paste\", got \"", m, "\"."));
   DALI_ENFORCE(stride_ >= 1, make_string("box_search: `stride` must be >= 1, got ", stride_, "."));
   DALI_ENFORCE(jitter_ >= 0, make_string("box_search: `jitter` must be >= 0, got ", jitter_, "."));
-  if (method_ != Method::kPeak)
+  if (method_ != Method::kPeak && !spec.HasTensorArgument("size"))
     DALI_ENFORCE(size_ >= (method_ == Method::kMaxWindow ? 1 : 2), make_string(
         "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 2, " for \"", m,
         "\", got ", size_, "."));
@@ -577,7 +577,12 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
       continue;
     }
     int H = static_cast<int>(sal.shape()[m][0]), W = static_cast<int>(sal.shape()[m][1]);
-    tp.AddWork([&, i, m, H, W, box](int thread) {
+    // KeepCutMix searches regions of the row's own CutMix side: `size` may be a per-row input
+    const int size = spec_.GetArgument<int>("size", &ws, i);
+    DALI_ENFORCE(size >= (method_ == Method::kMaxWindow ? 1 : 0), make_string(
+        "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 0, ", got ", size,
+        " for sample ", i, "."));
+    tp.AddWork([&, i, m, H, W, box, size](int thread) {
       const float *map = sal.tensor<float>(m);
       const int32_t *d = draws.tensor<int32_t>(i);
       SearchScratch &s = scratch_[thread];
@@ -587,9 +592,9 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
       }
       Integral(map, H, W, s.integral);
       if (method_ == Method::kMaxWindow)
-        MaxWindow(s.integral, H, W, size_, stride_, jitter_, d, s.scores, box);
+        MaxWindow(s.integral, H, W, size, stride_, jitter_, d, s.scores, box);
       else
-        KeepBox(s.integral, H, W, size_ / 2, tau_, method_ == Method::kKeepCut, d,
+        KeepBox(s.integral, H, W, size / 2, tau_, method_ == Method::kKeepCut, d,
                 static_cast<int>(draws.shape()[i][0]), s, box);
     }, static_cast<int64_t>(H) * W);
   }
@@ -668,7 +673,8 @@ Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
     .InputDox(2, "map_index", "TensorList", "Optional int32 scalar per row: the map to search, -1: none.")
     .NumOutput(1)
     .AddArg("method", "``peak``, ``max_window``, ``keep_cut`` or ``keep_paste``.", DALI_STRING)
-    .AddOptionalArg("size", "Window side (max_window) or Cutout box side (keep_*).", 56)
+    .AddOptionalArg("size", R"code(Window side (max_window) or region side (keep_*); per sample as an
+argument input (KeepCutMix: the row's CutMix side).)code", 56, true)
     .AddOptionalArg("stride", "Window stride (max_window).", 1)
     .AddOptionalArg("jitter", R"code(Jitter amplitude tau in pixels (max_window), >= 0; Fong & Vedaldi
 use 16 at 224 px.  0 disables the jitter (the draws are then not read).)code", 16)

@@ -38,7 +38,31 @@ OCC_MULTIVERSION void NormalizeRow(const uint8_t *__restrict__ in, T *__restrict
   }
 }
 
+/// One CHW output row of channel c blending the row's own pixels (weight w) with the partner's
+/// (weight 1 - w), each normalised and mirrored by its own flag: MixUp's lam * x + (1 - lam) * x[j].
+template <typename T>
+OCC_MULTIVERSION void BlendRow(const uint8_t *__restrict__ in, const uint8_t *__restrict__ pin,
+                               T *__restrict__ out, int x0, int x1, int W, int C, int c, bool mirror,
+                               bool pmirror, float mean, float inv_std, float w) {
+  const float wp = 1.f - w;
+  for (int x = x0; x < x1; x++) {
+    const int xs = mirror ? W - 1 - x : x, xp = pmirror ? W - 1 - x : x;
+    const float a = (static_cast<float>(in[xs * C + c]) - mean) * inv_std;
+    const float b = (static_cast<float>(pin[xp * C + c]) - mean) * inv_std;
+    out[x] = ::dali::ConvertSat<T>(a * w + b * wp);
+  }
+}
+
 }  // namespace
+
+template <typename Backend>
+float NormalizeOcclude<Backend>::Blend(const ::dali::Workspace &ws, int sample) const {
+  const float w = this->spec_.template GetArgument<float>("blend", &ws, sample);
+  DALI_ENFORCE(std::isfinite(w) && w >= 0.f && w <= 1.f, make_string(
+      "normalize_occlude: argument `blend` must be in [0, 1] (the weight of the row's own pixels), got ",
+      w, " for sample ", sample, "."));
+  return w;
+}
 
 template <typename Backend>
 NormalizeOcclude<Backend>::NormalizeOcclude(const ::dali::OpSpec &spec)
@@ -104,7 +128,11 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   const auto &shape = images.shape();
   const int n = shape.num_samples();
   std::vector<char> mirror(n);
-  for (int i = 0; i < n; i++) mirror[i] = Mirror(ws, i);
+  std::vector<float> blend(n);
+  for (int i = 0; i < n; i++) {
+    mirror[i] = Mirror(ws, i);
+    blend[i] = Blend(ws, i);
+  }
   const std::vector<int> src = indexed_
       ? ReadRowIndex("normalize_occlude", "partner_index", ws.Input<::dali::CPUBackend>(2), n)
       : std::vector<int>(n, -1);
@@ -122,6 +150,15 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
         const bool occlude = has_boxes_ && !(indexed_ && src[i] < 0);
         const uint8_t *partner = occlude && indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
         const bool pm = partner && mirror[src[i]];
+        const float w = partner ? blend[i] : 1.f;
+        // the row's own pixels in [x0, x1) of channel c, blended with the partner's when w != 1
+        auto own = [&](T *row, int64_t in_row, int x0, int x1, int c) {
+          if (w != 1.f)
+            BlendRow<T>(in + in_row, partner + in_row, row, x0, x1, W, C, c, mirror[i], pm, mean_[c],
+                        inv_std_[c], w);
+          else
+            NormalizeRow<T>(in + in_row, row, x0, x1, W, C, c, mirror[i], mean_[c], inv_std_[c]);
+        };
         auto &clipped = spans_[thread];  // this sample's clipped boxes, then one row's spans
         clipped.clear();
         if (occlude) {
@@ -151,14 +188,14 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
               const int x0 = it->x0;  // > x: spans that overlap or touch were merged below
               int x1 = it->x1;
               for (++it; it != clipped.end() && it->x0 <= x1; ++it) x1 = std::max(x1, it->x1);
-              NormalizeRow<T>(in + in_row, row, x, x0, W, C, c, mirror[i], mean_[c], inv_std_[c]);
+              own(row, in_row, x, x0, c);
               if (partner)
                 NormalizeRow<T>(partner + in_row, row, x0, x1, W, C, c, pm, mean_[c], inv_std_[c]);
               else
                 std::fill(row + x0, row + x1, ::dali::ConvertSat<T>(fill_[c]));
               x = x1;
             }
-            NormalizeRow<T>(in + in_row, row, x, W, W, C, c, mirror[i], mean_[c], inv_std_[c]);
+            own(row, in_row, x, W, c);
           }
         }
       }, static_cast<int64_t>(H) * W * C);
@@ -180,7 +217,9 @@ DALI_SCHEMA(occlusion__NormalizeOcclude)
 fused with occluding each sample's boxes: Cutout / Hide-and-Seek / Fong & Vedaldi erase (``fill``,
 in normalised units: 0 is the dataset mean, the references' fill) or, with ``partner_index``, the
 CutMix / SaliencyMix paste of the partner row's normalised pixels (its own mirror) at the same
-location (``input[rand_index, :, y0:y1, x0:x1]``).
+location (``input[rand_index, :, y0:y1, x0:x1]``).  With a partner, ``blend`` w != 1 makes the pixels
+outside the boxes ``own * w + partner * (1 - w)`` of the normalised values (MixUp, Zhang et al. 2018,
+arXiv 1710.09412: ``lam * x + (1 - lam) * x[index]``); w = 1 leaves them exactly the row's own.
 
 Pixels outside the boxes are exactly ``crop_mirror_normalize``'s: ``(float(x) - mean) * (1 / std)``.
 Boxes are int32 ``(K, 4)`` per sample, ``(y0, x0, y1, x1)`` half-open in output pixels, clipped;
@@ -198,4 +237,6 @@ as -1.  Each output value is written once: no separate float copy for the occlus
     .AddOptionalArg("fill", "Erase value per channel (or one), in normalised units.",
                     std::vector<float>{0.f})
     .AddOptionalArg("mirror", "Per-sample flag: mirror the image horizontally.", 0, true)
+    .AddOptionalArg("blend", R"code(Per-sample weight in [0, 1] of the row's own pixels outside its
+boxes when it has a partner (the partner's get ``1 - blend``); 1: no blending.)code", 1.f, true)
     .AddOptionalTypeArg("dtype", "Output type: FLOAT or FLOAT16.", DALI_FLOAT);

@@ -22,6 +22,7 @@ struct NormDesc {
   const int32_t *index;  // partner row (device scalar); null: erase
   int K, H, W, C;
   int mirror;
+  float blend;  // weight of the own pixels outside the boxes when there is a partner
 };
 
 constexpr int kThreads = 256;
@@ -52,8 +53,15 @@ __global__ void NormalizeOccludeKernel(const NormDesc *descs, int n, const float
     const uint8_t *src = inside && partner ? partner->in : d.in;
     const int sx = (inside && partner ? partner->mirror : d.mirror) ? d.W - 1 - x : x;
     const uint8_t *px = src + (int64_t(y) * d.W + sx) * d.C;
+    const bool mix = partner && !inside && d.blend != 1.f;
+    const uint8_t *ppx = mix ? partner->in + (int64_t(y) * d.W + (partner->mirror ? d.W - 1 - x : x)) * d.C
+                             : nullptr;
     for (int c = 0; c < d.C; c++) {
-      const float v = erase ? fill[c] : (static_cast<float>(px[c]) - mean[c]) * inv_std[c];
+      float v = erase ? fill[c] : (static_cast<float>(px[c]) - mean[c]) * inv_std[c];
+      if (mix) {  // the CPU's a * w + b * (1 - w), without contraction into an FMA
+        const float b = (static_cast<float>(ppx[c]) - mean[c]) * inv_std[c];
+        v = __fadd_rn(__fmul_rn(v, d.blend), __fmul_rn(b, 1.f - d.blend));
+      }
       out[c * plane + p] = ::dali::ConvertSat<T>(v);
     }
   }
@@ -86,6 +94,7 @@ void NormalizeOcclude<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     d.K = has_boxes_ ? static_cast<int>(ws.Input<::dali::GPUBackend>(1).shape()[i][0]) : 0;
     d.index = indexed_ ? ws.Input<::dali::GPUBackend>(2).tensor<int32_t>(i) : nullptr;
     d.mirror = Mirror(ws, i) ? 1 : 0;
+    d.blend = Blend(ws, i);
     max_plane = std::max<int64_t>(max_plane, int64_t(d.H) * d.W);
   }
   if (max_plane == 0) return;

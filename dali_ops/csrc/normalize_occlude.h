@@ -5,6 +5,9 @@
 //                = fill[c]                                                 inside (erase)
 //                = (float(partner[y, x'', c]) - mean[c]) * (1 / std[c])   inside (paste)
 //
+// and, with a partner and a per-sample `blend` w != 1 (MixUp), outside the boxes
+//   out[c, y, x] = own * w + partner * (1 - w)   of the two normalised values, in float.
+//
 // where x' / x'' mirror x when the sample's / the partner's `mirror` flag is set.  This is
 // exactly DALI's crop_mirror_normalize arithmetic (slice_flip_normalize_permute_pad_cpu.h:
 // (float(in) - mean) * inv_stddev, then ConvertSat to the output type), so rows without boxes
@@ -38,6 +41,9 @@ class NormalizeOcclude : public ::dali::Operator<Backend> {
   bool Mirror(const ::dali::Workspace &ws, int sample) const {
     return this->spec_.template GetArgument<int>("mirror", &ws, sample) != 0;
   }
+
+  /// The per-sample `blend` argument: the weight of the row's own pixels outside its boxes.
+  float Blend(const ::dali::Workspace &ws, int sample) const;
 
  private:
   ::dali::DALIDataType out_type_;
