@@ -2,6 +2,8 @@
 
     python train_example.py --demo                       # built-in demo data, CPU or GPU
     python train_example.py --data /imagenet --method cutout --copies 4 --copy-mode batch_aug
+    python train_example.py --demo --method cutmix:alpha=1.0,p=0.5
+    python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0
 
 Soft-target cross entropy (so CutMix-style label mixing and label smoothing come for free), SGD
 with momentum and cosine decay, top-1 on the validation split after every epoch, images/s of the
@@ -19,7 +21,7 @@ import torchvision
 from tqdm import tqdm
 
 from pipelines import OcclusionLoader
-from pipelines.params import METHODS
+from pipelines.methods import METHODS, get_method
 
 
 def parse_args(argv=None):
@@ -28,13 +30,13 @@ def parse_args(argv=None):
     src.add_argument("--data", type=Path, help="folder with train/ and val/ ImageFolder splits")
     src.add_argument("--demo", action="store_true", help="generate (once) and use the built-in demo data")
     p.add_argument("--arch", default="resnet18", help="torchvision model name (default resnet18)")
-    p.add_argument("--method", default="cutout", choices=METHODS)
+    p.add_argument("--method", default="cutout", type=_method,
+                   help=f"one of {', '.join(METHODS)}, with options as name:key=value,... "
+                        "(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH)")
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--copy-mode", default="joint", choices=("joint", "batch_aug"))
-    p.add_argument("--p-keep-image", type=float, default=0.0)
-    p.add_argument("--attention-checkpoint", type=Path, default=None,
-                   help="attentive_cutmix: local torchvision checkpoint of the frozen extractor")
-    p.add_argument("--attention-arch", default="resnet50", help="attentive_cutmix: its torchvision builder name")
+    p.add_argument("--p-keep-image", type=_probabilities, default=0.0,
+                   help="one probability, or one per copy (Fong & Vedaldi joint training: 1.0,0.0)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
@@ -44,6 +46,18 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=None, help="DALI threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+def _method(text):
+    try:
+        return get_method(text)
+    except ValueError as exc:  # argparse would replace the message with "invalid value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _probabilities(text):
+    values = tuple(float(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values
 
 
 def soft_cross_entropy(logits, targets, valid):
@@ -61,12 +75,10 @@ def main(argv=None):
         root = ensure_demo_data()
     else:
         root = args.data
-    attention = (dict(attention_checkpoint=args.attention_checkpoint, attention_arch=args.attention_arch)
-                 if args.method == "attentive_cutmix" else {})
     common = dict(output_size=args.image_size, device=args.device, seed=args.seed, num_threads=args.workers)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
-                            label_smoothing=args.label_smoothing, **attention, **common)
+                            label_smoothing=args.label_smoothing, **common)
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes, **common)
     device = torch.device("cuda" if train.device == "gpu" else "cpu")
     model = getattr(torchvision.models, args.arch)(num_classes=train.num_classes).to(device)

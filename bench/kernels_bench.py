@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import conditions as common_conditions
-from kernels import _twin, apply, labels, mix, reference, search
+from kernels import _twin, apply, boxes as mix, labels, reference, search
 
 
 def time_cases(cases, warmup=3, repeat=30, repeat_of=None):

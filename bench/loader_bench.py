@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.common import conditions, summary, write_json
+from pipelines.methods import get_method
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -51,7 +52,7 @@ def ours(root, args, method, **kw):
     from pipelines import OcclusionLoader
 
     if method == "attentive_cutmix":
-        kw.update(attention_checkpoint=attention_checkpoint(args), attention_arch=args.attention_arch)
+        kw.update(checkpoint=attention_checkpoint(args), arch=args.attention_arch)
     loader = OcclusionLoader(root, args.batch_size, method, device=args.device, num_threads=args.workers,
                              py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop", **kw)
 
@@ -141,9 +142,14 @@ def main(argv=None):
     p.add_argument("--reader-workers", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--methods", default="none,cutout,hide_and_seek",
-                   help="comma-separated loader methods: none, cutout, hide_and_seek, cutmix, saliencymix, "
-                        "attentive_cutmix, saliency_occlusion, keep_cutout, keep_paste (adds the baseline "
-                        "ours:none+rand_augment)")
+                   help="comma-separated registry methods (pipelines.methods.METHODS), each optionally with "
+                        "options as name:key=value (a method with its own augmentation policy, keep_paste, "
+                        "adds the baseline ours:none+<policy>)")
+    p.add_argument("--against", default="",
+                   help="another checkout of this repository (e.g. a git worktree at an older commit): its "
+                        "loader runs each method in the same rounds, as 'base:ours:<method>' (before/after)")
+    p.add_argument("--against-pythonpath", default="",
+                   help="PYTHONPATH for the --against runs (default: the checkout itself)")
     p.add_argument("--attention-checkpoint", default="",
                    help="attentive_cutmix extractor checkpoint (default: a random-init one, see attention_checkpoint)")
     p.add_argument("--attention-arch", default="resnet50")
@@ -167,10 +173,13 @@ def main(argv=None):
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
     methods = args.methods.split(",")
     names = [f"ours:{m}" for m in methods] + ["torchvision", "dali_readers_file"]
-    if "keep_paste" in methods:  # its fair baseline: the same RandAugment without KeepAugment
-        names.append("ours:none+rand_augment")
+    policies = {m: get_method(m).default_policy for m in methods}
+    for policy in sorted({p for p in policies.values() if p}):  # the same policy without the method
+        names.append(f"ours:none+{policy}")
     if "cutmix" in methods:
         names.append("torchvision_cutmix")
+    if args.against:
+        names += [f"base:ours:{m}" for m in methods]
     runs = {name: [] for name in names}
     passthrough = [f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
                    f"--warmup={args.warmup}", f"--workers={args.workers}",
@@ -180,8 +189,12 @@ def main(argv=None):
         # rotated each round, so no contender always runs first (just after the previous round's
         # last one winds down) -- a fixed order biased the `none` baseline that way
         for name in names[r % len(names):] + names[:r % len(names)]:
-            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", name],
-                                  capture_output=True, text=True)
+            one, cwd, env = name, None, None
+            if name.startswith("base:"):
+                one, cwd = name[len("base:"):], args.against
+                env = dict(os.environ, PYTHONPATH=args.against_pythonpath or args.against)
+            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", one],
+                                  capture_output=True, text=True, cwd=cwd, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
                 raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -193,9 +206,13 @@ def main(argv=None):
               "ours_none_vs_dali_readers_file": base / results["dali_readers_file"]["median"]}
     for m in methods:
         ratios[f"ours_{m}_vs_ours_none"] = results[f"ours:{m}"]["median"] / base
-    if "keep_paste" in methods:
-        ratios["ours_keep_paste_vs_ours_none+rand_augment"] = (results["ours:keep_paste"]["median"]
-                                                               / results["ours:none+rand_augment"]["median"])
+    for m, policy in policies.items():
+        if policy:
+            ratios[f"ours_{m}_vs_ours_none+{policy}"] = (results[f"ours:{m}"]["median"]
+                                                         / results[f"ours:none+{policy}"]["median"])
+    if args.against:
+        for m in methods:
+            ratios[f"ours_{m}_vs_base_{m}"] = results[f"ours:{m}"]["median"] / results[f"base:ours:{m}"]["median"]
     if "cutmix" in methods:
         ratios["ours_cutmix_vs_torchvision_cutmix"] = (results["ours:cutmix"]["median"]
                                                        / results["torchvision_cutmix"]["median"])
@@ -205,11 +222,18 @@ def main(argv=None):
     base_runs = np.array(runs["ours:none"])
     paired = {f"ours_{m}_vs_ours_none": float(np.median(np.array(runs[f"ours:{m}"]) / base_runs))
               for m in methods}
+    if args.against:
+        paired.update({f"ours_{m}_vs_base_{m}": float(np.median(np.array(runs[f"ours:{m}"])
+                                                                 / np.array(runs[f"base:ours:{m}"])))
+                       for m in methods})
     payload = {"unit": "images/s", "results": results, "ratios": ratios, "paired_ratios": paired,
                "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
                                         reader_workers=args.reader_workers, images=len(files),
                                         mean_file_kb=mean_kb, image_size=224, batches=args.batches,
-                                        warmup=args.warmup, repeats=args.repeats)}
+                                        warmup=args.warmup, repeats=args.repeats, against=args.against,
+                                        against_commit=subprocess.run(
+                                            ["git", "-C", args.against, "rev-parse", "HEAD"], capture_output=True,
+                                            text=True).stdout.strip() if args.against else None)}
     path = write_json(args.out, payload)
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x" + (f" (paired {paired[k]:.2f}x)" if k in paired else ""))

@@ -1,4 +1,4 @@
-"""Whole pipelines: our reader, the DALI train/val graph and the PyTorch-facing loader.
+"""Whole pipelines: our reader, the DALI train/val graph, the method registry and the PyTorch-facing loader.
 
 ``OcclusionLoader`` and ``Batch`` are imported lazily, so ``python -m pipelines.verify`` and
 ``python -m pipelines.demo_data`` do not pay for importing DALI and torch.
@@ -7,8 +7,12 @@ __all__ = ["Batch", "OcclusionLoader"]
 
 
 def __getattr__(name):
-    if name in __all__:
-        from pipelines import loader
+    if name == "Batch":
+        from pipelines.batch import Batch
 
-        return getattr(loader, name)
+        return Batch
+    if name == "OcclusionLoader":
+        from pipelines.loader import OcclusionLoader
+
+        return OcclusionLoader
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

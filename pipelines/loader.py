@@ -2,13 +2,14 @@
 
 Rows are copy-major: row ``c * B + i`` is copy ``c`` of sample ``i`` of the batch (Fong & Vedaldi's
 M copies of a batch, concatenated on the device). Each batch unpacks as ``images, targets`` and also
-carries ``labels`` and ``meta`` (DESIGN.md section 5).
+carries ``labels`` and ``meta`` (DESIGN.md section 5). The method (:mod:`pipelines.methods`) decides what
+happens to each copy; the loader only runs its hooks.
 """
 from __future__ import annotations
 
+import collections
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +17,14 @@ import torch
 
 from kernels.apply import lam_from_boxes
 from kernels.labels import soft_targets
-from pipelines.graph import OUTPUT_NAMES, build_pipeline, fill_values
+from pipelines.batch import Batch
+from pipelines.graph import build_pipeline, fill_values
 from pipelines.imagefiles import scan_image_folder, read_file_list
-from pipelines.params import MIXING_METHODS, AugmentConfig
+from pipelines.methods import get_method
+from pipelines.params import AugmentConfig
 from pipelines.reader import ImageSource, unpack_meta
 
-
-@dataclass
-class Batch:
-    """One batch: ``images`` (B*M, 3, H, W), ``targets`` (B*M, K) soft, ``labels`` (B*M,), ``meta``.
-
-    ``meta`` holds per row: ``sample_id``, ``copy``, ``partner`` (row of the source image or -1),
-    ``lam`` (share of the row's own label), ``boxes`` (K, 4) ``y0, x0, y1, x1`` in output pixels
-    (-1 padded), ``crop`` ``(y0, x0, h, w)`` in source pixels, ``flip`` and ``valid`` (0 on pad rows).
-    """
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    labels: torch.Tensor
-    meta: dict
-
-    def __iter__(self):
-        return iter((self.images, self.targets))
+__all__ = ["Batch", "OcclusionLoader"]
 
 
 def resolve_device(device: str) -> str:
@@ -57,59 +44,44 @@ class OcclusionLoader:
     Args:
         root: class-folder root (``root/<class>/<image>``) or a text file of ``path label`` lines.
         batch_size: samples per batch before copies (rows per batch are ``batch_size * copies``).
-        method: ``"none"``, ``"cutout"``, ``"hide_and_seek"``, ``"cutmix"``, ``"saliencymix"``,
-            ``"saliency_occlusion"``, ``"keep_cutout"`` or ``"keep_paste"`` (see :mod:`pipelines.params`
-            and :mod:`pipelines.graph`; ``attentive_cutmix`` is a training-side step,
-            :class:`pipelines.attentive.AttentiveCutMix`).
-        train: random-resized-crop + flip + occlusion (True) or the validation transform
-            (resize shorter side to 256, centre crop 224, nothing else).
-        copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.params`).
-        p, mode: probability that a row (``"elem"``) or a batch (``"batch"``) is occluded.
-        holes, size: Cutout; patch_sizes, p_keep_patch: Hide-and-Seek.
-        alpha: CutMix / SaliencyMix ``lam ~ Beta(alpha, alpha)`` (1.0, the ImageNet setting).
-        size, stride, jitter: ``saliency_occlusion`` window side S (56), stride T (1) and jitter tau (16 px).
-        size, keep_tau, max_tries: ``keep_cutout`` / ``keep_paste`` region side, quantile level (0.6) and
-            candidate centres per row (32).
+        method: a registry name (:data:`pipelines.methods.METHODS`) with its options as keyword arguments,
+            a ``"name:key=value,..."`` string, or a method object (``CutMix(alpha=1.0)``); see
+            :mod:`pipelines.methods`. An option the method does not have is a ``ValueError`` listing its options.
+        train: random-resized-crop + flip + the method (True) or the validation transform (resize shorter
+            side to 256, centre crop 224, nothing else).
+        copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.params`);
+            ``p_keep_image`` is one probability or one per copy (joint training: ``(1.0, 0.0)``).
         auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9) or ``"auto_augment"`` (ImageNet policy), DALI's
-            ``auto_aug`` on the uint8 crop before the method (``keep_paste``: the policy it pastes into,
-            RandAugment by default). Its random draws come from DALI's seeded generator, not the reader's.
-        saliency: source of the saliency maps of ``saliencymix``, ``saliency_occlusion``, ``keep_cutout`` and
-            ``keep_paste``: ``"image"`` (OpenCV's fine-grained saliency of the row's image, computed in the
-            graph by ``fn.occlusion.fine_grained_saliency``) -- the only source so far; model saliency
-            (NormGrad, input gradients) arrives with the feedback channel.
-        attention_checkpoint, attention_arch, top_k: ``attentive_cutmix`` -- a local torchvision checkpoint
-            of the frozen extractor (``resnet50``), cells kept (6). Applied on the training side after the
-            pipeline (:class:`pipelines.attentive.AttentiveCutMix`), in the same step.
-        fill: ``"mean"`` (0 after normalisation) or a pixel value (scalar or RGB) in [0, 255].
+            ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come from DALI's
+            seeded generator, not the reader's.
+        fill: erase value of the erasing methods: ``"mean"`` (0 after normalisation) or a pixel value
+            (scalar or RGB) in [0, 255].
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
-        device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        output_size: side of the output crops (224).
+        device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
+            ``torch.cuda.current_device()``, which is ``LOCAL_RANK`` once a ``torchrun`` script called
+            ``torch.cuda.set_device``). The pipeline, any CUDA work and the output tensors live on it.
         seed: every random choice derives from it (same seed, same batches).
         shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.reader`.
-        num_threads: DALI CPU threads; py_workers: reader worker processes.
+        num_threads: DALI CPU threads; py_workers: reader worker processes; prefetch: DALI queue depth.
         dtype: ``"float32"`` or ``"float16"`` images.
         verify: ``"header"`` (default) checks every file's header before the first batch and raises
             one error listing all bad files; ``"full"`` also decodes them (catches truncated data);
             ``"none"`` skips the check (a bad file then stops the epoch where it is met).
+        **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``).
     """
 
-    def __init__(self, root, batch_size: int, method: str = "none", *, train: bool = True,
-                 copies: int = 1, copy_mode: str = "joint", p_keep_image: float = 0.0,
-                 p: float = 1.0, mode: str = "elem", holes: int = 1, size: int = 56,
-                 patch_sizes=(0, 16, 32, 44, 56), p_keep_patch: float = 0.5, alpha: float = 1.0,
-                 stride: int = 1, jitter: int = 16, keep_tau: float = 0.6, max_tries: int = 32,
-                 auto_augment: str | None = None, attention_checkpoint=None, attention_arch: str = "resnet50", top_k: int = 6,
-                 saliency: str = "image", fill="mean",
-                 label_smoothing: float = 0.0, num_classes: int | None = None,
-                 output_size: int = 224, device: str = "auto", seed: int = 0, shard_id: int = 0,
+    def __init__(self, root, batch_size: int, method="none", *, train: bool = True, copies: int = 1,
+                 copy_mode: str = "joint", p_keep_image=0.0, auto_augment: str | None = None, fill="mean",
+                 label_smoothing: float = 0.0, num_classes: int | None = None, output_size: int = 224,
+                 device: str = "auto", device_id: int | None = None, seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
-                 num_threads: int | None = None, py_workers: int = 2, dtype: str = "float32",
-                 prefetch: int = 2, verify: str = "header"):
-        self.cfg = AugmentConfig(method=method, train=train, output_size=output_size, copies=copies,
-                                 copy_mode=copy_mode, p=p, p_keep_image=p_keep_image, mode=mode,
-                                 holes=holes, size=size, patch_sizes=tuple(patch_sizes),
-                                 p_keep_patch=p_keep_patch, alpha=alpha, stride=stride, jitter=jitter,
-                                 keep_tau=keep_tau, max_tries=max_tries, auto_augment=auto_augment)
+                 num_threads: int | None = None, py_workers: int = 2, prefetch: int = 2, dtype: str = "float32",
+                 verify: str = "header", **options):
+        self.method = get_method(method, **options)
+        self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
+                                 copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
         fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -136,19 +108,14 @@ class OcclusionLoader:
                 more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
                 raise ValueError(f"{len(bad)} unreadable image file(s) under {root}:\n{listing}{more}\n"
                                  "Remove or fix them (`python -m pipelines.verify ROOT` lists them).")
-        if saliency != "image":
-            raise ValueError(f"saliency must be 'image' (the image's fine-grained saliency; model saliency "
-                             f"comes with the feedback channel), got {saliency!r}")
-        self._attentive = None
-        if method == "attentive_cutmix" and train:
-            if attention_checkpoint is None:
-                raise ValueError("method='attentive_cutmix' needs attention_checkpoint= (a local torchvision "
-                                 "checkpoint of attention_arch; nothing is downloaded)")
-            from pipelines.attentive import AttentiveCutMix
-
-            self._attentive = AttentiveCutMix(attention_checkpoint, attention_arch, top_k, p=p, mode=mode,
-                                              p_keep_image=p_keep_image, seed=seed)
         self.device = resolve_device(device)
+        if device_id is not None and (isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer))
+                                      or device_id < 0):
+            raise ValueError(f"device_id must be None (the current CUDA device) or an int >= 0, got {device_id!r}")
+        if self.device == "gpu":
+            self.device_id = torch.cuda.current_device() if device_id is None else int(device_id)
+        else:
+            self.device_id = None
         self.root = root
         self.batch_size = int(batch_size)
         self.fill = fill
@@ -158,6 +125,7 @@ class OcclusionLoader:
         self.py_workers = int(py_workers)
         self.prefetch = int(prefetch)
         self.seed = int(seed)
+        self._train_step = self.method.train_step if train else None
         self._source_args = dict(paths=paths, labels=labels, batch_size=batch_size, cfg=self.cfg,
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
@@ -166,6 +134,8 @@ class OcclusionLoader:
         self._batch = 0      # batches of that epoch already served
         self._pipe = None
         self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+        # GPU outputs of DALI kept alive until the copies out of them are done (see _concat_images)
+        self._in_flight = collections.deque()
 
     # -- DataLoader-like surface -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -204,9 +174,8 @@ class OcclusionLoader:
         while self._batch < len(self):
             outputs = self._run()
             batch = self._to_batch(outputs)
-            if self._attentive is not None:
-                key = [self.seed, self._epoch, self._batch, self._source.shard_id, 1]
-                batch = self._attentive(batch, np.random.default_rng(key))
+            if self._train_step is not None:
+                batch = self._train_step(batch)
             self._batch += 1
             self._pipe_pos = (self._epoch, self._batch)
             yield batch
@@ -237,7 +206,7 @@ class OcclusionLoader:
     def _build(self, epoch: int, batch: int) -> None:
         self.close()
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
-        self._pipe = build_pipeline(source, device=self.device, batch_size=self.batch_size,
+        self._pipe = build_pipeline(source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
                                     num_threads=self.num_threads, py_workers=self.py_workers,
                                     dtype=self.dtype, fill=self.fill, prefetch=self.prefetch,
                                     seed=self.seed)
@@ -259,13 +228,13 @@ class OcclusionLoader:
     def _to_batch(self, outputs) -> Batch:
         m = self.cfg.copies
         meta_np = unpack_meta(np.array(outputs[0].as_tensor()), m)
-        images = outputs[len(OUTPUT_NAMES):len(OUTPUT_NAMES) + m]
-        searched = outputs[len(OUTPUT_NAMES) + m:]
+        images = outputs[1:1 + m]
+        searched = outputs[1 + m:]
         if searched:  # boxes found in the graph on saliency maps: (B, 1, 4) per copy
             meta_np["boxes"] = np.stack([_host(o) for o in searched], axis=1).astype(np.int32)
         b = meta_np["label"].shape[0]
-        target_device = torch.device("cuda", torch.cuda.current_device()) if self.device == "gpu" else None
-        image_batch = _concat_images(images, target_device)
+        target_device = torch.device("cuda", self.device_id) if self.device == "gpu" else None
+        image_batch = _concat_images(images, target_device, self._in_flight)
 
         def rows(a):  # (B, M, ...) -> (M*B, ...) copy-major
             return np.ascontiguousarray(np.swapaxes(a, 0, 1).reshape((m * b,) + a.shape[2:]))
@@ -273,7 +242,7 @@ class OcclusionLoader:
         labels = np.tile(meta_np["label"].reshape(b), m)
         lam = rows(meta_np["lam"])
         partner = rows(meta_np["partner"])
-        if searched and self.cfg.method in MIXING_METHODS:  # exact kept area of the searched boxes
+        if searched:  # the exact kept area of the boxes searched in the graph (1 where nothing is pasted)
             lam = lam_from_boxes(rows(meta_np["boxes"]), self.cfg.output_size, self.cfg.output_size,
                                  partner).astype(np.float32)
         # partner holds a within-copy row index of the source image; turn it into a batch row.
@@ -301,17 +270,22 @@ def _host(out) -> np.ndarray:
     return np.array(out.as_tensor())
 
 
-def _concat_images(images, device) -> torch.Tensor:
+def _concat_images(images, device, in_flight: collections.deque) -> torch.Tensor:
     """Concatenate the copies' (B, 3, H, W) outputs into one (M*B, 3, H, W) tensor on ``device``.
 
     On the CPU the dynamic executor hands each output's memory over (DLPack keeps it alive), so a
-    single copy costs no copy at all and M copies cost one concatenation.
+    single copy costs no copy at all and M copies cost one concatenation. On the GPU the copies are
+    issued on torch's current stream without a host synchronisation; DALI may reuse an output's memory
+    once it is released, so the outputs stay referenced in ``in_flight`` until an event recorded after
+    the copies has completed (checked without blocking at the next batch).
     """
     if device is None:
         parts = [torch.from_dlpack(tl.as_tensor()) for tl in images]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
+    while in_flight and in_flight[0][0].query():
+        in_flight.popleft()
     first = images[0].as_tensor()
     shape = first.shape()
     b = shape[0]
@@ -319,6 +293,9 @@ def _concat_images(images, device) -> torch.Tensor:
     stream = torch.cuda.current_stream(device)
     for c, tl in enumerate(images):
         feed_ndarray(tl.as_tensor(), out[c * b:(c + 1) * b], cuda_stream=stream)
+    done = torch.cuda.Event()
+    done.record(stream)
+    in_flight.append((done, images))
     return out
 
 

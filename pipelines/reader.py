@@ -31,18 +31,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.imagefiles import BadImageError, probe_image
+from pipelines.methods import InputSpec
 from pipelines.params import AugmentConfig, batch_rng, plan_batch
 
 LAST_BATCH_POLICIES = ("partial", "drop", "pad")
 
-# Per-row outputs of the source, in order, before the per-copy ones (see ImageSource.output_names).
-META_OUTPUTS = ("encoded", "meta")
 # Fields of the packed per-row "meta" output, in order, with their dtypes and per-copy shapes.
 # One packed output instead of eight: every pipeline output costs DALI a contiguous copy and a
 # scheduling step per batch, which measured about 20% of the CPU loader's throughput.
 META_FIELDS = (("label", np.int64, ()), ("sample_id", np.int64, ()), ("valid", np.int32, ()),
                ("crop", np.int32, (4,)), ("flip", np.int32, None), ("lam", np.float32, None),
                ("partner", np.int32, None), ("boxes", np.int32, (-1, 4)))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One output of the source, as the graph receives it: ``"encoded"`` (the file bytes), ``"meta"`` (the
+    packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"``, or a copy's
+    ``"input"`` of the method's graph fragment (``spec``, :class:`pipelines.methods.InputSpec`)."""
+
+    kind: str
+    copy: int | None = None
+    spec: InputSpec | None = None
 
 
 def pack_meta(params: dict) -> np.ndarray:
@@ -69,24 +79,6 @@ def unpack_meta(packed: np.ndarray, copies: int) -> dict:
         out[name] = packed[:, at:at + n].reshape(full).astype(dtype)
         at += n
     return out
-
-
-def per_copy_inputs(cfg: AugmentConfig) -> tuple[str, ...]:
-    """What the graph needs per copy for ``cfg.method`` (validation runs no occlusion for the mixing and
-    saliency-guided methods)."""
-    if cfg.method in ("cutout", "hide_and_seek"):
-        return ("erase_boxes",)
-    if not cfg.train or cfg.method in ("none", "attentive_cutmix"):  # attentive: training side
-        return ()
-    if cfg.method == "cutmix":
-        return ("src", "paste_boxes")
-    if cfg.method == "saliencymix":
-        return ("src", "sal_source", "cut")
-    if cfg.method == "saliency_occlusion":
-        return ("sal_source", "jitter")
-    if cfg.method in ("keep_cutout", "keep_paste"):
-        return ("sal_source", "tries")
-    raise ValueError(f"no graph inputs defined for method {cfg.method!r}")
 
 
 @dataclass
@@ -209,17 +201,18 @@ class ImageSource:
         params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid)
         return encoded, params
 
-    def output_names(self) -> list[str]:
-        """Names of the source's outputs, in order: the meta outputs, then what the graph needs per
-        copy (one shared crop and flip when the copies share them, erase regions when erasing host-drawn
-        boxes, and the random inputs of the mixing / saliency-guided methods, see :func:`per_copy_inputs`)."""
-        names = list(META_OUTPUTS)
-        shared = self.cfg.copy_mode == "joint" or self.cfg.copies == 1
-        for c in range(self.cfg.copies):
+    def layout(self) -> tuple[Slot, ...]:
+        """The source's outputs, in order: the file bytes and the packed meta, then per copy its crop and
+        flip (once when the copies share them) and the inputs of the method's graph fragment (training only)."""
+        cfg = self.cfg
+        slots = [Slot("encoded"), Slot("meta")]
+        shared = cfg.copy_mode == "joint" or cfg.copies == 1
+        specs = cfg.method.inputs if cfg.train else ()
+        for c in range(cfg.copies):
             if c == 0 or not shared:
-                names += [f"crop_anchor/{c}", f"crop_shape/{c}", f"mirror/{c}"]
-            names += [f"{k}/{c}" for k in per_copy_inputs(self.cfg)]
-        return names
+                slots += [Slot("crop_anchor", c), Slot("crop_shape", c), Slot("mirror", c)]
+            slots += [Slot("input", c, spec) for spec in specs]
+        return tuple(slots)
 
     def __call__(self, info):
         if self.batches_per_epoch() == 0:  # fewer samples than one batch with last_batch="drop"
@@ -228,30 +221,20 @@ class ImageSource:
         encoded, p = self.read(epoch, batch)
         # Uniform per-row data leaves as one (B, ...) array per output, not a list of B samples:
         # DALI then takes one contiguous buffer instead of B small ones.
-        per_copy = {}
-        for c in range(self.cfg.copies):
-            crop = p["crop"][:, c]
-            per_copy[f"crop_anchor/{c}"] = np.ascontiguousarray(crop[:, :2])
-            per_copy[f"crop_shape/{c}"] = np.ascontiguousarray(crop[:, 2:])
-            per_copy[f"mirror/{c}"] = np.ascontiguousarray(p["flip"][:, c], np.int32)
-            inputs = per_copy_inputs(self.cfg)
-            if "erase_boxes" in inputs:  # (K, 4) -1 padded: normalize_occlude erases them
-                per_copy[f"erase_boxes/{c}"] = np.ascontiguousarray(p["boxes"][:, c], np.int32)
-            if "src" in inputs:  # paste_boxes' partner_index: the partner's row, -1 for none
-                per_copy[f"src/{c}"] = np.ascontiguousarray(p["partner"][:, c], np.int32)
-            if "paste_boxes" in inputs:
-                per_copy[f"paste_boxes/{c}"] = np.ascontiguousarray(p["boxes"][:, c], np.int32)
-            if "sal_source" in inputs:  # box_search's map_index: the map the row searches, -1 for none
-                per_copy[f"sal_source/{c}"] = np.ascontiguousarray(p["sal_source"][:, c], np.int32)
-            for key in ("cut", "jitter", "tries"):
-                if key in inputs:
-                    per_copy[f"{key}/{c}"] = np.ascontiguousarray(p[key][:, c], np.int32)
         outputs = []
-        for name in self.output_names():
-            if name == "encoded":
+        if getattr(self, "_layout", None) is None:
+            self._layout = self.layout()
+        for slot in self._layout:
+            if slot.kind == "encoded":
                 outputs.append(encoded)
-            elif name == "meta":
+            elif slot.kind == "meta":
                 outputs.append(pack_meta(p))
+            elif slot.kind == "crop_anchor":
+                outputs.append(np.ascontiguousarray(p["crop"][:, slot.copy, :2]))
+            elif slot.kind == "crop_shape":
+                outputs.append(np.ascontiguousarray(p["crop"][:, slot.copy, 2:]))
+            elif slot.kind == "mirror":
+                outputs.append(np.ascontiguousarray(p["flip"][:, slot.copy], np.int32))
             else:
-                outputs.append(per_copy[name])
+                outputs.append(np.ascontiguousarray(p["inputs"][slot.copy][slot.spec], slot.spec.dtype))
         return tuple(outputs)

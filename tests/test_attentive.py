@@ -57,7 +57,7 @@ def test_attentive_cutmix_keeps_topk_cells_and_pastes_the_rest(structured_root, 
     path, model = checkpoint
     plain = next(iter(make(structured_root, batch=4, seed=5, copies=2)))
     mixed = next(iter(make(structured_root, batch=4, seed=5, copies=2, method="attentive_cutmix",
-                           attention_checkpoint=path, attention_arch="resnet18", top_k=6)))
+                           checkpoint=path, arch="resnet18", top_k=6)))
     for c in range(2):
         rows = list(range(c * 4, (c + 1) * 4))
         assert sorted(mixed.meta["partner"][rows].tolist()) == rows  # a permutation within the copy
@@ -70,23 +70,23 @@ def test_attentive_cutmix_batch_mode_with_p_keep_image_and_other_k(structured_ro
     path, model = checkpoint
     plain = next(iter(make(structured_root, batch=6, seed=9)))
     mixed = next(iter(make(structured_root, batch=6, seed=9, method="attentive_cutmix", mode="batch",
-                           p_keep_image=0.5, attention_checkpoint=path, attention_arch="resnet18", top_k=10)))
+                           p_keep_image=0.5, checkpoint=path, arch="resnet18", top_k=10)))
     partner = mixed.meta["partner"].numpy()
     assert 0 < (partner < 0).sum() < len(partner)  # this seed keeps some rows whole and mixes others
     check_attentive_rows(plain, mixed, model, 10)
     never = next(iter(make(structured_root, batch=6, seed=9, method="attentive_cutmix", mode="batch", p=0.0,
-                           attention_checkpoint=path, attention_arch="resnet18")))
+                           checkpoint=path, arch="resnet18")))
     assert torch.equal(never.images, plain.images) and torch.all(never.meta["partner"] == -1)
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(), "attention_checkpoint"), (dict(attention_checkpoint="/nonexistent.pth"), "attention_checkpoint"),
-    (dict(attention_arch="no_such_net"), "attention_arch"), (dict(attention_arch="vgg11"), "attention_arch"),
+    (dict(), "checkpoint"), (dict(checkpoint="/nonexistent.pth"), "checkpoint"),
+    (dict(arch="no_such_net"), "arch"), (dict(arch="vgg11"), "arch"),
     (dict(top_k=-1), "top_k"),
 ])
 def test_bad_arguments(structured_root, checkpoint, kw, match):
     kw = dict(kw)
-    if "attention_checkpoint" not in kw and match != "attention_checkpoint":
-        kw["attention_checkpoint"] = checkpoint[0]
+    if "checkpoint" not in kw and match != "checkpoint":
+        kw["checkpoint"] = checkpoint[0]
     with pytest.raises(ValueError, match=match):
         make(structured_root, method="attentive_cutmix", **kw)

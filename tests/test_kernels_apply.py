@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import apply, mix, reference as ref
+from kernels import apply, boxes as mix, reference as ref
 
 
 def random_boxes(rng, n, k, H, W, pad=True, overflow=True):

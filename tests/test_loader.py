@@ -245,7 +245,7 @@ def test_float16_output(structured_root):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(copies=0), "copies"), (dict(method="cutout", size=0), "size"), (dict(p=1.5), "p must"),
-    (dict(p_keep_image=-0.1), "p_keep_image"), (dict(method="mixup"), "unknown method"),
+    (dict(p_keep_image=-0.1), "p_keep_image"), (dict(method="no_such_method"), "unknown method"),
     (dict(mode="pair"), "mode"), (dict(copy_mode="x"), "copy_mode"), (dict(fill="red"), "fill"),
     (dict(fill=300), "fill"), (dict(num_shards=2, shard_id=2), "shard_id"), (dict(last_batch="keep"), "last_batch"),
     (dict(label_smoothing=1.0), "label_smoothing"), (dict(verify="quick"), "verify"),

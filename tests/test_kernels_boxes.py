@@ -1,10 +1,10 @@
-"""kernels.mix.cutmix_box against a literal re-statement of clovaai's rand_bbox on the same draws."""
+"""kernels.boxes.cutmix_box against a literal re-statement of clovaai's rand_bbox on the same draws."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kernels import mix, reference as ref
+from kernels import boxes as mix, reference as ref
 
 SIZES = [(224, 224), (32, 32), (193, 257), (7, 3), (1, 1)]
 
@@ -86,10 +86,11 @@ def test_plan_batch_mode_cutmix_is_the_reference_step_for_a_fixed_seed(alpha):
     """``mode="batch"``: the loader's plan for a batch key gives every row clovaai's box and corrected lambda,
     drawn from the batch generator after the documented crop, flip and partner draws."""
     from kernels.crops import random_resized_crop
+    from pipelines.methods import get_method
     from pipelines.params import AugmentConfig, batch_rng, plan_batch
 
     heights, widths = np.array([300, 480, 224, 375, 500, 333]), np.array([400, 360, 224, 500, 281, 500])
-    cfg = AugmentConfig(method="cutmix", mode="batch", alpha=alpha)
+    cfg = AugmentConfig(method=get_method("cutmix", mode="batch", alpha=alpha))
     for batch_index in range(5):
         plan = plan_batch(cfg, batch_rng(11, 0, batch_index, 0), heights, widths)
         replay = batch_rng(11, 0, batch_index, 0)

@@ -1,0 +1,53 @@
+"""Hide-and-Seek (Singh & Lee 2017, "Hide-and-Seek: Forcing a Network to be Meticulous for Weakly-supervised
+Object and Action Localization", arXiv 1704.04232; reference ``kkanshul/Hide-and-Seek`` ``hide_patch.py``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.boxes import hide_and_seek_boxes
+from pipelines.methods.base import InputSpec, Method, check_probability
+from pipelines.methods.cutout import erase_plan
+
+#: kkanshul/Hide-and-Seek's patch sides at 224 px (0 = the image is not hidden).
+REFERENCE_PATCH_SIZES = (0, 16, 32, 44, 56)
+#: Fong & Vedaldi 2019's Hide-and-Seek setting: a fixed 4 x 4 grid of 56 px cells at 224 px.
+FONG_VEDALDI_PATCH_SIZES = (56,)
+
+
+@dataclass(frozen=True)
+class HideAndSeek(Method):
+    """Per image a patch side ``S`` drawn from ``patch_sizes`` (0 = hide nothing), a grid of ``S x S`` cells
+    anchored at (0, 0) with the last row/column clipped, each cell hidden with probability
+    ``1 - p_keep_patch``; filled after normalisation (the reference's mask multiply, the dataset mean).
+
+    Default ``patch_sizes=(0, 16, 32, 44, 56)``: the reference code's list, i.e. the paper's own method
+    (its best ImageNet classification setting mixes the sizes). With it one image in five draws side 0
+    and is never hidden. ``patch_sizes=(56,)`` (:data:`FONG_VEDALDI_PATCH_SIZES`) is Fong & Vedaldi's
+    setting, a fixed 4 x 4 grid of 56 px at 224 px, which their occlusion-robustness evaluation also uses.
+    """
+
+    name = "hide_and_seek"
+    inputs = (InputSpec("boxes", np.int32, (-1, 4)),)
+
+    patch_sizes: tuple = REFERENCE_PATCH_SIZES
+    p_keep_patch: float = 0.5
+
+    def check(self):
+        sizes = self.patch_sizes
+        if isinstance(sizes, (int, np.integer)):
+            sizes = (sizes,)
+        if not isinstance(sizes, (tuple, list)) or not sizes or any(
+                isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in sizes):
+            raise ValueError(f"patch_sizes must be a non-empty tuple of integers >= 0, got {self.patch_sizes!r}")
+        object.__setattr__(self, "patch_sizes", tuple(int(s) for s in sizes))
+        object.__setattr__(self, "p_keep_patch", check_probability("p_keep_patch", self.p_keep_patch))
+
+    def plan(self, rng, rows, size, p_keep_image):
+        boxes = hide_and_seek_boxes(rng, 1 if self.per_batch() else rows, size, size, self.patch_sizes,
+                                    self.p_keep_patch)
+        return erase_plan(self, rng, rows, p_keep_image, boxes)
+
+    def graph(self, g, u8, mirror, nodes):
+        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror), None

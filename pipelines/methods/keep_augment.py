@@ -1,0 +1,98 @@
+"""KeepAugment (Gong et al. 2021, "KeepAugment: A Simple Information-Preserving Data Augmentation Approach",
+arXiv 2011.11778): selective-cut and selective-paste. No official code exists; the unofficial
+``cjf8899/KeepAugment_Pytorch`` uses a fixed threshold and box size, so these follow the paper.
+
+The region score is the *sum* of saliency over the region (Eq. 1), the region being the ``size`` x
+``size`` box ``clip(c -+ size // 2)`` around a centre pixel (cut off at the border, as Cutout's); the
+threshold is the ``tau``-quantile of the scores of every candidate region of that size (NumPy's linear
+rule, exactly). Of ``max_tries`` centres drawn uniformly on the host, the search in the graph
+(``fn.occlusion.box_search``) takes the first below (cut) / above (paste) the threshold, else the lowest /
+highest-scoring one (the paper resamples until one qualifies; a bounded loop keeps the operator's time
+fixed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dali_ops import mixing
+from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_probability
+from pipelines.methods.saliency import SaliencyGuided
+
+MAP_INDEX = InputSpec("map_index", np.int32)
+TRIES = InputSpec("tries", np.int32, (-1, 2))
+POLICIES = ("auto_augment", "rand_augment")
+
+
+@dataclass(frozen=True)
+class _Keep(SaliencyGuided):
+    size: int = 56
+    tau: float = 0.6
+    max_tries: int = 32
+
+    def check(self):
+        super().check()
+        if check_int("size", self.size) < 2:
+            raise ValueError(f"size (the KeepAugment region side) must be >= 2, got {self.size}")
+        object.__setattr__(self, "tau", check_probability("tau", self.tau))
+        check_int("max_tries", self.max_tries)
+
+    def _tries(self, rng, rows, size):
+        """(B, T, 2) candidate centres ``(cy, cx)``, uniform over the image (shared in ``mode="batch"``)."""
+        n = 1 if self.per_batch() else rows
+        cy = rng.integers(0, size, size=(n, self.max_tries))
+        cx = rng.integers(0, size, size=(n, self.max_tries))
+        return np.broadcast_to(np.stack([cy, cx], -1), (rows, self.max_tries, 2)).astype(np.int32)
+
+    def plan(self, rng, rows, size, p_keep_image):
+        tries = self._tries(rng, rows, size)
+        apply = self.applied(rng, rows, p_keep_image)
+        plan = CopyPlan.whole(rows, 1)
+        plan.inputs = {MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32), TRIES: tries}
+        return plan
+
+    def _search(self, g, sal, nodes, selective, size=None):
+        return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=self.size if size is None else size,
+                               tau=self.tau, selective=selective, device=g.device)
+
+
+@dataclass(frozen=True)
+class KeepCutout(_Keep):
+    """Selective-cut: a Cutout box whose region score is below the ``tau``-quantile (an unimportant region)
+    is erased. Defaults: ``size=56`` (Fong & Vedaldi's S at 224 px), ``tau=0.6`` (the paper's), 32 tries."""
+
+    name = "keep_cutout"
+    inputs = (MAP_INDEX, TRIES)
+
+    def graph(self, g, u8, mirror, nodes):
+        boxes = self._search(g, g.saliency(u8, mirror), nodes, "cut")
+        return g.normalize(u8, boxes, mirror=mirror), boxes
+
+
+@dataclass(frozen=True)
+class KeepPaste(_Keep):
+    """Selective-paste: the image goes through the augmentation ``policy`` and a region whose score is above
+    the ``tau``-quantile (an important one) is pasted back from the un-augmented image. ``policy``:
+    ``"auto_augment"`` (DALI's AutoAugment ImageNet policy, the paper's ImageNet runs) or ``"rand_augment"``
+    (n=2, m=9). The policy runs on every row (rows not selected keep the augmented image whole), after
+    the flip as in timm's transforms."""
+
+    name = "keep_paste"
+    inputs = (MAP_INDEX, TRIES)
+    policy_inside = True
+
+    policy: str = "auto_augment"
+
+    def check(self):
+        super().check()
+        check_choice("policy", self.policy, POLICIES)
+
+    @property
+    def default_policy(self):
+        return self.policy
+
+    def graph(self, g, u8, mirror, nodes):
+        augmented = g.augment(u8)  # before the search's ops: the policy draws as in method="none"
+        boxes = self._search(g, g.saliency(u8, mirror), nodes, "paste")
+        return g.normalize(mixing.paste_boxes(augmented, boxes, u8, device=g.device), mirror=mirror), boxes

@@ -1,0 +1,60 @@
+"""SaliencyMix (Uddin et al. 2021, "SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better
+Regularization", arXiv 2006.01791; official code ``afm-shahab-uddin/SaliencyMix``, ``saliency_bbox``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dali_ops import mixing
+from pipelines.methods.base import CopyPlan, InputSpec, check_positive
+from pipelines.methods.saliency import SaliencyGuided
+
+PARTNER = InputSpec("partner", np.int32)
+MAP_INDEX = InputSpec("map_index", np.int32)
+CUT = InputSpec("cut", np.int32, (2,))
+
+
+@dataclass(frozen=True)
+class SaliencyMix(SaliencyGuided):
+    """CutMix whose box is centred on the source image's saliency peak.
+
+    ``lam ~ Beta(alpha, alpha)``, cut side ``int(S * sqrt(1 - lam))``; the box is ``clip(peak -+ cut // 2)``
+    around the first maximum of ``(map * 255).astype(uint8)`` of the *source* (partner) image's map, and the
+    source's pixels are pasted at the same location; ``lam`` is then the exact kept area. ``mode="batch"``
+    is the official code: one ``lam`` for the batch, and the map of the first permuted image
+    (``input[rand_index[0]]``) decides the box of every row.
+
+    The map is that of the source row's uint8 crop, the photo the saliency is meant to describe. The
+    official code hands OpenCV the mean/std-normalised *float* tensor instead; OpenCV's fine-grained
+    saliency then reads the raw bytes of its float32 gray plane as 8-bit pixels (``gray.at<uchar>`` on a
+    ``CV_32F`` Mat), so the official box follows byte noise, not the image (see the README).
+    """
+
+    name = "saliencymix"
+    inputs = (PARTNER, MAP_INDEX, CUT)
+
+    alpha: float = 1.0
+
+    def check(self):
+        super().check()
+        object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
+
+    def plan(self, rng, rows, size, p_keep_image):
+        perm = rng.permutation(rows).astype(np.int32)
+        lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
+        cut = (size * np.sqrt(1.0 - np.asarray(lam, np.float64))).astype(np.int64)
+        cut = np.broadcast_to(np.stack([cut, cut], -1), (rows, 2)).astype(np.int32)
+        apply = self.applied(rng, rows, p_keep_image)
+        # official code: the map of input[rand_index[0]] decides the box of the whole batch
+        source = perm if not self.per_batch() else np.full(rows, perm[0], np.int32)
+        partner = np.where(apply, perm, -1).astype(np.int32)
+        plan = CopyPlan.whole(rows, 1)
+        plan.partner = partner
+        plan.inputs = {PARTNER: partner, MAP_INDEX: np.where(apply, source, -1).astype(np.int32), CUT: cut}
+        return plan
+
+    def graph(self, g, u8, mirror, nodes):
+        sal = g.saliency(u8, mirror)
+        boxes = mixing.saliency_peak_box(sal, g.on(nodes[CUT]), nodes[MAP_INDEX], device=g.device)
+        return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror), boxes
