@@ -1,6 +1,7 @@
-"""The method contract, run over every registered method (kornia's ``CommonTests`` idea): shapes, dtypes,
-determinism, targets from ``(y, y_partner, lam)``, ``lam`` as the exact kept area of painted box masks,
-``p=0`` equal to ``method="none"``, one draw per batch with ``mode="batch"``, named option errors."""
+"""The method contract, run over every registered method (kornia's ``CommonTests`` idea), and the methods
+added through the registry (MixUp, timm's CutMix/MixUp switch, KeepCutMix) against oracles restated
+from their papers / reference codes: painted box masks, exact box areas, ``lam * x + (1 - lam) * x_j``,
+OpenCV's saliency with the KeepAugment region sums and ``numpy.quantile``."""
 from __future__ import annotations
 
 import numpy as np
@@ -139,3 +140,110 @@ def test_loader_takes_method_objects_and_strings(structured_root):
     b = first(structured_root, "cutmix:alpha=0.5", seed=2)
     c = first(structured_root, "cutmix", alpha=0.5, seed=2)
     assert torch.equal(a.images, b.images) and torch.equal(a.images, c.images)
+
+
+# ------------------------------------------------------------------------------------------- MixUp
+@pytest.mark.parametrize("mode", ["elem", "batch"])
+def test_mixup_is_lam_x_plus_one_minus_lam_partner(structured_root, plain, mode):
+    """Zhang et al. 2018 / facebookresearch mixup_data: ``lam * x + (1 - lam) * x[index]``, ``index`` a
+    permutation; labels mixed by lam."""
+    mixed = first(structured_root, "mixup", seed=3, mode=mode, alpha=0.4, p_keep_image=(0.0, 0.5))
+    partner, lam = mixed.meta["partner"].numpy(), mixed.meta["lam"].numpy()
+    assert (mixed.meta["boxes"] == -1).all()
+    for c in range(M):
+        rows = np.arange(c * B, (c + 1) * B)
+        if c == 0:  # p_keep_image 0: every row mixed, partners a permutation of the copy's rows
+            assert sorted(partner[rows]) == list(rows)
+        if mode == "batch":
+            assert len(set(lam[rows][partner[rows] >= 0])) <= 1
+    assert ((partner < 0) & (np.arange(B * M) >= B)).any()  # copy 1 keeps some rows whole
+    x = plain.images.numpy().astype(np.float64)
+    for r in range(B * M):
+        if partner[r] < 0:
+            np.testing.assert_array_equal(mixed.images[r].numpy(), plain.images[r].numpy())
+            continue
+        assert 0.0 < lam[r] < 1.0
+        np.testing.assert_allclose(mixed.images[r].numpy(), lam[r] * x[r] + (1 - lam[r]) * x[partner[r]], atol=2e-6)
+
+
+# ----------------------------------------------------------------------------------- CutMix / MixUp
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_cutmix_mixup_follows_timm(structured_root, plain, mode):
+    """timm ``Mixup``: partner ``x.flip(0)``; per batch / pair / row either CutMix (box of the
+    ``int(S * sqrt(1 - lam))`` side, exact-area lam) or MixUp (``lam * x + (1 - lam) * x_orig[j]``)."""
+    kinds = set()
+    for seed in (1, 2, 3):
+        mixed = first(structured_root, "cutmix_mixup", seed=seed, mode=mode, p=0.8)
+        base = first(structured_root, seed=seed)
+        partner, lam, boxes = mixed.meta["partner"].numpy(), mixed.meta["lam"].numpy(), mixed.meta["boxes"].numpy()
+        x = base.images.numpy().astype(np.float64)
+        for c in range(M):
+            rows = np.arange(c * B, (c + 1) * B)
+            flipped = rows[::-1]
+            assert np.all((partner[rows] == -1) | (partner[rows] == flipped))
+            kind = {}
+            for i, r in enumerate(rows):
+                out = mixed.images[r].numpy()
+                mask = box_mask(boxes[r])
+                if partner[r] < 0:
+                    kind[i] = "none"
+                    np.testing.assert_array_equal(out, base.images[r].numpy())
+                elif mask.any():
+                    kind[i] = "cutmix"
+                    np.testing.assert_array_equal(out[:, mask], base.images[partner[r]].numpy()[:, mask])
+                    np.testing.assert_array_equal(out[:, ~mask], base.images[r].numpy()[:, ~mask])
+                    assert lam[r] == pytest.approx(1 - mask.sum() / SIZE ** 2, abs=1e-6)
+                else:
+                    kind[i] = "mixup"
+                    np.testing.assert_allclose(out, lam[r] * x[r] + (1 - lam[r]) * x[partner[r]], atol=2e-6)
+            kinds |= set(kind.values())
+            if mode == "batch":
+                assert len(set(kind.values())) == 1 and len(set(lam[rows])) == 1
+            if mode == "pair":  # rows i and B-1-i: the same draw, each mixed with the other's original
+                for i in range(B // 2):
+                    j = B - 1 - i
+                    assert kind[i] == kind[j] and lam[rows[i]] == lam[rows[j]]
+                    assert (boxes[rows[i]] == boxes[rows[j]]).all()
+    assert {"cutmix", "mixup"} <= kinds
+
+
+def test_cutmix_mixup_options():
+    with pytest.raises(ValueError, match="switch_prob"):
+        get_method("cutmix_mixup", switch_prob=2.0)
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        get_method("cutmix_mixup", mixup_alpha=0.0)
+    assert get_method("cutmix_mixup").mode == "batch"  # timm's default
+
+
+# ------------------------------------------------------------------------------------------ KeepCutMix
+@pytest.mark.parametrize("mode", ["elem", "batch"])
+def test_keep_cutmix_cuts_a_region_below_the_quantile_and_pastes_the_partner(structured_root, plain, mode):
+    """Gong et al. Table 6 KeepCutMix: the CutMix-sized region of the *target* chosen by selective-cut (its
+    saliency sum below the tau-quantile of every region of that side), filled from the partner."""
+    tau = 0.6
+    mixed = first(structured_root, "keep_cutmix", seed=3, mode=mode, tau=tau)
+    partner, lam = mixed.meta["partner"].numpy(), mixed.meta["lam"].numpy()
+    checked = 0
+    for r in range(B * M):
+        p = partner[r]
+        assert p >= 0  # p = 1
+        y0, x0, y1, x1 = mixed.meta["boxes"][r, 0].tolist()
+        mask = box_mask(mixed.meta["boxes"][r])
+        out = mixed.images[r].numpy()
+        np.testing.assert_array_equal(out[:, mask], plain.images[p].numpy()[:, mask])
+        np.testing.assert_array_equal(out[:, ~mask], plain.images[r].numpy()[:, ~mask])
+        assert lam[r] == pytest.approx(1 - mask.sum() / SIZE ** 2, abs=1e-6)
+        if not mask.any():
+            continue
+        sal = opencv_saliency(plain.images[r])
+        # the region is clip(c -+ h) for the row's cut side 2h (or 2h + 1): some such centred box, whose
+        # saliency sum is below the tau-quantile of every region of that side
+        below = []
+        for h in range(1, SIZE // 2 + 1):
+            centres = [(cy, cx) for cy in (y0 + h, y1 - h) for cx in (x0 + h, x1 - h)]
+            if any(ref.cutout_box(cy, cx, 2 * h, SIZE, SIZE) == (y0, x0, y1, x1) for cy, cx in centres):
+                scores = ref.keep_scores(sal, 2 * h)
+                below.append(sal[y0:y1, x0:x1].astype(np.float64).sum() < np.quantile(scores, tau))
+        assert below and any(below), (r, (y0, x0, y1, x1))
+        checked += 1
+    assert checked >= B

@@ -13,16 +13,18 @@ import ast
 from pipelines.methods.attentive_cutmix import AttentiveCutMix
 from pipelines.methods.base import CopyPlan, InputSpec, Method
 from pipelines.methods.cutmix import CutMix
+from pipelines.methods.cutmix_mixup import CutMixMixUp
 from pipelines.methods.cutout import Cutout
 from pipelines.methods.hide_and_seek import HideAndSeek
-from pipelines.methods.keep_augment import KeepCutout, KeepPaste
+from pipelines.methods.keep_augment import KeepCutMix, KeepCutout, KeepPaste
+from pipelines.methods.mixup import MixUp
 from pipelines.methods.none import NoAugment
 from pipelines.methods.saliency_occlusion import SaliencyOcclusion
 from pipelines.methods.saliencymix import SaliencyMix
 
 REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
-    NoAugment, Cutout, HideAndSeek, CutMix, SaliencyMix, AttentiveCutMix, SaliencyOcclusion, KeepCutout,
-    KeepPaste)}
+    NoAugment, Cutout, HideAndSeek, CutMix, MixUp, CutMixMixUp, SaliencyMix, AttentiveCutMix,
+    SaliencyOcclusion, KeepCutout, KeepPaste, KeepCutMix)}
 METHODS = tuple(REGISTRY)
 
 __all__ = ["REGISTRY", "METHODS", "Method", "CopyPlan", "InputSpec", "get_method", "parse_method",

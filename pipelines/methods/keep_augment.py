@@ -1,5 +1,5 @@
 """KeepAugment (Gong et al. 2021, "KeepAugment: A Simple Information-Preserving Data Augmentation Approach",
-arXiv 2011.11778): selective-cut and selective-paste. No official code exists; the unofficial
+arXiv 2011.11778): selective-cut, selective-paste and KeepCutMix. No official code exists; the unofficial
 ``cjf8899/KeepAugment_Pytorch`` uses a fixed threshold and box size, so these follow the paper.
 
 The region score is the *sum* of saliency over the region (Eq. 1), the region being the ``size`` x
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_probability
+from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
 from pipelines.methods.saliency import SaliencyGuided
 
 MAP_INDEX = InputSpec("map_index", np.int32)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
+PARTNER = InputSpec("partner", np.int32)
+SIZE = InputSpec("size", np.int32)
 POLICIES = ("auto_augment", "rand_augment")
 
 
@@ -96,3 +98,38 @@ class KeepPaste(_Keep):
         augmented = g.augment(u8)  # before the search's ops: the policy draws as in method="none"
         boxes = self._search(g, g.saliency(u8, mirror), nodes, "paste")
         return g.normalize(mixing.paste_boxes(augmented, boxes, u8, device=g.device), mirror=mirror), boxes
+
+
+@dataclass(frozen=True)
+class KeepCutMix(_Keep):
+    """KeepCutMix, KeepAugment's ImageNet method (Gong et al. Table 6: CutMix 78.6 -> 79.0 top-1, ResNet-50):
+    CutMix (``lam ~ Beta(alpha, alpha)``, side ``int(S * sqrt(1 - lam))``, partner a permutation of the
+    copy's rows) whose cut region in the *target* image is chosen by selective-cut among the regions of
+    that side (score below the ``tau``-quantile of all of them), then filled with the partner's pixels at
+    the same place; ``lam`` is the exact kept area. ``mode="batch"``: one ``lam`` and one set of candidate
+    centres per batch (each row still searches its own map)."""
+
+    name = "keep_cutmix"
+    inputs = (PARTNER, MAP_INDEX, TRIES, SIZE)
+
+    alpha: float = 1.0
+
+    def check(self):
+        super().check()
+        object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
+
+    def plan(self, rng, rows, size, p_keep_image):
+        perm = rng.permutation(rows).astype(np.int32)
+        lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
+        side = np.broadcast_to((size * np.sqrt(1.0 - np.asarray(lam, np.float64))).astype(np.int64), (rows,))
+        tries = self._tries(rng, rows, size)
+        apply = self.applied(rng, rows, p_keep_image)
+        plan = CopyPlan.whole(rows, 1)
+        plan.partner = np.where(apply, perm, -1).astype(np.int32)
+        plan.inputs = {PARTNER: plan.partner, MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32),
+                       TRIES: tries, SIZE: side.astype(np.int32)}
+        return plan
+
+    def graph(self, g, u8, mirror, nodes):
+        boxes = self._search(g, g.saliency(u8, mirror), nodes, "cut", size=nodes[SIZE])
+        return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror), boxes
