@@ -60,7 +60,8 @@ AUTO_AUGMENTS = ("rand_augment", "auto_augment")
 
 
 def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 \
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= value <= 1.0 \
             or math.isnan(value):
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return float(value)
@@ -126,7 +127,7 @@ class AugmentConfig:
         _positive_int("max_tries", self.max_tries)
         if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, np.integer)) or self.jitter < 0:
             raise ValueError(f"jitter must be an integer >= 0 (pixels), got {self.jitter!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float, np.integer, np.floating)) or not math.isfinite(self.alpha) \
                 or self.alpha <= 0:
             raise ValueError(f"alpha must be a finite number > 0 (Beta(alpha, alpha)), got {self.alpha!r}")
         _probability("keep_tau", self.keep_tau)
