@@ -65,6 +65,7 @@ def test_reader_workers_and_tracker_exit_when_the_training_process_is_killed(tin
     script.write_text(TRAIN_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_dataset / "train")], cwd=tmp_path,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: set[int] = set()
     try:
         line = proc.stdout.readline()
         assert line.startswith("ready"), (line, proc.stderr.read() if proc.poll() is not None else "")
@@ -82,8 +83,9 @@ def test_reader_workers_and_tracker_exit_when_the_training_process_is_killed(tin
     finally:
         if proc.poll() is None:
             proc.kill()
-        for c in _descendants(proc.pid):
-            os.kill(c, signal.SIGKILL)
+        for c in children:  # on a failure: the orphans this test made (re-parented, so found by pid)
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
 
 
 NO_GUARD = """
