@@ -173,7 +173,7 @@ class OcclusionLoader:
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
         self._source = ImageSource(**self._source_args)
-        self._worker_setup = worker_setup_for(max_image_pixels)
+        self._max_image_pixels = max_image_pixels  # also applied in the reader workers
         self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
         self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
@@ -262,11 +262,11 @@ class OcclusionLoader:
             # Drop the pipeline whatever happened (a KeyboardInterrupt too): its queues may have moved past
             # the recorded position, so the next iteration rebuilds at (self._epoch, self._batch).
             self.close()
-            if not isinstance(exc, Exception) or self._pending_failure is not None:
-                self._pending_failure = None
+            pending, self._pending_failure = self._pending_failure, None
+            if not isinstance(exc, Exception):
                 raise
             failure = describe_failure(exc, self._source, self._epoch, self._batch)
-            if failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
+            if pending is not None or failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
                 raise failure.error from exc
             # The workers met the bad file a few batches ahead: serve the good batches before it first.
             stop = (failure.bad_batch[0] - self._epoch) * len(self) + failure.bad_batch[1] - self._batch
@@ -279,7 +279,7 @@ class OcclusionLoader:
         check_spawn_safe_main()  # before any worker is spawned
         self._pending_failure = None
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
-        source.worker_setup = self._worker_setup  # read in the workers (ImageSource.__setstate__)
+        source.worker_setup = worker_setup_for(self._max_image_pixels)  # read by ImageSource.__setstate__
         if stop_at is not None:
             source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe = build_pipeline(source, device=self.device, batch_size=self.batch_size,

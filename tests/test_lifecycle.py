@@ -135,3 +135,14 @@ def test_script_piped_on_stdin_is_refused(tiny_dataset, tmp_path):
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("RuntimeError") and "stdin" in last and "save it to a file" in last.lower(), res.stderr
+
+
+def test_main_guard_detection_reads_the_usual_spellings(tmp_path):
+    from pipelines.checks import _in_main_guard
+
+    script = tmp_path / "s.py"
+    script.write_text("import x\n"
+                      "if '__main__' == __name__:\n    a = 1\n"
+                      "if __name__ == '__main__' and not x.quiet:\n    b = 2\n"
+                      "c = 3\n")
+    assert [_in_main_guard(str(script), n) for n in (1, 3, 5, 6)] == [False, True, True, False]
