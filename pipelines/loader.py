@@ -87,7 +87,8 @@ class OcclusionLoader:
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
-        seed: every random choice derives from it (same seed, same batches).
+        seed: every random choice derives from it (same seed, same batches); an integer in [0, 2**64).
+            DALI's own operators get a seed derived from (seed, shard_id, start epoch, start batch).
         shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.reader`.
         num_threads: DALI CPU threads; py_workers: reader worker processes.
         dtype: ``"float32"`` or ``"float16"`` images.
