@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,15 @@ import torch
 from kernels.apply import lam_from_boxes
 from kernels.labels import soft_targets
 from pipelines.batch import Batch
+from pipelines.checks import check_loader_args, check_spawn_safe_main, infer_num_classes
+from pipelines.errors import describe_failure
 from pipelines.graph import build_pipeline, fill_values
 from pipelines.imagefiles import scan_image_folder, read_file_list
+from pipelines.lifecycle import worker_setup_for
 from pipelines.methods import get_method
 from pipelines.params import AugmentConfig
 from pipelines.reader import ImageSource, unpack_meta
+from pipelines.seeding import pipeline_seed
 
 __all__ = ["Batch", "OcclusionLoader"]
 
@@ -62,13 +65,18 @@ class OcclusionLoader:
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
             ``torch.cuda.current_device()``, which is ``LOCAL_RANK`` once a ``torchrun`` script called
             ``torch.cuda.set_device``). The pipeline, any CUDA work and the output tensors live on it.
-        seed: every random choice derives from it (same seed, same batches).
+        seed: every random choice derives from it (same seed, same batches); an integer in [0, 2**64).
+            DALI's own operators get a seed derived from (seed, shard_id, start epoch, start batch).
         shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.reader`.
         num_threads: DALI CPU threads; py_workers: reader worker processes; prefetch: DALI queue depth.
         dtype: ``"float32"`` or ``"float16"`` images.
-        verify: ``"header"`` (default) checks every file's header before the first batch and raises
-            one error listing all bad files; ``"full"`` also decodes them (catches truncated data);
-            ``"none"`` skips the check (a bad file then stops the epoch where it is met).
+        verify: ``"full"`` (default) decodes every file before the first batch (truncated and corrupt
+            data) and raises one error listing all bad files; a file that decoded cleanly is remembered
+            by size and mtime (:func:`pipelines.verify.verify_cached`), so later runs only ``stat`` it.
+            ``"header"`` checks headers only (misses corrupt scan data); ``"none"`` skips the check (a bad
+            file then stops the epoch where it is met).
+        max_image_pixels: Pillow's decompression-bomb limit for the header checks, here and in the reader
+            workers (Pillow's default, 89.5 Mpx; ``None`` = no limit).
         **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``).
     """
 
@@ -78,31 +86,33 @@ class OcclusionLoader:
                  device: str = "auto", device_id: int | None = None, seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
                  num_threads: int | None = None, py_workers: int = 2, prefetch: int = 2, dtype: str = "float32",
-                 verify: str = "header", **options):
+                 verify: str = "full", max_image_pixels: int | None = 89_478_485, **options):
+        check_loader_args(batch_size=batch_size, train=train, seed=seed, prefetch=prefetch,
+                          num_threads=num_threads, py_workers=py_workers, dtype=dtype, shuffle=shuffle,
+                          num_classes=num_classes, max_image_pixels=max_image_pixels)
         self.method = get_method(method, **options)
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
         fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if verify not in ("header", "full", "none"):
-            raise ValueError(f"verify must be 'header', 'full' or 'none', got {verify!r}")
-        if py_workers < 1:
-            raise ValueError(f"py_workers must be >= 1, got {py_workers!r}")
+        if verify not in ("full", "header", "none"):
+            raise ValueError(f"verify must be 'full', 'header' or 'none', got {verify!r}")
         root = Path(root)
         if root.is_file():
             paths, labels = read_file_list(root)
             self.classes = None
         else:
             paths, labels, self.classes = scan_image_folder(root)
-        n_labels = int(max(labels)) + 1
-        self.num_classes = n_labels if num_classes is None else int(num_classes)
-        if self.num_classes < n_labels:
-            raise ValueError(f"num_classes={num_classes} but the labels go up to {n_labels - 1}")
+        self.num_classes = infer_num_classes(labels, paths, num_classes, root)
         if verify != "none":
-            from pipelines.verify import find_bad_images
+            from pipelines.verify import find_bad_images, pixel_limit, verify_cached
 
-            bad = find_bad_images(paths, full=verify == "full", workers=max(2, os.cpu_count() or 2))
+            with pixel_limit(max_image_pixels):
+                if verify == "full":
+                    bad, _ = verify_cached(paths, workers=max(2, os.cpu_count() or 2))
+                else:
+                    bad = find_bad_images(paths, full=False, workers=max(2, os.cpu_count() or 2))
             if bad:
                 listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
                 more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
@@ -130,6 +140,9 @@ class OcclusionLoader:
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
         self._source = ImageSource(**self._source_args)
+        self._max_image_pixels = max_image_pixels  # also applied in the reader workers
+        self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
+        self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
         self._batch = 0      # batches of that epoch already served
         self._pipe = None
@@ -167,49 +180,80 @@ class OcclusionLoader:
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
 
     def __iter__(self):
-        if self._batch >= len(self):
+        token = self._claim_iterator()
+        try:
+            if self._batch >= len(self):
+                self._epoch, self._batch = self._epoch + 1, 0
+            if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
+                self._build(self._epoch, self._batch)
+            while self._batch < len(self):
+                self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
+                outputs = self._run()
+                batch = self._to_batch(outputs)
+                if self._train_step is not None:
+                    batch = self._train_step(batch)
+                self._batch += 1
+                self._pipe_pos = (self._epoch, self._batch)
+                yield batch
+            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain.
             self._epoch, self._batch = self._epoch + 1, 0
-        if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
-            self._build(self._epoch, self._batch)
-        while self._batch < len(self):
-            outputs = self._run()
-            batch = self._to_batch(outputs)
-            if self._train_step is not None:
-                batch = self._train_step(batch)
-            self._batch += 1
-            self._pipe_pos = (self._epoch, self._batch)
-            yield batch
-        # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain.
-        self._epoch, self._batch = self._epoch + 1, 0
-        self._pipe_pos = (self._epoch, 0)
+            self._pipe_pos = (self._epoch, 0)
+        finally:
+            if self._live_iter is token:
+                self._live_iter = None
+
+    def _claim_iterator(self):
+        """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
+        nested ``for`` over the same loader would never end), so the second is refused. An iterator stops
+        being live when it is exhausted, closed, or garbage-collected (``break`` out of a ``for`` loop)."""
+        if self._live_iter is not None:
+            raise RuntimeError(
+                "this OcclusionLoader is already being iterated: one loader serves one position, so a second "
+                "live iterator (zip(L, L), a nested `for` over the same loader, or an unfinished iter(L) kept "
+                "in a variable) would steal its batches. Finish or close() the first iterator, or build a "
+                "second loader.")
+        token = object()
+        self._live_iter = token
+        return token
 
     # -- internals -------------------------------------------------------------------------------
     def _run(self):
         try:
             return self._pipe.run()
         except StopIteration:
+            pending, self._pending_failure = self._pending_failure, None
+            self.close()
+            if pending is not None:  # the batches before the bad file were served: now its error
+                raise pending.error from None
             raise RuntimeError(f"the reader ended epoch {self._epoch} early at batch {self._batch}") from None
-        except Exception as exc:
-            # DALI names only "sample #i" of the batch: name the file, and drop the broken pipeline.
-            ids = self._source.shard_plan(self._epoch).ids[self._batch * self.batch_size:][:self.batch_size]
-            match = re.search(r"sample #(\d+)", str(exc))
-            if match and int(match.group(1)) < len(ids):
-                where = f"file {self._source.paths[ids[int(match.group(1))]]}"
-            else:
-                where = "one of the files " + ", ".join(self._source.paths[i] for i in ids)
-            self._pipe = None
-            raise RuntimeError(
-                f"decoding failed at epoch {self._epoch}, batch {self._batch}, {where}: {exc}\n"
-                "Find all unreadable files with `python -m pipelines.verify ROOT` (it fully decodes "
-                "them), or construct the loader with verify='full'.") from exc
+        except BaseException as exc:
+            # Drop the pipeline whatever happened (a KeyboardInterrupt too): its queues may have moved past
+            # the recorded position, so the next iteration rebuilds at (self._epoch, self._batch).
+            self.close()
+            pending, self._pending_failure = self._pending_failure, None
+            if not isinstance(exc, Exception):
+                raise
+            failure = describe_failure(exc, self._source, self._epoch, self._batch)
+            if pending is not None or failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
+                raise failure.error from exc
+            # The workers met the bad file a few batches ahead: serve the good batches before it first.
+            stop = (failure.bad_batch[0] - self._epoch) * len(self) + failure.bad_batch[1] - self._batch
+            self._build(self._epoch, self._batch, stop_at=stop)
+            self._pending_failure = failure
+            return self._run()
 
-    def _build(self, epoch: int, batch: int) -> None:
+    def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
         self.close()
+        check_spawn_safe_main()  # before any worker is spawned
+        self._pending_failure = None
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
+        source.worker_setup = worker_setup_for(self._max_image_pixels)  # read by ImageSource.__setstate__
+        if stop_at is not None:
+            source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe = build_pipeline(source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
                                     num_threads=self.num_threads, py_workers=self.py_workers,
                                     dtype=self.dtype, fill=self.fill, prefetch=self.prefetch,
-                                    seed=self.seed)
+                                    seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
         self._pipe.build()
         self._pipe_pos = (epoch, batch)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.imagefiles import BadImageError, probe_image
+from pipelines.lifecycle import on_worker_start
 from pipelines.methods import InputSpec
 from pipelines.params import AugmentConfig, batch_rng, plan_batch
 
@@ -125,8 +126,13 @@ class ImageSource:
         self.start_epoch = int(start_epoch)
         self.start_batch = int(start_batch)
         self._sizes = np.full((len(self.paths), 2), -1, np.int32)  # (height, width) once probed
+        self._stamps = np.full((len(self.paths), 2), -1, np.int64)  # (size, mtime_ns) of that probe
         if not 0 <= self.start_batch <= self.batches_per_epoch():
             raise ValueError(f"start_batch must be in [0, {self.batches_per_epoch()}], got {start_batch}")
+
+    def __setstate__(self, state):  # in a reader worker: parent-death watchdog, Pillow limits
+        self.__dict__.update(state)
+        on_worker_start(state.get("worker_setup"))
 
     # -- order ---------------------------------------------------------------------------------
     def _shard_bounds(self, shard: int) -> tuple[int, int]:
@@ -189,11 +195,14 @@ class ImageSource:
             try:
                 with open(path, "rb") as f:
                     data = f.read()
+                    st = os.fstat(f.fileno())
             except OSError as exc:
                 raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-            if self._sizes[i, 0] < 0:  # header probed once per worker; later epochs reuse it
+            # header probed once per worker and file version: a file replaced (new size or mtime) is re-probed
+            if self._sizes[i, 0] < 0 or self._stamps[i, 0] != st.st_size or self._stamps[i, 1] != st.st_mtime_ns:
                 info = probe_image(path, data=data)
                 self._sizes[i] = info.height, info.width
+                self._stamps[i] = st.st_size, st.st_mtime_ns
             encoded.append(np.frombuffer(data, dtype=np.uint8))
             heights.append(self._sizes[i, 0])
             widths.append(self._sizes[i, 1])
@@ -215,7 +224,8 @@ class ImageSource:
         return tuple(slots)
 
     def __call__(self, info):
-        if self.batches_per_epoch() == 0:  # fewer samples than one batch with last_batch="drop"
+        # fewer samples than one batch with last_batch="drop", or the loader's stop before a bad file
+        if self.batches_per_epoch() == 0 or info.iteration >= getattr(self, "stop_at", math.inf):
             raise StopIteration
         epoch, batch = self.position(info)
         encoded, p = self.read(epoch, batch)

@@ -11,15 +11,33 @@ file list). By default every file is fully decoded (catches truncated and corrup
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
+import warnings
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+from PIL import Image
 
 from pipelines.imagefiles import BadImageError, check_image, read_file_list, scan_image_folder
 
 
 _CHUNK = 64  # files per pool task
+
+
+@contextmanager
+def pixel_limit(max_image_pixels):
+    """Pillow's decompression-bomb limit set to ``max_image_pixels`` (``None``: no limit) for the block."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _check_chunk(paths: list[str], full: bool) -> list[tuple[str, str]]:
@@ -58,6 +76,70 @@ def find_bad_images(paths, full: bool = True, workers: int | None = None) -> lis
         while pending:
             out.extend(pending.popleft().result())
     return out
+
+
+#: Where :func:`verify_cached` keeps its per-dataset files (override with ``DALI_OCCLUSION_CACHE``).
+def cache_dir() -> str:
+    env = os.environ.get("DALI_OCCLUSION_CACHE")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dali_occlusion", "verified")
+
+
+def _stamps(paths: list[str]) -> np.ndarray:
+    """``(N, 2)`` int64 ``(size, mtime_ns)`` per file, ``(-1, -1)`` when it cannot be stat-ed."""
+    out = np.full((len(paths), 2), -1, np.int64)
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[i] = st.st_size, st.st_mtime_ns
+    return out
+
+
+def verify_cached(paths, workers: int | None = None, directory: str | None = None
+                  ) -> tuple[list[tuple[str, str]], int]:
+    """Fully decode every file of ``paths`` not already verified at its current size and mtime.
+
+    Returns ``(bad, checked)``: :func:`find_bad_images`'s ``(path, reason)`` list and how many files
+    were decoded this time. A file that decoded cleanly is remembered in ``directory`` (one ``.npz``
+    per path list, keyed by a hash of the list) with its ``(size, mtime_ns)``; a later run only
+    ``stat``s it, so only the first run over a dataset pays for decoding (and later runs pay less
+    than the old header check, which opened every file). A file replaced or touched since changes
+    size or mtime and is decoded again. Bad files are never remembered. When the cache cannot be
+    read or written the check still runs in full (with a warning for an unwritable cache).
+    """
+    items = [os.fspath(p) for p in paths]
+    directory = cache_dir() if directory is None else directory
+    key = hashlib.sha256("\n".join(items).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    cache_file = os.path.join(directory, f"{key}.npz")
+    stamps = _stamps(items)
+    known = np.zeros((len(items), 2), np.int64) - 2
+    try:
+        with np.load(cache_file) as cached:
+            if cached["stamps"].shape == stamps.shape:
+                known = cached["stamps"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass
+    todo = np.flatnonzero((stamps != known).any(axis=1) | (stamps[:, 0] < 0))
+    bad = find_bad_images([items[i] for i in todo], full=True, workers=workers) if todo.size else []
+    bad_paths = {p for p, _ in bad}
+    verified = known.copy()
+    for i in todo:
+        verified[i] = (-2, -2) if items[i] in bad_paths else stamps[i]
+    if todo.size:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            tmp = f"{cache_file}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                np.savez(fh, stamps=verified)
+            os.replace(tmp, cache_file)  # atomic: concurrent ranks never read half a file
+        except OSError as exc:
+            warnings.warn(f"cannot write the verification cache {cache_file} ({exc}); every run will decode "
+                          f"all files again (set DALI_OCCLUSION_CACHE to a writable folder)", stacklevel=2)
+    return bad, int(todo.size)
 
 
 def main(argv=None) -> int:

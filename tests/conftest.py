@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+# The loader's verification cache (pipelines.verify.verify_cached) goes to a throw-away folder, not ~/.cache;
+# subprocesses started by the tests inherit it.
+os.environ["DALI_OCCLUSION_CACHE"] = tempfile.mkdtemp(prefix="dali-occlusion-verified-")
 
 
 def _photo(rng, h, w):
