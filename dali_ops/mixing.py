@@ -14,7 +14,7 @@ Implementations:
 * search (:func:`saliency_peak_box`, :func:`max_window`, :func:`keep_box`): on the CPU the plugin's
   ``fn.occlusion.box_search`` (C++, one map per pool thread); on the GPU CUDA kernels built from the
   :mod:`kernels` twins (``kernels.search._peak_box_of_map``, ``_max_window_of_map``, ``_keep_pick``,
-  ``_integral_row`` / ``_integral_col``, ``_centred_box_mean``, rebound by :func:`kernels._twin._rebind`)
+  ``_integral_row`` / ``_integral_col``, ``_centred_box_sum``, rebound by :func:`kernels._twin._rebind`)
   and launched per sample by DALI's numba plugin (``numba_function``; needs numba >= 0.57 and DALI's
   CUDA numba support -- written and checked under the CUDA simulator, not run on a GPU in this project's
   CI). Tests check both against the NumPy oracles of :mod:`kernels.reference`.
@@ -26,7 +26,8 @@ Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``de
 * :func:`paste_boxes` -- CutMix / SaliencyMix paste at the same location (Yun et al. 2019 Algorithm A1,
   clovaai/CutMix-PyTorch ``train.py``: ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]``).
 * :func:`saliency_peak_box` -- SaliencyMix box (Uddin et al. 2021, ``saliency_bbox`` of the official code).
-* :func:`max_window` -- Fong & Vedaldi's S x S max window, stride T, jitter given as an input.
+* :func:`max_window` -- Fong & Vedaldi's S x S max window, stride T, jitter uniform over the in-image shifts
+  (its random integers given as an input).
 * :func:`keep_box` -- KeepAugment selective-cut / selective-paste box (Gong et al. 2021), the candidate
   centres drawn upstream and given as an input.
 
@@ -58,7 +59,7 @@ _max_window_of_map = _search._max_window_of_map
 _keep_pick = _search._keep_pick
 _integral_row = _search._integral_row
 _integral_col = _search._integral_col
-_centred_box_mean = _search._centred_box_mean
+_centred_box_sum = _search._centred_box_sum
 
 _GPU_THREADS = 256
 
@@ -112,7 +113,7 @@ def _block_integral(s3, ii, t, nt):
     cuda.syncthreads()  # noqa: F821
 
 
-def _max_window_cuda(out, ii_out, sal, jitter, params):
+def _max_window_cuda(out, ii_out, sal, draws, params):
     # ii_out (H+1, W+1) float64 is the integral-image scratch (a second output; CUDA kernels cannot
     # allocate). One block: row pass, column pass, then thread 0 scans the windows.
     h, w = sal.shape
@@ -123,7 +124,7 @@ def _max_window_cuda(out, ii_out, sal, jitter, params):
     if cuda.blockIdx.x == 0:  # noqa: F821
         _block_integral(s3, ii, t, nt)
         if t == 0:
-            _max_window_of_map(ii, 0, params[0], params[1], jitter[0], jitter[1], out[0])
+            _max_window_of_map(ii, 0, params[0], params[1], params[2], draws[0], draws[1], out[0])
 
 
 _KEEP_MAX_THREADS = 256  # shared-memory reduction buffers of _keep_cuda
@@ -222,7 +223,7 @@ def _keep_cuda(out, ii_out, scores_out, sal, tries, params):
     _block_integral(s3, ii, t, nt)
     for i in range(t, h * w, nt):
         cy = i // w
-        _centred_box_mean(ii, scores, half, 0, cy, i - cy * w)
+        _centred_box_sum(ii, scores, half, 0, cy, i - cy * w)
     cuda.syncthreads()  # noqa: F821
     # numpy.quantile(method="linear"): virtual index tau * (n - 1), lerp with numpy's two-sided formula
     n = h * w
@@ -426,38 +427,49 @@ def saliency_peak_box(saliency, cut, map_index=None, *, quantize: bool = True, d
     return _search(saliency, cut, map_index, device, dict(method="peak", quantize=bool(quantize)), gpu)
 
 
-def max_window(saliency, S: int, T: int = 1, jitter=None, map_index=None, *, device: str = "cpu"):
-    """Fong & Vedaldi box of each ``(H, W)`` float32 map: ``(1, 4)`` int32 ``(y0, x0, y0 + S, x0 + S)``.
+def max_window(saliency, size: int, stride: int = 1, draws=None, map_index=None, *, jitter: int = 0,
+               device: str = "cpu"):
+    """Fong & Vedaldi box (arXiv 1910.10651) of each ``(H, W)`` float32 map: ``(1, 4)`` int32
+    ``(y0, x0, y0 + size, x0 + size)``.
 
-    The S x S window of largest saliency sum on the stride-T grid (first in row-major order), its top-left
-    moved by ``jitter`` (``(2,)`` int32 samples ``(dy, dx)``, drawn upstream in ``[-tau, tau]``; ``None`` =
-    no jitter) and clipped so the window never leaves the image. Same rule as :func:`kernels.search.max_window`.
-    A map smaller than S x S gets the box ``(-1, -1, -1, -1)`` (no occlusion; an operator cannot raise).
+    The ``size x size`` window of largest saliency sum on the ``stride`` grid (first in row-major order), at
+    ``(y0, x0)``, then jittered by a shift uniform over the integer shifts in ``[-jitter, jitter]`` that keep
+    it inside the ``H x W`` map: ``draws`` are ``(2,)`` int32 samples ``(ry, rx)`` uniform in
+    ``[0, 2**31 - 1)`` drawn upstream (``rng.integers(0, 2**31 - 1, size=(N, 2))``), ``lo_y = max(-jitter,
+    -y0)``, ``hi_y = min(jitter, H - size - y0)``, ``dy = lo_y + ry % (hi_y - lo_y + 1)`` (same for x). Same
+    rule as :func:`kernels.search.max_window` with ``tau=jitter``. ``jitter`` defaults to 0 (no jitter; the
+    draws are then not read, and ``draws=None`` is allowed); the paper uses 16 at 224 px. A map smaller than
+    the window gets the box ``(-1, -1, -1, -1)`` (no occlusion; an operator cannot raise).
     ``map_index`` as in :func:`saliency_peak_box` (-1: row not occluded).
     """
     from nvidia.dali import fn, types
 
-    S = _int_arg("S", S, 1)
-    T = _int_arg("T", T, 1)
+    S = _int_arg("size", size, 1)
+    T = _int_arg("stride", stride, 1)
+    jitter = _int_arg("jitter", jitter, 0)
     device = _device(device)
-    if jitter is None:
-        jitter = fn.constant(idata=[0, 0], shape=[2], dtype=types.INT32)
-        jitter = jitter.gpu() if device == "gpu" else jitter
+    if draws is None:
+        if jitter > 0:
+            raise ValueError("max_window: jitter > 0 needs `draws` ((2,) int32 (ry, rx) per sample)")
+        draws = fn.constant(idata=[0, 0], shape=[2], dtype=types.INT32)
+        draws = draws.gpu() if device == "gpu" else draws
 
     def gpu(sal):
-        boxes, _ = _numba_gpu([sal, jitter, _gpu_constant([S, T], np.int32)], run_function("max_window"),
+        boxes, _ = _numba_gpu([sal, draws, _gpu_constant([S, T, jitter], np.int32)], run_function("max_window"),
                               _one_box_and_integral, [types.INT32, types.FLOAT64],
                               [types.FLOAT, types.INT32, types.INT32], [2, 2], [2, 1, 1], grid=(1, _GPU_THREADS))
         return boxes
 
-    return _search(saliency, jitter, map_index, device, dict(method="max_window", size=S, stride=T), gpu)
+    return _search(saliency, draws, map_index, device,
+                   dict(method="max_window", size=S, stride=T, jitter=jitter), gpu)
 
 
 def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, selective: str = "cut",
              device: str = "cpu"):
     """KeepAugment box of each ``(H, W)`` float32 map: ``(1, 4)`` int32 (Gong et al., CVPR 2021).
 
-    Region scores are the mean saliency of the clipped Cutout box of side ``size`` around every pixel
+    Region scores are the saliency sum over the clipped Cutout box of side ``size`` around every pixel
+    (the paper's Eq. 1, arXiv 2011.11778)
     (:func:`kernels.search.keep_region_scores`), the threshold their ``tau``-quantile; the box is centred on
     the first of the upstream-drawn candidate centres ``tries`` (``(T, 2)`` int32 samples ``(cy, cx)``)
     whose score is below (``selective="cut"``) / above (``"paste"``) it, else the lowest / highest-scoring

@@ -156,14 +156,36 @@ def cutout_box(cy, cx, size, H, W):
 
 
 def keep_scores(sal, size):
-    """Mean saliency of the clipped Cutout box around every centre pixel of one (H, W) map."""
+    """KeepAugment region score of every centre pixel of one (H, W) map (Gong et al. 2021, arXiv 2011.11778,
+    Eq. 1: the *sum* of saliency over the region), the region being the Cutout box around the pixel clipped to
+    the map."""
     H, W = sal.shape
     out = np.empty((H, W), dtype=np.float64)
     for cy in range(H):
         for cx in range(W):
             y0, x0, y1, x1 = cutout_box(cy, cx, size, H, W)
-            out[cy, cx] = sal[y0:y1, x0:x1].mean(dtype=np.float64)
+            out[cy, cx] = sal[y0:y1, x0:x1].sum(dtype=np.float64)
     return out
+
+
+def keep_pick(scores, tries, tau, below):
+    """KeepAugment pick restated: index of the first try ``(cy, cx)`` whose score is below (cut) / above
+    (paste) ``numpy.quantile(scores, tau)``, else of the lowest / highest-scoring try (the first among equal)."""
+    thr = np.quantile(scores, tau)
+    tried = [scores[cy, cx] for cy, cx in tries]
+    for t, v in enumerate(tried):
+        if (v < thr) if below else (v > thr):
+            return t
+    best = min(tried) if below else max(tried)
+    return tried.index(best)
+
+
+def jitter_shift(at, last, jitter, r):
+    """Fong & Vedaldi jitter as a uniform choice among the in-image shifts: the window's top-left ``at`` may
+    lie in ``[0, last]``; the allowed shifts are the integers ``d`` in ``[-jitter, jitter]`` with
+    ``0 <= at + d <= last``, listed in order, and ``r`` (uniform in ``[0, 2**31 - 1)``) picks ``r % count``."""
+    allowed = [d for d in range(-jitter, jitter + 1) if 0 <= at + d <= last]
+    return allowed[r % len(allowed)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ window, KeepAugment selective cut / paste.
 Box sums come from an integral image (summed-area table) built by two Numba kernels with CPU twins
 (:mod:`kernels._twin`): a row pass (one thread per image row: running sum along x) then a column
 pass (one thread per column: running sum along y), in float64. Window sums and the KeepAugment
-region means are one thread per output element, each O(1) from four integral-image reads. Argmax,
+region sums are one thread per output element, each O(1) from four integral-image reads. Argmax,
 top-k, quantiles and gathers are NumPy/CuPy array code. Random draws come from the
 ``numpy.random.Generator`` passed in (on the host, also for CuPy inputs).
 
@@ -74,15 +74,17 @@ def _window_sum(ii, out, size, stride, n, i, j):
 
 
 @twin
-def _centred_box_mean(ii, out, half, n, cy, cx):
-    """``out[n, cy, cx]`` = mean saliency of the Cutout box centred on (cy, cx), clipped to the image."""
+def _centred_box_sum(ii, out, half, n, cy, cx):
+    """``out[n, cy, cx]`` = saliency sum over the Cutout box centred on (cy, cx), clipped to the image
+    (KeepAugment's region score, Gong et al. 2021, arXiv 2011.11778, Eq. 1)."""
     h = ii.shape[1] - 1
     w = ii.shape[2] - 1
-    y0 = max(cy - half, 0)
-    x0 = max(cx - half, 0)
-    y1 = min(cy + half, h)
-    x1 = min(cx + half, w)
-    out[n, cy, cx] = _box_sum(ii, n, y0, x0, y1, x1) / ((y1 - y0) * (x1 - x0))
+    # conditionals, not the builtins max/min: Numba's CUDA target does not compile their varargs overload
+    y0 = cy - half if cy > half else 0
+    x0 = cx - half if cx > half else 0
+    y1 = cy + half if cy + half < h else h
+    x1 = cx + half if cx + half < w else w
+    out[n, cy, cx] = _box_sum(ii, n, y0, x0, y1, x1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,9 +136,19 @@ def _peak_box_of_map(sal, n, scale, cut_h, cut_w, box):
 
 
 @twin
-def _max_window_of_map(ii, n, size, stride, dy, dx, box):
+def _jitter_shift(at, last, jitter, r):
+    """Fong & Vedaldi jitter of a window whose top-left ``at`` may lie in ``[0, last]``: uniform over the integer
+    shifts in ``[-jitter, jitter]`` that keep it inside, ``lo + r % (hi - lo + 1)`` for ``r`` uniform in
+    ``[0, 2**31 - 1)`` (clipping a uniform draw instead piles the mass of the outside shifts on the border)."""
+    lo = -jitter if -jitter > -at else -at
+    hi = jitter if jitter < last - at else last - at
+    return lo + r % (hi - lo + 1)
+
+
+@twin
+def _max_window_of_map(ii, n, size, stride, jitter, ry, rx, box):
     """Fong & Vedaldi box of the map whose integral image is ``ii[n]``: the first (row-major on the stride
-    grid) S x S window of largest sum, top-left moved by ``(dy, dx)`` and clipped to ``[0, H-S] x [0, W-S]``."""
+    grid) S x S window of largest sum, top-left moved by :func:`_jitter_shift` of the draws ``(ry, rx)``."""
     h = ii.shape[1] - 1
     w = ii.shape[2] - 1
     if size > h or size > w:  # no S x S window fits: no box (the per-sample operators cannot raise)
@@ -155,8 +167,8 @@ def _max_window_of_map(ii, n, size, stride, dy, dx, box):
                 best = v
                 by = i * stride
                 bx = j * stride
-    y0 = _clip_int(by + dy, 0, h - size)
-    x0 = _clip_int(bx + dx, 0, w - size)
+    y0 = by + _jitter_shift(by, h - size, jitter, ry)
+    x0 = bx + _jitter_shift(bx, w - size, jitter, rx)
     box[0] = y0
     box[1] = x0
     box[2] = y0 + size
@@ -247,27 +259,27 @@ def _windows_cuda(ii, out, size, stride):
         _window_sum(ii, out, size, stride, n, i, r - i * nx)
 
 
-def _centred_means_cpu(ii, out, half):
+def _centred_sums_cpu(ii, out, half):
     n_rows, h, w = out.shape
     for n in prange(n_rows):
         for cy in range(h):
             for cx in range(w):
-                _centred_box_mean(ii, out, half, n, cy, cx)
+                _centred_box_sum(ii, out, half, n, cy, cx)
 
 
-def _centred_means_cuda(ii, out, half):
+def _centred_sums_cuda(ii, out, half):
     t = cuda.grid(1)  # noqa: F821
     n_rows, h, w = out.shape
     if t < n_rows * h * w:
         n = t // (h * w)
         r = t - n * (h * w)
         cy = r // w
-        _centred_box_mean(ii, out, half, n, cy, r - cy * w)
+        _centred_box_sum(ii, out, half, n, cy, r - cy * w)
 
 
-_CPU = {"integral": _integral_cpu, "windows": _windows_cpu, "centred_means": _centred_means_cpu}
+_CPU = {"integral": _integral_cpu, "windows": _windows_cpu, "centred_sums": _centred_sums_cpu}
 _CUDA = {"integral_row": _integral_row_cuda, "integral_col": _integral_col_cuda,
-         "windows": _windows_cuda, "centred_means": _centred_means_cuda}
+         "windows": _windows_cuda, "centred_sums": _centred_sums_cuda}
 
 
 @functools.cache
@@ -461,15 +473,19 @@ def topk_cells(attention, k: int = 6):
 # Fong & Vedaldi max window
 # --------------------------------------------------------------------------------------------------
 def max_window(saliency, S: int, T: int = 1, tau: int = 0, rng=None):
-    """Fong & Vedaldi: the S x S window of largest total saliency on a stride-T grid, jittered by <= tau.
+    """Fong & Vedaldi (arXiv 1910.10651): the S x S window of largest total saliency on a stride-T grid,
+    jittered by <= tau.
 
     Window sums come from the integral image (:func:`window_sums`, same as ``avg_pool2d(sal, S, T)``
     up to the factor S^2); the winner is the first maximum in row-major order of the stride grid
     (top-left ``(i*T, j*T)``). Exact ties between windows are resolved on float64 sums, so two windows
-    whose true sums differ by less than rounding may swap. Then, if ``tau > 0``, the top-left moves by
-    ``(dy, dx)`` drawn uniformly from ``[-tau, tau]`` each (``rng.integers(-tau, tau + 1, size=(N, 2))``,
-    column 0 = dy) and is clipped to ``[0, H-S] x [0, W-S]``, so the window never leaves the image and
-    always keeps its S x S size. With ``tau == 0`` no random numbers are drawn.
+    whose true sums differ by less than rounding may swap. Then, if ``tau > 0``, the top-left ``(y0, x0)``
+    moves by a shift uniform over the integer shifts in ``[-tau, tau]`` that keep the window inside:
+    ``r = rng.integers(0, 2**31 - 1, size=(N, 2))`` (column 0 for y), ``lo = max(-tau, -y0)``,
+    ``hi = min(tau, H - S - y0)``, ``dy = lo + r % (hi - lo + 1)`` (same for x) -- the rule of
+    ``fn.occlusion.box_search(method="max_window", jitter=tau)`` with ``draws = r``. (Clipping a uniform
+    draw instead would pile the mass of every outside shift on the border position.) The window never
+    leaves the image and always keeps its S x S size. With ``tau == 0`` no random numbers are drawn.
 
     Args:
         saliency: ``(N, H, W)`` (or one ``(H, W)``) map, e.g. NormGrad at image resolution.
@@ -493,11 +509,18 @@ def max_window(saliency, S: int, T: int = 1, tau: int = 0, rng=None):
     y0 = (flat // nx) * T
     x0 = (flat % nx) * T
     if tau > 0:
-        d = xp.asarray(rng.integers(-tau, tau + 1, size=(n_rows, 2)))
-        y0 = xp.clip(y0 + d[:, 0], 0, h - S)
-        x0 = xp.clip(x0 + d[:, 1], 0, w - S)
+        r = xp.asarray(rng.integers(0, 2**31 - 1, size=(n_rows, 2)))
+        y0 = y0 + _uniform_shift(y0, h - S, tau, r[:, 0], xp)
+        x0 = x0 + _uniform_shift(x0, w - S, tau, r[:, 1], xp)
     boxes = xp.stack([y0, x0, y0 + S, x0 + S], axis=-1).astype(xp.int32)
     return boxes[0] if was_2d else boxes
+
+
+def _uniform_shift(at, last, tau, r, xp):
+    """Array form of :func:`_jitter_shift`."""
+    lo = xp.maximum(-tau, -at)
+    hi = xp.minimum(tau, last - at)
+    return lo + r % (hi - lo + 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -508,11 +531,10 @@ def keep_region_scores(saliency, size: int):
 
     Candidate set: the boxes our Cutout-style sampler can draw -- one per centre pixel (cy, cx), box
     ``clip(c - size // 2, 0, H|W)`` .. ``clip(c + size // 2, 0, H|W)`` per axis (uoguelph-mlrg Cutout /
-    cjf8899), so border boxes are clipped and smaller. ``scores[n, cy, cx]`` is the **mean** saliency
-    over that clipped box. The paper's score is the *sum* over a fixed-size region; for interior boxes
-    the mean is that sum / (2 * (size // 2))^2 (same ordering), and on clipped border boxes the mean
-    does not reward a box merely for being cut off (which a sum would, for selective-cut). cjf8899's
-    selective-cut uses the same ``mean(slc[box])``.
+    cjf8899), so border boxes are clipped and smaller. ``scores[n, cy, cx]`` is the **sum** of saliency
+    over that clipped box: the paper's region score (Gong et al. 2021, arXiv 2011.11778, Eq. 1,
+    ``S(x) = sum over the region of g_ij(x)``). A clipped border box sums fewer pixels, so selective-cut
+    favours it slightly, as the paper's score does.
     """
     s, _, xp = _as_maps(saliency)
     n_rows, h, w = s.shape
@@ -520,9 +542,9 @@ def keep_region_scores(saliency, size: int):
     ii = integral_image(s)
     out = xp.empty((n_rows, h, w), dtype=xp.float64)
     if _twin.target_for(xp) == "cpu":
-        _cpu("centred_means")(ii, out, size // 2)
+        _cpu("centred_sums")(ii, out, size // 2)
     else:
-        _twin.launch_1d(_cuda("centred_means"), out.size, ii, out, size // 2)
+        _twin.launch_1d(_cuda("centred_sums"), out.size, ii, out, size // 2)
     return out
 
 
@@ -545,8 +567,8 @@ def selective_cut(rng, saliency, size: int, tau: float = 0.6, max_tries: int = 3
 
     Paper (Gong et al., Sec. 3): the threshold is the tau-quantile of the importance scores of all
     candidate regions, and "we uniformly keep sampling a mask region S until its score is smaller
-    than the threshold". Scores and candidates are :func:`keep_region_scores` (mean saliency of the
-    clipped box around each centre pixel), so the threshold is a quantile of exactly the distribution
+    than the threshold". Scores and candidates are :func:`keep_region_scores` (saliency sum over the
+    clipped box around each centre pixel, Eq. 1), so the threshold is a quantile of exactly the distribution
     the sampler draws from and each draw is accepted with probability ~tau.
 
     Sampling (bounded, fully vectorised, reproducible): ``cy = rng.integers(0, H, size=(N, max_tries))``

@@ -204,14 +204,26 @@ def test_max_window_matches_brute_force_and_never_overflows(rng, H, W, S, T, lev
     sal = rng.random((n, H, W)).astype(np.float32)
     if levels:
         sal = np.floor(sal * levels).astype(np.float32) / levels
-    jitter = rng.integers(-6, 7, (n, 2)).astype(np.int32)
-    jitter[0] = 0
-    (out,) = run_op([list(sal), list(jitter)], lambda s, j: mixing.max_window(s, S, T, j), n)
+    draws = rng.integers(0, 2**31 - 1, (n, 2)).astype(np.int32)
+    draws[0] = [0, 2**31 - 2]  # the ends of the draw range
+    tau = 6
+    (out,) = run_op([list(sal), list(draws)], lambda s, j: mixing.max_window(s, S, T, j, jitter=tau), n)
     for i in range(n):
         (y, x), _ = ref.max_window(sal[i], S, T)
-        y0 = min(max(y + jitter[i, 0], 0), H - S)
-        x0 = min(max(x + jitter[i, 1], 0), W - S)
+        y0 = y + ref.jitter_shift(y, H - S, tau, int(draws[i, 0]))
+        x0 = x + ref.jitter_shift(x, W - S, tau, int(draws[i, 1]))
         np.testing.assert_array_equal(out[i][0], [y0, x0, y0 + S, x0 + S])
+    (out0,) = run_op([list(sal), list(draws)], lambda s, j: mixing.max_window(s, S, T, j), n)  # jitter=0
+    for i in range(n):
+        (y, x), _ = ref.max_window(sal[i], S, T)
+        np.testing.assert_array_equal(out0[i][0], [y, x, y + S, x + S])
+
+
+def test_max_window_rejects_draws_outside_the_documented_range(rng):
+    sal = list(rng.random((2, 12, 12)).astype(np.float32))
+    draws = [np.array([3, -1], np.int32), np.array([0, 0], np.int32)]
+    with pytest.raises(RuntimeError, match="draws"):
+        run_op([sal, draws], lambda s, j: mixing.max_window(s, 4, 1, j, jitter=2), 2)
 
 
 def test_max_window_on_a_map_smaller_than_the_window_gives_no_box(rng):
@@ -280,8 +292,10 @@ def test_keep_box_threshold_decisions_equal_numpy_quantile_on_tied_maps(selectiv
     (lambda: mixing.erase_boxes(None, None, fill=[]), "fill"),
     (lambda: mixing.paste_boxes(None, None, None, 0, device="tpu"), "device"),
     (lambda: mixing.paste_boxes(None, None), "partner"),
-    (lambda: mixing.max_window(None, 0), "S"),
-    (lambda: mixing.max_window(None, 4, T=0), "T"),
+    (lambda: mixing.max_window(None, 0), "size"),
+    (lambda: mixing.max_window(None, 4, stride=0), "stride"),
+    (lambda: mixing.max_window(None, 4, jitter=-1), "jitter"),
+    (lambda: mixing.max_window(None, 4, jitter=3), "draws"),
     (lambda: mixing.keep_box(None, None, size=1), "size"),
     (lambda: mixing.keep_box(None, None, size=8, tau=2.0), "tau"),
     (lambda: mixing.keep_box(None, None, size=8, selective="x"), "selective"),
@@ -327,13 +341,13 @@ def peak_float_ties():
     return (tied == tied.max()).sum() > 1 and np.array_equal(out[0], ref.saliencymix_bbox(tied, lam, quantize=False))
 def maxwin():
     out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
-    launch("max_window", [out, ii], [sal, np.array([2, -3], np.int32), np.array([4, 2], np.int32)], 2, 8)
+    launch("max_window", [out, ii], [sal, np.array([2, 12345], np.int32), np.array([4, 2, 3], np.int32)], 2, 8)
     (y, x0), _ = ref.max_window(sal, 4, 2)
-    y, x0 = min(max(y + 2, 0), 6), min(max(x0 - 3, 0), 9)
+    y, x0 = y + ref.jitter_shift(y, 6, 3, 2), x0 + ref.jitter_shift(x0, 9, 3, 12345)
     return np.array_equal(out[0], [y, x0, y + 4, x0 + 4])
 def maxwin_small():
     out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
-    launch("max_window", [out, ii], [sal, np.array([0, 0], np.int32), np.array([11, 1], np.int32)], 1, 8)
+    launch("max_window", [out, ii], [sal, np.array([0, 0], np.int32), np.array([11, 1, 0], np.int32)], 1, 8)
     return np.array_equal(out[0], [-1, -1, -1, -1])  # an 11 x 11 window does not fit a 10 x 13 map
 def keep(selective):
     from kernels import search
@@ -426,7 +440,7 @@ def test_gpu_search_with_map_index_equals_the_cpu_operator(rng):
     n, H, W = 5, 31, 37
     sal = list((np.floor(rng.random((n, H, W)) * 8) / 8).astype(np.float32))
     cut = list(rng.integers(2, 20, (n, 2)).astype(np.int32))
-    jitter = list(rng.integers(-4, 5, (n, 2)).astype(np.int32))
+    jitter = list(rng.integers(0, 2**31 - 1, (n, 2)).astype(np.int32))
     tries = list(rng.integers(0, 31, (n, 6, 2)).astype(np.int32))
     index = list(np.array([3, -1, 0, 4, 4], np.int32))
 
@@ -438,7 +452,7 @@ def test_gpu_search_with_map_index_equals_the_cpu_operator(rng):
                 return x.gpu() if device == "gpu" else x
             s, mi = node(sal), fn.external_source(source=_feeder(index), batch=True)
             return (mixing.saliency_peak_box(s, node(cut), mi, device=device),
-                    mixing.max_window(s, 9, 2, node(jitter), mi, device=device),
+                    mixing.max_window(s, 9, 2, node(jitter), mi, jitter=4, device=device),
                     mixing.keep_box(s, node(tries), mi, size=8, tau=0.6, device=device))
 
         p = pipe()

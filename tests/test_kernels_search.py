@@ -106,10 +106,10 @@ def test_max_window_equals_brute_force(rng, H, W, S, T):
         assert s[r, y:y + S, x:x + S].sum(dtype=np.float64) == pytest.approx(best, rel=1e-12)
 
 
-def test_max_window_jitter_never_overflows(rng):
+def test_max_window_jitter_is_the_documented_uniform_in_image_shift(rng):
     H, W, S, tau = 40, 36, 14, 6
     s = rng.random((300, H, W)).astype(np.float32)
-    s[:100, :3, :3] += 50.0   # peak window in the top-left corner: jitter must be clipped
+    s[:100, :3, :3] += 50.0   # peak window in the top-left corner: only inward shifts exist
     s[100:200, -3:, -3:] += 50.0
     plain = search.max_window(s, S, 1)
     jit = search.max_window(s, S, 1, tau, np.random.default_rng(1))
@@ -118,13 +118,31 @@ def test_max_window_jitter_never_overflows(rng):
     off = jit[:, :2] - plain[:, :2]
     assert np.abs(off).max() <= tau
     assert off[200:].min() == -tau and off[200:].max() == tau  # interior peaks: full range reached
-    d = np.random.default_rng(1).integers(-tau, tau + 1, size=(300, 2))  # documented draw
-    np.testing.assert_array_equal(jit[:, 0], np.clip(plain[:, 0] + d[:, 0], 0, H - S))
-    np.testing.assert_array_equal(jit[:, 1], np.clip(plain[:, 1] + d[:, 1], 0, W - S))
+    r = np.random.default_rng(1).integers(0, 2**31 - 1, size=(300, 2))  # documented draw
+    for i in range(300):
+        assert off[i, 0] == ref.jitter_shift(int(plain[i, 0]), H - S, tau, int(r[i, 0]))
+        assert off[i, 1] == ref.jitter_shift(int(plain[i, 1]), W - S, tau, int(r[i, 1]))
+
+
+def test_max_window_jitter_is_uniform_over_the_valid_shifts_at_the_border():
+    """A window touching the top border (y0 = 0) and 2 px from the left one: the valid shifts are 0..tau in y
+    and -2..tau in x, each equally likely (clipping a uniform draw would put ~half the mass on 0 / -2)."""
+    H, W, S, tau, n = 30, 30, 10, 5, 24000
+    s = np.zeros((1, H, W), np.float32)
+    s[0, 0:S, 2:2 + S] = 1.0
+    assert search.max_window(s, S)[0].tolist() == [0, 2, S, 2 + S]
+    jit = search.max_window(np.broadcast_to(s, (n, H, W)), S, 1, tau, np.random.default_rng(3))
+    for axis, valid in ((0, range(0, tau + 1)), (1, range(-2, tau + 1))):
+        shifts = jit[:, axis] - (0, 2)[axis]
+        counts = np.array([np.sum(shifts == d) for d in valid])
+        assert counts.sum() == n  # no shift outside the valid set
+        expect = n / len(valid)
+        chi2 = float(((counts - expect) ** 2 / expect).sum())
+        assert chi2 < 30.0, (axis, counts)  # df <= 7: p < 1e-4 for a uniform distribution
 
 
 # --------------------------------------------------------------------------------- KeepAugment
-def test_keep_region_scores_match_direct_means(rng):
+def test_keep_region_scores_match_direct_sums(rng):
     s = rng.random((2, 15, 19)).astype(np.float32)
     for size in [2, 5, 8, 40]:
         sc = search.keep_region_scores(s, size)
@@ -138,34 +156,40 @@ def test_selective_cut_below_and_paste_above_quantile(rng, tau):
     s = rng.random((N, H, W)).astype(np.float32) ** 3
     cut = search.selective_cut(np.random.default_rng(5), s, size, tau)
     paste = search.selective_paste(np.random.default_rng(5), s, size, tau)
+    rep = np.random.default_rng(5)  # the documented draws: all cy, then all cx
+    cy, cx = rep.integers(0, H, size=(N, 32)), rep.integers(0, W, size=(N, 32))
     for r in range(N):
         scores = ref.keep_scores(s[r], size)
         thr = np.quantile(scores, tau)
-        candidates = {ref.cutout_box(cy, cx, size, H, W) for cy in range(H) for cx in range(W)}
-        for box, above in ((cut[r], False), (paste[r], True)):
-            assert tuple(box) in candidates
+        tries = list(zip(cy[r], cx[r]))
+        for box, below in ((cut[r], True), (paste[r], False)):
+            k = ref.keep_pick(scores, tries, tau, below)
+            np.testing.assert_array_equal(box, ref.cutout_box(cy[r, k], cx[r, k], size, H, W))
             y0, x0, y1, x1 = box
-            score = s[r, y0:y1, x0:x1].mean(dtype=np.float64)
-            assert (score > thr) if above else (score < thr)
+            score = s[r, y0:y1, x0:x1].sum(dtype=np.float64)  # Gong et al. Eq. 1
+            tried = scores[cy[r], cx[r]]
+            if ((tried < thr) if below else (tried > thr)).any():
+                assert (score < thr) if below else (score > thr)
 
 
 def test_selective_draw_order_and_fallback():
     N, H, W, size, tries = 4, 12, 10, 4, 5
-    flat = np.full((N, H, W), 0.5, np.float32)  # every score equals the quantile: nothing qualifies
-    got = search.selective_cut(np.random.default_rng(9), flat, size, 0.6, max_tries=tries)
     rep = np.random.default_rng(9)
     cy, cx = rep.integers(0, H, size=(N, tries)), rep.integers(0, W, size=(N, tries))
-    expect = [ref.cutout_box(cy[r, 0], cx[r, 0], size, H, W) for r in range(N)]  # lowest (tied) = first try
-    np.testing.assert_array_equal(got, expect)
+    # tau = 0: no score is below the minimum, so the fallback decides: the lowest-scoring try, the first
+    # among equal ones (a constant map's interior boxes all score alike)
+    flat = np.full((N, H, W), 0.5, np.float32)
+    got = search.selective_cut(np.random.default_rng(9), flat, size, 0.0, max_tries=tries)
+    scores = ref.keep_scores(flat[0], size)
+    for r in range(N):
+        tried = [scores[y, x] for y, x in zip(cy[r], cx[r])]
+        j = tried.index(min(tried))
+        np.testing.assert_array_equal(got[r], ref.cutout_box(cy[r, j], cx[r, j], size, H, W))
     # a map whose qualifying region is tiny: the first qualifying try wins, else the lowest-scoring try
     s = np.random.default_rng(3).random((N, H, W)).astype(np.float32)
     got = search.selective_cut(np.random.default_rng(9), s, size, 0.6, max_tries=tries)
-    scores = np.stack([ref.keep_scores(s[r], size) for r in range(N)])
     for r in range(N):
-        thr = np.quantile(scores[r], 0.6)
-        tried = scores[r, cy[r], cx[r]]
-        ok = np.flatnonzero(tried < thr)
-        j = ok[0] if ok.size else int(np.argmin(tried))
+        j = ref.keep_pick(ref.keep_scores(s[r], size), list(zip(cy[r], cx[r])), 0.6, True)
         np.testing.assert_array_equal(got[r], ref.cutout_box(cy[r, j], cx[r, j], size, H, W))
 
 
@@ -218,9 +242,10 @@ def test_per_map_twins_match_oracles(rng):
     ii = search.integral_image(s)
     for r in range(3):
         box = np.zeros(4, np.int64)
-        search._max_window_of_map.cpu(ii, r, 5, 2, -3, 40, box)
+        search._max_window_of_map.cpu(ii, r, 5, 2, 3, 7, 2**31 - 2, box)
         (y, x), _ = ref.max_window(s[r], 5, 2)
-        y0, x0 = min(max(y - 3, 0), 9), min(max(x + 40, 0), 14)
+        y0 = y + ref.jitter_shift(y, 9, 3, 7)
+        x0 = x + ref.jitter_shift(x, 14, 3, 2**31 - 2)
         np.testing.assert_array_equal(box, [y0, x0, y0 + 5, x0 + 5])
     scores = search.keep_region_scores(s, 6)
     tries = rng.integers(0, 14, size=(10, 2))

@@ -181,7 +181,7 @@ def test_keep_methods_pick_regions_by_the_tau_quantile(structured_root, method):
             cy = y1 - size // 2 if y0 == 0 else y0 + size // 2
             cx = x1 - size // 2 if x0 == 0 else x0 + size // 2
             assert ref.cutout_box(cy, cx, size, SIZE, SIZE) == (y0, x0, y1, x1)
-            region = sal[y0:y1, x0:x1].astype(np.float64).mean()
+            region = sal[y0:y1, x0:x1].astype(np.float64).sum()  # region score: the saliency sum (Gong et al. Eq. 1)
             assert region == pytest.approx(scores[cy, cx], rel=1e-12)
             mask = box_mask(b.meta["boxes"][r])
             out, own = b.images[r].numpy(), a.images[r].numpy()

@@ -306,12 +306,23 @@ void PeakBox(const float *sal, int H, int W, const int32_t *cut, bool quantize, 
   box[3] = std::clamp(px + hw, 0, W);
 }
 
+/// Fong & Vedaldi's jitter ("Occlusions for Effective Data Augmentation", arXiv 1910.10651) of a window at `at` whose top-left may lie
+/// in [0, last]: a shift uniform over the integers in [-jitter, jitter] that keep the window inside,
+/// lo = max(-jitter, -at), hi = min(jitter, last - at), shift = lo + r % (hi - lo + 1), r uniform in
+/// [0, 2^31 - 1) drawn on the host.  Clipping a uniform draw instead would pile the mass of every
+/// shift that leaves the image on the border.  (Must equal box_search.cuh's JitterShift.)
+inline int JitterShift(int at, int last, int jitter, int32_t r) {
+  const int lo = std::max(-jitter, -at), hi = std::min(jitter, last - at);
+  return lo + static_cast<int>(r % (hi - lo + 1));
+}
+
 /// Fong & Vedaldi: first (row-major on the stride grid) S x S window of largest sum, its top-left
-/// moved by the jitter and clipped so the window stays inside; (-1, ...) if no window fits.
+/// moved by a shift uniform over the in-image shifts within +-jitter (JitterShift); (-1, ...) if no
+/// window fits.
 /// Each grid row's window sums are computed into `row` (a loop that vectorises), then scanned.
 OCC_MULTIVERSION
 void MaxWindow(const std::vector<double> &table, int H, int W, int size, int stride,
-               const int32_t *jitter, std::vector<double> &row, int32_t *box) {
+               int jitter, const int32_t *draws, std::vector<double> &row, int32_t *box) {
   if (size > H || size > W) {
     std::fill(box, box + 4, -1);
     return;
@@ -349,16 +360,17 @@ void MaxWindow(const std::vector<double> &table, int H, int W, int size, int str
       bx = static_cast<int>(std::find(sums, sums + nx, row_max) - sums) * stride;
     }
   }
-  int y0 = std::clamp(by + jitter[0], 0, H - size);
-  int x0 = std::clamp(bx + jitter[1], 0, W - size);
+  const int y0 = by + JitterShift(by, H - size, jitter, draws[0]);
+  const int x0 = bx + JitterShift(bx, W - size, jitter, draws[1]);
   box[0] = y0;
   box[1] = x0;
   box[2] = y0 + size;
   box[3] = x0 + size;
 }
 
-/// KeepAugment region scores: mean saliency of the clipped box of half-side `half` around each
-/// pixel (kernels.search._centred_box_mean), into scores (H x W).
+/// KeepAugment region scores (Gong et al. 2021, arXiv 2011.11778, Eq. 1: the *sum* of saliency over
+/// the region): the sum over the box [c - half, c + half) around each pixel clipped to the map
+/// (kernels.search._centred_box_sum), into scores (H x W).
 OCC_MULTIVERSION
 void RegionScores(const double *__restrict__ ii, int H, int W, int half,
                   double *__restrict__ scores) {
@@ -370,15 +382,14 @@ void RegionScores(const double *__restrict__ ii, int H, int W, int half,
     double *out = scores + static_cast<int64_t>(y) * W;
     auto clipped = [&](int x) {
       const int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
-      out[x] = (r1[x1] - r0[x1] - r1[x0] + r0[x0]) / static_cast<double>((y1 - y0) * (x1 - x0));
+      out[x] = r1[x1] - r0[x1] - r1[x0] + r0[x0];
     };
     // Columns whose box is clipped by a side, then the interior: there the box is
-    // [x - half, x + half) with a constant area, contiguous reads that vectorise.
+    // [x - half, x + half), contiguous reads that vectorise.
     const int lo = std::min(half, W), hi = std::max(lo, W - half);
     for (int x = 0; x < lo; x++) clipped(x);
-    const double area = static_cast<double>((y1 - y0) * (2 * half));
     const double *a0 = r0 - half, *a1 = r1 - half, *b0 = r0 + half, *b1 = r1 + half;
-    for (int x = lo; x < hi; x++) out[x] = (b1[x] - b0[x] - a1[x] + a0[x]) / area;
+    for (int x = lo; x < hi; x++) out[x] = b1[x] - b0[x] - a1[x] + a0[x];
     for (int x = hi; x < W; x++) clipped(x);
   }
 }
@@ -432,8 +443,9 @@ bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool belo
   return below ? v < thr : v > thr;
 }
 
-/// KeepAugment (Gong et al. 2021) selective cut / paste, the rule of kernels.search._keep_pick:
-/// region score = mean saliency of the clipped box of half-side `half` around each pixel,
+/// KeepAugment (Gong et al. 2021, arXiv 2011.11778) selective cut / paste, the rule of
+/// kernels.search.selective_cut / selective_paste: region score = saliency sum over the clipped box
+/// of half-side `half` around each pixel (Eq. 1),
 /// threshold = tau-quantile of all of them; the first drawn centre below (cut) / above (paste)
 /// it, else the lowest / highest-scoring one.  Tries stop at the first that passes, and equal
 /// scores decide alike, so a typical map costs one or two counting passes.
@@ -485,6 +497,7 @@ BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
       size_(spec.GetArgument<int>("size")),
       stride_(spec.GetArgument<int>("stride")),
       tau_(ParseTau(spec.GetArgument<std::string>("tau"))),
+      jitter_(spec.GetArgument<int>("jitter")),
       quantize_(spec.GetArgument<bool>("quantize")) {
   auto m = spec.GetArgument<std::string>("method");
   if (m == "peak") method_ = Method::kPeak;
@@ -495,6 +508,7 @@ BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
     DALI_FAIL(make_string("box_search: argument `method` must be \"peak\", \"max_window\", "
                           "\"keep_cut\" or \"keep_paste\", got \"", m, "\"."));
   DALI_ENFORCE(stride_ >= 1, make_string("box_search: `stride` must be >= 1, got ", stride_, "."));
+  DALI_ENFORCE(jitter_ >= 0, make_string("box_search: `jitter` must be >= 0, got ", jitter_, "."));
   if (method_ != Method::kPeak)
     DALI_ENFORCE(size_ >= (method_ == Method::kMaxWindow ? 1 : 2), make_string(
         "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 2, " for \"", m,
@@ -525,8 +539,17 @@ bool BoxSearch::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
     else
       DALI_ENFORCE(d.num_elements() == 2, make_string(
           "box_search: `draws` for \"", method_ == Method::kPeak ? "peak" : "max_window",
-          "\" are 2 values per sample (", method_ == Method::kPeak ? "cut_h, cut_w" : "dy, dx",
+          "\" are 2 values per sample (", method_ == Method::kPeak ? "cut_h, cut_w" : "ry, rx",
           "); sample ", i, " has shape ", d, "."));
+    if (method_ == Method::kMaxWindow && jitter_ > 0) {
+      // The shift is lo + r % (hi - lo + 1): r must be a uniform draw in [0, 2^31 - 1).
+      for (int k = 0; k < 2; k++) {
+        const int32_t r = draws.tensor<int32_t>(i)[k];
+        DALI_ENFORCE(r >= 0 && r < std::numeric_limits<int32_t>::max(), make_string(
+            "box_search: `draws` for \"max_window\" are (ry, rx) uniform in [0, 2**31 - 1); sample ",
+            i, " holds ", r, "."));
+      }
+    }
   }
   map_index_.resize(n);
   if (ws.NumInput() > 2) {
@@ -564,7 +587,7 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
       }
       Integral(map, H, W, s.integral);
       if (method_ == Method::kMaxWindow)
-        MaxWindow(s.integral, H, W, size_, stride_, d, s.scores, box);
+        MaxWindow(s.integral, H, W, size_, stride_, jitter_, d, s.scores, box);
       else
         KeepBox(s.integral, H, W, size_ / 2, tau_, method_ == Method::kKeepCut, d,
                 static_cast<int>(draws.shape()[i][0]), s, box);
@@ -620,14 +643,19 @@ DALI_SCHEMA(occlusion__BoxSearch)
 of ``(map * 255).astype(uint8)`` (``quantize=True``) or of the float map; ``draws`` = ``(cut_h,
 cut_w)``; box = ``clip(peak -+ cut // 2)``.
 
-``method="max_window"``: Fong & Vedaldi: the first ``size x size`` window of largest saliency sum
-on the ``stride`` grid (integral image); ``draws`` = jitter ``(dy, dx)``; the window is moved by it
-and clipped to stay inside; a map smaller than the window gives ``(-1, -1, -1, -1)``.
+``method="max_window"``: Fong & Vedaldi 2019 (arXiv 1910.10651): the first ``size x size`` window of
+largest saliency sum on the ``stride`` grid (integral image), at ``(y0, x0)`` in an ``H x W`` map,
+then jittered by a shift uniform over the integer shifts within ``+-jitter`` that keep it inside:
+``draws`` = ``(ry, rx)`` int32 uniform in ``[0, 2**31 - 1)`` drawn on the host (read only when
+``jitter > 0``), ``lo_y = max(-jitter, -y0)``, ``hi_y = min(jitter, H - size - y0)``,
+``dy = lo_y + ry % (hi_y - lo_y + 1)`` (same for x); box ``(y0+dy, x0+dx, y0+dy+size, x0+dx+size)``.
+A map smaller than the window gives ``(-1, -1, -1, -1)``.
 
-``method="keep_cut" | "keep_paste"``: KeepAugment (Gong et al. 2021): region score = mean saliency
-of the clipped ``size`` box around each pixel, threshold = its ``tau``-quantile (NumPy's linear
-method); ``draws`` = ``(T, 2)`` candidate centres; the first one scoring below (cut) / above
-(paste) the threshold, else the lowest / highest-scoring one.
+``method="keep_cut" | "keep_paste"``: KeepAugment (Gong et al. 2021, arXiv 2011.11778): region
+score = saliency *sum* over the box ``clip(c -+ size // 2)`` around each pixel ``c`` (Eq. 1),
+threshold = the ``tau``-quantile of the scores of every pixel as centre (NumPy's linear method,
+exactly); ``draws`` = ``(T, 2)`` candidate centres ``(cy, cx)``; the first one scoring below (cut) /
+above (paste) the threshold, else the lowest / highest-scoring one (first among equal).
 
 With ``map_index``, row ``i`` searches the map ``saliency[map_index[i]]`` with its own draws
 (SaliencyMix: the partner's map, no ``permute_batch`` copy of the maps), and ``-1`` gives the
@@ -642,6 +670,8 @@ Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
     .AddArg("method", "``peak``, ``max_window``, ``keep_cut`` or ``keep_paste``.", DALI_STRING)
     .AddOptionalArg("size", "Window side (max_window) or Cutout box side (keep_*).", 56)
     .AddOptionalArg("stride", "Window stride (max_window).", 1)
+    .AddOptionalArg("jitter", R"code(Jitter amplitude tau in pixels (max_window), >= 0; Fong & Vedaldi
+use 16 at 224 px.  0 disables the jitter (the draws are then not read).)code", 16)
     .AddOptionalArg("tau", R"code(Quantile level in [0, 1] (keep_*), as a decimal string: DALI float
 arguments are float32, and the level must be the float64 NumPy's quantile gets.)code",
                     std::string("0.6"))

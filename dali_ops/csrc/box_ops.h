@@ -124,7 +124,7 @@ class BoxSearch : public ::dali::Operator<::dali::CPUBackend> {
  private:
   enum class Method { kPeak, kMaxWindow, kKeepCut, kKeepPaste };
   Method method_;
-  int size_, stride_;
+  int size_, stride_, jitter_;
   double tau_;
   bool quantize_;
   std::vector<SearchScratch> scratch_;
