@@ -8,6 +8,8 @@ STAMP := build/.setup-stamp
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/*)
+	# cupy-cuda13x replaces cupy-cuda12x (both install the `cupy` package): one CUDA stack, see README_gpu_stack.md
+	-$(PIP) uninstall -y cupy-cuda12x
 	$(PIP) install "scikit-build-core>=0.10" "nvidia-dali-cuda120==2.4.0" "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install --no-build-isolation -e ".[test]"
 	mkdir -p build && touch $(STAMP)
