@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := build/.setup-stamp
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench clean gpu-vectors gpu-check
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/*)
@@ -33,3 +33,15 @@ bench: setup
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt
+
+# GPU check without DALI (issue 9). gpu-vectors (here, with DALI): inputs and CPU-operator outputs of every
+# CUDA kernel as small .npz files in tests/gpu_vectors/ (committed). gpu-check (on a GPU machine with torch,
+# nvcc, CuPy and numba-cuda, no DALI): builds dali_ops/csrc/kernels/*.cuh into a torch extension for sm_90,
+# checks it and the Numba kernels bit for bit, times each per 256 x 224^2 batch -> $(OUT)/gpu_check.json.
+OUT ?= results
+
+gpu-vectors: setup
+	$(PYTHON) tests/gpu_check/make_vectors.py --out tests/gpu_vectors
+
+gpu-check:
+	$(PYTHON) tests/gpu_check/run.py --out $(OUT)
