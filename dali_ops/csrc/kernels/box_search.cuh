@@ -372,6 +372,7 @@ __global__ void __launch_bounds__(kThreads) BoxSearchKernel(const SearchSample *
 
 }  // namespace detail
 
+#ifndef OCC_KERNEL_EMULATION  // tests/cuda_emulation runs the kernel on the host, without <<<>>>
 /// One launch for the batch: block i searches samples[i] (a device array of n descriptors).
 inline cudaError_t LaunchBoxSearch(const SearchSample *samples, int n, const SearchParams &params,
                                    cudaStream_t stream) {
@@ -379,6 +380,7 @@ inline cudaError_t LaunchBoxSearch(const SearchSample *samples, int n, const Sea
   detail::BoxSearchKernel<<<n, detail::kThreads, 0, stream>>>(samples, params);
   return cudaGetLastError();
 }
+#endif
 
 }  // namespace kernels
 }  // namespace occlusion
