@@ -18,7 +18,8 @@
 //     clip(c -+ size/2) (Eq. 1) for every pixel; the CPU operator decides "below / above the
 //     tau-quantile" by counting, which is the same as comparing with numpy.quantile's linear lerp
 //     of the order statistics a = s_(k), b = s_(k+1): v > b and v < a decide at once, otherwise
-//     the lerp decides.  a and b come from an exact radix select over the scores' bit patterns;
+//     the lerp decides.  a and b come from an exact radix select over the scores' bit patterns
+//     (11-bit digits, the first histogram built while the scores are written);
 //     the lerp uses __dmul_rn / __dadd_rn / __dsub_rn so that no FMA contraction changes it.
 //
 // Entry point: LaunchBoxSearch(samples (device array), n, params, stream).  Each sample names its
@@ -74,7 +75,7 @@ struct Shared {
   double red_v[kWarps];
   long long red_i[kWarps];
   unsigned long long red_k[kWarps];
-  unsigned int hist[256];
+  unsigned int hist[2048];  // radix select: 11-bit digits
   unsigned long long key;
   long long rank;
 };
@@ -167,29 +168,40 @@ __device__ __forceinline__ double KeyValue(unsigned long long k) {
   return __longlong_as_double(static_cast<long long>(b));
 }
 
-/// The key of the k-th smallest (0-based) of s[0:n]: exact radix select, 8 bits per pass.
+/// Radix select digits: 5 x 11 bits then 9 (six passes over the scores; 2048 bins in shared memory).
+/// (functions, not constexpr arrays: a namespace-scope array is not usable in device code)
+__host__ __device__ constexpr int DigitBits(int pass) { return pass < 5 ? 11 : 9; }
+__host__ __device__ constexpr int DigitShift(int pass) { return pass < 5 ? 53 - 11 * pass : 0; }
+
+/// The key of the k-th smallest (0-based) of s[0:n]: exact radix select on the value-ordered bit
+/// patterns.  The caller has already built the first pass's histogram of the top 11 bits in sh.hist
+/// (fused into the pass that writes the scores), so this reads the scores five more times.
 __device__ unsigned long long SelectKey(Shared &sh, const double *s, int64_t n, long long k) {
   unsigned long long prefix = 0, mask = 0;
   if (threadIdx.x == 0) sh.rank = k;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) sh.hist[d] = 0;
-    __syncthreads();
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const unsigned long long key = OrderKey(s[i]);
-      if ((key & mask) == prefix) atomicAdd(&sh.hist[(key >> shift) & 255u], 1u);
+  for (int pass = 0; pass < 6; pass++) {
+    const int shift = DigitShift(pass), bins = 1 << DigitBits(pass);
+    const unsigned long long digit_mask = static_cast<unsigned long long>(bins - 1);
+    if (pass > 0) {
+      for (int d = threadIdx.x; d < bins; d += blockDim.x) sh.hist[d] = 0;
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const unsigned long long key = OrderKey(s[i]);
+        if ((key & mask) == prefix) atomicAdd(&sh.hist[(key >> shift) & digit_mask], 1u);
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       long long r = sh.rank;
       int d = 0;
-      for (; d < 255 && r >= static_cast<long long>(sh.hist[d]); d++) r -= sh.hist[d];
+      for (; d < bins - 1 && r >= static_cast<long long>(sh.hist[d]); d++) r -= sh.hist[d];
       sh.rank = r;
       sh.key = static_cast<unsigned long long>(d);
     }
     __syncthreads();
     prefix |= sh.key << shift;
-    mask |= 255ull << shift;
-    __syncthreads();  // sh.key is rewritten by the next pass
+    mask |= digit_mask << shift;
+    __syncthreads();  // sh.key and sh.hist are rewritten by the next pass
   }
   return prefix;
 }
@@ -295,11 +307,16 @@ __device__ void KeepBox(Shared &sh, const SearchSample &s, const SearchParams &p
   double *scores = s.scratch + static_cast<int64_t>(H + 1) * S;
   BlockIntegral(sh, s.map, H, W, ii);
   const int64_t n = static_cast<int64_t>(H) * W;
+  for (int d = threadIdx.x; d < (1 << DigitBits(0)); d += blockDim.x) sh.hist[d] = 0;
+  __syncthreads();
+  // the scores, and the radix select's first histogram (top 11 bits) in the same pass
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const int y = static_cast<int>(i / W), x = static_cast<int>(i - static_cast<int64_t>(y) * W);
     const int y0 = y - half > 0 ? y - half : 0, y1 = y + half < H ? y + half : H;
     const int x0 = x - half > 0 ? x - half : 0, x1 = x + half < W ? x + half : W;
-    scores[i] = BoxSum(ii, S, y0, x0, y1, x1);
+    const double v = BoxSum(ii, S, y0, x0, y1, x1);
+    scores[i] = v;
+    atomicAdd(&sh.hist[OrderKey(v) >> DigitShift(0)], 1u);
   }
   __syncthreads();
   // numpy.quantile(method="linear"): virtual index (n - 1) * tau, its floor k, gamma = index - k.
