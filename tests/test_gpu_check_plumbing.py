@@ -2,7 +2,7 @@
 the way run.py reads the vectors and calls the extension is exercised here with a stand-in extension whose
 functions have the real one's signatures (tests/gpu_check/ext.cu) and compute on the host: box_search with
 the host emulation of the CUDA kernel, normalize_occlude / erase / paste with NumPy restatements of the
-kernels' arithmetic (fine_grained_saliency's check is not exercised here). Every
+kernels' arithmetic, fine_grained_saliency with the CPU operator. Every
 check must come out "ok", and a wrong output must come out as a mismatch."""
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ class FakeExt:
                   tau=repr(tau), quantize=quantize)
         return self._out("box_search", emulated(self.lib, [m.a for m in maps], [d.a for d in draws], index, kw))
 
+    def fine_grained_saliency(self, imgs, mirror, max_side):
+        # the CPU operator stands in (the kernels' reduced-resolution path has no NumPy twin)
+        import make_vectors
+        import dali_ops
+        from nvidia.dali import fn
+
+        dali_ops.load()
+        (out,) = make_vectors._run(lambda im, m: fn.occlusion.fine_grained_saliency(im, mirror=m, max_side=max_side),
+                                   [[i.a for i in imgs], [np.int32(v) for v in mirror]], len(imgs), layouts=("HWC",))
+        return [self._out("saliency", o) for o in out]
+
     def normalize_occlude(self, image, boxes, partner, mirror, mean, inv_std, fill, half):
         x = image.a
         n, H, W, C = x.shape
@@ -78,11 +89,10 @@ class FakeExt:
 
 
 def _checks(ext):
-    """The vector checks of run.py but the saliency one (its kernels have no host twin of the reduced-
-    resolution path; tests/test_saliency.py covers the CPU operator)."""
+    """Every vector check of run.py."""
     out = {}
-    for name, f in (("box_search", run.check_box_search), ("normalize_occlude", run.check_normalize),
-                    ("apply_boxes", run.check_apply)):
+    for name, f in (("box_search", run.check_box_search), ("saliency", run.check_saliency),
+                    ("normalize_occlude", run.check_normalize), ("apply_boxes", run.check_apply)):
         with np.load(ROOT / "tests" / "gpu_vectors" / f"{name}.npz") as z:
             f(ext, z, fake_torch, out)
     return out
@@ -90,11 +100,11 @@ def _checks(ext):
 
 def test_gpu_check_reads_the_vectors_and_passes_a_correct_extension(emu):  # noqa: F811
     out = _checks(FakeExt(emu))
-    assert len(out) == 20 + 6 + 6
+    assert len(out) == 20 + 2 + 6 + 6
     assert all(v == "ok" for v in out.values()), {k: v for k, v in out.items() if v != "ok"}
 
 
-@pytest.mark.parametrize("broken", ["box_search", "normalize", "apply"])
+@pytest.mark.parametrize("broken", ["box_search", "saliency", "normalize", "apply"])
 def test_gpu_check_reports_a_wrong_output(emu, broken):  # noqa: F811
     out = _checks(FakeExt(emu, corrupt=broken))
     assert any(v != "ok" for v in out.values())

@@ -227,11 +227,28 @@ def main(argv=None):
 
     from build_ext import build
 
-    assert torch.cuda.is_available(), "gpu-check needs a CUDA device"
+    if not torch.cuda.is_available():
+        print("gpu-check needs a CUDA device (torch.cuda.is_available() is False)")
+        return 2
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
            "python": platform.python_version(), "batch": args.batch, "size": args.size, "checks": {},
            "timings": {}, "hbm_bytes_per_s": HBM_BYTES_PER_S}
-    ext, res["extension_build_s"] = build(Path(args.build_dir))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        res["total_s"] = time.perf_counter() - t0
+        (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
+
+    print(f"[{time.perf_counter() - t0:6.1f} s] building the extension (sm_90) ...", flush=True)
+    try:
+        ext, res["extension_build_s"] = build(Path(args.build_dir))
+    except Exception:  # the JSON says why, for the one run the GPU machine allows
+        res["extension_build_error"] = traceback.format_exc(limit=5)
+        save()
+        print(res["extension_build_error"])
+        return 1
+    print(f"[{time.perf_counter() - t0:6.1f} s] checking against the vectors ...", flush=True)
     for name, f in (("box_search", check_box_search), ("saliency", check_saliency),
                     ("normalize_occlude", check_normalize), ("apply_boxes", check_apply)):
         try:
@@ -244,11 +261,10 @@ def main(argv=None):
     except Exception:
         res["checks"]["numba"] = "error: " + traceback.format_exc(limit=3)
     torch.cuda.synchronize()
+    save()  # the checks are on disk even if the timings do not finish
+    print(f"[{time.perf_counter() - t0:6.1f} s] timing per {args.batch} x {args.size}^2 batch ...", flush=True)
     time_all(ext, torch, args.batch, args.size, args.repeats, res["timings"])
-    res["total_s"] = time.perf_counter() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
+    save()
     failed = {k: v for k, v in res["checks"].items() if v != "ok"}
     for k, v in res["timings"].items():
         print(f"{k:40s} {v.get('median_ms', float('nan')):8.3f} ms   floor {v.get('floor_ms', float('nan')):.3f} ms"
