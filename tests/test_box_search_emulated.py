@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kernels import reference as ref
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}
 
@@ -111,3 +113,36 @@ def test_emulated_kernel_equals_the_cpu_operator_on_random_tied_maps(emu, method
                       tau=repr(float(rng.choice([0.0, 1.0, 0.5, float(rng.random())]))))
         cpu = _search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
         np.testing.assert_array_equal(emulated(emu, sal, draws, index, kw), cpu, err_msg=f"{kw} {shapes} {index}")
+
+
+@pytest.mark.parametrize("method", ["keep_cut", "keep_paste"])
+def test_tries_on_the_order_statistics_around_the_quantile(emu, method):
+    """A try whose score is exactly s_(k) (cut) or s_(k+1) (paste), the two scores numpy.quantile interpolates
+    between: counting cannot decide it, the lerp does (it passes when gamma is strictly inside (0, 1)). The
+    emulated kernel, the CPU operator and the NumPy restatement (numpy.quantile) must agree."""
+    from test_dali_mixing import _search_both
+
+    rng = np.random.default_rng(41 if method == "keep_cut" else 43)
+    size, tau = 6, 0.37
+    below = method == "keep_cut"
+    sal, draws = [], []
+    for H, W in [(13, 17), (20, 9), (31, 31), (8, 8)]:
+        m = rng.random((H, W)).astype(np.float32)
+        scores = ref.keep_scores(m, size)
+        flat = np.sort(scores.ravel())
+        pos = (flat.size - 1) * tau
+        k = int(np.floor(pos))
+        assert 0 < pos - k < 1 and flat[k] < flat[k + 1]
+        target = flat[k] if below else flat[k + 1]
+        cy, cx = np.argwhere(scores == target)[0]
+        later = rng.integers(0, min(H, W), (3, 2))
+        d = np.concatenate([[[cy, cx]], later]).astype(np.int32)
+        assert ref.keep_pick(scores, [tuple(t) for t in d], tau, below) == 0  # the oracle passes try 0
+        sal.append(m)
+        draws.append(d)
+    kw = dict(method=method, size=size, tau=repr(tau))
+    index = list(range(len(sal)))
+    cpu = _search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
+    for i, m in enumerate(sal):
+        np.testing.assert_array_equal(cpu[i], ref.cutout_box(draws[i][0, 0], draws[i][0, 1], size, *m.shape))
+    np.testing.assert_array_equal(emulated(emu, sal, draws, index, kw), cpu)

@@ -327,45 +327,75 @@ __device__ void KeepBox(Shared &sh, const SearchSample &s, const SearchParams &p
   if (k > n - 1) k = n - 1;
   const long long k1 = k + 1 < n ? k + 1 : n - 1;
   const double gamma = __dsub_rn(pos, static_cast<double>(k));
-  const unsigned long long ka = SelectKey(sh, scores, n, k);
-  // b = s_(k1): a itself when more than k1 scores are <= a, else the smallest score above a
-  long long at_most = 0;
-  unsigned long long above = ~0ull;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const unsigned long long key = OrderKey(scores[i]);
-    at_most += key <= ka;
-    if (key > ka && key < above) above = key;
-  }
-  at_most = BlockSum(sh, at_most);
-  above = BlockMin(sh, above);
-  const double a = KeyValue(ka);
-  const double b = at_most > k1 ? a : KeyValue(above);
-  if (threadIdx.x != 0) return;
-  const double diff = __dsub_rn(b, a);
-  const double thr = gamma >= 0.5 ? __dsub_rn(b, __dmul_rn(diff, __dsub_rn(1.0, gamma)))
-                                  : __dadd_rn(a, __dmul_rn(diff, gamma));
-  // the CPU's tries: the first that passes, else the lowest (cut) / highest (paste) score, first
-  // among equal; v > b / v < a decide without the lerp exactly as the CPU's counts do
-  int pick = -1, fb = 0;
+  // The CPU's tries: the first that passes, else the lowest (cut) / highest (paste) score, first
+  // among equal.  The first kFastTries tries are decided as the CPU decides them, by counting the
+  // scores below / at most v (one pass each; a try passes with probability ~tau, so most maps end
+  // here); a try whose v is one of the two order statistics around the quantile (the counts cannot
+  // decide it) or a later try needs a and b themselves: radix select, then each try is O(1).
+  constexpr int kFastTries = 2;
+  int pick = -1, fb = 0, t = 0;
   double fb_score = 0.0;
-  int cy = 0, cx = 0;
-  for (int t = 0; t < s.tries && pick < 0; t++) {
-    cy = ClampInt(s.draws[2 * t], 0, H - 1);
-    cx = ClampInt(s.draws[2 * t + 1], 0, W - 1);
-    const double v = scores[static_cast<int64_t>(cy) * W + cx];
-    if (t == 0 || (below ? v < fb_score : v > fb_score)) {
+  auto try_score = [&](int tt) {
+    const int cy = ClampInt(s.draws[2 * tt], 0, H - 1), cx = ClampInt(s.draws[2 * tt + 1], 0, W - 1);
+    return scores[static_cast<int64_t>(cy) * W + cx];
+  };
+  auto update_fallback = [&](int tt, double v) {  // idempotent for a try seen twice
+    if (tt == 0 || (below ? v < fb_score : v > fb_score)) {
       fb_score = v;
-      fb = t;
+      fb = tt;
     }
-    bool passes;
-    if (b < v) passes = !below;
-    else if (a > v) passes = below;
-    else passes = below ? v < thr : v > thr;
-    if (passes) pick = t;
+  };
+  for (; t < s.tries && t < kFastTries && pick < 0; t++) {
+    const double v = try_score(t);
+    update_fallback(t, v);
+    long long lt = 0, le = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      lt += scores[i] < v;
+      le += scores[i] <= v;
+    }
+    lt = BlockSum(sh, lt);
+    le = BlockSum(sh, le);
+    if (k1 < lt) {          // s_(k1) < v: the quantile is below v
+      if (!below) pick = t;
+    } else if (k >= le) {   // s_(k) > v: the quantile is above v
+      if (below) pick = t;
+    } else {
+      break;                // v is s_(k) or s_(k1): the lerp decides (below)
+    }
   }
-  const int t = pick < 0 ? fb : pick;
-  cy = ClampInt(s.draws[2 * t], 0, H - 1);
-  cx = ClampInt(s.draws[2 * t + 1], 0, W - 1);
+  if (pick < 0 && t < s.tries) {
+    const unsigned long long ka = SelectKey(sh, scores, n, k);
+    // b = s_(k1): a itself when more than k1 scores are <= a, else the smallest score above a
+    long long at_most = 0;
+    unsigned long long above = ~0ull;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const unsigned long long key = OrderKey(scores[i]);
+      at_most += key <= ka;
+      if (key > ka && key < above) above = key;
+    }
+    at_most = BlockSum(sh, at_most);
+    above = BlockMin(sh, above);
+    const double a = KeyValue(ka);
+    const double b = at_most > k1 ? a : KeyValue(above);
+    const double diff = __dsub_rn(b, a);
+    const double thr = gamma >= 0.5 ? __dsub_rn(b, __dmul_rn(diff, __dsub_rn(1.0, gamma)))
+                                    : __dadd_rn(a, __dmul_rn(diff, gamma));
+    // v > b / v < a decide without the lerp exactly as the CPU's counts do
+    for (; t < s.tries && pick < 0; t++) {
+      const double v = try_score(t);
+      update_fallback(t, v);
+      bool passes;
+      if (b < v) passes = !below;
+      else if (a > v) passes = below;
+      else passes = below ? v < thr : v > thr;
+      if (passes) pick = t;
+    }
+  }
+  if (threadIdx.x != 0) return;
+  int cy, cx;
+  const int chosen = pick < 0 ? fb : pick;
+  cy = ClampInt(s.draws[2 * chosen], 0, H - 1);
+  cx = ClampInt(s.draws[2 * chosen + 1], 0, W - 1);
   s.box[0] = ClampInt(cy - half, 0, H);
   s.box[1] = ClampInt(cx - half, 0, W);
   s.box[2] = ClampInt(cy + half, 0, H);
