@@ -4,10 +4,12 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := build/.setup-stamp
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench clean gpu-vectors gpu-check
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/*)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/* dali_ops/csrc/kernels/*)
+	# cupy-cuda13x replaces cupy-cuda12x (both install the `cupy` package): one CUDA stack (README: The CUDA stack)
+	-$(PIP) uninstall -y cupy-cuda12x
 	$(PIP) install "scikit-build-core>=0.10" "nvidia-dali-cuda120==2.4.0" "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install --no-build-isolation -e ".[test]"
 	mkdir -p build && touch $(STAMP)
@@ -24,10 +26,22 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 bench: setup
-	$(PYTHON) -m bench.loader_bench --repeats 5 --batches 30 --methods none,cutout,hide_and_seek,cutmix,saliencymix,saliency_occlusion,keep_cutout,keep_paste
+	$(PYTHON) -m bench.loader_bench --repeats 5 --batches 30 --methods none,cutout,hide_and_seek,cutmix,mixup,cutmix_mixup,saliencymix,saliency_occlusion,keep_cutout,keep_paste,keep_cutmix
 	$(PYTHON) -m bench.saliency_bench --repeats 15
 	$(PYTHON) -m bench.kernels_bench
 	$(PYTHON) -m bench.ops_bench
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt
+
+# GPU check without DALI (issue 9). gpu-vectors (here, with DALI): inputs and CPU-operator outputs of every
+# CUDA kernel as small .npz files in tests/gpu_vectors/ (committed). gpu-check (on a GPU machine with torch,
+# nvcc, CuPy and numba-cuda, no DALI): builds dali_ops/csrc/kernels/*.cuh into a torch extension for sm_90,
+# checks it and the Numba kernels bit for bit, times each per 256 x 224^2 batch -> $(OUT)/gpu_check.json.
+OUT ?= results
+
+gpu-vectors: setup
+	$(PYTHON) tests/gpu_check/make_vectors.py --out tests/gpu_vectors
+
+gpu-check:
+	$(PYTHON) tests/gpu_check/run.py --out $(OUT)

@@ -2,12 +2,6 @@
 painted boxes, brute-force window sums, the SaliencyMix reference's box rule, KeepAugment restated)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
@@ -375,101 +369,6 @@ def test_bad_arguments(call, match):
 
 
 # ------------------------------------------------------------------------------------------------------
-# The GPU search run functions (CUDA kernels DALI launches once per sample) cannot run here; under Numba's
-# CUDA simulator they are launched directly, per sample, and compared with the same oracles.
-# ------------------------------------------------------------------------------------------------------
-SIM_SCRIPT = r'''
-import json, warnings
-import numpy as np
-from numba import cuda
-import numba
-from dali_ops import mixing
-from kernels import reference as ref
-res = {"simulator": bool(numba.config.ENABLE_CUDASIM)}
-rng = np.random.default_rng(0)
-def launch(op, outs, ins, blocks=2, threads=16):
-    k = cuda.jit(mixing.run_function(op))
-    k[blocks, threads](*outs, *ins)
-def check(name, f):
-    try:
-        res[name] = "ok" if f() else "mismatch"
-    except Exception as e:
-        res[name] = f"error: {e!r}"
-sal = rng.random((10, 13)).astype(np.float32)
-def peak():
-    out = np.zeros((1, 4), np.int32); lam = 0.55
-    cut = np.array([int(10 * np.sqrt(1 - lam)), int(13 * np.sqrt(1 - lam))], np.int32)
-    launch("peak", [out], [sal, cut, np.array([255.0], np.float32)], 1, 1)
-    return np.array_equal(out[0], ref.saliencymix_bbox(sal, lam))
-def peak_float_ties():
-    # scale 0: argmax of the float map (no uint8 quantisation), the first of tied maxima; two blocks
-    tied = np.floor(sal * 3).astype(np.float32) / 3
-    out = np.zeros((1, 4), np.int32); lam = 0.7
-    cut = np.array([int(10 * np.sqrt(1 - lam)), int(13 * np.sqrt(1 - lam))], np.int32)
-    launch("peak", [out], [tied, cut, np.array([0.0], np.float32)], 2, 4)
-    return (tied == tied.max()).sum() > 1 and np.array_equal(out[0], ref.saliencymix_bbox(tied, lam, quantize=False))
-def maxwin():
-    out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
-    launch("max_window", [out, ii], [sal, np.array([2, 12345], np.int32), np.array([4, 2, 3], np.int32)], 2, 8)
-    (y, x0), _ = ref.max_window(sal, 4, 2)
-    y, x0 = y + ref.jitter_shift(y, 6, 3, 2), x0 + ref.jitter_shift(x0, 9, 3, 12345)
-    return np.array_equal(out[0], [y, x0, y + 4, x0 + 4])
-def maxwin_small():
-    out = np.zeros((1, 4), np.int32); ii = np.full((11, 14), np.nan)
-    launch("max_window", [out, ii], [sal, np.array([0, 0], np.int32), np.array([11, 1, 0], np.int32)], 1, 8)
-    return np.array_equal(out[0], [-1, -1, -1, -1])  # an 11 x 11 window does not fit a 10 x 13 map
-def keep(selective):
-    from kernels import search
-    sal2 = rng.random((9, 11)).astype(np.float32)
-    sal2[:3] = 0.25  # ties across the quantile position
-    draw = np.random.default_rng(3)
-    cy = draw.integers(0, 9, size=(1, 6))
-    cx = draw.integers(0, 11, size=(1, 6))
-    tries = np.stack([cy[0], cx[0]], -1).astype(np.int32)
-    ok = True
-    for tau in (0.6, 0.0, 1.0, 0.35):
-        out = np.zeros((1, 4), np.int32)
-        ii = np.full((10, 12), np.nan)
-        sc = np.full((9, 11), np.nan)
-        k = cuda.jit(mixing.run_function("keep", tau))
-        k[1, 8](out, ii, sc, sal2, tries, np.array([2, 1 if selective == "cut" else 0], np.int32))
-        fn_k = search.selective_cut if selective == "cut" else search.selective_paste
-        expect = fn_k(np.random.default_rng(3), sal2[None], 4, tau, 6)[0]
-        ok = ok and np.array_equal(out[0], expect)
-    return ok
-def keep_cut():
-    return keep("cut")
-def keep_paste():
-    return keep("paste")
-for name, f in [("keep_cut", keep_cut), ("keep_paste", keep_paste), ("peak", peak), ("peak_float_ties", peak_float_ties),
-                ("max_window", maxwin), ("max_window_small_map", maxwin_small)]:
-    check(name, f)
-print("RESULTS " + json.dumps(res))
-'''
-
-SIM_CHECKS = ["peak", "peak_float_ties", "max_window", "max_window_small_map", "keep_cut", "keep_paste"]
-
-
-@pytest.fixture(scope="module")
-def sim_results():
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    no_site = ["-S"] if sys.flags.no_site else []  # keep the parent's import set-up
-    proc = subprocess.run([sys.executable, *no_site, "-c", SIM_SCRIPT], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert proc.returncode == 0 and line, f"CUDA-sim subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(line[-1][len("RESULTS "):])
-
-
-@pytest.mark.parametrize("name", SIM_CHECKS)
-def test_gpu_run_function_under_cuda_simulator(sim_results, name):
-    assert sim_results["simulator"] is True
-    assert sim_results[name] == "ok", sim_results[name]
-
-
-# ------------------------------------------------------------------------------------------------------
 # GPU operators (run where a GPU is lent): the CUDA apply kernel and the GPU search path against the CPU
 # operators and the NumPy oracles on the same inputs.
 # ------------------------------------------------------------------------------------------------------
@@ -502,6 +401,92 @@ def test_gpu_apply_operators_equal_the_oracles(rng, layout, dtype):
             got_e, got_p = got_e.transpose(2, 0, 1), got_p.transpose(2, 0, 1)
         np.testing.assert_array_equal(got_e, expect_erase[i])
         np.testing.assert_array_equal(got_p, expect_paste[i])
+
+
+def _search_both(sal, draws, index, kwargs, devices=("cpu", "gpu")):
+    """``fn.occlusion.box_search`` of the same inputs on each device (``index``: map_index or None)."""
+    n = len(draws)
+    outs = {}
+    for device in devices:
+        @pipeline_def(batch_size=n, num_threads=2, device_id=0 if device == "gpu" else None, seed=0)
+        def pipe():
+            def node(b):
+                x = fn.external_source(source=_feeder(b), batch=True)
+                return x.gpu() if device == "gpu" else x
+            inputs = [node(sal), node(draws)]
+            if index is not None:
+                inputs.append(fn.external_source(source=_feeder(index), batch=True))  # a CPU input
+            return mixing._plugin().box_search(*inputs, device=device, **kwargs)
+
+        p = pipe()
+        p.build()
+        (o,) = p.run()
+        outs[device] = np.stack([np.array(t) for t in (o.as_cpu() if hasattr(o, "as_cpu") else o)])
+    return outs
+
+
+def _search_case(rng, case):
+    """(maps, draws, map_index, box_search kwargs) of a named GPU-vs-CPU case: odd map sizes, maps of
+    different sizes in one batch, few saliency levels (ties), -1 rows and partner indices."""
+    shapes = [(31, 37), (17, 23), (9, 5), (40, 33), (23, 23), (6, 7)]
+    n = len(shapes)
+    levels = 4 if "ties" in case else 0
+    sal = []
+    for H, W in shapes:
+        m = rng.random((H, W)).astype(np.float32)
+        sal.append((np.floor(m * levels) / levels).astype(np.float32) if levels else m)
+    if "const" in case:
+        sal[1][:] = 0.5
+    index = None
+    if "index" in case:
+        index = list(np.array([3, -1, 0, 4, 4, -1], np.int32))
+    method = case.split("/")[0]
+    if method.startswith("peak"):
+        draws = list(rng.integers(0, 30, (n, 2)).astype(np.int32))
+        kw = dict(method="peak", quantize=method == "peak_q")
+    elif method == "max_window":
+        draws = list(rng.integers(0, 2**31 - 1, (n, 2)).astype(np.int32))
+        kw = dict(method="max_window", size=7, stride=2, jitter=5)  # (6, 7): smaller than the window
+    else:
+        draws = [rng.integers(0, 40, (int(rng.integers(1, 9)), 2)).astype(np.int32) for _ in range(n)]
+        kw = dict(method=method, size=7, tau=repr(float(rng.choice([0.0, 0.3, 0.6, 1.0]))))
+    return sal, draws, index, kw
+
+
+SEARCH_CASES = [f"{m}/{v}" for m in ("peak_q", "peak_f", "max_window", "keep_cut", "keep_paste")
+                for v in ("plain", "ties", "ties_index", "const_index")]
+
+
+def test_search_cases_run_on_the_cpu_operator(rng):
+    """The GPU cases below are valid inputs of the CPU operator (so a GPU failure is the GPU's)."""
+    for case in SEARCH_CASES:
+        sal, draws, index, kw = _search_case(np.random.default_rng(len(case)), case)
+        out = _search_both(sal, draws, index, kw, devices=("cpu",))["cpu"]
+        assert out.shape == (len(draws), 1, 4)
+        if index is not None:
+            assert np.all(out[np.array(index) < 0] == -1)
+
+
+@requires_gpu
+@pytest.mark.parametrize("case", SEARCH_CASES)
+def test_gpu_box_search_equals_the_cpu_operator(case):
+    for seed in range(3):
+        sal, draws, index, kw = _search_case(np.random.default_rng(seed * 100 + len(case)), case)
+        outs = _search_both(sal, draws, index, kw)
+        np.testing.assert_array_equal(outs["gpu"], outs["cpu"], err_msg=f"{case} seed {seed}")
+
+
+@requires_gpu
+def test_gpu_box_search_large_maps_equal_the_cpu_operator(rng):
+    """224 x 224 maps (the row pass runs in several tiles, the radix select over 50176 scores)."""
+    sal = list(rng.random((4, 224, 224)).astype(np.float32) ** 3)
+    sal[1] = (np.floor(sal[1] * 3) / 3).astype(np.float32)
+    for kw, draws in [(dict(method="peak", quantize=True), rng.integers(0, 200, (4, 2))),
+                      (dict(method="max_window", size=56, stride=1, jitter=16), rng.integers(0, 2**31 - 1, (4, 2))),
+                      (dict(method="keep_cut", size=56, tau="0.6"), rng.integers(0, 224, (4, 32, 2))),
+                      (dict(method="keep_paste", size=56, tau="0.6"), rng.integers(0, 224, (4, 32, 2)))]:
+        outs = _search_both(sal, list(draws.astype(np.int32)), None, kw)
+        np.testing.assert_array_equal(outs["gpu"], outs["cpu"], err_msg=str(kw))
 
 
 @requires_gpu

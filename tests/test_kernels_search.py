@@ -226,34 +226,3 @@ def test_invalid_arguments_raise_value_error(call, words):
     s = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
     with pytest.raises(ValueError, match=words):
         call(s)
-
-
-# ------------------------------------------------------------------- per-map twins (DALI operator bodies)
-def test_per_map_twins_match_oracles(rng):
-    s = rng.random((3, 14, 19)).astype(np.float32)
-    for r in range(3):
-        box = np.zeros(4, np.int64)
-        search._peak_box_of_map.cpu(s, r, np.array([255.0], np.float32), 9, 9, box)
-        py, px = np.unravel_index(np.argmax((s[r] * 255).astype(np.uint8)), s[r].shape)
-        np.testing.assert_array_equal(box, [max(py - 4, 0), max(px - 4, 0), min(py + 4, 14), min(px + 4, 19)])
-        search._peak_box_of_map.cpu(s, r, np.array([0.0], np.float32), 6, 3, box)  # float argmax
-        py, px = np.unravel_index(np.argmax(s[r]), s[r].shape)
-        np.testing.assert_array_equal(box, [max(py - 3, 0), max(px - 1, 0), min(py + 3, 14), min(px + 1, 19)])
-    ii = search.integral_image(s)
-    for r in range(3):
-        box = np.zeros(4, np.int64)
-        search._max_window_of_map.cpu(ii, r, 5, 2, 3, 7, 2**31 - 2, box)
-        (y, x), _ = ref.max_window(s[r], 5, 2)
-        y0 = y + ref.jitter_shift(y, 9, 3, 7)
-        x0 = x + ref.jitter_shift(x, 14, 3, 2**31 - 2)
-        np.testing.assert_array_equal(box, [y0, x0, y0 + 5, x0 + 5])
-    scores = search.keep_region_scores(s, 6)
-    tries = rng.integers(0, 14, size=(10, 2))
-    for r in range(3):
-        oracle = ref.keep_scores(s[r], 6)
-        thr = float(np.quantile(oracle, 0.6))
-        box = np.zeros(4, np.int64)
-        search._keep_pick.cpu(scores, r, thr, tries, True, 3, box)
-        t = [oracle[cy, cx] for cy, cx in tries]
-        k = next((i for i, v in enumerate(t) if v < thr), int(np.argmin(t)))
-        np.testing.assert_array_equal(box, ref.cutout_box(tries[k, 0], tries[k, 1], 6, 14, 19))

@@ -48,3 +48,32 @@ def test_every_cu_file_is_built_when_a_cuda_compiler_exists():
     csrc = Path(dali_ops.__file__).parent / "csrc"
     names = {n for f in csrc.glob("*.cu") for n in re.findall(r"DALI_REGISTER_OPERATOR\((\w+)", f.read_text())}
     assert names and names <= set(backend.RegisteredGPUOps())
+
+
+def test_every_cpu_operator_has_a_gpu_registration():
+    """Issue 9: each ``fn.occlusion.*`` operator with a CPU registration has a GPU one, box_search included."""
+    import os
+    import shutil
+
+    if not (shutil.which("nvcc") or os.environ.get("CUDACXX")):
+        pytest.skip("no CUDA compiler (nvcc on PATH or CUDACXX): the build makes the CPU operators only")
+    dali_ops.load()
+    from nvidia.dali import backend
+
+    cpu = {n for n in backend.RegisteredCPUOps() if n.startswith("occlusion__")}
+    assert "occlusion__BoxSearch" in cpu
+    assert cpu <= set(backend.RegisteredGPUOps())
+
+
+def test_no_numba_function_in_the_graph():
+    """DALI 2.4's numba_function(device="gpu") refuses a CUDA 13 toolkit: nothing in dali_ops/ or
+    pipelines/ may call it (the GPU searches are the plugin's CUDA box_search)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls = [f"{p.relative_to(root)}:{i + 1}"
+             for folder in ("dali_ops", "pipelines") for p in (root / folder).rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines())
+             if re.search(r"numba_function\s*\(|NumbaFunction\s*\(|plugin\.numba", line)]
+    assert calls == []

@@ -270,10 +270,11 @@ inline double BoxSum(const std::vector<double> &ii, int S, int y0, int x0, int y
        - ii[static_cast<size_t>(y1) * S + x0] + ii[static_cast<size_t>(y0) * S + x0];
 }
 
-/// (map * 255).astype(uint8) of a float32 map value in [0, 1]: the float32 product, truncated.
+/// (map * 255).astype(uint8) of a float32 map value in [0, 1]: the float32 product, truncated;
+/// NaN -> 0 (NumPy leaves it undefined; kernels/box_search.cuh's QuantizeU8 is the same).
 inline int Quantize(float v) {
   const float q = v * 255.0f;  // float32 product, as NumPy on the float32 map
-  return static_cast<int>(q > 255.f ? 255.f : q < 0.f ? 0.f : q);
+  return !(q > 0.f) ? 0 : q > 255.f ? 255 : static_cast<int>(q);
 }
 
 /// Index of the first maximum of the quantized map: the maximum in a pass that vectorises (an
@@ -283,7 +284,7 @@ int64_t FirstQuantizedMax(const float *__restrict__ sal, int64_t n) {
   int best = 0;
   for (int64_t i = 0; i < n; i++) best = std::max(best, Quantize(sal[i]));
   int64_t at = 0;
-  while (at < n - 1 && Quantize(sal[at]) != best) at++;  // bounded: NaN maps quantize to nothing
+  while (at < n - 1 && Quantize(sal[at]) != best) at++;
   return at;
 }
 
@@ -492,33 +493,45 @@ double ParseTau(const std::string &s) {
 
 }  // namespace
 
-BoxSearch::BoxSearch(const ::dali::OpSpec &spec)
-    : ::dali::Operator<::dali::CPUBackend>(spec),
-      size_(spec.HasTensorArgument("size") ? 0 : spec.GetArgument<int>("size")),
-      stride_(spec.GetArgument<int>("stride")),
-      tau_(ParseTau(spec.GetArgument<std::string>("tau"))),
-      jitter_(spec.GetArgument<int>("jitter")),
-      quantize_(spec.GetArgument<bool>("quantize")) {
+BoxSearchArgs::BoxSearchArgs(const ::dali::OpSpec &spec)
+    : size(spec.HasTensorArgument("size") ? 0 : spec.GetArgument<int>("size")),
+      stride(spec.GetArgument<int>("stride")),
+      jitter(spec.GetArgument<int>("jitter")),
+      tau(ParseTau(spec.GetArgument<std::string>("tau"))),
+      quantize(spec.GetArgument<bool>("quantize")),
+      per_row_size(spec.HasTensorArgument("size")) {
   auto m = spec.GetArgument<std::string>("method");
-  if (m == "peak") method_ = Method::kPeak;
-  else if (m == "max_window") method_ = Method::kMaxWindow;
-  else if (m == "keep_cut") method_ = Method::kKeepCut;
-  else if (m == "keep_paste") method_ = Method::kKeepPaste;
+  if (m == "peak") method = Method::kPeak;
+  else if (m == "max_window") method = Method::kMaxWindow;
+  else if (m == "keep_cut") method = Method::kKeepCut;
+  else if (m == "keep_paste") method = Method::kKeepPaste;
   else
     DALI_FAIL(make_string("box_search: argument `method` must be \"peak\", \"max_window\", "
                           "\"keep_cut\" or \"keep_paste\", got \"", m, "\"."));
-  DALI_ENFORCE(stride_ >= 1, make_string("box_search: `stride` must be >= 1, got ", stride_, "."));
-  DALI_ENFORCE(jitter_ >= 0, make_string("box_search: `jitter` must be >= 0, got ", jitter_, "."));
-  if (method_ != Method::kPeak && !spec.HasTensorArgument("size"))
-    DALI_ENFORCE(size_ >= (method_ == Method::kMaxWindow ? 1 : 2), make_string(
-        "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 2, " for \"", m,
-        "\", got ", size_, "."));
+  DALI_ENFORCE(stride >= 1, make_string("box_search: `stride` must be >= 1, got ", stride, "."));
+  DALI_ENFORCE(jitter >= 0, make_string("box_search: `jitter` must be >= 0, got ", jitter, "."));
+  if (method != Method::kPeak && !per_row_size)
+    DALI_ENFORCE(size >= (method == Method::kMaxWindow ? 1 : 2), make_string(
+        "box_search: `size` must be >= ", method == Method::kMaxWindow ? 1 : 2, " for \"", m,
+        "\", got ", size, "."));
 }
 
-bool BoxSearch::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
-                          const ::dali::Workspace &ws) {
-  const auto &sal = ws.Input<::dali::CPUBackend>(0);
-  const auto &draws = ws.Input<::dali::CPUBackend>(1);
+int BoxSearchArgs::Size(const ::dali::OpSpec &spec, const ::dali::Workspace &ws, int i) const {
+  if (!per_row_size) return size;
+  // per row (KeepCutMix: the row's CutMix side, 0 or 1 when lam is near 1: an empty region)
+  const int v = spec.GetArgument<int>("size", &ws, i);
+  DALI_ENFORCE(v >= (method == Method::kMaxWindow ? 1 : 0), make_string(
+      "box_search: `size` must be >= ", method == Method::kMaxWindow ? 1 : 0, ", got ", v,
+      " for sample ", i, "."));
+  return v;
+}
+
+template <typename Backend>
+std::vector<int> SetupBoxSearch(const BoxSearchArgs &args, const ::dali::Workspace &ws,
+                                std::vector<::dali::OutputDesc> &output_desc) {
+  using Method = BoxSearchArgs::Method;
+  const auto &sal = ws.Input<Backend>(0);
+  const auto &draws = ws.Input<Backend>(1);
   const int n = sal.num_samples();
   DALI_ENFORCE(sal.type() == DALI_FLOAT && sal.shape().sample_dim() == 2, make_string(
       "box_search: input `saliency` must be (H, W) float32 maps, got ", sal.type(), " with ",
@@ -526,42 +539,50 @@ bool BoxSearch::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
   DALI_ENFORCE(draws.type() == DALI_INT32 && draws.num_samples() == n, make_string(
       "box_search: input `draws` must be int32, one sample per map (", n, "), got ",
       draws.num_samples(), " samples of ", draws.type(), "."));
-  const bool keep = method_ == Method::kKeepCut || method_ == Method::kKeepPaste;
   for (int i = 0; i < n; i++) {
     auto d = draws.shape()[i];
     auto s = sal.shape()[i];
     DALI_ENFORCE(s[0] > 0 && s[1] > 0, make_string(
         "box_search: saliency map ", i, " is empty (shape ", s, ")."));
-    if (keep)
+    if (args.keep())
       DALI_ENFORCE(d.sample_dim() == 2 && d[0] >= 1 && d[1] == 2, make_string(
           "box_search: `draws` for KeepAugment are (T, 2) candidate centres (cy, cx), T >= 1; "
           "sample ", i, " has shape ", d, "."));
     else
       DALI_ENFORCE(d.num_elements() == 2, make_string(
-          "box_search: `draws` for \"", method_ == Method::kPeak ? "peak" : "max_window",
-          "\" are 2 values per sample (", method_ == Method::kPeak ? "cut_h, cut_w" : "ry, rx",
+          "box_search: `draws` for \"", args.method == Method::kPeak ? "peak" : "max_window",
+          "\" are 2 values per sample (", args.method == Method::kPeak ? "cut_h, cut_w" : "ry, rx",
           "); sample ", i, " has shape ", d, "."));
-    if (method_ == Method::kMaxWindow && jitter_ > 0) {
-      // The shift is lo + r % (hi - lo + 1): r must be a uniform draw in [0, 2^31 - 1).
-      for (int k = 0; k < 2; k++) {
-        const int32_t r = draws.tensor<int32_t>(i)[k];
-        DALI_ENFORCE(r >= 0 && r < std::numeric_limits<int32_t>::max(), make_string(
-            "box_search: `draws` for \"max_window\" are (ry, rx) uniform in [0, 2**31 - 1); sample ",
-            i, " holds ", r, "."));
+    if constexpr (std::is_same_v<Backend, ::dali::CPUBackend>) {
+      if (args.method == Method::kMaxWindow && args.jitter > 0) {
+        // The shift is lo + r % (hi - lo + 1): r must be a uniform draw in [0, 2^31 - 1).  (The
+        // GPU operator cannot read device values in Setup; its kernel keeps any r in the image.)
+        for (int k = 0; k < 2; k++) {
+          const int32_t r = draws.template tensor<int32_t>(i)[k];
+          DALI_ENFORCE(r >= 0 && r < std::numeric_limits<int32_t>::max(), make_string(
+              "box_search: `draws` for \"max_window\" are (ry, rx) uniform in [0, 2**31 - 1); "
+              "sample ", i, " holds ", r, "."));
+        }
       }
     }
   }
-  map_index_.resize(n);
+  std::vector<int> map_index(n);
   if (ws.NumInput() > 2) {
-    CheckRowIndex("box_search", "map_index", ws.Input<::dali::CPUBackend>(2), n);
-    map_index_ = ReadRowIndex("box_search", "map_index", ws.Input<::dali::CPUBackend>(2), n);
+    const auto &index = ws.Input<::dali::CPUBackend>(2);
+    CheckRowIndex("box_search", "map_index", index, n);
+    map_index = ReadRowIndex("box_search", "map_index", index, n);
   } else {
-    for (int i = 0; i < n; i++) map_index_[i] = i;
+    for (int i = 0; i < n; i++) map_index[i] = i;
   }
   output_desc.resize(1);
   output_desc[0] = {::dali::uniform_list_shape(n, ::dali::TensorShape<2>(1, 4)), DALI_INT32};
-  return true;
+  return map_index;
 }
+
+template std::vector<int> SetupBoxSearch<::dali::CPUBackend>(const BoxSearchArgs &,
+    const ::dali::Workspace &, std::vector<::dali::OutputDesc> &);
+template std::vector<int> SetupBoxSearch<::dali::GPUBackend>(const BoxSearchArgs &,
+    const ::dali::Workspace &, std::vector<::dali::OutputDesc> &);
 
 void BoxSearch::RunImpl(::dali::Workspace &ws) {
   const auto &sal = ws.Input<::dali::CPUBackend>(0);
@@ -577,24 +598,20 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
       continue;
     }
     int H = static_cast<int>(sal.shape()[m][0]), W = static_cast<int>(sal.shape()[m][1]);
-    // KeepCutMix searches regions of the row's own CutMix side: `size` may be a per-row input
-    const int size = spec_.GetArgument<int>("size", &ws, i);
-    DALI_ENFORCE(size >= (method_ == Method::kMaxWindow ? 1 : 0), make_string(
-        "box_search: `size` must be >= ", method_ == Method::kMaxWindow ? 1 : 0, ", got ", size,
-        " for sample ", i, "."));
+    const int size = args_.Size(spec_, ws, i);
     tp.AddWork([&, i, m, H, W, box, size](int thread) {
       const float *map = sal.tensor<float>(m);
       const int32_t *d = draws.tensor<int32_t>(i);
       SearchScratch &s = scratch_[thread];
-      if (method_ == Method::kPeak) {
-        PeakBox(map, H, W, d, quantize_, box);
+      if (args_.method == Method::kPeak) {
+        PeakBox(map, H, W, d, args_.quantize, box);
         return;
       }
       Integral(map, H, W, s.integral);
-      if (method_ == Method::kMaxWindow)
-        MaxWindow(s.integral, H, W, size, stride_, jitter_, d, s.scores, box);
+      if (args_.method == Method::kMaxWindow)
+        MaxWindow(s.integral, H, W, size, args_.stride, args_.jitter, d, s.scores, box);
       else
-        KeepBox(s.integral, H, W, size / 2, tau_, method_ == Method::kKeepCut, d,
+        KeepBox(s.integral, H, W, size / 2, args_.tau, args_.method == Method::kKeepCut, d,
                 static_cast<int>(draws.shape()[i][0]), s, box);
     }, static_cast<int64_t>(H) * W);
   }
@@ -642,7 +659,8 @@ and treats it as ``-1``.  Boxes as in ``erase_boxes``; overlaps are pasted once.
     .NumOutput(1);
 
 DALI_SCHEMA(occlusion__BoxSearch)
-    .DocStr(R"code(Searches a box in each saliency map (CPU; one sample per thread).
+    .DocStr(R"code(Searches a box in each saliency map.  CPU: one sample per pool thread; GPU: one
+launch for the batch, one thread block per row, the CPU operator's boxes bit for bit.
 
 ``method="peak"``: SaliencyMix (Uddin et al. 2021, official ``saliency_bbox``): the first maximum
 of ``(map * 255).astype(uint8)`` (``quantize=True``) or of the float map; ``draws`` = ``(cut_h,
@@ -670,11 +688,12 @@ Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
     .NumInput(2, 3)
     .InputDox(0, "saliency", "TensorList", "``(H, W)`` float32 saliency maps.")
     .InputDox(1, "draws", "TensorList", "int32 random draws of the method (see above).")
-    .InputDox(2, "map_index", "TensorList", "Optional int32 scalar per row: the map to search, -1: none.")
+    .InputDox(2, "map_index", "TensorList", "Optional int32 scalar per row: the map to search, -1: none (CPU input).")
+    .InputDevice(2, ::dali::InputDevice::CPU)
     .NumOutput(1)
     .AddArg("method", "``peak``, ``max_window``, ``keep_cut`` or ``keep_paste``.", DALI_STRING)
     .AddOptionalArg("size", R"code(Window side (max_window) or region side (keep_*); per sample as an
-argument input (KeepCutMix: the row's CutMix side).)code", 56, true)
+argument input (KeepCutMix: the row's CutMix side, >= 0).)code", 56, true)
     .AddOptionalArg("stride", "Window stride (max_window).", 1)
     .AddOptionalArg("jitter", R"code(Jitter amplitude tau in pixels (max_window), >= 0; Fong & Vedaldi
 use 16 at 224 px.  0 disables the jitter (the draws are then not read).)code", 16)

@@ -1,7 +1,5 @@
-// Box operators, CUDA: erase_boxes and paste_boxes for the whole batch in one launch.
-// One thread per pixel (grid-stride over the sample's H x W, blockIdx.y = sample): it tests the
-// pixel against the sample's boxes (read from device memory, so boxes searched on the GPU never
-// visit the host) and writes every channel from the image, the fill or the partner.
+// Box operators, CUDA: the DALI shell of erase_boxes and paste_boxes (the kernel, one launch for the
+// whole batch, is DALI-free in kernels/apply_boxes.cuh).
 
 #include <cuda_runtime_api.h>
 
@@ -12,52 +10,12 @@
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
 #include "dali/kernels/dynamic_scratchpad.h"
+#include "kernels/apply_boxes.cuh"
 
 namespace occlusion {
 namespace {
 
-template <typename T>
-struct ApplyDesc {
-  const T *in;
-  T *out;
-  const int32_t *boxes;   // K x 4, device
-  const int32_t *index;   // partner row (device scalar); null: the sample's own row
-  int K, H, W, C;
-};
-
-constexpr int kThreads = 256;
-constexpr int kMaxBlocksPerSample = 256;
-
-DALI_DEVICE inline bool InAnyBox(const int32_t *boxes, int K, int y, int x) {
-  for (int k = 0; k < K; k++) {
-    const int32_t *b = boxes + 4 * k;
-    if (b[0] <= y && y < b[2] && b[1] <= x && x < b[3]) return true;
-  }
-  return false;
-}
-
-/// partners == null: erase with fill[c] (fill has C values); else paste from partners[row].
-template <typename T>
-__global__ void ApplyBoxesKernel(const ApplyDesc<T> *descs, const T *const *partners,
-                                 int num_partners, const T *fill, bool chw) {
-  const ApplyDesc<T> d = descs[blockIdx.y];
-  const T *src = nullptr;
-  if (partners) {
-    int row = d.index ? *d.index : static_cast<int>(blockIdx.y);
-    if (row < 0 || row >= num_partners) row = -1;  // cannot raise on the device: no paste
-    src = row < 0 ? nullptr : partners[row];
-  }
-  const int64_t plane = static_cast<int64_t>(d.H) * d.W;
-  for (int64_t p = blockIdx.x * blockDim.x + threadIdx.x; p < plane;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int y = static_cast<int>(p / d.W), x = static_cast<int>(p - static_cast<int64_t>(y) * d.W);
-    const bool inside = (partners == nullptr || src != nullptr) && InAnyBox(d.boxes, d.K, y, x);
-    for (int c = 0; c < d.C; c++) {
-      const int64_t i = chw ? c * plane + p : p * d.C + c;
-      d.out[i] = !inside ? d.in[i] : src ? src[i] : fill[c];
-    }
-  }
-}
+using ::occlusion::kernels::ApplyDesc;
 
 template <typename T>
 void LaunchApply(::dali::Workspace &ws, bool chw, const std::vector<float> *fill,
@@ -108,11 +66,8 @@ void LaunchApply(::dali::Workspace &ws, bool chw, const std::vector<float> *fill
       f[c] = static_cast<T>(fill->size() == 1 ? (*fill)[0] : (*fill)[c]);
     dev_fill = scratch.ToGPU(stream, f);
   }
-  const int blocks = static_cast<int>(std::min<int64_t>((max_plane + kThreads - 1) / kThreads,
-                                                        kMaxBlocksPerSample));
-  ApplyBoxesKernel<T><<<dim3(blocks, n), kThreads, 0, stream>>>(dev_descs, dev_partners,
-                                                                 num_partners, dev_fill, chw);
-  CUDA_CALL(cudaGetLastError());
+  CUDA_CALL(::occlusion::kernels::LaunchApplyBoxes<T>(dev_descs, n, max_plane, dev_partners,
+                                                      num_partners, dev_fill, chw, stream));
 }
 
 }  // namespace

@@ -11,9 +11,10 @@
 //       same location.  Without `partner_index` the partner of sample i is partners[i]; with it,
 //       partners[partner_index[i]] (so `partners` can be the batch itself: no permute_batch copy);
 //       an index of -1 leaves the sample unchanged.
-//   fn.occlusion.box_search(saliency, draws[, map_index], method=...) (CPU; the GPU path is Numba)
+//   fn.occlusion.box_search(saliency, draws[, map_index], method=...) (CPU and CUDA)
 //       SaliencyMix peak box, Fong & Vedaldi max window, KeepAugment selective cut / paste; the
-//       same rules as kernels/search.py (its per-map twins), which the tests check both against.
+//       same rules as kernels/search.py; the CUDA kernel (kernels/box_search.cuh, DALI-free) gives
+//       the CPU operator's boxes bit for bit.
 //
 // Boxes are int32 (K, 4) per sample, (y0, x0, y1, x1) half-open in pixels, clipped to the image;
 // an empty box (y1 <= y0 or x1 <= x0, e.g. the -1 padding) covers no pixel.  Overlapping boxes
@@ -112,23 +113,64 @@ struct SearchScratch {
   std::vector<std::pair<double, bool>> tested;  // KeepAugment: (score, passes) of the tries so far
 };
 
+/// box_search's arguments, parsed and checked once; shared by both backends.
+struct BoxSearchArgs {
+  enum class Method { kPeak, kMaxWindow, kKeepCut, kKeepPaste };
+  Method method;
+  int size, stride, jitter;
+  double tau;
+  bool quantize;
+  bool per_row_size;  // `size` is an argument input: one side per row (KeepCutMix)
+  explicit BoxSearchArgs(const ::dali::OpSpec &spec);
+  bool keep() const { return method == Method::kKeepCut || method == Method::kKeepPaste; }
+  /// The side row `i` searches: `size`, or its per-row value (checked).
+  int Size(const ::dali::OpSpec &spec, const ::dali::Workspace &ws, int i) const;
+};
+
+/// Setup of box_search on both backends: checks `saliency`, `draws` (their values too on the CPU)
+/// and the CPU input `map_index`; returns the map each row searches (-1: none).
+template <typename Backend>
+std::vector<int> SetupBoxSearch(const BoxSearchArgs &args, const ::dali::Workspace &ws,
+                                std::vector<::dali::OutputDesc> &output_desc);
+
 class BoxSearch : public ::dali::Operator<::dali::CPUBackend> {
  public:
-  explicit BoxSearch(const ::dali::OpSpec &spec);
+  explicit BoxSearch(const ::dali::OpSpec &spec)
+      : ::dali::Operator<::dali::CPUBackend>(spec), args_(spec) {}
 
  protected:
   bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
-                 const ::dali::Workspace &ws) override;
+                 const ::dali::Workspace &ws) override {
+    map_index_ = SetupBoxSearch<::dali::CPUBackend>(args_, ws, output_desc);
+    return true;
+  }
   void RunImpl(::dali::Workspace &ws) override;
 
  private:
-  enum class Method { kPeak, kMaxWindow, kKeepCut, kKeepPaste };
-  Method method_;
-  int size_, stride_, jitter_;
-  double tau_;
-  bool quantize_;
+  using Method = BoxSearchArgs::Method;
+  BoxSearchArgs args_;
   std::vector<SearchScratch> scratch_;
   std::vector<int> map_index_;  // per row: the map it searches, -1 for none
+};
+
+/// box_search on the GPU: one launch for the batch (kernels/box_search.cuh), the same boxes as the
+/// CPU operator.  `map_index` stays a CPU input (the map pointers are resolved on the host).
+class BoxSearchGPU : public ::dali::Operator<::dali::GPUBackend> {
+ public:
+  explicit BoxSearchGPU(const ::dali::OpSpec &spec)
+      : ::dali::Operator<::dali::GPUBackend>(spec), args_(spec) {}
+
+ protected:
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                 const ::dali::Workspace &ws) override {
+    map_index_ = SetupBoxSearch<::dali::GPUBackend>(args_, ws, output_desc);
+    return true;
+  }
+  void RunImpl(::dali::Workspace &ws) override;
+
+ private:
+  BoxSearchArgs args_;
+  std::vector<int> map_index_;
 };
 
 template <> void EraseBoxes<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws);

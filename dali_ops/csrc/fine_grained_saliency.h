@@ -19,9 +19,10 @@
 //      255 * (sum / max sum) (truncated), final = uint8(255 * (on + off) / max(max on, max off));
 //   6. OpenCV 5 returns final * (1/255) as float32.
 //
-// The per-pixel arithmetic lives here as DALI_HOST_DEV inline functions shared by the CPU
-// operator (fine_grained_saliency.cc), the CUDA operator (fine_grained_saliency.cu) and mirrored
-// by kernels/saliency.py (tests prove all three and OpenCV agree).
+// The per-pixel arithmetic lives in kernels/fine_grained_saliency_math.h (DALI-free host/device
+// inline functions) shared by the CPU operator (fine_grained_saliency.cc), the CUDA kernels
+// (kernels/fine_grained_saliency.cuh, wrapped by fine_grained_saliency.cu) and mirrored by
+// kernels/saliency.py (tests prove all three and OpenCV agree).
 //
 // Optional reduced working resolution (argument max_side): the gray image is box-averaged down so
 // that its longer side is max_side, saliency is computed there, and the uint8 map is resized back
@@ -34,154 +35,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "dali/core/host_dev.h"
 #include "dali/pipeline/operator/operator.h"
+#include "kernels/fine_grained_saliency_math.h"
 
 namespace occlusion {
 namespace fgs {
-
-/// Number of centre-surround scales and the neighbourhood half-sizes OpenCV uses.
-constexpr int kNumScales = 6;
-constexpr int kMaxNeighbourhood = 112;
-
-DALI_HOST_DEV constexpr int Neighbourhood(int scale) {
-  // {3*4, 3*4*2, 3*4*2*2, 7*4, 7*4*2, 7*4*2*2} in OpenCV's order.
-  return scale == 0 ? 12 : scale == 1 ? 24 : scale == 2 ? 48
-       : scale == 3 ? 28 : scale == 4 ? 56 : 112;
-}
-
-/// OpenCV 5 cvtColor(COLOR_BGR2GRAY) for uint8: 15-bit fixed point, rounded.
-DALI_HOST_DEV inline uint8_t RgbToGray(int r, int g, int b) {
-  return static_cast<uint8_t>((b * 3735 + g * 19235 + r * 9798 + (1 << 14)) >> 15);
-}
-
-/// BORDER_REFLECT_101 (OpenCV's BORDER_DEFAULT) for indices at most one step outside [0, n).
-DALI_HOST_DEV inline int Reflect101(int i, int n) {
-  if (n == 1) return 0;
-  if (i < 0) return -i;
-  if (i >= n) return 2 * n - 2 - i;
-  return i;
-}
-
-DALI_HOST_DEV inline int Clamp(int v, int lo, int hi) {
-  return v < lo ? lo : (v > hi ? hi : v);
-}
-
-/// Rounds a [1 2 1] x [1 2 1] weighted 3x3 sum to the uint8 result of OpenCV's fixed-point
-/// GaussianBlur(ksize 3, sigma 0).
-DALI_HOST_DEV inline uint8_t BlurRound(int weighted_sum) {
-  return static_cast<uint8_t>((weighted_sum + 8) >> 4);
-}
-
-/// One scale of StaticSaliencyFineGrained::getIntensityScaled + getMean, in OpenCV's float32
-/// order of operations.  i22 = I(y2, x2), i11 = I(y1, x1), i21 = I(y2, x1), i12 = I(y1, x2)
-/// at the clamped corners; area = (x2 - x1) * (y2 - y1) - 1.  Adds the uint8-truncated on and
-/// off responses to on_sum and off_sum.
-DALI_HOST_DEV inline void CentreSurround(float i22, float i11, float i21, float i12,
-                                         float centre, float area, int &on_sum, int &off_sum) {
-  float value = ((i22 + i11) - i21) - i12;
-  value = (value - centre) / area;
-  float mean_on = centre - value;
-  float mean_off = value - centre;
-  // (uchar)float in OpenCV: truncation (the values are < 256 here).
-  on_sum += mean_on > 0.f ? static_cast<int>(static_cast<uint8_t>(static_cast<int>(mean_on))) : 0;
-  off_sum += mean_off > 0.f ? static_cast<int>(static_cast<uint8_t>(static_cast<int>(mean_off))) : 0;
-}
-
-/// All six scales at pixel (y, x) of an h x w image, with corners clamped to the
-/// (h+1) x (w+1) integral image `integral` (row stride `stride` floats).
-DALI_HOST_DEV inline void CentreSurroundAt(const float *integral, int stride, int h, int w,
-                                           int y, int x, float centre,
-                                           int &on_sum, int &off_sum) {
-  on_sum = 0;
-  off_sum = 0;
-#ifdef __CUDA_ARCH__
-  #pragma unroll
-#endif
-  for (int s = 0; s < kNumScales; s++) {
-    int n = Neighbourhood(s);
-    int x1 = Clamp(x - n + 1, 0, w), x2 = Clamp(x + n + 1, 0, w);
-    int y1 = Clamp(y - n + 1, 0, h), y2 = Clamp(y + n + 1, 0, h);
-    const float *r1 = integral + static_cast<int64_t>(y1) * stride;
-    const float *r2 = integral + static_cast<int64_t>(y2) * stride;
-    float area = static_cast<float>((x2 - x1) * (y2 - y1) - 1);
-    CentreSurround(r2[x2], r1[x1], r2[x1], r1[x2], centre, area, on_sum, off_sum);
-  }
-}
-
-/// mixScales: uint8(255. * (float)(sum / (float)max_sum)).  A zero maximum gives 0/0 in OpenCV,
-/// which its x86 build converts to 0.
-DALI_HOST_DEV inline int ScaleSum(int sum, int max_sum) {
-  if (max_sum == 0) return 0;
-  float q = static_cast<float>(sum) / static_cast<float>(max_sum);
-  return static_cast<uint8_t>(static_cast<int>(255. * static_cast<double>(q)));
-}
-
-/// mixOnOff: uint8(255. * (float)(on + off) / (float)max_val), max_val = max(max on, max off).
-DALI_HOST_DEV inline uint8_t MixOnOff(int on, int off, int max_val) {
-  if (max_val == 0) return 0;
-  double v = 255. * static_cast<double>(static_cast<float>(on + off))
-             / static_cast<double>(static_cast<float>(max_val));
-  return static_cast<uint8_t>(static_cast<int>(v));
-}
-
-/// The float32 OpenCV 5 returns for a uint8 saliency value (convertTo with scale 1/255).
-DALI_HOST_DEV inline float ToUnit(int v) {
-  return static_cast<float>(v) * static_cast<float>(1.0 / 255.0);
-}
-
-/// Working resolution for max_side (<= 0: full resolution).  The longer side becomes max_side,
-/// the shorter one round(short * max_side / long), at least 1.  Never upsamples.
-DALI_HOST_DEV inline void WorkingSize(int H, int W, int max_side, int &h, int &w) {
-  h = H;
-  w = W;
-  if (max_side <= 0) return;
-  if (H >= W && H > max_side) {
-    h = max_side;
-    w = static_cast<int>((static_cast<int64_t>(W) * max_side + H / 2) / H);
-    if (w < 1) w = 1;
-  } else if (W > H && W > max_side) {
-    w = max_side;
-    h = static_cast<int>((static_cast<int64_t>(H) * max_side + W / 2) / W);
-    if (h < 1) h = 1;
-  }
-}
-
-/// Source span [begin, end) of output index i when n_in samples are box-averaged to n_out.
-DALI_HOST_DEV inline void AreaSpan(int i, int n_in, int n_out, int &begin, int &end) {
-  begin = static_cast<int>(static_cast<int64_t>(i) * n_in / n_out);
-  end = static_cast<int>(static_cast<int64_t>(i + 1) * n_in / n_out);
-}
-
-/// Bilinear source coordinate of output index i (half-pixel centres, n_in -> n_out), in 1/256
-/// steps: i0, i1 are the two source indices and frac the weight of i1 (0..255).
-DALI_HOST_DEV inline void BilinearCoord(int i, int n_in, int n_out, int &i0, int &i1, int &frac) {
-  int64_t s = (static_cast<int64_t>(2 * i + 1) * n_in * 128) / n_out - 128;
-  if (s < 0) s = 0;
-  i0 = static_cast<int>(s >> 8);
-  frac = static_cast<int>(s & 255);
-  if (i0 >= n_in - 1) {
-    i0 = n_in - 1;
-    frac = 0;
-  }
-  i1 = i0 + 1 < n_in ? i0 + 1 : i0;
-}
-
-/// Horizontal step of the bilinear resize: two uint8 values blended in 8-bit fixed point.
-DALI_HOST_DEV inline int BilinearRow(int v0, int v1, int fx) {
-  return v0 * (256 - fx) + v1 * fx;
-}
-
-/// Vertical step: two BilinearRow results blended, returned as float in [0, 1].
-DALI_HOST_DEV inline float BilinearBlend(int top, int bottom, int fy) {
-  int q = top * (256 - fy) + bottom * fy;  // <= 255 * 65536 < 2^24: exact in float
-  return static_cast<float>(q) / 16711680.f;  // 255 * 65536
-}
-
-/// Bilinear interpolation of four uint8 values in 16-bit fixed point, returned as float in [0, 1].
-DALI_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int fy, int fx) {
-  return BilinearBlend(BilinearRow(v00, v01, fx), BilinearRow(v10, v11, fx), fy);
-}
 
 /// Per-thread working memory of the CPU implementation (grown on demand, never shrunk).
 struct CpuScratch {

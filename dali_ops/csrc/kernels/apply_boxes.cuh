@@ -1,0 +1,82 @@
+// erase_boxes / paste_boxes on the GPU, DALI-free: the whole batch in one launch, one thread per
+// pixel (grid-stride over the sample's H x W, blockIdx.y = sample).  The thread tests the pixel
+// against the sample's boxes (read from device memory, so boxes searched on the GPU never visit the
+// host) and writes every channel from the image, the fill or the partner.  T is any 1/2/4-byte
+// element type (uint8, half, float): values are only copied.
+
+#ifndef OCCLUSION_KERNELS_APPLY_BOXES_CUH_
+#define OCCLUSION_KERNELS_APPLY_BOXES_CUH_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace occlusion {
+namespace kernels {
+
+template <typename T>
+struct ApplyDesc {
+  const T *in;
+  T *out;
+  const int32_t *boxes;   // K x 4, device
+  const int32_t *index;   // partner row (device scalar); null: the sample's own row
+  int K, H, W, C;
+};
+
+namespace detail {
+
+constexpr int kApplyThreads = 256;
+constexpr int kApplyMaxBlocksPerSample = 256;
+
+__device__ inline bool InAnyBox(const int32_t *boxes, int K, int y, int x) {
+  for (int k = 0; k < K; k++) {
+    const int32_t *b = boxes + 4 * k;
+    if (b[0] <= y && y < b[2] && b[1] <= x && x < b[3]) return true;
+  }
+  return false;
+}
+
+/// partners == null: erase with fill[c] (fill has C values); else paste from partners[row].
+template <typename T>
+__global__ void ApplyBoxesKernel(const ApplyDesc<T> *descs, const T *const *partners,
+                                 int num_partners, const T *fill, bool chw) {
+  const ApplyDesc<T> d = descs[blockIdx.y];
+  const T *src = nullptr;
+  if (partners) {
+    int row = d.index ? *d.index : static_cast<int>(blockIdx.y);
+    if (row < 0 || row >= num_partners) row = -1;  // cannot raise on the device: no paste
+    src = row < 0 ? nullptr : partners[row];
+  }
+  const int64_t plane = static_cast<int64_t>(d.H) * d.W;
+  for (int64_t p = blockIdx.x * blockDim.x + threadIdx.x; p < plane;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(p / d.W), x = static_cast<int>(p - static_cast<int64_t>(y) * d.W);
+    const bool inside = (partners == nullptr || src != nullptr) && InAnyBox(d.boxes, d.K, y, x);
+    for (int c = 0; c < d.C; c++) {
+      const int64_t i = chw ? c * plane + p : p * d.C + c;
+      d.out[i] = !inside ? d.in[i] : src ? src[i] : fill[c];
+    }
+  }
+}
+
+}  // namespace detail
+
+/// One launch: `descs` (device, n), partners (device array of num_partners pointers; null: erase
+/// with `fill`, device, C values), max_plane = the largest H * W of the batch.
+template <typename T>
+cudaError_t LaunchApplyBoxes(const ApplyDesc<T> *descs, int n, int64_t max_plane,
+                             const T *const *partners, int num_partners, const T *fill, bool chw,
+                             cudaStream_t stream) {
+  if (n <= 0 || max_plane <= 0) return cudaSuccess;
+  const int64_t want = (max_plane + detail::kApplyThreads - 1) / detail::kApplyThreads;
+  const int blocks = static_cast<int>(want < detail::kApplyMaxBlocksPerSample ? want
+                                                                              : detail::kApplyMaxBlocksPerSample);
+  detail::ApplyBoxesKernel<T><<<dim3(blocks, n), detail::kApplyThreads, 0, stream>>>(
+      descs, partners, num_partners, fill, chw);
+  return cudaGetLastError();
+}
+
+}  // namespace kernels
+}  // namespace occlusion
+
+#endif  // OCCLUSION_KERNELS_APPLY_BOXES_CUH_

@@ -1,0 +1,223 @@
+// The plugin's CUDA kernels (dali_ops/csrc/kernels/*.cuh, DALI-free) as a small torch extension, for
+// `make gpu-check` on a GPU machine without DALI.  Each function builds the per-sample descriptors
+// the DALI operator would build, uploads them, and calls the same entry point on torch's current
+// stream; inputs are CUDA tensors (lists of tensors for ragged batches).
+
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/apply_boxes.cuh"
+#include "kernels/box_search.cuh"
+#include "kernels/fine_grained_saliency.cuh"
+#include "kernels/normalize_occlude.cuh"
+
+namespace {
+
+namespace k = ::occlusion::kernels;
+
+void Check(cudaError_t err, const char *what) {
+  TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
+}
+
+/// A host vector of plain descriptors copied to the device (kept alive by the returned tensor).
+template <typename D>
+torch::Tensor Upload(const std::vector<D> &v, const torch::Device &dev) {
+  auto host = torch::empty({static_cast<int64_t>(v.size() * sizeof(D))},
+                           torch::dtype(torch::kUInt8).pinned_memory(true));
+  std::memcpy(host.data_ptr(), v.data(), v.size() * sizeof(D));
+  return host.to(dev, /*non_blocking=*/true);
+}
+
+void CheckCuda(const torch::Tensor &t, const char *name, c10::ScalarType type) {
+  TORCH_CHECK(t.is_cuda() && t.is_contiguous() && t.scalar_type() == type, name,
+              " must be a contiguous CUDA tensor of ", type, ", got ", t.scalar_type(),
+              t.is_cuda() ? "" : " (not on the GPU)");
+}
+
+torch::Tensor BoxSearch(const std::vector<torch::Tensor> &maps, const std::vector<torch::Tensor> &draws,
+                        const std::vector<int64_t> &index, int64_t method, int64_t size,
+                        int64_t stride, int64_t jitter, double tau, bool quantize) {
+  const int n = static_cast<int>(draws.size());
+  TORCH_CHECK(static_cast<int>(index.size()) == n, "index: one map row per draws row");
+  TORCH_CHECK(!maps.empty(), "maps: at least one map");
+  const auto dev = maps[0].device();
+  c10::cuda::CUDAGuard guard(dev);
+  k::SearchParams p;
+  p.method = static_cast<int>(method);
+  p.size = static_cast<int>(size);
+  p.stride = static_cast<int>(stride);
+  p.jitter = static_cast<int>(jitter);
+  p.tau = tau;
+  p.quantize = quantize ? 1 : 0;
+  auto out = torch::empty({n, 4}, torch::dtype(torch::kInt32).device(dev));
+  std::vector<k::SearchSample> samples(n);
+  std::vector<int64_t> offset(n, 0);
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) {
+    CheckCuda(draws[i], "draws", torch::kInt32);
+    auto &s = samples[i];
+    s.box = out.data_ptr<int32_t>() + 4 * i;
+    s.draws = draws[i].data_ptr<int32_t>();
+    s.tries = draws[i].dim() == 2 ? static_cast<int>(draws[i].size(0)) : 1;
+    const int64_t m = index[i];
+    if (m < 0) continue;
+    TORCH_CHECK(m < static_cast<int64_t>(maps.size()), "index ", m, " out of range");
+    CheckCuda(maps[m], "maps", torch::kFloat32);
+    s.map = maps[m].data_ptr<float>();
+    s.H = static_cast<int>(maps[m].size(0));
+    s.W = static_cast<int>(maps[m].size(1));
+    offset[i] = total;
+    total += k::BoxSearchScratchDoubles(p.method, s.H, s.W);
+  }
+  auto scratch = torch::empty({total > 0 ? total : 1}, torch::dtype(torch::kFloat64).device(dev));
+  for (int i = 0; i < n; i++)
+    if (samples[i].map) samples[i].scratch = scratch.data_ptr<double>() + offset[i];
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto descs = Upload(samples, dev);
+  Check(k::LaunchBoxSearch(reinterpret_cast<const k::SearchSample *>(descs.data_ptr()), n, p, stream),
+        "box_search");
+  return out;
+}
+
+std::vector<torch::Tensor> FineGrainedSaliency(const std::vector<torch::Tensor> &images,
+                                               const std::vector<int64_t> &mirror, int64_t max_side) {
+  using ::occlusion::fgs::SampleDesc;
+  TORCH_CHECK(images.size() == mirror.size(), "mirror: one value per image");
+  std::vector<torch::Tensor> outs;
+  std::vector<SampleDesc> descs;
+  if (images.empty()) return outs;
+  const auto dev = images[0].device();
+  c10::cuda::CUDAGuard guard(dev);
+  for (size_t i = 0; i < images.size(); i++) {
+    CheckCuda(images[i], "images", torch::kUInt8);
+    TORCH_CHECK(images[i].dim() == 3 && images[i].size(2) == 3, "images: HWC RGB");
+    outs.push_back(torch::empty({images[i].size(0), images[i].size(1)},
+                                torch::dtype(torch::kFloat32).device(dev)));
+    SampleDesc d{};
+    d.H = static_cast<int>(images[i].size(0));
+    d.W = static_cast<int>(images[i].size(1));
+    d.mirror = mirror[i] ? 1 : 0;
+    if (d.H <= 0 || d.W <= 0) continue;
+    d.rgb = images[i].data_ptr<uint8_t>();
+    d.out = outs.back().data_ptr<float>();
+    descs.push_back(d);
+  }
+  const int64_t bytes = ::occlusion::fgs::FgsPlan(descs, static_cast<int>(max_side));
+  auto scratch = torch::empty({bytes}, torch::dtype(torch::kUInt8).device(dev));
+  ::occlusion::fgs::FgsAssignScratch(descs, scratch.data_ptr());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto dd = Upload(descs, dev);
+  Check(::occlusion::fgs::LaunchFineGrainedSaliency(reinterpret_cast<const SampleDesc *>(dd.data_ptr()),
+                                                    descs, static_cast<int>(max_side), stream),
+        "fine_grained_saliency");
+  return outs;
+}
+
+/// images (N, H, W, C) uint8; boxes (N, K, 4) int32 or empty; partner (N,) int32 or empty (erase);
+/// mean / inv_std / fill (C,) float32 CUDA; output (N, C, H, W) float32 or float16.
+torch::Tensor NormalizeOcclude(const torch::Tensor &images, const torch::Tensor &boxes,
+                               const torch::Tensor &partner, const std::vector<int64_t> &mirror,
+                               const torch::Tensor &mean, const torch::Tensor &inv_std,
+                               const torch::Tensor &fill, bool half) {
+  CheckCuda(images, "images", torch::kUInt8);
+  const auto dev = images.device();
+  c10::cuda::CUDAGuard guard(dev);
+  const int n = static_cast<int>(images.size(0)), H = static_cast<int>(images.size(1));
+  const int W = static_cast<int>(images.size(2)), C = static_cast<int>(images.size(3));
+  auto out = torch::empty({n, C, H, W}, torch::dtype(half ? torch::kFloat16 : torch::kFloat32).device(dev));
+  const bool has_boxes = boxes.numel() > 0, indexed = partner.numel() > 0;
+  if (has_boxes) CheckCuda(boxes, "boxes", torch::kInt32);
+  if (indexed) CheckCuda(partner, "partner", torch::kInt32);
+  std::vector<k::NormDesc> descs(n);
+  const int64_t sample = static_cast<int64_t>(H) * W * C;
+  for (int i = 0; i < n; i++) {
+    auto &d = descs[i];
+    d.in = images.data_ptr<uint8_t>() + i * sample;
+    d.out = static_cast<char *>(out.data_ptr()) + i * sample * out.element_size();
+    d.K = has_boxes ? static_cast<int>(boxes.size(1)) : 0;
+    d.boxes = has_boxes ? boxes.data_ptr<int32_t>() + i * 4 * d.K : nullptr;
+    d.index = indexed ? partner.data_ptr<int32_t>() + i : nullptr;
+    d.H = H;
+    d.W = W;
+    d.C = C;
+    d.mirror = mirror[i] ? 1 : 0;
+  }
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto dd = Upload(descs, dev);
+  const auto *dp = reinterpret_cast<const k::NormDesc *>(dd.data_ptr());
+  const int64_t plane = static_cast<int64_t>(H) * W;
+  cudaError_t err = half ? k::LaunchNormalizeOcclude<__half>(dp, n, plane, mean.data_ptr<float>(),
+                                                             inv_std.data_ptr<float>(), fill.data_ptr<float>(), stream)
+                         : k::LaunchNormalizeOcclude<float>(dp, n, plane, mean.data_ptr<float>(),
+                                                            inv_std.data_ptr<float>(), fill.data_ptr<float>(), stream);
+  Check(err, "normalize_occlude");
+  return out;
+}
+
+template <typename T>
+torch::Tensor ApplyTyped(const torch::Tensor &images, const torch::Tensor &boxes,
+                         const torch::Tensor &partner, const torch::Tensor &fill, bool chw) {
+  const auto dev = images.device();
+  const int n = static_cast<int>(images.size(0));
+  const int C = static_cast<int>(chw ? images.size(1) : images.size(3));
+  const int H = static_cast<int>(chw ? images.size(2) : images.size(1));
+  const int W = static_cast<int>(chw ? images.size(3) : images.size(2));
+  auto out = torch::empty_like(images);
+  const bool paste = partner.numel() > 0;
+  const int64_t sample = static_cast<int64_t>(H) * W * C;
+  const T *base = reinterpret_cast<const T *>(images.data_ptr());
+  std::vector<k::ApplyDesc<T>> descs(n);
+  std::vector<const T *> ptrs(n);
+  for (int i = 0; i < n; i++) {
+    auto &d = descs[i];
+    d.in = base + i * sample;
+    d.out = reinterpret_cast<T *>(out.data_ptr()) + i * sample;
+    d.K = static_cast<int>(boxes.size(1));
+    d.boxes = boxes.data_ptr<int32_t>() + i * 4 * d.K;
+    d.index = paste ? partner.data_ptr<int32_t>() + i : nullptr;
+    d.H = H;
+    d.W = W;
+    d.C = C;
+    ptrs[i] = base + i * sample;  // partners: the batch itself (paste_boxes(images, boxes, images, index))
+  }
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto dd = Upload(descs, dev);
+  torch::Tensor dp;
+  if (paste) dp = Upload(ptrs, dev);
+  Check(k::LaunchApplyBoxes<T>(reinterpret_cast<const k::ApplyDesc<T> *>(dd.data_ptr()), n,
+                               static_cast<int64_t>(H) * W,
+                               paste ? reinterpret_cast<const T *const *>(dp.data_ptr()) : nullptr,
+                               paste ? n : 0,
+                               paste ? nullptr : reinterpret_cast<const T *>(fill.data_ptr()), chw, stream),
+        "apply_boxes");
+  return out;
+}
+
+/// images (N, C, H, W) or (N, H, W, C) uint8 / float16 / float32; boxes (N, K, 4) int32; partner (N,)
+/// int32 (paste from the batch) or empty (erase with fill, (C,) of the images' type).
+torch::Tensor ApplyBoxes(const torch::Tensor &images, const torch::Tensor &boxes, const torch::Tensor &partner,
+                         const torch::Tensor &fill, bool chw) {
+  TORCH_CHECK(images.is_cuda() && images.is_contiguous() && images.dim() == 4, "images: contiguous 4-D CUDA");
+  CheckCuda(boxes, "boxes", torch::kInt32);
+  c10::cuda::CUDAGuard guard(images.device());
+  switch (images.scalar_type()) {
+    case torch::kUInt8: return ApplyTyped<uint8_t>(images, boxes, partner, fill, chw);
+    case torch::kFloat16: return ApplyTyped<__half>(images, boxes, partner, fill, chw);
+    case torch::kFloat32: return ApplyTyped<float>(images, boxes, partner, fill, chw);
+    default: TORCH_CHECK(false, "images: uint8, float16 or float32");
+  }
+  return {};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("box_search", &BoxSearch, "fn.occlusion.box_search's CUDA kernel");
+  m.def("fine_grained_saliency", &FineGrainedSaliency, "fn.occlusion.fine_grained_saliency's CUDA kernels");
+  m.def("normalize_occlude", &NormalizeOcclude, "fn.occlusion.normalize_occlude's CUDA kernel");
+  m.def("apply_boxes", &ApplyBoxes, "fn.occlusion.erase_boxes / paste_boxes' CUDA kernel");
+}
