@@ -67,6 +67,24 @@ def describe_failure(exc: BaseException, source, epoch: int, batch: int) -> Fail
                                 f"{hint}"))
 
 
+def dead_worker(pipe, epoch: int, batch: int) -> ReaderWorkerDied | None:
+    """A :class:`ReaderWorkerDied` when one of ``pipe``'s reader worker processes has exited, else None.
+
+    Checked before every ``run()``: scheduling a batch notifies the workers' shared-memory queue through a
+    ``multiprocessing.Condition``, whose ``notify`` waits for a sleeping worker to wake up -- a worker
+    killed while it slept makes that wait, and so the training loop, hang forever. A worker that dies
+    during a ``run()`` can still do so (DALI's pool cannot tell); between batches it cannot."""
+    pool = getattr(getattr(pipe, "_py_pool", None), "pool", None)  # DALI's ProcPool of the reader workers
+    for proc in getattr(pool, "_processes", ()):
+        if proc.exitcode is not None:
+            where = f"epoch {epoch}, batch {batch}"
+            return ReaderWorkerDied(
+                f"a reader worker process died before {where} (pid {proc.pid}, exit code {proc.exitcode}: "
+                f"killed, or out of memory: see the kernel log / dmesg). The loader dropped its pipeline: "
+                f"iterating again rebuilds it at {where}.")
+    return None
+
+
 def _locate(source, path: str, epoch: int, batch: int, epochs: int = 2):
     """``(epoch, batch)`` of the first occurrence of ``path`` at or after ``(epoch, batch)`` (this epoch
     or the next: the workers run a few batches ahead, possibly into the next epoch)."""

@@ -18,7 +18,7 @@ from kernels.apply import lam_from_boxes
 from kernels.labels import soft_targets
 from pipelines.batch import Batch
 from pipelines.checks import check_loader_args, check_spawn_safe_main, infer_num_classes
-from pipelines.errors import describe_failure
+from pipelines.errors import dead_worker, describe_failure
 from pipelines.graph import build_pipeline, fill_values
 from pipelines.imagefiles import scan_image_folder, read_file_list
 from pipelines.lifecycle import worker_setup_for
@@ -218,6 +218,10 @@ class OcclusionLoader:
 
     # -- internals -------------------------------------------------------------------------------
     def _run(self):
+        dead = dead_worker(self._pipe, self._epoch, self._batch)
+        if dead is not None:
+            self.close()
+            raise dead
         try:
             return self._pipe.run()
         except StopIteration:

@@ -212,6 +212,8 @@ def test_dead_worker_is_reported_as_a_dead_worker(flat_root):
     ld = make(flat_root, batch=2, verify="none")
     it = iter(ld)
     next(it)
+    # the loader checks these before each run (pipelines.errors.dead_worker): DALI's pool must expose them
+    assert [p.pid for p in ld._pipe._py_pool.pool._processes]
     me = os.getpid()
     workers = []
     for entry in os.listdir("/proc"):
