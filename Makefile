@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := build/.setup-stamp
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench pictures clean
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/*)
@@ -28,6 +28,15 @@ bench: setup
 	$(PYTHON) -m bench.saliency_bench --repeats 15
 	$(PYTHON) -m bench.kernels_bench
 	$(PYTHON) -m bench.ops_bench
+	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
+
+# the README's pictures: one grid per method family on the demo data, and the loader benchmark plot
+pictures: setup
+	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
+	for m in "cutout" "hide_and_seek:patch_sizes=(56,)" "cutmix" "mixup" "saliency_occlusion" "keep_cutout"; do \
+		$(PYTHON) -m pipelines.show $$($(PYTHON) -m pipelines.demo_data) --method "$$m" --rows 4 --copies 2 \
+			--out docs/grid_$$(echo $$m | cut -d: -f1).png || exit 1; \
+	done
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt
