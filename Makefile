@@ -30,13 +30,16 @@ bench: setup
 	$(PYTHON) -m bench.ops_bench
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
 
-# the README's pictures: one grid per method family on the demo data, and the loader benchmark plot
+# the README's pictures: one grid per method family on the demo data (160 px, seed 0), and the loader benchmark plot
+SHOW = $(PYTHON) -m pipelines.show $$($(PYTHON) -m pipelines.demo_data) --size 160 --rows 4 --copies 2
 pictures: setup
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
-	for m in "cutout" "hide_and_seek:patch_sizes=(56,)" "cutmix" "mixup" "saliency_occlusion" "keep_cutout"; do \
-		$(PYTHON) -m pipelines.show $$($(PYTHON) -m pipelines.demo_data) --method "$$m" --rows 4 --copies 2 \
-			--out docs/grid_$$(echo $$m | cut -d: -f1).png || exit 1; \
-	done
+	$(SHOW) --method "hide_and_seek:patch_sizes=(40,)" --p-keep-image 1.0,0.0 --out docs/grid_hide_and_seek.png
+	$(SHOW) --method cutout --copy-mode batch_aug --out docs/grid_cutout.png
+	$(SHOW) --method cutmix --out docs/grid_cutmix.png
+	$(SHOW) --method mixup --out docs/grid_mixup.png
+	$(SHOW) --method "saliency_occlusion:size=40,jitter=12" --out docs/grid_saliency_occlusion.png
+	$(SHOW) --method keep_cutout:size=40 --out docs/grid_keep_cutout.png
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt

@@ -110,7 +110,7 @@ def main(argv=None):
     batch, classes = first_batch(args.root, args.method, rows=args.rows, size=args.size, copies=args.copies,
                                  copy_mode=args.copy_mode, p_keep_image=keep[0] if len(keep) == 1 else keep,
                                  auto_augment=args.auto_augment, seed=args.seed, epoch=args.epoch)
-    title = f"{args.method}  copies={args.copies} ({args.copy_mode})  p_keep_image={args.p_keep_image}  " \
+    title = f"{args.method}\ncopies={args.copies} ({args.copy_mode})  p_keep_image={args.p_keep_image}  " \
             f"seed={args.seed} epoch={args.epoch}"
     print(draw_grid(batch, classes, args.out, title))
 

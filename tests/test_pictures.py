@@ -38,7 +38,7 @@ def test_show_writes_a_grid_for_every_method(method, tiny_dataset, tmp_path, att
 
     spec = method
     if method == "attentive_cutmix":
-        spec = f"attentive_cutmix:checkpoint={attention_checkpoint},arch=resnet18,input_size=64"
+        spec = f"attentive_cutmix:checkpoint={attention_checkpoint},arch=resnet18"  # 224 px: the 7 x 7 grid
     out = tmp_path / f"{method}.png"
     main([str(tiny_dataset), "--method", spec, "--rows", "2", "--copies", "2", "--size", "64", "--out", str(out)])
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 5000
