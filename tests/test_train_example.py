@@ -6,6 +6,7 @@ shared 2-core test machine; each asserts behaviour, not just that the script exi
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -127,3 +128,15 @@ def test_no_weight_decay_on_batchnorm_and_bias():
     assert {id(p) for p in no_decay["params"]} == {id(m.weight) for m in model.modules()
                                                    if isinstance(m, torch.nn.BatchNorm2d)} | {
         id(m.bias) for m in model.modules() if getattr(m, "bias", None) is not None}
+
+
+def test_amp_float16_with_grad_scaler_checkpoints_the_scaler(tiny_dataset, tmp_path):
+    """``--amp --amp-dtype float16`` trains under autocast with a GradScaler whose state is checkpointed
+    (``--amp`` alone is bf16 autocast and needs no scaler); the loss read-outs stay finite."""
+    out = _run([sys.executable, "train_example.py", "--data", str(tiny_dataset), "--batch-size", "8", "--amp",
+                "--amp-dtype", "float16", "--stop-after", "2", "--save", str(tmp_path), *SMALL])
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2 and ckpt["scaler"]["scale"] > 0
+    losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines()
+              if line.startswith("epoch ") and " step " in line]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
