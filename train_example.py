@@ -264,7 +264,9 @@ def train_step(t: Trainer, batch) -> torch.Tensor:
     """One optimiser step on one batch; returns the loss as a device tensor (no host sync)."""
     with t.autocast():
         logits = t.model(t.inputs(batch.images))
-    loss = soft_cross_entropy(logits, batch.targets.to(t.d.device, non_blocking=True), batch.meta["valid"])
+    # non_blocking: a blocking host-to-device copy of the (CPU) mask would wait for the GPU every step
+    valid = batch.meta["valid"].to(t.d.device, non_blocking=True)
+    loss = soft_cross_entropy(logits, batch.targets.to(t.d.device, non_blocking=True), valid)
     t.opt.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.opt)
