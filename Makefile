@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := build/.setup-stamp
 
-.PHONY: setup build demo test bench clean gpu-vectors gpu-check
+.PHONY: setup build demo test bench pictures clean gpu-vectors gpu-check
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/* dali_ops/csrc/kernels/*)
@@ -30,6 +30,18 @@ bench: setup
 	$(PYTHON) -m bench.saliency_bench --repeats 15
 	$(PYTHON) -m bench.kernels_bench
 	$(PYTHON) -m bench.ops_bench
+	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
+
+# the README's pictures: one grid per method family on the demo data (160 px, seed 0), and the loader benchmark plot
+SHOW = $(PYTHON) -m pipelines.show $$($(PYTHON) -m pipelines.demo_data) --size 160 --rows 4 --copies 2
+pictures: setup
+	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
+	$(SHOW) --method "hide_and_seek:patch_sizes=(40,)" --p-keep-image 1.0,0.0 --out docs/grid_hide_and_seek.png
+	$(SHOW) --method cutout --copy-mode batch_aug --out docs/grid_cutout.png
+	$(SHOW) --method cutmix --out docs/grid_cutmix.png
+	$(SHOW) --method mixup --out docs/grid_mixup.png
+	$(SHOW) --method "saliency_occlusion:size=40,jitter=12" --out docs/grid_saliency_occlusion.png
+	$(SHOW) --method keep_cutout:size=40 --out docs/grid_keep_cutout.png
 
 clean:
 	rm -rf build dali_ops/*.so dali_ops/_build_info.txt

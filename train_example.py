@@ -1,35 +1,67 @@
-"""Train a torchvision ResNet on an ImageFolder tree with the occlusion loader.
+"""Train a torchvision ResNet on an ImageFolder tree with the occlusion loader, on one device or under ``torchrun``.
 
-    python train_example.py --demo                       # built-in demo data, CPU or GPU
-    python train_example.py --data /imagenet --method cutout --copies 4 --copy-mode batch_aug
+    python train_example.py --demo                       # built-in demo data, CPU or GPU, a few minutes
+    torchrun --nproc_per_node 8 train_example.py --data /imagenet --method cutout --amp --save ckpt/
+    torchrun --nproc_per_node 8 train_example.py --data /imagenet --resume ckpt/      # exact resume
     python train_example.py --demo --method cutmix:alpha=1.0,p=0.5
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0
+    python train_example.py --evaluate ckpt/checkpoint.pt --occlusion-sweep --demo  # robustness sweep
 
-Soft-target cross entropy (so CutMix-style label mixing and label smoothing come for free), SGD
-with momentum and cosine decay, top-1 on the validation split after every epoch, images/s of the
-training loop (loader + model) printed per epoch. Pad rows of ``last_batch="pad"`` are masked out.
+``--data`` defaults to the ResNet-50 ImageNet recipe (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
+arXiv 1706.02677; torchvision's references): 32 images per process (256 on 8 GPUs, scaled linearly with
+the number of processes), SGD momentum 0.9, lr 0.1 x B/256 with a linear warm-up (5 epochs), weight decay
+1e-4 on the weights only (none on BatchNorm and biases), 90 epochs cosine (``--schedule cosine``) or Fong
+& Vedaldi's 100 epochs x0.1 at 30/60/90 (``--schedule step``). ``--demo`` keeps it small: ResNet-18, two
+epochs, a short warm-up.
+
+Under ``torchrun`` the rank and world size become the loader's ``shard_id`` / ``num_shards`` (every sample
+once per epoch across ranks), ``LOCAL_RANK`` the CUDA device (``device_id``), ``last_batch="drop"`` keeps
+the ranks in step, the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on the CPU),
+metrics are summed across ranks and only rank 0 prints and saves.
+
+The step never waits for the device: the loss is accumulated on the device and read every
+``--log-every`` steps. Soft-target cross entropy, so CutMix-style label mixing and label smoothing come
+for free; pad rows (``meta["valid"] == 0``) are masked out of loss and metrics.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision
-from tqdm import tqdm
 
 from pipelines import OcclusionLoader
 from pipelines.methods import METHODS, get_method
 
+#: The ImageNet recipe (Goyal et al. 2017; torchvision references/classification) and the demo's.
+RECIPES = {
+    "imagenet": dict(arch="resnet50", batch_size=32, base_lr=0.1, warmup_epochs=5.0, epochs=None),
+    "demo": dict(arch="resnet18", batch_size=32, base_lr=0.4, warmup_epochs=0.3, epochs=2),
+}
+#: Fong & Vedaldi 2019's stepped schedule: 100 epochs, lr x0.1 at these epochs.
+STEP_MILESTONES = (30, 60, 90)
+CHECKPOINT = "checkpoint.pt"
 
+
+# ------------------------------------------------------------------------------------------------
+# arguments
+# ------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="folder with train/ and val/ ImageFolder splits")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="folder with train/ and val/ ImageFolder splits (ImageNet recipe)")
     src.add_argument("--demo", action="store_true", help="generate (once) and use the built-in demo data")
-    p.add_argument("--arch", default="resnet18", help="torchvision model name (default resnet18)")
+    p.add_argument("--arch", default=None, help="torchvision model name (resnet50 with --data, resnet18 with --demo)")
     p.add_argument("--method", default="cutout", type=_method,
                    help=f"one of {', '.join(METHODS)}, with options as name:key=value,... "
                         "(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH)")
@@ -37,15 +69,63 @@ def parse_args(argv=None):
     p.add_argument("--copy-mode", default="joint", choices=("joint", "batch_aug"))
     p.add_argument("--p-keep-image", type=_probabilities, default=0.0,
                    help="one probability, or one per copy (Fong & Vedaldi joint training: 1.0,0.0)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: 90 (cosine) or 100 (step) with --data, 2 with --demo")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per process (32; the global batch is this x the world size)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: base-lr x global batch / 256)")
+    p.add_argument("--base-lr", type=float, default=None, help="lr per 256 images (0.1 with --data, 0.4 with --demo)")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up (5 with --data, 0.3 with --demo)")
+    p.add_argument("--schedule", default="cosine", choices=("cosine", "step"),
+                   help="cosine (90 epochs) or Fong & Vedaldi's step (100 epochs, x0.1 at 30/60/90)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="on conv/linear weights only, not BN or biases")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--amp", action="store_true", help="autocast: bfloat16 (default) or --amp-dtype float16 + GradScaler")
+    p.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"))
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC model and inputs (default: on a GPU)")
+    p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--workers", type=int, default=None, help="DALI threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="DALI threads per process (default: cores / processes)")
+    p.add_argument("--reader-workers", type=int, default=2, help="reader processes per loader")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--log-every", type=int, default=50, help="steps between loss read-outs (the only host syncs)")
+    p.add_argument("--log-ids", type=Path, default=None,
+                   help="write every served (epoch, sample_id) of this rank to FILE.rank<k>.json (checks shards)")
+    p.add_argument("--save", type=Path, default=None, help="checkpoint folder: written after every epoch")
+    p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: epochs only)")
+    p.add_argument("--resume", type=Path, default=None, help="checkpoint folder (or file) to resume from exactly")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop (after checkpointing) once this many steps are done in total (0: never)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (the CPU resume check; slower on a GPU)")
+    p.add_argument("--evaluate", type=Path, default=None, help="evaluate this checkpoint instead of training")
+    p.add_argument("--occlusion-sweep", action="store_true",
+                   help="with --evaluate: top-1 under Hide-and-Seek, Cutout and centre/boundary occlusion")
+    p.add_argument("--sweep-out", type=Path, default=None,
+                   help="sweep JSON path (default: occlusion_sweep.json beside the checkpoint); the PNG goes beside it")
+    args = p.parse_args(argv)
+    if args.data is None and not args.demo and args.evaluate is None:
+        p.error("one of --data or --demo is required")
+    if args.occlusion_sweep and args.evaluate is None:
+        p.error("--occlusion-sweep needs --evaluate CKPT")
+    recipe = RECIPES["imagenet" if args.data is not None else "demo"]
+    for key in ("arch", "batch_size", "base_lr", "warmup_epochs"):
+        if getattr(args, key) is None:
+            setattr(args, key, recipe[key])
+    if args.epochs is None:
+        args.epochs = recipe["epochs"] or (100 if args.schedule == "step" else 90)
+    for name in ("epochs", "batch_size", "image_size", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("save_every", "stop_after"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.warmup_epochs < 0:
+        p.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    return args
 
 
 def _method(text):
@@ -60,65 +140,380 @@ def _probabilities(text):
     return values[0] if len(values) == 1 else values
 
 
+# ------------------------------------------------------------------------------------------------
+# distributed set-up
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    """Where this process stands: rank, world size, its device; ``torchrun`` sets the environment."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device_arg: str) -> Dist:
+    """Read ``torchrun``'s RANK / WORLD_SIZE / LOCAL_RANK; NCCL on GPUs, gloo on the CPU. Without them
+    (plain ``python``) one process on one device."""
+    use_gpu = device_arg == "gpu" or (device_arg == "auto" and torch.cuda.is_available())
+    if device_arg == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("--device gpu was given but CUDA is not available; use --device cpu or auto")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_gpu:
+        torch.cuda.set_device(local_rank)  # the loader's device_id default and DDP's device
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1:
+        dist.init_process_group("nccl" if use_gpu else "gloo", rank=rank, world_size=world,
+                                device_id=device if use_gpu else None)
+    return Dist(rank, world, local_rank, device)
+
+
+def all_sum(values, d: Dist) -> torch.Tensor:
+    """Sum a float64 vector across ranks (metrics); on NCCL the tensor lives on the GPU."""
+    t = torch.as_tensor(values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    if d.enabled:
+        dist.all_reduce(t)
+    return t.cpu()
+
+
+def say(d: Dist, *msg):
+    if d.main:
+        print(*msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# model, optimiser, schedule
+# ------------------------------------------------------------------------------------------------
+def build_model(arch: str, num_classes: int, device, channels_last: bool) -> torch.nn.Module:
+    model = getattr(torchvision.models, arch)(num_classes=num_classes).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, momentum: float, weight_decay: float):
+    """SGD; weight decay only on conv/linear weights (Goyal et al.: none on BN's gamma/beta and biases --
+    every parameter of ndim <= 1)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
+
+
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float, schedule: str) -> float:
+    """Per-step multiplier of the peak lr: linear warm-up from ~0 over ``warmup_epochs``, then cosine to 0 at
+    the end, or x0.1 at each of :data:`STEP_MILESTONES` (epochs)."""
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "step":
+        return 0.1 ** sum(step >= m * steps_per_epoch for m in STEP_MILESTONES)
+    total = max(epochs * steps_per_epoch - warm, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total) / total))
+
+
 def soft_cross_entropy(logits, targets, valid):
+    """Mean over valid rows of ``-sum(targets * log_softmax(logits))`` (float32 even under autocast)."""
     loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
     valid = valid.to(loss.device, torch.float32)
     return (loss * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    if args.demo:
-        from pipelines.demo_data import ensure_demo_data
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Trainer:
+    """Everything a step touches and a checkpoint holds."""
 
-        root = ensure_demo_data()
-    else:
-        root = args.data
-    common = dict(output_size=args.image_size, device=args.device, seed=args.seed, num_threads=args.workers)
-    train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
-                            copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
-                            label_smoothing=args.label_smoothing, **common)
-    val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes, **common)
-    device = torch.device("cuda" if train.device == "gpu" else "cpu")
-    model = getattr(torchvision.models, args.arch)(num_classes=train.num_classes).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(train),
-                                                pct_start=0.2)
-    print(f"data {root}: {train.dataset_size} train / {val.dataset_size} val images, {train.num_classes} classes; "
-          f"method={args.method} copies={args.copies} ({args.copy_mode}) device={train.device}")
-    for epoch in range(args.epochs):
-        model.train()
-        seen, start = 0, time.perf_counter()
-        bar = tqdm(train, desc=f"epoch {epoch}", unit="batch", leave=False)
-        for batch in bar:
-            images = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            loss = soft_cross_entropy(model(images), batch.targets.to(device), batch.meta["valid"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += images.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rate = seen / (time.perf_counter() - start)
-        top1 = evaluate(model, val, device)
-        print(f"epoch {epoch}: train {rate:.1f} images/s (loader + model), val top-1 {100 * top1:.1f}%", flush=True)
-    return top1
+    args: argparse.Namespace
+    d: Dist
+    model: torch.nn.Module          # DDP-wrapped when distributed
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train: OcclusionLoader
+    val: OcclusionLoader
+    step: int = 0                   # optimiser steps done in total
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def autocast(self):
+        dtype = torch.bfloat16 if self.args.amp_dtype == "bfloat16" else torch.float16
+        return torch.autocast(self.d.device.type, dtype=dtype, enabled=self.args.amp)
+
+    def inputs(self, images):
+        images = images.to(self.d.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.args.channels_last else images
+
+
+def train_step(t: Trainer, batch) -> torch.Tensor:
+    """One optimiser step on one batch; returns the loss as a device tensor (no host sync)."""
+    with t.autocast():
+        logits = t.model(t.inputs(batch.images))
+    # non_blocking: a blocking host-to-device copy of the (CPU) mask would wait for the GPU every step
+    valid = batch.meta["valid"].to(t.d.device, non_blocking=True)
+    loss = soft_cross_entropy(logits, batch.targets.to(t.d.device, non_blocking=True), valid)
+    t.opt.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.opt)
+    t.scaler.update()
+    t.sched.step()
+    return loss.detach()
+
+
+def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | None = None) -> dict:
+    """One epoch (or the rest of one, after a mid-epoch resume) of ``step_fn`` over the training loader.
+
+    Returns ``{"loss", "images_per_s", "stopped"}``; the loss is summed on the device and read every
+    ``--log-every`` steps and at the end (summed across ranks)."""
+    a = t.args
+    t.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=t.d.device)
+    steps = seen = 0
+    start = time.perf_counter()
+    for batch in t.train:
+        loss = step_fn(t, batch)
+        loss_sum += loss.double()
+        steps += 1
+        t.step += 1
+        seen += batch.images.shape[0]
+        if ids_log is not None:
+            valid = batch.meta["valid"].bool() & (batch.meta["copy"] == 0)
+            ids_log.append([epoch, batch.meta["sample_id"][valid].tolist()])
+        if t.step % a.log_every == 0:
+            say(t.d, f"epoch {epoch} step {t.step}: loss {float(loss):.4f} lr {t.sched.get_last_lr()[0]:.4g}")
+        if a.save and a.save_every and t.step % a.save_every == 0:
+            save_checkpoint(t, a.save)
+        if a.stop_after and t.step >= a.stop_after:
+            break
+    if t.d.device.type == "cuda":
+        torch.cuda.synchronize(t.d.device)
+    elapsed = time.perf_counter() - start
+    total = all_sum([float(loss_sum), steps, seen], t.d)
+    return {"loss": float(total[0] / max(total[1], 1)), "images_per_s": float(total[2]) / max(elapsed, 1e-9),
+            "stopped": bool(a.stop_after and t.step >= a.stop_after)}
 
 
 @torch.no_grad()
-def evaluate(model, loader, device):
+def evaluate(model, loader, d: Dist, inputs=lambda x: x, autocast=None) -> float:
+    """Top-1 on ``loader`` (sharded across ranks with ``last_batch="pad"``: pad rows masked, counts summed)."""
     model.eval()
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.float64, device=d.device)
+    total = torch.zeros((), dtype=torch.float64, device=d.device)
     for batch in loader:
-        valid = batch.meta["valid"].bool().to(device)
-        pred = model(batch.images.to(device).contiguous(memory_format=torch.channels_last)).argmax(1)
-        correct += int(((pred == batch.labels.to(device)) & valid).sum())
-        total += int(valid.sum())
-    return correct / max(total, 1)
+        valid = batch.meta["valid"].bool().to(d.device)
+        with autocast() if autocast else torch.autocast(d.device.type, enabled=False):
+            pred = model(inputs(batch.images)).argmax(1)
+        correct += ((pred == batch.labels.to(d.device)) & valid).sum()
+        total += valid.sum()
+    c, n = all_sum([float(correct), float(total)], d)
+    return float(c / max(n, 1.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+def rng_state(device) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(t: Trainer, folder: Path) -> None:
+    """Rank 0 writes ``folder/checkpoint.pt`` atomically: model, optimiser, scheduler, scaler, step, and
+    per rank the loader position and RNG states (gathered; each rank's loader is its own shard)."""
+    per_rank = {"loader": t.train.state_dict(), "rng": rng_state(t.d.device)}
+    if t.d.enabled:
+        gathered = [None] * t.d.world
+        dist.all_gather_object(gathered, per_rank)
+    else:
+        gathered = [per_rank]
+    if not t.d.main:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = {"model": t.module.state_dict(), "optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(),
+            "scaler": t.scaler.state_dict(), "step": t.step, "ranks": gathered, "world_size": t.d.world,
+            "arch": t.args.arch, "num_classes": t.train.num_classes, "image_size": t.args.image_size,
+            "classes": t.train.classes, "args": {k: str(v) for k, v in vars(t.args).items()}}
+    tmp = folder / (CHECKPOINT + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, folder / CHECKPOINT)
+
+
+def checkpoint_path(path: Path) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def load_checkpoint(t: Trainer, path: Path) -> None:
+    """Restore everything :func:`save_checkpoint` wrote; this rank gets its own loader position and RNGs."""
+    ckpt = torch.load(checkpoint_path(path), map_location="cpu", weights_only=False)
+    if ckpt["world_size"] != t.d.world:
+        raise ValueError(f"--resume {path}: saved with world size {ckpt['world_size']}, running with {t.d.world}; "
+                         "exact resume needs the same number of processes (the shards differ otherwise)")
+    t.module.load_state_dict(ckpt["model"])
+    t.opt.load_state_dict(ckpt["optimizer"])
+    t.sched.load_state_dict(ckpt["scheduler"])
+    t.scaler.load_state_dict(ckpt["scaler"])
+    t.step = int(ckpt["step"])
+    mine = ckpt["ranks"][t.d.rank]
+    t.train.load_state_dict(mine["loader"])
+    set_rng_state(mine["rng"], t.d.device)
+
+
+# ------------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------------
+def data_root(args) -> Path:
+    if args.demo or args.data is None:
+        from pipelines.demo_data import ensure_demo_data
+
+        return ensure_demo_data()
+    return args.data
+
+
+def make_loaders(args, d: Dist, root: Path):
+    threads = args.workers or max(1, (os.cpu_count() or 1) // d.world)
+    common = dict(output_size=args.image_size, device="gpu" if d.device.type == "cuda" else "cpu",
+                  device_id=d.device.index if d.device.type == "cuda" else None, seed=args.seed,
+                  num_threads=threads, py_workers=args.reader_workers, shard_id=d.rank, num_shards=d.world)
+    train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
+                            copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
+                            label_smoothing=args.label_smoothing, last_batch="drop", **common)
+    val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes,
+                          last_batch="pad", **common)
+    return train, val
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    d = setup_distributed(args.device)
+    try:
+        if args.evaluate is not None:
+            return evaluate_checkpoint(args, d)
+        return fit(args, d)
+    finally:
+        if d.enabled:
+            dist.destroy_process_group()
+
+
+def fit(args, d: Dist) -> float:
+    if args.channels_last is None:
+        args.channels_last = d.device.type == "cuda"
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif d.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(args.seed)
+    root = data_root(args)
+    train, val = make_loaders(args, d, root)
+    model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda"
+                                                          else None)
+    global_batch = args.batch_size * d.world
+    lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256
+    opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
+    steps = len(train)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule))
+    scaler = torch.amp.GradScaler(d.device.type, enabled=args.amp and args.amp_dtype == "float16")
+    t = Trainer(args, d, model, opt, sched, scaler, train, val)
+    if args.resume is not None:
+        load_checkpoint(t, args.resume)
+    say(d, f"data {root}: {train.dataset_size} train / {val.dataset_size} val images, {train.num_classes} "
+           f"classes; {args.arch} method={args.method} copies={args.copies} ({args.copy_mode}); {d.world} "
+           f"process(es) on {d.device.type}, global batch {global_batch}, lr {lr:.4g}, {args.schedule} "
+           f"{args.epochs} epochs, {steps} steps/epoch" + (f"; resumed at step {t.step}" if args.resume else ""))
+    ids_log = [] if args.log_ids is not None else None
+    top1 = float("nan")
+    first = t.step // steps
+    if args.resume is None:
+        train.set_epoch(first)
+    for epoch in range(first, args.epochs):
+        if epoch != first:
+            train.set_epoch(epoch)
+        stats = train_one_epoch(t, epoch, ids_log=ids_log)
+        if stats["stopped"] and t.step % steps:
+            if args.save:
+                save_checkpoint(t, args.save)
+            say(d, f"stopped after step {t.step} (mid-epoch {epoch})")
+            break
+        top1 = evaluate(t.model, val, d, t.inputs, t.autocast)
+        say(d, f"epoch {epoch}: loss {stats['loss']:.4f}, train {stats['images_per_s']:.1f} images/s "
+               f"(loader + model, all ranks), val top-1 {100 * top1:.1f}%")
+        if args.save:
+            save_checkpoint(t, args.save)
+        if stats["stopped"]:
+            say(d, f"stopped after step {t.step} (end of epoch {epoch})")
+            break
+    if ids_log is not None:
+        out = Path(f"{args.log_ids}.rank{d.rank}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        checksum = float(sum(p.detach().double().sum() for p in t.module.parameters()))
+        out.write_text(json.dumps({"rank": d.rank, "world": d.world, "ids": ids_log, "top1": top1,
+                                   "param_checksum": checksum}))
+    train.close()
+    val.close()
+    return top1
+
+
+def evaluate_checkpoint(args, d: Dist):
+    """``--evaluate CKPT``: clean top-1 on the validation split, and with ``--occlusion-sweep`` the sweep
+    of :mod:`pipelines.occlusion_sweep` (JSON + PNG). One process (rank 0 does the work)."""
+    path = checkpoint_path(args.evaluate)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(ckpt["arch"], ckpt["num_classes"], d.device, False)
+    model.load_state_dict(ckpt["model"])
+    size = ckpt["image_size"]
+    root = data_root(args)
+    if not d.main:
+        return None
+    val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=ckpt["num_classes"],
+                          output_size=size, device="gpu" if d.device.type == "cuda" else "cpu",
+                          device_id=d.device.index, seed=args.seed, num_threads=args.workers,
+                          py_workers=args.reader_workers, last_batch="pad")
+    if not args.occlusion_sweep:
+        top1 = evaluate(model, val, d)
+        print(f"{path}: val top-1 {100 * top1:.2f}%", flush=True)
+        return top1
+    from pipelines.occlusion_sweep import plot_sweep, run_sweep
+
+    result = run_sweep(model, val, d.device, size, seed=args.seed)
+    result["checkpoint"] = str(path)
+    out = args.sweep_out or path.parent / "occlusion_sweep.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    png = plot_sweep(result, out.with_suffix(".png"))
+    for row in result["conditions"]:
+        print(f"{row['family']:>14} {row['setting']:>16}: occluded {100 * row['occluded_share']:5.1f}%  "
+              f"top-1 {100 * row['top1']:5.1f}%", flush=True)
+    print(f"wrote {out} and {png}", flush=True)
+    return result
 
 
 if __name__ == "__main__":

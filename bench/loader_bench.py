@@ -1,8 +1,11 @@
-"""Loader throughput: our OcclusionLoader per method vs torchvision ImageFolder + DataLoader vs a
-plain DALI ``fn.readers.file`` pipeline, on the same ImageNet-sized JPEGs, in one process.
+"""Loader throughput: our OcclusionLoader per method vs torchvision ImageFolder + DataLoader vs timm's
+``create_loader`` (+ its ``Mixup``) vs a plain DALI ``fn.readers.file`` pipeline, on the same JPEGs: generated
+ImageNet-sized ones, or any ImageFolder tree of yours (``--data ROOT``).
 
 Every contender does the same work: decode, random-resized-crop to 224 (scale 0.08-1, ratio
-3/4-4/3), flip p=0.5, ImageNet mean/std normalisation to NCHW float32, batch 64. Worker counts are
+3/4-4/3), flip p=0.5, ImageNet mean/std normalisation to NCHW float32, batch 64 (timm's loader with its colour
+jitter off, its ``Mixup`` -- mixup 0.8 / cutmix 1.0, switch 0.5, timm's recipe -- applied to the collated batch
+in the training process as timm's ``train.py`` does without the prefetcher). Worker counts are
 equal: ``--workers`` DataLoader processes, DALI CPU threads for both DALI pipelines (our reader adds
 ``--reader-workers`` light file-reading processes, reported). Each measurement runs in a fresh
 process (so no contender's threads or workers share the cores with another's) after
@@ -12,11 +15,20 @@ images/s and IQR are written to JSON with the conditions, and each method's rati
 as a ratio of medians and as the median of per-repeat ratios.
 
     python -m bench.loader_bench [--images 1280] [--batches 15] [--workers 2] [--out results/loader_bench.json]
+    python -m bench.loader_bench --data /my/imagefolder/train --methods none,cutmix_mixup
+    python -m bench.loader_bench --data ROOT --model resnet50 --device gpu   # is my loader the bottleneck?
+
+Model-bound mode (``--model NAME``, a torchvision model): every contender feeds a training loop (forward,
+cross entropy, backward, SGD step) and is timed against the same loop on ``cached``: a few batches of our
+loader held in memory and replayed, i.e. a loader that costs nothing (the idea of DALI's
+``LoaderEvaluator``). ``loader_efficiency_<contender>`` = loop images/s with the loader / with the cache:
+near 1 the model is the bottleneck, well below 1 the loader is.
 """
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -36,8 +48,6 @@ def attention_checkpoint(args) -> str:
     (throughput does not depend on the weights; nothing is downloaded)."""
     if args.attention_checkpoint:
         return args.attention_checkpoint
-    from pathlib import Path
-
     import torchvision
 
     path = Path(".cache") / f"bench_{args.attention_arch}_random.pth"
@@ -54,7 +64,8 @@ def ours(root, args, method, **kw):
     if method == "attentive_cutmix":
         kw.update(checkpoint=attention_checkpoint(args), arch=args.attention_arch)
     loader = OcclusionLoader(root, args.batch_size, method, device=args.device, num_threads=args.workers,
-                             py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop", **kw)
+                             py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop",
+                             output_size=args.image_size, **kw)
 
     def batches():
         while True:
@@ -70,7 +81,7 @@ def torchvision_loader(root, args, cutmix=False):
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+    tf = T.Compose([T.RandomResizedCrop(args.image_size), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize([m / 255 for m in MEAN], [s / 255 for s in STD])])
     loader = torch.utils.data.DataLoader(ImageFolder(root, tf), batch_size=args.batch_size, shuffle=True,
                                          num_workers=args.workers, drop_last=True, persistent_workers=True,
@@ -85,6 +96,29 @@ def torchvision_loader(root, args, cutmix=False):
     return batches()
 
 
+def timm_loader(root, args):
+    """timm's ``create_loader`` on its ``ImageDataset`` (RandomResizedCrop + flip, colour jitter off, normalise
+    in the workers: ``use_prefetcher=False``), then timm's ``Mixup`` on the collated batch in this process --
+    timm's ``train.py`` data path with ``--mixup 0.8 --cutmix 1.0``."""
+    from timm.data import ImageDataset, Mixup, create_loader
+
+    dataset = ImageDataset(str(root))
+    loader = create_loader(dataset, input_size=(3, args.image_size, args.image_size), batch_size=args.batch_size,
+                           is_training=True, color_jitter=None, num_workers=args.workers, use_prefetcher=False,
+                           device=torch.device("cuda" if args.device == "gpu" else "cpu"), persistent_workers=True)
+    num_classes = max(len(dataset.reader.class_to_idx), 1)
+    mix = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, mode="batch", label_smoothing=0.0,
+                num_classes=num_classes)
+
+    def batches():
+        while True:
+            for images, labels in loader:
+                if args.device == "gpu":
+                    images, labels = images.cuda(non_blocking=True), labels.cuda(non_blocking=True)
+                yield mix(images, labels)[0]
+    return batches()
+
+
 def dali_file_reader(root, args):
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
@@ -96,7 +130,8 @@ def dali_file_reader(root, args):
         jpegs, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
         images = fn.decoders.image_random_crop(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB,
                                                random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
-        images = fn.resize(images, size=(224, 224), interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.resize(images, size=(args.image_size, args.image_size), interp_type=types.INTERP_LINEAR,
+                           antialias=True)
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=MEAN, std=STD,
                                           mirror=fn.random.coin_flip())
         return images, labels
@@ -122,18 +157,82 @@ def measure(gen, n_batches, warmup):
     return rows / (time.perf_counter() - start)
 
 
+def measure_training(gen, n_batches, warmup, args):
+    """Images/s of a training loop (forward, cross entropy, backward, SGD step) of ``--model`` fed by ``gen``."""
+    import torchvision
+
+    device = torch.device("cuda" if args.device == "gpu" else "cpu")
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, args.model)(num_classes=10).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(images):
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = torch.zeros(images.shape[0], dtype=torch.long, device=device)
+        loss = torch.nn.functional.cross_entropy(model(images), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return images.shape[0]
+
+    for _ in range(warmup):
+        step(next(gen))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    rows = sum(step(next(gen)) for _ in range(n_batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return rows / (time.perf_counter() - start)
+
+
+def cached(root, args, n=3):
+    """``n`` batches of our loader (``none``) held in memory and replayed: a loader that costs nothing."""
+    gen = ours(root, args, "none")
+    held = [next(gen).clone() for _ in range(n)]
+
+    def batches():
+        while True:
+            yield from held
+    return batches()
+
+
 def build(name, root, args):
+    if name == "cached":
+        return cached(root, args)
     if name.startswith("ours:"):  # ours:<method>[+<auto_augment policy>]
         method, _, policy = name.split(":", 1)[1].partition("+")
         return ours(root, args, method, **({"auto_augment": policy} if policy else {}))
     if name == "torchvision_cutmix":
         return torchvision_loader(root, args, cutmix=True)
-    return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader}[name](root, args)
+    return {"torchvision": torchvision_loader, "dali_readers_file": dali_file_reader,
+            "timm_mixup": timm_loader}[name](root, args)
+
+
+def data_root(args):
+    """``--data`` (an ImageFolder tree; a root holding ``train/`` means its train split), else generated
+    ImageNet-sized JPEGs."""
+    if args.data:
+        root = Path(args.data)
+        if not root.is_dir():
+            raise ValueError(f"--data {root}: not a folder")
+        return root / "train" if (root / "train").is_dir() else root
+    from pipelines.demo_data import make_imagenet_like
+
+    return make_imagenet_like(n=args.images) / "train"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="", help="an ImageFolder tree to time instead of generated JPEGs")
     p.add_argument("--images", type=int, default=1280, help="ImageNet-sized JPEGs to generate (cached)")
+    p.add_argument("--image-size", type=int, default=224, help="output side of every contender")
+    p.add_argument("--model", default="", help="model-bound mode: time a training loop of this torchvision model")
+    p.add_argument("--no-timm", action="store_true", help="leave out timm's loader")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batches", type=int, default=15, help="timed batches per contender per repeat")
     p.add_argument("--warmup", type=int, default=3)
@@ -157,11 +256,17 @@ def main(argv=None):
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one contender, print images/s
     args = p.parse_args(argv)
 
-    from pipelines.demo_data import make_imagenet_like
-
-    root = make_imagenet_like(n=args.images) / "train"
+    for name in ("batch_size", "batches", "repeats", "workers", "image_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    root = data_root(args)
     if args.one:
-        print(f"RESULT {measure(build(args.one, root, args), args.batches, args.warmup)}", flush=True)
+        gen = build(args.one, root, args)
+        rate = (measure_training(gen, args.batches, args.warmup, args) if args.model
+                else measure(gen, args.batches, args.warmup))
+        print(f"RESULT {rate}", flush=True)
         # Skip the slow interpreter teardown, but stop the loaders' worker processes first: left
         # behind, they would hold the output pipe open and keep prefetching next to the next contender.
         import multiprocessing
@@ -169,10 +274,16 @@ def main(argv=None):
         for child in multiprocessing.active_children():
             child.kill()
         os._exit(0)
-    files = sorted(root.rglob("*.jpg"))
+    from pipelines.imagefiles import scan_image_folder
+
+    files = [Path(f) for f in scan_image_folder(root)[0]]
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)
     methods = args.methods.split(",")
     names = [f"ours:{m}" for m in methods] + ["torchvision", "dali_readers_file"]
+    if not args.no_timm:
+        names.append("timm_mixup")
+    if args.model:
+        names.append("cached")
     policies = {m: get_method(m).default_policy for m in methods}
     for policy in sorted({p for p in policies.values() if p}):  # the same policy without the method
         names.append(f"ours:none+{policy}")
@@ -181,7 +292,8 @@ def main(argv=None):
     if args.against:
         names += [f"base:ours:{m}" for m in methods]
     runs = {name: [] for name in names}
-    passthrough = [f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
+    passthrough = [f"--data={args.data}", f"--image-size={args.image_size}", f"--model={args.model}",
+                   f"--images={args.images}", f"--batch-size={args.batch_size}", f"--batches={args.batches}",
                    f"--warmup={args.warmup}", f"--workers={args.workers}",
                    f"--reader-workers={args.reader_workers}", f"--device={args.device}",
                    f"--attention-checkpoint={args.attention_checkpoint}", f"--attention-arch={args.attention_arch}"]
@@ -213,6 +325,15 @@ def main(argv=None):
     if args.against:
         for m in methods:
             ratios[f"ours_{m}_vs_base_{m}"] = results[f"ours:{m}"]["median"] / results[f"base:ours:{m}"]["median"]
+    if not args.no_timm:
+        for m in ("cutmix_mixup", "cutmix", "none"):  # timm's Mixup switch is our cutmix_mixup
+            if m in methods:
+                ratios[f"ours_{m}_vs_timm_mixup"] = results[f"ours:{m}"]["median"] / results["timm_mixup"]["median"]
+                break
+    if args.model:
+        for name in names:
+            if name != "cached":
+                ratios[f"loader_efficiency_{name}"] = results[name]["median"] / results["cached"]["median"]
     if "cutmix" in methods:
         ratios["ours_cutmix_vs_torchvision_cutmix"] = (results["ours:cutmix"]["median"]
                                                        / results["torchvision_cutmix"]["median"])
@@ -226,10 +347,12 @@ def main(argv=None):
         paired.update({f"ours_{m}_vs_base_{m}": float(np.median(np.array(runs[f"ours:{m}"])
                                                                  / np.array(runs[f"base:ours:{m}"])))
                        for m in methods})
-    payload = {"unit": "images/s", "results": results, "ratios": ratios, "paired_ratios": paired,
+    payload = {"unit": f"training-loop images/s ({args.model})" if args.model else "images/s", "results": results, "ratios": ratios, "paired_ratios": paired,
                "conditions": conditions(device=args.device, batch_size=args.batch_size, workers=args.workers,
                                         reader_workers=args.reader_workers, images=len(files),
-                                        mean_file_kb=mean_kb, image_size=224, batches=args.batches,
+                                        mean_file_kb=mean_kb, image_size=args.image_size, batches=args.batches,
+                                        data=str(root), model=args.model or None,
+                                        timm=None if args.no_timm else __import__("timm").__version__,
                                         warmup=args.warmup, repeats=args.repeats, against=args.against,
                                         against_commit=subprocess.run(
                                             ["git", "-C", args.against, "rev-parse", "HEAD"], capture_output=True,
