@@ -290,6 +290,9 @@ def main(argv=None):
     if "cutmix" in methods:
         names.append("torchvision_cutmix")
     if args.against:
+        if args.data or args.image_size != 224 or args.model:
+            raise ValueError("--against compares on the generated ImageNet-like data at 224 px without --model "
+                             "(the options an older checkout's loader_bench knows)")
         names += [f"base:ours:{m}" for m in methods]
     runs = {name: [] for name in names}
     passthrough = [f"--data={args.data}", f"--image-size={args.image_size}", f"--model={args.model}",
@@ -301,11 +304,11 @@ def main(argv=None):
         # rotated each round, so no contender always runs first (just after the previous round's
         # last one winds down) -- a fixed order biased the `none` baseline that way
         for name in names[r % len(names):] + names[:r % len(names)]:
-            one, cwd, env = name, None, None
-            if name.startswith("base:"):
-                one, cwd = name[len("base:"):], args.against
+            one, cwd, env, flags = name, None, None, passthrough
+            if name.startswith("base:"):  # an older checkout knows only the options every version had
+                one, cwd, flags = name[len("base:"):], args.against, passthrough[3:]
                 env = dict(os.environ, PYTHONPATH=args.against_pythonpath or args.against)
-            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *passthrough, "--one", one],
+            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *flags, "--one", one],
                                   capture_output=True, text=True, cwd=cwd, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
