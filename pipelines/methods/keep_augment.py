@@ -54,6 +54,14 @@ class _Keep(SaliencyGuided):
         plan.inputs = {MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32), TRIES: tries}
         return plan
 
+    search_draws = "tries"
+    selective = "cut"
+
+    def search_kwargs(self, draws):
+        # tau as a decimal string, as keep_box passes it (DALI's float arguments are float32)
+        size = np.asarray(draws["size"], np.int32) if "size" in draws else self.size
+        return dict(method=f"keep_{self.selective}", size=size, tau=repr(float(self.tau)))
+
     def _search(self, g, sal, nodes, selective, size=None):
         return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=self.size if size is None else size,
                                tau=self.tau, selective=selective, device=g.device)
@@ -89,6 +97,11 @@ class KeepPaste(_Keep):
     def check(self):
         super().check()
         check_choice("policy", self.policy, POLICIES)
+        if self.saliency == "model":
+            # the training side would need the un-augmented rows beside the augmented ones (a second
+            # image output per copy); not built yet
+            raise ValueError("saliency='model' is not supported by keep_paste yet (it needs the "
+                             "un-augmented image on the training side); use keep_cutout or saliency='image'")
 
     @property
     def default_policy(self):
@@ -113,6 +126,8 @@ class KeepCutMix(_Keep):
     inputs = (PARTNER, MAP_INDEX, TRIES, SIZE)
 
     alpha: float = 1.0
+
+    paste_partner = "partner"
 
     def check(self):
         super().check()

@@ -1,0 +1,188 @@
+"""The model in the loop: per-copy ``p_keep_image`` (Fong & Vedaldi's clean + occluded copies),
+``saliency="model"`` (the graph leaves the rows clean and hands the draws over) and ``loader.occlude``
+(the method's search + apply on the training side) against the papers' rules on one-hot-spot maps and
+against the graph's own fragments run by DALI on the same maps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nvidia.dali import fn, pipeline_def
+
+from dali_ops import mixing
+from pipelines.methods import get_method
+from test_loader import SIZE, box_mask, make
+
+B, M = 6, 2
+S = 16  # window / region side at 64 px
+
+
+def first(root, method="none", **kw):
+    kw.setdefault("copies", M)
+    kw.setdefault("num_classes", 3)
+    loader = make(root, batch=B, method=method, seed=5, **kw)
+    return loader, next(iter(loader))
+
+
+@pytest.mark.parametrize("method,opts", [("saliency_occlusion", dict(size=S)), ("cutout", dict(size=S))])
+def test_p_keep_image_per_copy_clean_and_occluded(structured_root, method, opts):
+    """Fong & Vedaldi's joint training (their Figure 1): copy 0 always clean, copy 1 always occluded, the
+    copies equal outside the boxes (one crop and flip per sample)."""
+    _, clean = first(structured_root)
+    for seed_batch in range(2):
+        loader = make(structured_root, batch=B, method=method, copies=2, copy_mode="joint",
+                      p_keep_image=(1.0, 0.0), num_classes=3, seed=5 + seed_batch, **opts)
+        batch = next(iter(loader))
+        boxes = batch.meta["boxes"].numpy()
+        imgs = batch.images.numpy()
+        assert (boxes[:B] == -1).all()  # copy 0: never occluded
+        if seed_batch == 0:
+            np.testing.assert_array_equal(imgs[:B], clean.images[:B].numpy())
+        for i in range(B):
+            mask = box_mask(boxes[B + i])
+            assert mask.any(), f"copy 1 row {i} not occluded"
+            assert (imgs[B + i][:, mask] == 0).all()  # erased with the mean (0 after normalisation)
+            np.testing.assert_array_equal(imgs[B + i][:, ~mask], imgs[i][:, ~mask])  # equal outside
+
+
+def hot_maps(n, seed):
+    """One hot pixel per map at a seeded random place."""
+    rng = np.random.default_rng(seed)
+    spots = np.stack([rng.integers(0, SIZE, n), rng.integers(0, SIZE, n)], -1)
+    maps = np.zeros((n, SIZE, SIZE), np.float32)
+    maps[np.arange(n), spots[:, 0], spots[:, 1]] = 1.0
+    return torch.from_numpy(maps), spots
+
+
+def contains(box, yx):
+    y0, x0, y1, x1 = box
+    return y0 <= yx[0] < y1 and x0 <= yx[1] < x1
+
+
+class FragmentContext:
+    """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the
+    clean normalised row, the saliency is the given map, and normalise = the graph's erase / paste ops."""
+
+    device = "cpu"
+
+    def __init__(self, maps_node):
+        self.maps_node = maps_node
+
+    def on(self, node):
+        return node
+
+    def saliency(self, u8, mirror):
+        return self.maps_node
+
+    def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror):
+        if boxes is None:
+            return u8
+        if partner is None:
+            return mixing.erase_boxes(u8, boxes, fill=0.0)
+        return mixing.paste_boxes(u8, boxes, partner_index=partner)
+
+
+def graph_fragment(method, images, maps, draws):
+    """The method's graph fragment (:meth:`Method.graph`), run by DALI on one copy's rows and maps."""
+    specs = list(method.inputs)
+    n = len(images)
+
+    def rows_of(a):
+        return lambda: [np.ascontiguousarray(x) for x in a]
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, exec_dynamic=True)
+    def pipe():
+        img = fn.external_source(source=lambda: list(images), batch=True, layout="CHW")
+        sal = fn.external_source(source=lambda: list(maps), batch=True)
+        nodes = {s: fn.external_source(source=rows_of(draws[s.name]), batch=True) for s in specs}
+        out, boxes = method.graph(FragmentContext(sal), img, 0, nodes)
+        return out, boxes
+
+    p = pipe()
+    p.build()
+    out, boxes = p.run()
+    return np.array(out.as_tensor()), np.array(boxes.as_tensor())
+
+
+CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S)),
+         ("saliencymix", {}), ("keep_cutmix", dict(size=S))]
+
+
+@pytest.mark.parametrize("method,opts", CASES)
+def test_model_saliency_on_the_training_side(structured_root, method, opts):
+    _, plain = first(structured_root)
+    loader, batch = first(structured_root, method, saliency="model", **opts)
+    n = B * M
+    # the graph leaves every row clean (same crops and flips as method="none") and records the draws
+    assert torch.equal(batch.images, plain.images)
+    assert (batch.meta["boxes"].numpy() == -1).all()
+    m = get_method(method, saliency="model", **opts)
+    for spec in m.inputs:
+        assert batch.meta["draw." + spec.name].shape[0] == n
+    maps, spots = hot_maps(n, seed=11)
+    out = loader.occlude(batch, maps)
+    boxes = out.meta["boxes"].numpy()
+    partner = out.meta["partner"].numpy()
+    imgs, clean = out.images.numpy(), batch.images.numpy()
+    map_index = batch.meta["draw.map_index"].numpy()
+    occluded = 0
+    for r in range(n):
+        box = boxes[r, 0]
+        c = r // B
+        if map_index[r] < 0:
+            assert (box == -1).all() and partner[r] == -1
+            np.testing.assert_array_equal(imgs[r], clean[r])
+            continue
+        occluded += 1
+        mask = box_mask(boxes[r])
+        np.testing.assert_array_equal(imgs[r][:, ~mask], clean[r][:, ~mask])  # untouched outside the box
+        if method == "saliency_occlusion":
+            assert contains(box, spots[r]) and box[2] - box[0] == S and (imgs[r][:, mask] == 0).all()
+        elif method == "keep_cutout":
+            assert not contains(box, spots[r]) and (imgs[r][:, mask] == 0).all()
+        else:  # a paste from the partner of the same copy
+            p = partner[r]
+            assert p >= 0 and p // B == c
+            np.testing.assert_array_equal(imgs[r][:, mask], clean[p][:, mask])
+            if method == "saliencymix":  # the box sits on the *partner's* hot spot
+                assert map_index[r] + c * B == p and contains(box, spots[p])
+            else:  # KeepCutMix: the cut region of the target avoids its own hot spot
+                assert not contains(box, spots[r])
+            area = (min(box[2], SIZE) - box[0]) * (min(box[3], SIZE) - box[1])
+            assert out.meta["lam"][r].item() == pytest.approx(1 - area / SIZE ** 2, abs=1e-6)
+    assert occluded > 0
+    # the same through the method's graph fragment, DALI's operators on the same maps and draws
+    for c in range(M):
+        rows = slice(c * B, (c + 1) * B)
+        draws = {s.name: batch.meta["draw." + s.name][rows].numpy() for s in m.inputs}
+        g_img, g_boxes = graph_fragment(m, clean[rows], maps[rows].numpy(), draws)
+        np.testing.assert_array_equal(g_boxes.reshape(B, 1, 4), boxes[rows])
+        np.testing.assert_array_equal(g_img, imgs[rows])
+
+
+def test_occlude_joint_maps_per_sample_and_resized(structured_root):
+    """Joint copies share the crop: B maps serve all copies; small maps are bilinearly resized first."""
+    loader, batch = first(structured_root, "saliency_occlusion", saliency="model", size=S, jitter=0)
+    maps, _ = hot_maps(B, seed=3)
+    a = loader.occlude(batch, maps)
+    b = loader.occlude(batch, maps.repeat(M, 1, 1))
+    assert torch.equal(a.images, b.images) and torch.equal(a.meta["boxes"], b.meta["boxes"])
+    small = torch.nn.functional.avg_pool2d(maps[:, None], 2)[:, 0] * 4  # (B, 32, 32)
+    up = torch.nn.functional.interpolate(small[:, None], size=(SIZE, SIZE), mode="bilinear",
+                                         align_corners=False)[:, 0]
+    c = loader.occlude(batch, small)
+    d = loader.occlude(batch, up)
+    assert torch.equal(c.meta["boxes"], d.meta["boxes"]) and torch.equal(c.images, d.images)
+
+
+def test_occlude_errors_are_named(structured_root):
+    loader, batch = first(structured_root, "saliency_occlusion", size=S)
+    with pytest.raises(ValueError, match="saliency='model'"):
+        loader.occlude(batch, torch.zeros(B, SIZE, SIZE))
+    loader, batch = first(structured_root, "saliency_occlusion", saliency="model", size=S)
+    with pytest.raises(ValueError, match="maps"):
+        loader.occlude(batch, torch.zeros(5, SIZE, SIZE))
+    with pytest.raises(ValueError, match="saliency"):
+        get_method("keep_paste", saliency="model")
+    with pytest.raises(ValueError, match="saliency"):
+        get_method("saliency_occlusion", saliency="gradcam")
