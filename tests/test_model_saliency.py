@@ -186,3 +186,60 @@ def test_occlude_errors_are_named(structured_root):
         get_method("keep_paste", saliency="model")
     with pytest.raises(ValueError, match="saliency"):
         get_method("saliency_occlusion", saliency="gradcam")
+
+
+class NoBatchNorm(torch.nn.Module):
+    """A small convolutional classifier without BatchNorm (each row's logits depend on that row only)."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(16, k)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
+    """Fong & Vedaldi joint training: clean copy forward+backward, NormGrad from that backward, occlude the
+    second copy, forward+backward, one step == one step on the 2B batch (no BatchNorm)."""
+    import copy
+
+    from pipelines.feedback import NormGrad, SaliencyStep, soft_cross_entropy
+
+    torch.manual_seed(0)
+    model = NoBatchNorm()
+    twin = copy.deepcopy(model)
+    loader = make(structured_root, batch=B, method="saliency_occlusion", saliency="model", size=S, copies=2,
+                  copy_mode="joint", p_keep_image=(1.0, 0.0), num_classes=3, seed=5)
+    batch = next(iter(loader))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
+    step = SaliencyStep(model, opt, loader, NormGrad(model, "conv1", target="loss"))
+    assert step.free
+    loss, occluded = step(batch)
+    # copy 0 clean, copy 1 occluded around the map of the clean copy's loss gradient
+    assert torch.equal(occluded.images[:B], batch.images[:B])
+    assert (occluded.meta["boxes"][B:, 0, 0] >= 0).all()
+    # the oracle: the map of the clean copy's training loss with retain_grad, the same occlusion
+    oracle = copy.deepcopy(twin)
+    kept = {}
+
+    def keep(_m, _i, out):
+        out.retain_grad()
+        kept["x"] = out
+
+    oracle.conv1.register_forward_hook(keep)
+    (soft_cross_entropy(oracle(batch.images[:B]), batch.targets[:B]).sum() / (2 * B)).backward()
+    x = kept["x"]
+    maps = x.grad.norm(dim=1) * x.detach().norm(dim=1)
+    assert torch.equal(loader.occlude(batch, maps).images, occluded.images)
+    # one step on the 2B batch
+    opt2 = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
+    full = soft_cross_entropy(twin(occluded.images), occluded.targets).mean()
+    full.backward()
+    opt2.step()
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
