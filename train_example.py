@@ -4,6 +4,8 @@
     python train_example.py --data /imagenet --method cutout --copies 4 --copy-mode batch_aug
     python train_example.py --demo --method cutmix:alpha=1.0,p=0.5
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0
+    python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0 \
+        --saliency normgrad:layer1.0.conv1           # Fong & Vedaldi joint training, the model's NormGrad
 
 Soft-target cross entropy (so CutMix-style label mixing and label smoothing come for free), SGD
 with momentum and cosine decay, top-1 on the validation split after every epoch, images/s of the
@@ -45,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--workers", type=int, default=None, help="DALI threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--saliency", default="image",
+                   help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
+                        "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
     return p.parse_args(argv)
 
 
@@ -76,6 +81,8 @@ def main(argv=None):
     else:
         root = args.data
     common = dict(output_size=args.image_size, device=args.device, seed=args.seed, num_threads=args.workers)
+    if args.saliency != "image":
+        args.method = model_saliency_method(args.method)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
                             label_smoothing=args.label_smoothing, **common)
@@ -83,7 +90,11 @@ def main(argv=None):
     device = torch.device("cuda" if train.device == "gpu" else "cpu")
     model = getattr(torchvision.models, args.arch)(num_classes=train.num_classes).to(device)
     model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    saliency_step = None
+    if args.saliency != "image":
+        model, opt, saliency_step = make_saliency_step(model, train, args, device)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(train),
                                                 pct_start=0.2)
     print(f"data {root}: {train.dataset_size} train / {val.dataset_size} val images, {train.num_classes} classes; "
@@ -93,6 +104,12 @@ def main(argv=None):
         seen, start = 0, time.perf_counter()
         bar = tqdm(train, desc=f"epoch {epoch}", unit="batch", leave=False)
         for batch in bar:
+            if saliency_step is not None:  # the model's saliency of this batch (pipelines.feedback)
+                loss, batch = saliency_step(batch)
+                sched.step()
+                seen += batch.images.shape[0]
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                continue
             images = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             loss = soft_cross_entropy(model(images), batch.targets.to(device), batch.meta["valid"])
             opt.zero_grad(set_to_none=True)
@@ -107,6 +124,35 @@ def main(argv=None):
         top1 = evaluate(model, val, device)
         print(f"epoch {epoch}: train {rate:.1f} images/s (loader + model), val top-1 {100 * top1:.1f}%", flush=True)
     return top1
+
+
+# -- the model's saliency (issue 11): kept apart from the plain loop above ---------------------------
+def model_saliency_method(method):
+    """The same method taking its map from the model (``saliency="model"``)."""
+    import dataclasses
+
+    if "saliency" not in method.options():
+        raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, "
+                         f"keep_cutmix, saliencymix), got {method}")
+    return dataclasses.replace(method, saliency="model")
+
+
+def make_saliency_step(model, train, args, device):
+    """The extractor of ``--saliency``, the optimizer (with an early head's parameters) and the step:
+    Fong & Vedaldi's free joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0``
+    (the clean copy's own backward gives the map), else the fresh path (an extra pass for the map)."""
+    from pipelines.feedback import EarlyHead, SaliencyStep, parse_saliency
+
+    saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
+    params = list(model.parameters())
+    if isinstance(saliency, EarlyHead):
+        saliency = saliency.to(device)
+        params += list(saliency.parameters())
+    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    step = SaliencyStep(model, opt, train, saliency,
+                        prepare=lambda x: x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+    print(f"saliency {args.saliency}: {'free joint step' if step.free else 'fresh maps (extra pass)'}")
+    return model, opt, step
 
 
 @torch.no_grad()
