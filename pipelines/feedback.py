@@ -174,8 +174,9 @@ class EarlyHead(nn.Module):
         if channels is None:
             raise ValueError(f"cannot infer the feature width of {after!r}: pass channels=")
         self.after = after
-        self.__dict__["model"] = model  # not a submodule: the head's parameters are its own
-        self._block = block
+        # neither is a submodule: the head's parameters() are its own (the optimizer gets the model's once)
+        self.__dict__["model"] = model
+        self.__dict__["_block"] = block
         self.fc = nn.Linear(int(channels), num_classes)
         self._features = None
         self._hook = block.register_forward_hook(self._keep)

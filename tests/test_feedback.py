@@ -99,6 +99,7 @@ def test_early_head_saliency_and_aux_loss(model, data):
     with torch.no_grad():
         want = F.cross_entropy(head.fc(f.detach().mean(dim=(2, 3))), labels)
     torch.testing.assert_close(head.aux_loss(images, labels).detach(), want, rtol=1e-5, atol=1e-6)
+    assert [n for n, _ in head.named_parameters()] == ["fc.weight", "fc.bias"]  # not the model's
     with pytest.raises(ValueError, match="num_classes"):
         EarlyHead(model, "layer1")
 
