@@ -301,6 +301,8 @@ class OcclusionLoader:
         if searched:  # the exact kept area of the boxes searched in the graph (1 where nothing is pasted)
             lam = lam_from_boxes(rows(meta_np["boxes"]), self.cfg.output_size, self.cfg.output_size,
                                  partner).astype(np.float32)
+        if deferred:  # the rows leave the graph clean: no partner until loader.occlude (draw.partner has it)
+            partner = np.full_like(partner, -1)
         # partner holds a within-copy row index of the source image; turn it into a batch row.
         copy = np.repeat(np.arange(m), b)
         partner_row = np.where(partner >= 0, partner + copy * b, -1)

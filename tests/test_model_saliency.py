@@ -115,7 +115,8 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
     n = B * M
     # the graph leaves every row clean (same crops and flips as method="none") and records the draws
     assert torch.equal(batch.images, plain.images)
-    assert (batch.meta["boxes"].numpy() == -1).all()
+    assert (batch.meta["boxes"].numpy() == -1).all() and (batch.meta["partner"].numpy() == -1).all()
+    assert (batch.meta["lam"].numpy() == 1).all()
     m = get_method(method, saliency="model", **opts)
     for spec in m.inputs:
         assert batch.meta["draw." + spec.name].shape[0] == n
