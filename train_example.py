@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--saliency", default="image",
                    help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
                         "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --saliency normgrad and joint copies: take the map from an extra pass and train on "
+                        "one 2B forward, instead of the free joint step (BatchNorm over 2B rows, not B per half)")
     return p.parse_args(argv)
 
 
@@ -149,7 +152,7 @@ def make_saliency_step(model, train, args, device):
         saliency = saliency.to(device)
         params += list(saliency.parameters())
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    step = SaliencyStep(model, opt, train, saliency,
+    step = SaliencyStep(model, opt, train, saliency, free=False if args.fresh else None,
                         prepare=lambda x: x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
     print(f"saliency {args.saliency}: {'free joint step' if step.free else 'fresh maps (extra pass)'}")
     return model, opt, step

@@ -244,3 +244,36 @@ def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
     assert loss.item() == pytest.approx(full.item(), rel=1e-5)
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fresh_step_with_the_early_head(structured_root):
+    """The fresh path: KeepAugment's early-head map of the clean rows, loader.occlude, one step whose loss
+    is the training cross entropy + 0.3 x the head's (Gong et al., arXiv 2011.11778)."""
+    import copy
+
+    import torchvision
+
+    from pipelines.feedback import EarlyHead, SaliencyStep, soft_cross_entropy
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    head = EarlyHead(model, "layer1", num_classes=3)
+    loader = make(structured_root, batch=B, method="keep_cutout", saliency="model", size=S, num_classes=3, seed=5)
+    batch = next(iter(loader))
+    twin, twin_head = copy.deepcopy(model), copy.deepcopy(head.fc)
+    maps = head(batch.images, batch.labels)  # the map before the step (the extractor changes nothing)
+    want_batch = loader.occlude(batch, maps)
+    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.1)
+    step = SaliencyStep(model, opt, loader, head)
+    assert not step.free
+    loss, occluded = step(batch)
+    assert torch.equal(occluded.images, want_batch.images)
+    assert torch.equal(occluded.meta["boxes"], want_batch.meta["boxes"])
+    # the loss, restated: a forward of the spelled-out network, the head on layer1's output
+    x = occluded.images
+    f = twin.layer1(twin.maxpool(twin.relu(twin.bn1(twin.conv1(x)))))
+    logits = twin.fc(torch.flatten(twin.avgpool(twin.layer4(twin.layer3(twin.layer2(f)))), 1))
+    aux = soft_cross_entropy(twin_head(f.mean(dim=(2, 3))), occluded.targets).mean()
+    want = soft_cross_entropy(logits, occluded.targets).mean() + 0.3 * aux
+    assert loss.item() == pytest.approx(want.item(), rel=1e-4)
+    assert not torch.equal(head.fc.weight, twin_head.weight)  # the head is trained too
