@@ -298,7 +298,8 @@ class SaliencyStep:
         m, n = self.loader.cfg.copies, batch.images.shape[0]
         b = n // m
         rows = b if self.loader.cfg.copy_mode == "joint" else n  # joint copies share their map
-        clean = self.prepare(batch.images[:rows])
+        # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
+        clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
         maps = self.saliency(clean, batch.labels[:rows].to(clean.device))
         batch = self.loader.occlude(batch, maps)
         images = self.prepare(batch.images)

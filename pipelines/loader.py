@@ -194,7 +194,8 @@ class OcclusionLoader:
         saliency does). Maps of any ``h, w`` are bilinearly resized to the output size first (Fong &
         Vedaldi). The search is the graph's own operator (``fn.occlusion.box_search``, eagerly through DALI's
         dynamic mode, on the CPU) with the draws the graph would have used (``meta["draw.*"]``); erase /
-        paste follow ``normalize_occlude``'s rule on the images' device. Returns a new :class:`Batch` with the
+        paste follow ``normalize_occlude``'s rule on the images' device (KeepAugment's selective-paste pastes
+        from ``meta["source_images"]``, the un-augmented rows; compute its maps on those). Returns a new :class:`Batch` with the
         images, ``meta`` ``boxes`` / ``lam`` / ``partner`` and the soft targets filled in."""
         if not (self.cfg.train and self.method.deferred):
             raise ValueError(f"occlude needs a training loader whose method takes the model's saliency "
@@ -221,7 +222,8 @@ class OcclusionLoader:
         for c in range(m):
             rows = slice(c * b, (c + 1) * b)
             draws = {k: batch.meta["draw." + k][rows].numpy() for k in names}
-            img, bx, pr = self.method.occlude(batch.images[rows], maps[rows], draws, fill)
+            sources = batch.meta["source_images"][rows] if "source_images" in batch.meta else None
+            img, bx, pr = self.method.occlude(batch.images[rows], maps[rows], draws, fill, sources)
             images.append(img)
             boxes.append(bx)
             partner.append(np.where(pr >= 0, pr + c * b, -1))
@@ -286,6 +288,8 @@ class OcclusionLoader:
         deferred = self.cfg.train and self.method.deferred
         if deferred:  # per copy the method's host draws (graph inputs), handed to loader.occlude
             searched, draw_outputs = [], outputs[1 + m:]
+            n_draws = m * len(self.method.inputs)
+            source_outputs, draw_outputs = draw_outputs[n_draws:], draw_outputs[:n_draws]
         if searched:  # boxes found in the graph on saliency maps: (B, 1, 4) per copy
             meta_np["boxes"] = np.stack([_host(o) for o in searched], axis=1).astype(np.int32)
         b = meta_np["label"].shape[0]
@@ -318,6 +322,8 @@ class OcclusionLoader:
                 meta["draw." + spec.name] = np.concatenate(
                     [_host(draw_outputs[c * len(specs) + k]).astype(spec.dtype) for c in range(m)])
         meta = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in meta.items()}
+        if deferred and source_outputs:  # the un-augmented rows (KeepAugment's selective-paste source)
+            meta["source_images"] = _concat_images(source_outputs, target_device, self._in_flight)
         targets_t = torch.from_numpy(targets)
         labels_t = torch.from_numpy(labels)
         if target_device is not None:

@@ -65,8 +65,12 @@ class FragmentContext:
 
     device = "cpu"
 
-    def __init__(self, maps_node):
+    def __init__(self, maps_node, augmented=None):
         self.maps_node = maps_node
+        self.augmented = augmented
+
+    def augment(self, u8):  # KeepAugment's selective-paste: the policy's output, given
+        return self.augmented
 
     def on(self, node):
         return node
@@ -82,8 +86,9 @@ class FragmentContext:
         return mixing.paste_boxes(u8, boxes, partner_index=partner)
 
 
-def graph_fragment(method, images, maps, draws):
-    """The method's graph fragment (:meth:`Method.graph`), run by DALI on one copy's rows and maps."""
+def graph_fragment(method, images, maps, draws, sources=None):
+    """The method's graph fragment (:meth:`Method.graph`), run by DALI on one copy's rows and maps
+    (``sources``: the un-augmented rows of selective-paste, ``images`` then being the policy's output)."""
     specs = list(method.inputs)
     n = len(images)
 
@@ -95,7 +100,11 @@ def graph_fragment(method, images, maps, draws):
         img = fn.external_source(source=lambda: list(images), batch=True, layout="CHW")
         sal = fn.external_source(source=lambda: list(maps), batch=True)
         nodes = {s: fn.external_source(source=rows_of(draws[s.name]), batch=True) for s in specs}
-        out, boxes = method.graph(FragmentContext(sal), img, 0, nodes)
+        if sources is None:
+            out, boxes = method.graph(FragmentContext(sal), img, 0, nodes)
+        else:
+            src = fn.external_source(source=lambda: list(sources), batch=True, layout="CHW")
+            out, boxes = method.graph(FragmentContext(sal, augmented=img), src, 0, nodes)
         return out, boxes
 
     p = pipe()
@@ -105,7 +114,7 @@ def graph_fragment(method, images, maps, draws):
 
 
 CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S)),
-         ("saliencymix", {}), ("keep_cutmix", dict(size=S))]
+         ("saliencymix", {}), ("keep_cutmix", dict(size=S)), ("keep_paste", dict(size=S))]
 
 
 @pytest.mark.parametrize("method,opts", CASES)
@@ -113,8 +122,11 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
     _, plain = first(structured_root)
     loader, batch = first(structured_root, method, saliency="model", **opts)
     n = B * M
-    # the graph leaves every row clean (same crops and flips as method="none") and records the draws
-    assert torch.equal(batch.images, plain.images)
+    # the graph leaves every row clean (same crops and flips as method="none") and records the draws;
+    # selective-paste: the rows are the policy's output and the un-augmented rows travel beside them
+    paste_back = method == "keep_paste"
+    sources = batch.meta["source_images"].numpy() if paste_back else None
+    assert torch.equal(batch.meta["source_images"] if paste_back else batch.images, plain.images)
     assert (batch.meta["boxes"].numpy() == -1).all() and (batch.meta["partner"].numpy() == -1).all()
     assert (batch.meta["lam"].numpy() == 1).all()
     m = get_method(method, saliency="model", **opts)
@@ -126,7 +138,7 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
     partner = out.meta["partner"].numpy()
     imgs, clean = out.images.numpy(), batch.images.numpy()
     map_index = batch.meta["draw.map_index"].numpy()
-    occluded = 0
+    occluded = pasted_spot = 0
     for r in range(n):
         box = boxes[r, 0]
         c = r // B
@@ -141,6 +153,16 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
             assert contains(box, spots[r]) and box[2] - box[0] == S and (imgs[r][:, mask] == 0).all()
         elif method == "keep_cutout":
             assert not contains(box, spots[r]) and (imgs[r][:, mask] == 0).all()
+        elif paste_back:  # the important region (with the hot spot) back from the un-augmented image
+            # Gong et al.'s rule: the first candidate region scoring above the tau-quantile (here 0: only
+            # regions holding the hot spot score > 0), else the best-scoring one -- so the box holds the spot
+            # exactly when one of the drawn candidates' regions does
+            tries = batch.meta["draw.tries"][r].numpy()
+            hit = [contains((max(cy - S // 2, 0), max(cx - S // 2, 0), cy + S // 2, cx + S // 2), spots[r])
+                   for cy, cx in tries]
+            assert contains(box, spots[r]) == any(hit) and partner[r] == -1
+            pasted_spot += any(hit)
+            np.testing.assert_array_equal(imgs[r][:, mask], sources[r][:, mask])
         else:  # a paste from the partner of the same copy
             p = partner[r]
             assert p >= 0 and p // B == c
@@ -151,12 +173,13 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
                 assert not contains(box, spots[r])
             area = (min(box[2], SIZE) - box[0]) * (min(box[3], SIZE) - box[1])
             assert out.meta["lam"][r].item() == pytest.approx(1 - area / SIZE ** 2, abs=1e-6)
-    assert occluded > 0
+    assert occluded > 0 and (pasted_spot > 0 or not paste_back)
     # the same through the method's graph fragment, DALI's operators on the same maps and draws
     for c in range(M):
         rows = slice(c * B, (c + 1) * B)
         draws = {s.name: batch.meta["draw." + s.name][rows].numpy() for s in m.inputs}
-        g_img, g_boxes = graph_fragment(m, clean[rows], maps[rows].numpy(), draws)
+        g_img, g_boxes = graph_fragment(m, clean[rows], maps[rows].numpy(), draws,
+                                        sources[rows] if paste_back else None)
         np.testing.assert_array_equal(g_boxes.reshape(B, 1, 4), boxes[rows])
         np.testing.assert_array_equal(g_img, imgs[rows])
 
@@ -183,8 +206,6 @@ def test_occlude_errors_are_named(structured_root):
     loader, batch = first(structured_root, "saliency_occlusion", saliency="model", size=S)
     with pytest.raises(ValueError, match="maps"):
         loader.occlude(batch, torch.zeros(5, SIZE, SIZE))
-    with pytest.raises(ValueError, match="saliency"):
-        get_method("keep_paste", saliency="model")
     with pytest.raises(ValueError, match="saliency"):
         get_method("saliency_occlusion", saliency="gradcam")
 

@@ -158,7 +158,16 @@ class Method:
         :attr:`inputs` (its host draws), and ``loader.occlude(batch, maps)`` calls :meth:`occlude`."""
         return False
 
-    def occlude(self, images, maps, draws: dict, fill) -> tuple:
+    #: with ``deferred``: the graph also outputs each copy's rows as they were before the method's own
+    #: policy (``meta["source_images"]``), the image the saliency describes and the paste source
+    #: (KeepAugment's selective-paste)
+    source_output: ClassVar[bool] = False
+
+    def deferred_graph(self, g, u8, mirror):
+        """The fragment of a deferred copy: ``(the row's image, its source image or None)``."""
+        return g.normalize(u8, mirror=mirror), None
+
+    def occlude(self, images, maps, draws: dict, fill, sources=None) -> tuple:
         """The training-side search + apply of one copy (see :class:`pipelines.methods.saliency.SaliencyGuided`)."""
         raise NotImplementedError(f"{self.name} has no training-side occlusion")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from dali_ops import mixing
 from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
-from pipelines.methods.saliency import SaliencyGuided
+from pipelines.methods.saliency import SaliencyGuided, eager_box_search
 
 MAP_INDEX = InputSpec("map_index", np.int32)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
@@ -97,11 +97,26 @@ class KeepPaste(_Keep):
     def check(self):
         super().check()
         check_choice("policy", self.policy, POLICIES)
-        if self.saliency == "model":
-            # the training side would need the un-augmented rows beside the augmented ones (a second
-            # image output per copy); not built yet
-            raise ValueError("saliency='model' is not supported by keep_paste yet (it needs the "
-                             "un-augmented image on the training side); use keep_cutout or saliency='image'")
+
+    selective = "paste"
+    source_output = True  # saliency="model": the un-augmented rows travel in meta["source_images"]
+
+    def deferred_graph(self, g, u8, mirror):
+        # the row is the policy's output; the un-augmented crop is what the saliency describes and the
+        # paste source, as in the graph fragment below
+        return g.normalize(g.augment(u8), mirror=mirror), g.normalize(u8, mirror=mirror)
+
+    def occlude(self, images, maps, draws, fill, sources=None):
+        if sources is None:
+            raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
+        boxes = eager_box_search(maps, draws[self.search_draws], draws["map_index"], **self.search_kwargs(draws))
+        out = images.clone()
+        h, w = images.shape[-2:]
+        for r, (y0, x0, y1, x1) in enumerate(boxes[:, 0]):
+            if y0 >= 0:  # inside the important region, the un-augmented pixels (paste_boxes(augmented, boxes, u8))
+                ys, xs = slice(max(y0, 0), min(y1, h)), slice(max(x0, 0), min(x1, w))
+                out[r, :, ys, xs] = sources[r, :, ys, xs]
+        return out, boxes, np.full(len(images), -1, np.int32)
 
     @property
     def default_policy(self):

@@ -99,7 +99,7 @@ class SaliencyGuided(Method):
     search_draws: ClassVar[str] = ""
     paste_partner: ClassVar[str | None] = None
 
-    def occlude(self, images: torch.Tensor, maps: np.ndarray, draws: dict, fill) -> tuple:
+    def occlude(self, images: torch.Tensor, maps: np.ndarray, draws: dict, fill, sources=None) -> tuple:
         """Search and apply on one copy: ``images`` (B, 3, S, S) clean normalised rows, ``maps`` (B, S, S)
         float32, ``draws`` the copy's host draws by InputSpec name. Returns the occluded images,
         ``(B, 1, 4)`` boxes and the within-copy partner (-1: none)."""
