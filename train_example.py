@@ -135,7 +135,7 @@ def model_saliency_method(method):
     import dataclasses
 
     if "saliency" not in method.options():
-        raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, "
+        raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
                          f"keep_cutmix, saliencymix), got {method}")
     return dataclasses.replace(method, saliency="model")
 
