@@ -298,3 +298,30 @@ def test_fresh_step_with_the_early_head(structured_root):
     want = soft_cross_entropy(logits, occluded.targets).mean() + 0.3 * aux
     assert loss.item() == pytest.approx(want.item(), rel=1e-4)
     assert not torch.equal(head.fc.weight, twin_head.weight)  # the head is trained too
+
+
+@pytest.mark.parametrize("flag", ["normgrad:layer1.0.conv1", "input_grad", "input_grad:0.5", "early_head",
+                                  "attention:layer4"])
+def test_train_example_saliency_flags(structured_root, flag):
+    """train_example.py --saliency FLAG: the extractor, the step (free joint step for normgrad with the
+    joint clean copy) and one training step on a batch, the parameters moving."""
+    import torchvision
+
+    import train_example
+
+    args = train_example.parse_args(["--demo", "--method", f"saliency_occlusion:size={S}", "--copies", "2",
+                                     "--p-keep-image", "1.0,0.0", "--saliency", flag])
+    method = train_example.model_saliency_method(args.method)
+    loader = make(structured_root, batch=B, method=method, copies=2, p_keep_image=(1.0, 0.0), num_classes=3,
+                  seed=5)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    before = [p.detach().clone() for p in model.parameters()]
+    model, opt, step = train_example.make_saliency_step(model, loader, args, torch.device("cpu"))
+    assert step.free == flag.startswith("normgrad")
+    loss, batch = step(next(iter(loader)))
+    assert torch.isfinite(loss)
+    assert (batch.meta["boxes"][:B] == -1).all() and (batch.meta["boxes"][B:, 0, 0] >= 0).all()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(SystemExit, match="saliency-guided"):
+        train_example.model_saliency_method(get_method("cutout"))
