@@ -6,6 +6,8 @@
     python train_example.py --demo --method cutmix:alpha=1.0,p=0.5
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0
     python train_example.py --evaluate ckpt/checkpoint.pt --occlusion-sweep --demo  # robustness sweep
+    python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0 \
+        --saliency normgrad:layer1.0.conv1           # Fong & Vedaldi joint training, the model's NormGrad
 
 ``--data`` defaults to the ResNet-50 ImageNet recipe (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
 arXiv 1706.02677; torchvision's references): 32 images per process (256 on 8 GPUs, scaled linearly with
@@ -32,6 +34,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,12 @@ def parse_args(argv=None):
                    help="with --evaluate: top-1 under Hide-and-Seek, Cutout and centre/boundary occlusion")
     p.add_argument("--sweep-out", type=Path, default=None,
                    help="sweep JSON path (default: occlusion_sweep.json beside the checkpoint); the PNG goes beside it")
+    p.add_argument("--saliency", default="image",
+                   help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
+                        "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --saliency normgrad and joint copies: take the map from an extra pass and train on "
+                        "one 2B forward, instead of the free joint step (BatchNorm over 2B rows, not B per half)")
     args = p.parse_args(argv)
     if args.data is None and not args.demo and args.evaluate is None:
         p.error("one of --data or --demo is required")
@@ -125,6 +134,8 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.warmup_epochs < 0:
         p.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if args.saliency != "image" and args.amp:
+        p.error("--saliency with a model's map runs without --amp for now (its step has no autocast / scaler)")
     return args
 
 
@@ -308,6 +319,44 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
             "stopped": bool(a.stop_after and t.step >= a.stop_after)}
 
 
+# -- the model's saliency (issue 11): kept apart from the plain step above ---------------------------
+def model_saliency_method(method):
+    """The same method taking its map from the model (``saliency="model"``)."""
+    import dataclasses
+
+    if "saliency" not in method.options():
+        raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
+                         f"keep_cutmix, saliencymix), got {method}")
+    return dataclasses.replace(method, saliency="model")
+
+
+def make_saliency_step(model, train, args, device, lr):
+    """The optimizer (with an early head's parameters) and the step of ``--saliency``: Fong & Vedaldi's free
+    joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0`` (the clean copy's own backward
+    gives the map), else the fresh path (an extra pass for the map)."""
+    from pipelines.feedback import EarlyHead, SaliencyStep, parse_saliency
+
+    saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
+    trained = model
+    if isinstance(saliency, EarlyHead):
+        saliency = saliency.to(device)
+        trained = torch.nn.ModuleList([model, saliency])  # the head is trained beside the model
+    opt = build_optimizer(trained, lr, args.momentum, args.weight_decay)
+    step = SaliencyStep(model, opt, train, saliency, free=False if args.fresh else None,
+                        prepare=lambda x: x.to(device, non_blocking=True).contiguous(
+                            memory_format=torch.channels_last) if args.channels_last else x.to(device))
+    print(f"saliency {args.saliency}: {'free joint step' if step.free else 'fresh maps (extra pass)'}")
+    return opt, step
+
+
+def saliency_train_step(t, batch, step) -> torch.Tensor:
+    """``train_step`` with the model's saliency of this very batch (``pipelines.feedback.SaliencyStep``
+    occludes the batch on the training side and takes the optimizer step)."""
+    loss, _ = step(batch)
+    t.sched.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model, loader, d: Dist, inputs=lambda x: x, autocast=None) -> float:
     """Top-1 on ``loader`` (sharded across ranks with ``last_batch="pad"``: pad rows masked, counts summed)."""
@@ -430,6 +479,11 @@ def fit(args, d: Dist) -> float:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(args.seed)
     root = data_root(args)
+    if args.saliency != "image":
+        if d.enabled:
+            raise SystemExit("--saliency with a model's map runs in one process for now (its step does two "
+                             "backward passes before the optimizer step, which DDP would all-reduce twice)")
+        args.method = model_saliency_method(args.method)
     train, val = make_loaders(args, d, root)
     model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
     if d.enabled:
@@ -437,7 +491,12 @@ def fit(args, d: Dist) -> float:
                                                           else None)
     global_batch = args.batch_size * d.world
     lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256
-    opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
+    step_fn = train_step
+    if args.saliency != "image":
+        opt, saliency_step = make_saliency_step(model, train, args, d.device, lr)
+        step_fn = partial(saliency_train_step, step=saliency_step)
+    else:
+        opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
     steps = len(train)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule))
@@ -457,7 +516,7 @@ def fit(args, d: Dist) -> float:
     for epoch in range(first, args.epochs):
         if epoch != first:
             train.set_epoch(epoch)
-        stats = train_one_epoch(t, epoch, ids_log=ids_log)
+        stats = train_one_epoch(t, epoch, step_fn=step_fn, ids_log=ids_log)
         if stats["stopped"] and t.step % steps:
             if args.save:
                 save_checkpoint(t, args.save)

@@ -93,7 +93,9 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
                    num_threads: int, py_workers: int, dtype: str = "float32", fill="mean", prefetch: int = 2,
                    seed: int = 0):
     """Build the pipeline of ``source``; outputs are the packed meta, one image per copy, then (for a method
-    that searches its boxes in the graph) one boxes output per copy."""
+    that searches its boxes in the graph) one boxes output per copy, or (for a method deferred to the
+    training side, ``saliency="model"``) per copy its :attr:`~pipelines.methods.base.Method.inputs` in order,
+    then (``source_output``) one source image per copy."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu' here, got {device!r}")
     if dtype not in ("float32", "float16"):
@@ -126,7 +128,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
         g = GraphContext(device, dtype, fill_value, policy)
-        images, searched = [], []
+        images, searched, draws, sources = [], [], [], []
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]
             if shared_crop and c > 0:
@@ -149,11 +151,20 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             if not specs:  # validation, or a method without graph inputs: normalise (once for shared copies)
                 img = images[0] if shared_crop and c > 0 else g.normalize(u8, mirror=mirror)
                 boxes = None
+            elif method.deferred:  # the model's saliency: the training side searches and applies
+                if shared_crop and c > 0 and not method.source_output:
+                    img = images[0]
+                else:
+                    img, source_img = method.deferred_graph(g, u8, mirror)
+                    if method.source_output:
+                        sources.append(source_img)
+                boxes = None
+                draws += [specs[spec] for spec in method.inputs]  # the host draws, for loader.occlude
             else:
                 img, boxes = method.graph(g, u8, mirror, specs)
             images.append(img)
             if boxes is not None:
                 searched.append(boxes)
-        return (nodes[Slot("meta")], *images, *searched)
+        return (nodes[Slot("meta")], *images, *searched, *draws, *sources)
 
     return pipe()

@@ -216,6 +216,61 @@ class OcclusionLoader:
         self._live_iter = token
         return token
 
+    # -- the model in the loop -------------------------------------------------------------------
+    def occlude(self, batch: Batch, maps: torch.Tensor) -> Batch:
+        """Apply the method to ``batch`` on the training side with the model's saliency ``maps`` of this very
+        batch (a loader whose method has ``saliency="model"``, e.g. ``method="saliency_occlusion",
+        saliency="model"``; maps from :mod:`pipelines.feedback`).
+
+        ``maps``: ``(M*B, h, w)`` (one per row) or, with ``copy_mode="joint"``, ``(B, h, w)`` (the copies
+        share the crop and flip, so one map per sample serves every copy, as the graph's shared image
+        saliency does). Maps of any ``h, w`` are bilinearly resized to the output size first (Fong &
+        Vedaldi). The search is the graph's own operator (``fn.occlusion.box_search``, eagerly through DALI's
+        dynamic mode, on the CPU) with the draws the graph would have used (``meta["draw.*"]``); erase /
+        paste follow ``normalize_occlude``'s rule on the images' device (KeepAugment's selective-paste pastes
+        from ``meta["source_images"]``, the un-augmented rows; compute its maps on those). Returns a new :class:`Batch` with the
+        images, ``meta`` ``boxes`` / ``lam`` / ``partner`` and the soft targets filled in."""
+        if not (self.cfg.train and self.method.deferred):
+            raise ValueError(f"occlude needs a training loader whose method takes the model's saliency "
+                             f"(saliency='model'); this loader's method is {self.method}")
+        m, s = self.cfg.copies, self.cfg.output_size
+        n = batch.images.shape[0]
+        b = n // m
+        if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] not in (n, b):
+            raise ValueError(f"maps must be a (N, h, w) tensor with N = {n} rows (or {b}, one per sample of "
+                             f"the joint copies), got {getattr(maps, 'shape', type(maps))}")
+        if maps.shape[0] != n:
+            if self.cfg.copy_mode != "joint" and m > 1:
+                raise ValueError(f"maps has {maps.shape[0]} rows; copy_mode='batch_aug' copies have their own "
+                                 f"crops, so give one map per row ({n})")
+            maps = maps.repeat(m, 1, 1)
+        maps = maps.detach().float()
+        if tuple(maps.shape[-2:]) != (s, s):
+            maps = torch.nn.functional.interpolate(maps[:, None], size=(s, s), mode="bilinear",
+                                                   align_corners=False)[:, 0]
+        maps = maps.cpu().numpy()
+        fill = fill_values(self.fill)
+        names = [spec.name for spec in self.method.inputs]
+        images, boxes, partner = [], [], []
+        for c in range(m):
+            rows = slice(c * b, (c + 1) * b)
+            draws = {k: batch.meta["draw." + k][rows].numpy() for k in names}
+            sources = batch.meta["source_images"][rows] if "source_images" in batch.meta else None
+            img, bx, pr = self.method.occlude(batch.images[rows], maps[rows], draws, fill, sources)
+            images.append(img)
+            boxes.append(bx)
+            partner.append(np.where(pr >= 0, pr + c * b, -1))
+        boxes = np.concatenate(boxes).astype(np.int32)
+        partner_row = np.concatenate(partner).astype(np.int32)
+        lam = lam_from_boxes(boxes, s, s, partner_row).astype(np.float32)
+        labels = batch.labels.cpu().numpy()
+        partner_labels = np.where(partner_row >= 0, labels[np.clip(partner_row, 0, None)], labels)
+        targets = torch.from_numpy(soft_targets(labels, partner_labels, lam, self.num_classes,
+                                                self.label_smoothing)).to(batch.targets.device)
+        return batch.replace(images=torch.cat(images) if m > 1 else images[0], targets=targets,
+                             meta={"boxes": torch.from_numpy(boxes), "lam": torch.from_numpy(lam),
+                                   "partner": torch.from_numpy(partner_row.astype(batch.meta["partner"].numpy().dtype))})
+
     # -- internals -------------------------------------------------------------------------------
     def _run(self):
         dead = dead_worker(self._pipe, self._epoch, self._batch)
@@ -278,6 +333,11 @@ class OcclusionLoader:
         meta_np = unpack_meta(np.array(outputs[0].as_tensor()), m)
         images = outputs[1:1 + m]
         searched = outputs[1 + m:]
+        deferred = self.cfg.train and self.method.deferred
+        if deferred:  # per copy the method's host draws (graph inputs), handed to loader.occlude
+            searched, draw_outputs = [], outputs[1 + m:]
+            n_draws = m * len(self.method.inputs)
+            source_outputs, draw_outputs = draw_outputs[n_draws:], draw_outputs[:n_draws]
         if searched:  # boxes found in the graph on saliency maps: (B, 1, 4) per copy
             meta_np["boxes"] = np.stack([_host(o) for o in searched], axis=1).astype(np.int32)
         b = meta_np["label"].shape[0]
@@ -293,6 +353,8 @@ class OcclusionLoader:
         if searched:  # the exact kept area of the boxes searched in the graph (1 where nothing is pasted)
             lam = lam_from_boxes(rows(meta_np["boxes"]), self.cfg.output_size, self.cfg.output_size,
                                  partner).astype(np.float32)
+        if deferred:  # the rows leave the graph clean: no partner until loader.occlude (draw.partner has it)
+            partner = np.full_like(partner, -1)
         # partner holds a within-copy row index of the source image; turn it into a batch row.
         copy = np.repeat(np.arange(m), b)
         partner_row = np.where(partner >= 0, partner + copy * b, -1)
@@ -302,7 +364,14 @@ class OcclusionLoader:
                 "partner": partner_row, "lam": lam, "boxes": rows(meta_np["boxes"]),
                 "crop": rows(meta_np["crop"]), "flip": rows(meta_np["flip"]),
                 "valid": np.tile(meta_np["valid"].reshape(b), m)}
+        if deferred:  # meta["draw.<name>"]: (M*B, ...) copy-major, row indices within the copy
+            specs = self.method.inputs
+            for k, spec in enumerate(specs):
+                meta["draw." + spec.name] = np.concatenate(
+                    [_host(draw_outputs[c * len(specs) + k]).astype(spec.dtype) for c in range(m)])
         meta = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in meta.items()}
+        if deferred and source_outputs:  # the un-augmented rows (KeepAugment's selective-paste source)
+            meta["source_images"] = _concat_images(source_outputs, target_device, self._in_flight)
         targets_t = torch.from_numpy(targets)
         labels_t = torch.from_numpy(labels)
         if target_device is not None:

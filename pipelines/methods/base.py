@@ -151,6 +151,26 @@ class Method:
         return g.normalize(u8, mirror=mirror), None
 
     # -- training side --------------------------------------------------------------------------
+    @property
+    def deferred(self) -> bool:
+        """The method's search and apply run on the training side with the model's saliency
+        (``saliency="model"``): the graph only normalises the copy's rows and outputs the method's
+        :attr:`inputs` (its host draws), and ``loader.occlude(batch, maps)`` calls :meth:`occlude`."""
+        return False
+
+    #: with ``deferred``: the graph also outputs each copy's rows as they were before the method's own
+    #: policy (``meta["source_images"]``), the image the saliency describes and the paste source
+    #: (KeepAugment's selective-paste)
+    source_output: ClassVar[bool] = False
+
+    def deferred_graph(self, g, u8, mirror):
+        """The fragment of a deferred copy: ``(the row's image, its source image or None)``."""
+        return g.normalize(u8, mirror=mirror), None
+
+    def occlude(self, images, maps, draws: dict, fill, sources=None) -> tuple:
+        """The training-side search + apply of one copy (see :class:`pipelines.methods.saliency.SaliencyGuided`)."""
+        raise NotImplementedError(f"{self.name} has no training-side occlusion")
+
     train_step = None
     """``train_step(batch, rng) -> Batch`` for a method that needs the training side (a model), else None."""
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from dali_ops import mixing
 from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
-from pipelines.methods.saliency import SaliencyGuided
+from pipelines.methods.saliency import SaliencyGuided, eager_box_search
 
 MAP_INDEX = InputSpec("map_index", np.int32)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
@@ -53,6 +53,14 @@ class _Keep(SaliencyGuided):
         plan = CopyPlan.whole(rows, 1)
         plan.inputs = {MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32), TRIES: tries}
         return plan
+
+    search_draws = "tries"
+    selective = "cut"
+
+    def search_kwargs(self, draws):
+        # tau as a decimal string, as keep_box passes it (DALI's float arguments are float32)
+        size = np.asarray(draws["size"], np.int32) if "size" in draws else self.size
+        return dict(method=f"keep_{self.selective}", size=size, tau=repr(float(self.tau)))
 
     def _search(self, g, sal, nodes, selective, size=None):
         return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=self.size if size is None else size,
@@ -90,6 +98,26 @@ class KeepPaste(_Keep):
         super().check()
         check_choice("policy", self.policy, POLICIES)
 
+    selective = "paste"
+    source_output = True  # saliency="model": the un-augmented rows travel in meta["source_images"]
+
+    def deferred_graph(self, g, u8, mirror):
+        # the row is the policy's output; the un-augmented crop is what the saliency describes and the
+        # paste source, as in the graph fragment below
+        return g.normalize(g.augment(u8), mirror=mirror), g.normalize(u8, mirror=mirror)
+
+    def occlude(self, images, maps, draws, fill, sources=None):
+        if sources is None:
+            raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
+        boxes = eager_box_search(maps, draws[self.search_draws], draws["map_index"], **self.search_kwargs(draws))
+        out = images.clone()
+        h, w = images.shape[-2:]
+        for r, (y0, x0, y1, x1) in enumerate(boxes[:, 0]):
+            if y0 >= 0:  # inside the important region, the un-augmented pixels (paste_boxes(augmented, boxes, u8))
+                ys, xs = slice(max(y0, 0), min(y1, h)), slice(max(x0, 0), min(x1, w))
+                out[r, :, ys, xs] = sources[r, :, ys, xs]
+        return out, boxes, np.full(len(images), -1, np.int32)
+
     @property
     def default_policy(self):
         return self.policy
@@ -113,6 +141,8 @@ class KeepCutMix(_Keep):
     inputs = (PARTNER, MAP_INDEX, TRIES, SIZE)
 
     alpha: float = 1.0
+
+    paste_partner = "partner"
 
     def check(self):
         super().check()

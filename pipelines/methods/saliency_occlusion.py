@@ -48,6 +48,11 @@ class SaliencyOcclusion(SaliencyGuided):
                        JITTER: np.broadcast_to(draws, (rows, 2)).astype(np.int32)}
         return plan
 
+    search_draws = "jitter"
+
+    def search_kwargs(self, draws):
+        return dict(method="max_window", size=self.size, stride=self.stride, jitter=self.jitter)
+
     def graph(self, g, u8, mirror, nodes):
         sal = g.saliency(u8, mirror)
         boxes = mixing.max_window(sal, self.size, self.stride, g.on(nodes[JITTER]), nodes[MAP_INDEX],

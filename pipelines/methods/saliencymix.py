@@ -54,6 +54,12 @@ class SaliencyMix(SaliencyGuided):
         plan.inputs = {PARTNER: partner, MAP_INDEX: np.where(apply, source, -1).astype(np.int32), CUT: cut}
         return plan
 
+    search_draws = "cut"
+    paste_partner = "partner"
+
+    def search_kwargs(self, draws):
+        return dict(method="peak", quantize=True)
+
     def graph(self, g, u8, mirror, nodes):
         sal = g.saliency(u8, mirror)
         boxes = mixing.saliency_peak_box(sal, g.on(nodes[CUT]), nodes[MAP_INDEX], device=g.device)

@@ -1,0 +1,355 @@
+"""Model saliency: the feedback channel from the model being trained to the saliency-guided methods
+(DESIGN.md section 4).
+
+Each extractor is a callable ``(images, labels) -> maps``, ``maps`` ``(N, h, w)`` float32 on the images'
+device, that leaves the model as it found it: parameters, ``.grad`` (gradients are taken with
+:func:`torch.autograd.grad`, never ``.backward``), the ``training`` flag and every buffer.
+
+BatchNorm choice: the extractors run the model in the mode it is in (a training model normalises with
+the batch's statistics, which is what the training forward does and so what its saliency should
+describe) and *snapshot and restore every buffer* around the forward, so the running statistics and
+``num_batches_tracked`` are bit-for-bit what they were. Switching BatchNorm to eval instead would
+compute the saliency of a different function (running statistics) early in training.
+
+* :class:`NormGrad` -- Fong & Vedaldi 2019 (arXiv 1910.10651) Eq. 1, after Rebuffi et al. 2020
+  ("There and Back Again: Revisiting Backpropagation Saliency Methods", arXiv 2004.02866): at a layer's
+  output ``x`` with gradient ``g``, ``s = ||g||_2 * ||x||_2`` over channels per location.
+* :class:`InputGradient` -- KeepAugment (Gong et al. 2021, arXiv 2011.11778): ``max_c |d logit_y / d x|``,
+  optionally on a low-resolution copy (their Sec. 3.3 speed-up).
+* :class:`EarlyHead` -- KeepAugment's early-loss approximation: an auxiliary head (average pool + linear)
+  after an early block, trained with weight 0.3, whose input gradient is the saliency.
+* :class:`Attention` -- Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048): the channel mean of a
+  layer's features, here from the model being trained.
+* :class:`SaliencyStep` -- a training step that computes the maps of the batch and applies the loader's
+  method with :meth:`pipelines.loader.OcclusionLoader.occlude`; with ``copies=2, joint,
+  p_keep_image=(1.0, 0.0)`` and ``free=True`` it is Fong & Vedaldi's joint step where the NormGrad of the
+  clean copy comes from the training backward itself (no extra pass).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyStep", "normgrad_map",
+           "parse_saliency", "soft_cross_entropy"]
+
+TARGETS = ("label", "loss")
+
+
+def _check_target(target):
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return target
+
+
+def _module(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer`` (``"layer1.0.conv1"``), or a ValueError naming the argument."""
+    if not isinstance(layer, str):
+        raise ValueError(f"layer must be a submodule name such as 'layer1.0.conv1', got {layer!r}")
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        names = [n for n in modules if n and "." not in n]
+        raise ValueError(f"layer {layer!r} is not a submodule of {type(model).__name__}; top-level ones: "
+                         f"{', '.join(names)}")
+    return modules[layer]
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Restore every buffer (BatchNorm running stats, ``num_batches_tracked``) and the mode on exit."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def capture(module: nn.Module):
+    """Record the module's output of the next forward in ``out[0]``."""
+    out = []
+    handle = module.register_forward_hook(lambda _m, _i, o: out.append(o))
+    try:
+        yield out
+    finally:
+        handle.remove()
+
+
+def _objective(logits, labels, target):
+    """TorchRay's ``norm_grad`` backpropagates the sum of the ground-truth logits (``"label"``); ``"loss"``
+    is the mean cross entropy a training backward computes."""
+    if target == "label":
+        return logits.gather(1, labels.view(-1, 1).long()).sum()
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+def normgrad_map(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Fong & Vedaldi Eq. 1: ``||g||_2 * ||x||_2`` over the channels of an ``(N, C, h, w)`` activation."""
+    return (torch.linalg.vector_norm(g.float(), dim=1) * torch.linalg.vector_norm(x.float(), dim=1)).detach()
+
+
+class NormGrad:
+    """NormGrad saliency at the output of ``layer`` (Fong & Vedaldi 2019, arXiv 1910.10651, Eq. 1; Rebuffi et
+    al. 2020, arXiv 2004.02866): ``s = ||g|| * ||x||`` per location, ``g`` the gradient of the ground-truth
+    logits' sum (``target="label"``, TorchRay) or of the mean cross entropy (``target="loss"``).
+    Fong & Vedaldi's Table 5 compares ``"maxpool"``, ``"layer1.0.conv1"``, ``"layer2.0.conv1"``, ..."""
+
+    def __init__(self, model: nn.Module, layer: str, target: str = "label"):
+        self.model = model
+        self.layer = layer
+        self.module = _module(model, layer)
+        self.target = _check_target(target)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with preserved(self.model), torch.enable_grad(), capture(self.module) as out:
+            logits = self.model(images.detach())
+            x = out[0]
+            (g,) = torch.autograd.grad(_objective(logits, labels, self.target), x)
+        return normgrad_map(x, g)
+
+
+class InputGradient:
+    """KeepAugment's saliency (Gong et al. 2021, arXiv 2011.11778): ``max over channels |d logit_y / d x|``.
+    ``scale < 1`` is their low-resolution approximation: bicubic down to ``round(scale * side)``, the
+    gradient there, bilinear back to full size (``align_corners=False`` both ways)."""
+
+    def __init__(self, model: nn.Module, scale: float = 1.0, target: str = "label"):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        self.model = model
+        self.scale = float(scale)
+        self.target = _check_target(target)
+
+    def __call__(self, images, labels):
+        h, w = images.shape[-2:]
+        x = images.detach()
+        if self.scale != 1.0:
+            x = F.interpolate(x, size=(max(1, round(h * self.scale)), max(1, round(w * self.scale))),
+                              mode="bicubic", align_corners=False)
+        x = x.requires_grad_(True)
+        with preserved(self.model), torch.enable_grad():
+            (g,) = torch.autograd.grad(_objective(self.model(x), labels, self.target), x)
+        s = g.abs().amax(dim=1)
+        if self.scale != 1.0:
+            s = F.interpolate(s[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        return s.float().detach()
+
+
+class _Stop(Exception):
+    pass
+
+
+class EarlyHead(nn.Module):
+    """KeepAugment's early-loss approximation (Gong et al. 2021, arXiv 2011.11778, Sec. 3.3): an auxiliary
+    classifier (global average pool + linear) on the output of ``after``; the training loop adds
+    :meth:`aux_loss` with weight 0.3 (their setting), and the saliency is the input gradient of the
+    head's ground-truth logit, which backpropagates through the early layers only.
+
+    Give the head's parameters to the optimizer (``list(model.parameters()) + list(head.parameters())``).
+    ``channels`` defaults to the feature width of ``after`` (its last BatchNorm / Conv2d)."""
+
+    def __init__(self, model: nn.Module, after: str = "layer1", num_classes: int | None = None,
+                 channels: int | None = None):
+        super().__init__()
+        if num_classes is None or isinstance(num_classes, bool) or not isinstance(num_classes, int) \
+                or num_classes < 1:
+            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        block = _module(model, after)
+        if channels is None:
+            for m in reversed(list(block.modules())):
+                if isinstance(m, nn.BatchNorm2d):
+                    channels = m.num_features
+                    break
+                if isinstance(m, nn.Conv2d):
+                    channels = m.out_channels
+                    break
+        if channels is None:
+            raise ValueError(f"cannot infer the feature width of {after!r}: pass channels=")
+        self.after = after
+        # neither is a submodule: the head's parameters() are its own (the optimizer gets the model's once)
+        self.__dict__["model"] = model
+        self.__dict__["_block"] = block
+        self.fc = nn.Linear(int(channels), num_classes)
+        self._features = None
+        self._hook = block.register_forward_hook(self._keep)
+
+    def _keep(self, _m, _i, out):
+        self._features = out
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(features, 1).flatten(1))
+
+    def _prefix(self, images):
+        """The features at ``after`` without running the rest of the model (stops the forward there)."""
+        def stop(_m, _i, out):
+            raise _Stop(out)
+
+        handle = self._block.register_forward_hook(stop)
+        try:
+            self.model(images)
+        except _Stop as s:
+            return s.args[0]
+        finally:
+            handle.remove()
+        raise RuntimeError(f"the forward never reached {self.after!r}")
+
+    def aux_loss(self, images, labels, targets=None):
+        """The head's cross entropy on the features of the model's latest forward on ``images`` (captured by a
+        hook, so no extra forward), or of a prefix forward if there was none. ``targets``: soft targets."""
+        feats = self._features
+        if feats is None or feats.shape[0] != images.shape[0]:
+            feats = self._prefix(images)
+        self._features = None
+        logits = self(feats)
+        if targets is not None:
+            return -(targets * F.log_softmax(logits.float(), 1)).sum(1).mean()
+        return F.cross_entropy(logits.float(), labels.long())
+
+    def __call__(self, *args, **kwargs):
+        if len(args) == 2 and not kwargs and args[1].dtype in (torch.int64, torch.int32):
+            return self.saliency(*args)
+        return super().__call__(*args, **kwargs)
+
+    def saliency(self, images, labels):
+        """``max_c |d head_logit_y / d x|`` (the head's ground-truth logit through the early layers)."""
+        x = images.detach().requires_grad_(True)
+        with preserved(self.model), torch.enable_grad():
+            saved = self._features
+            logits = self(self._prefix(x))
+            self._features = saved
+            (g,) = torch.autograd.grad(logits.gather(1, labels.view(-1, 1).long()).sum(), x)
+        return g.abs().amax(dim=1).float().detach()
+
+
+class Attention:
+    """Attentive CutMix's map (Walawalkar et al. 2020, arXiv 2003.13048): the channel mean of ``layer``'s
+    output, from the model being trained (no gradient)."""
+
+    def __init__(self, model: nn.Module, layer: str = "layer4"):
+        self.model = model
+        self.layer = layer
+        self.module = _module(model, layer)
+
+    @torch.no_grad()
+    def __call__(self, images, labels=None):
+        with preserved(self.model), capture(self.module) as out:
+            self.model(images)
+        return out[0].float().mean(dim=1)
+
+
+class SaliencyStep:
+    """One training step with the model's saliency of this very batch (DESIGN.md section 4):
+    ``step = SaliencyStep(model, optimizer, loader, NormGrad(model, "layer1.0.conv1", target="loss"))``, then
+    ``loss, batch = step(batch)`` per batch of a loader whose method has ``saliency="model"``.
+
+    * Free joint step (``free=True``, the default when it applies: ``copies=2, copy_mode="joint",
+      p_keep_image=(1.0, 0.0)`` and a :class:`NormGrad` with ``target="loss"``): Fong & Vedaldi's joint
+      training (arXiv 1910.10651). Forward and backward the clean copy first (its loss weighted by its
+      share of the 2B valid rows, so its gradient is exactly its part of the joint batch's gradient), read
+      NormGrad at ``saliency.layer`` from that very backward (a tensor hook on the activation: no extra
+      pass), ``loader.occlude`` the second copy with it, forward and backward that copy, one optimizer
+      step. Without BatchNorm the update equals one step on the 2B batch; with BatchNorm each half is
+      normalised with its own B-row statistics (the one difference).
+    * Fresh path (any other extractor, or ``free=False``): the maps come from an extra forward/backward of
+      the extractor on the clean rows (joint copies: the first copy's rows, shared by the copies), then
+      ``loader.occlude`` and a plain step on the whole batch. An :class:`EarlyHead` adds its
+      :meth:`~EarlyHead.aux_loss` with weight ``aux_weight`` (KeepAugment's 0.3); give its parameters to
+      the optimizer.
+
+    ``prepare``: images -> what the model takes (device, memory format). ``valid`` rows of ``meta`` weight
+    the loss (pad rows count zero)."""
+
+    def __init__(self, model, optimizer, loader, saliency, *, free: bool | None = None, aux_weight: float = 0.3,
+                 prepare=None):
+        cfg = loader.cfg
+        if not (cfg.train and cfg.method.deferred):
+            raise ValueError(f"loader: SaliencyStep needs a training loader whose method has saliency='model', "
+                             f"got {cfg.method}")
+        joint_clean = cfg.copies == 2 and cfg.copy_mode == "joint" and cfg.p_keep_image == (1.0, 0.0)
+        can_free = joint_clean and isinstance(saliency, NormGrad) and saliency.target == "loss"
+        if free is None:
+            free = can_free
+        if free and not can_free:
+            raise ValueError("free=True needs copies=2, copy_mode='joint', p_keep_image=(1.0, 0.0) and "
+                             "saliency=NormGrad(model, layer, target='loss')")
+        self.model, self.optimizer, self.loader, self.saliency = model, optimizer, loader, saliency
+        self.free = bool(free)
+        self.aux_weight = float(aux_weight)
+        self.prepare = prepare or (lambda x: x)
+
+    def _loss(self, logits, targets, valid, denom):
+        return (soft_cross_entropy(logits, targets) * valid).sum() / denom
+
+    def __call__(self, batch):
+        device = next(self.model.parameters()).device
+        valid = batch.meta["valid"].to(device, torch.float32)
+        denom = valid.sum().clamp_min(1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.free:
+            return self._free(batch, valid, denom)
+        m, n = self.loader.cfg.copies, batch.images.shape[0]
+        b = n // m
+        rows = b if self.loader.cfg.copy_mode == "joint" else n  # joint copies share their map
+        # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
+        clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
+        maps = self.saliency(clean, batch.labels[:rows].to(clean.device))
+        batch = self.loader.occlude(batch, maps)
+        images = self.prepare(batch.images)
+        loss = self._loss(self.model(images), batch.targets.to(device), valid, denom)
+        if isinstance(self.saliency, EarlyHead):
+            loss = loss + self.aux_weight * self.saliency.aux_loss(images, batch.labels.to(device),
+                                                                   batch.targets.to(device))
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), batch
+
+    def _free(self, batch, valid, denom):
+        device = valid.device
+        b = batch.images.shape[0] // 2
+        grads = []
+        with capture(self.saliency.module) as out:
+            logits = self.model(self.prepare(batch.images[:b]))
+        act = out[0]
+        act.register_hook(grads.append)  # the gradient of the training loss at the layer, this backward's
+        loss0 = self._loss(logits, batch.targets[:b].to(device), valid[:b], denom)
+        loss0.backward()
+        maps = normgrad_map(act.detach(), grads[0])
+        del act, out, logits
+        batch = self.loader.occlude(batch, maps)
+        loss1 = self._loss(self.model(self.prepare(batch.images[b:])), batch.targets[b:].to(device), valid[b:],
+                           denom)
+        loss1.backward()
+        self.optimizer.step()
+        return (loss0 + loss1).detach(), batch
+
+
+def parse_saliency(text: str, model: nn.Module, num_classes: int | None = None):
+    """``image`` (None: the graph's image saliency), ``normgrad:LAYER``, ``input_grad[:SCALE]``
+    (also ``input_grad:scale=0.5``), ``early_head[:AFTER]``, ``attention[:LAYER]``."""
+    kind, _, arg = text.partition(":")
+    arg = arg.split("=", 1)[1] if "=" in arg else arg
+    if kind == "image":
+        return None
+    if kind == "normgrad":
+        return NormGrad(model, arg or "layer1.0.conv1", target="loss")
+    if kind == "input_grad":
+        return InputGradient(model, float(arg) if arg else 1.0)
+    if kind == "early_head":
+        return EarlyHead(model, arg or "layer1", num_classes=num_classes)
+    if kind == "attention":
+        return Attention(model, arg or "layer4")
+    raise ValueError(f"saliency must be image, normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER] or "
+                     f"attention[:LAYER], got {text!r}")
+
+
+def soft_cross_entropy(logits, targets):
+    """Per-row soft-target cross entropy."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
