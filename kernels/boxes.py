@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-__all__ = ["centred_box", "cutout_boxes", "hide_and_seek_boxes", "cutmix_box", "cutmix_box_for_lam", "pad_boxes"]
+__all__ = ["centred_box", "cutout_boxes", "hide_and_seek_boxes", "cutmix_box", "cutmix_box_for_lam", "cutmix_side",
+           "pad_boxes"]
 
 
 def centred_box(cy, cx, half_h, half_w, height: int, width: int) -> np.ndarray:
@@ -129,6 +130,12 @@ def cutmix_box(rng, H: int, W: int, alpha: float = 1.0, n: int | None = None):
     return boxes, lam_c
 
 
+def cutmix_side(size: int, lam) -> np.ndarray:
+    """CutMix's box side for ``lam`` (any shape): ``int(size * sqrt(1 - lam))``, the rule of clovaai's and
+    timm's ``rand_bbox`` (SaliencyMix and KeepCutMix size their boxes alike)."""
+    return (size * np.sqrt(1.0 - np.asarray(lam, dtype=np.float64))).astype(np.int64)
+
+
 def cutmix_box_for_lam(rng, H: int, W: int, lam):
     """CutMix boxes for given ``lam`` (any shape): side ``int(S * sqrt(1 - lam))``, centre
     ``rng.integers(H)`` then ``rng.integers(W)`` (uniform), clipped; returns ``(boxes (..., 4) int32,
@@ -137,9 +144,7 @@ def cutmix_box_for_lam(rng, H: int, W: int, lam):
     size = lam.shape if lam.ndim else None
     cy = np.asarray(rng.integers(H, size=size), dtype=np.int64)
     cx = np.asarray(rng.integers(W, size=size), dtype=np.int64)
-    cut_rat = np.sqrt(1.0 - lam)
-    cut_h = (H * cut_rat).astype(np.int64)
-    cut_w = (W * cut_rat).astype(np.int64)
+    cut_h, cut_w = cutmix_side(H, lam), cutmix_side(W, lam)
     boxes = centred_box(cy, cx, cut_h // 2, cut_w // 2, H, W)
     y0, x0, y1, x1 = (boxes[..., k].astype(np.int64) for k in range(4))
     return boxes, 1.0 - ((y1 - y0) * (x1 - x0)) / (H * W)

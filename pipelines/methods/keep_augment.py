@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
+from kernels.boxes import cutmix_side
 from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
 from pipelines.methods.saliency import SaliencyGuided, eager_box_search
 
@@ -151,7 +152,7 @@ class KeepCutMix(_Keep):
     def plan(self, rng, rows, size, p_keep_image):
         perm = rng.permutation(rows).astype(np.int32)
         lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
-        side = np.broadcast_to((size * np.sqrt(1.0 - np.asarray(lam, np.float64))).astype(np.int64), (rows,))
+        side = np.broadcast_to(cutmix_side(size, lam), (rows,))
         tries = self._tries(rng, rows, size)
         apply = self.applied(rng, rows, p_keep_image)
         plan = CopyPlan.whole(rows, 1)

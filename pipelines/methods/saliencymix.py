@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
+from kernels.boxes import cutmix_side
 from pipelines.methods.base import CopyPlan, InputSpec, check_positive
 from pipelines.methods.saliency import SaliencyGuided
 
@@ -43,7 +44,7 @@ class SaliencyMix(SaliencyGuided):
     def plan(self, rng, rows, size, p_keep_image):
         perm = rng.permutation(rows).astype(np.int32)
         lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
-        cut = (size * np.sqrt(1.0 - np.asarray(lam, np.float64))).astype(np.int64)
+        cut = cutmix_side(size, lam)
         cut = np.broadcast_to(np.stack([cut, cut], -1), (rows, 2)).astype(np.int32)
         apply = self.applied(rng, rows, p_keep_image)
         # official code: the map of input[rand_index[0]] decides the box of the whole batch
