@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from kernels.boxes import cutmix_side
 from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
-from pipelines.methods.saliency import SaliencyGuided, eager_box_search
+from pipelines.methods.saliency import SaliencyGuided, eager_box_search, partner_and_cutmix_side
 
 MAP_INDEX = InputSpec("map_index", np.int32)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
@@ -150,15 +149,13 @@ class KeepCutMix(_Keep):
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
 
     def plan(self, rng, rows, size, p_keep_image):
-        perm = rng.permutation(rows).astype(np.int32)
-        lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
-        side = np.broadcast_to(cutmix_side(size, lam), (rows,))
+        perm, side = partner_and_cutmix_side(self, rng, rows, size)
         tries = self._tries(rng, rows, size)
         apply = self.applied(rng, rows, p_keep_image)
         plan = CopyPlan.whole(rows, 1)
         plan.partner = np.where(apply, perm, -1).astype(np.int32)
         plan.inputs = {PARTNER: plan.partner, MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32),
-                       TRIES: tries, SIZE: side.astype(np.int32)}
+                       TRIES: tries, SIZE: side}
         return plan
 
     def graph(self, g, u8, mirror, nodes):

@@ -22,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from kernels.boxes import cutmix_side
 from pipelines.methods.base import Method, check_choice
 
 SALIENCY_SOURCES = ("image", "model")
@@ -72,6 +73,15 @@ def paste_rows(images: torch.Tensor, boxes: np.ndarray, partner: np.ndarray) -> 
                 ys, xs = slice(max(y0, 0), min(y1, h)), slice(max(x0, 0), min(x1, w))
                 out[r, :, ys, xs] = images[p, :, ys, xs]
     return out
+
+
+def partner_and_cutmix_side(method: Method, rng, rows: int, size: int):
+    """The CutMix draws a CutMix-sized saliency method shares (SaliencyMix, KeepCutMix): a partner
+    permutation of the copy's rows, then ``lam ~ Beta(alpha, alpha)`` (one per batch with
+    ``mode="batch"``) turned into the box side ``int(size * sqrt(1 - lam))`` per row."""
+    perm = rng.permutation(rows).astype(np.int32)
+    lam = rng.beta(method.alpha, method.alpha, size=1 if method.per_batch() else rows)
+    return perm, np.broadcast_to(cutmix_side(size, lam), (rows,)).astype(np.int32)
 
 
 @dataclass(frozen=True)

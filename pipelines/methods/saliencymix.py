@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from kernels.boxes import cutmix_side
 from pipelines.methods.base import CopyPlan, InputSpec, check_positive
-from pipelines.methods.saliency import SaliencyGuided
+from pipelines.methods.saliency import SaliencyGuided, partner_and_cutmix_side
 
 PARTNER = InputSpec("partner", np.int32)
 MAP_INDEX = InputSpec("map_index", np.int32)
@@ -42,10 +41,8 @@ class SaliencyMix(SaliencyGuided):
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
 
     def plan(self, rng, rows, size, p_keep_image):
-        perm = rng.permutation(rows).astype(np.int32)
-        lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
-        cut = cutmix_side(size, lam)
-        cut = np.broadcast_to(np.stack([cut, cut], -1), (rows, 2)).astype(np.int32)
+        perm, side = partner_and_cutmix_side(self, rng, rows, size)
+        cut = np.stack([side, side], -1)
         apply = self.applied(rng, rows, p_keep_image)
         # official code: the map of input[rand_index[0]] decides the box of the whole batch
         source = perm if not self.per_batch() else np.full(rows, perm[0], np.int32)
