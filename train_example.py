@@ -8,6 +8,8 @@
     python train_example.py --evaluate ckpt/checkpoint.pt --occlusion-sweep --demo  # robustness sweep
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0 \
         --saliency normgrad:layer1.0.conv1           # Fong & Vedaldi joint training, the model's NormGrad
+    torchrun --nproc_per_node 2 train_example.py --demo --method keep_cutout \
+        --saliency normgrad:layer1.0.conv1 --feedback bank   # the model's map of the previous visit, free
 
 ``--data`` defaults to the ResNet-50 ImageNet recipe (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
 arXiv 1706.02677; torchvision's references): 32 images per process (256 on 8 GPUs, scaled linearly with
@@ -112,6 +114,13 @@ def parse_args(argv=None):
     p.add_argument("--saliency", default="image",
                    help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
                         "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
+    p.add_argument("--feedback", default="step", choices=("step", "bank"),
+                   help="how the model's map reaches the method: step (this very batch, pipelines.feedback."
+                        "SaliencyStep) or bank (hooks on the normal step push it into the loader's saliency bank; "
+                        "it steers the sample's next visit in the graph: no extra pass, any copies, torchrun)")
+    p.add_argument("--bank", type=Path, default=None,
+                   help="saliency bank file with --feedback bank (default: saliency_bank.bin in --save, else a "
+                        "temporary file); the ranks of a node share it")
     p.add_argument("--fresh", action="store_true",
                    help="with --saliency normgrad and joint copies: take the map from an extra pass and train on "
                         "one 2B forward, instead of the free joint step (BatchNorm over 2B rows, not B per half)")
@@ -134,8 +143,16 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.warmup_epochs < 0:
         p.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
-    if args.saliency != "image" and args.amp:
-        p.error("--saliency with a model's map runs without --amp for now (its step has no autocast / scaler)")
+    if args.saliency != "image" and args.amp and args.feedback == "step":
+        p.error("--saliency with a model's map runs without --amp for now (its step has no autocast / scaler); "
+                "--feedback bank runs with it")
+    if args.feedback == "bank" and args.saliency == "image":
+        p.error("--feedback bank needs a model's map: --saliency normgrad:LAYER, attention:LAYER or input_grad")
+    if args.feedback == "bank" and args.saliency.partition(":")[0] not in ("normgrad", "attention", "input_grad"):
+        p.error(f"--feedback bank takes the maps the training step already has: --saliency normgrad:LAYER, "
+                f"attention:LAYER or input_grad, got {args.saliency!r}")
+    if args.feedback == "bank" and args.fresh:
+        p.error("--fresh is a --feedback step option")
     return args
 
 
@@ -271,15 +288,26 @@ class Trainer:
         return images.contiguous(memory_format=torch.channels_last) if self.args.channels_last else images
 
 
-def train_step(t: Trainer, batch) -> torch.Tensor:
-    """One optimiser step on one batch; returns the loss as a device tensor (no host sync)."""
+def train_step(t: Trainer, batch, tap=None) -> torch.Tensor:
+    """One optimiser step on one batch; returns the loss as a device tensor (no host sync).
+
+    With ``tap`` (:class:`pipelines.feedback.SaliencyTap`, ``--feedback bank``) the model's map of the batch is
+    read off this very forward / backward and pushed into the loader's saliency bank: one map per sample with
+    joint copies (the first copy's rows, which hold the crop the copies share: the clean ones in Fong &
+    Vedaldi's joint training), one per row with ``batch_aug``."""
+    images = t.inputs(batch.images)
     with t.autocast():
-        logits = t.model(t.inputs(batch.images))
+        logits = t.model(images if tap is None else tap.watch(images))
     # non_blocking: a blocking host-to-device copy of the (CPU) mask would wait for the GPU every step
     valid = batch.meta["valid"].to(t.d.device, non_blocking=True)
     loss = soft_cross_entropy(logits, batch.targets.to(t.d.device, non_blocking=True), valid)
     t.opt.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
+    if tap is not None:
+        maps = tap.maps()
+        if t.train.cfg.copy_mode == "joint":
+            maps = maps[:maps.shape[0] // t.train.cfg.copies]
+        t.train.feedback(batch, maps)
     t.scaler.step(t.opt)
     t.scaler.update()
     t.sched.step()
@@ -289,12 +317,15 @@ def train_step(t: Trainer, batch) -> torch.Tensor:
 def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | None = None) -> dict:
     """One epoch (or the rest of one, after a mid-epoch resume) of ``step_fn`` over the training loader.
 
-    Returns ``{"loss", "images_per_s", "stopped"}``; the loss is summed on the device and read every
-    ``--log-every`` steps and at the end (summed across ranks)."""
+    Returns ``{"loss", "images_per_s", "stopped", "bank_share", "bank_age"}``; the loss is summed on the device
+    and read every ``--log-every`` steps and at the end (summed across ranks). With a saliency bank,
+    ``bank_share`` is the share of valid rows whose map came from the bank and ``bank_age`` its mean age in
+    epochs (``meta["map_source"]``, ``meta["map_age"]``)."""
     a = t.args
     t.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=t.d.device)
     steps = seen = 0
+    bank_rows = bank_age = rows = 0
     start = time.perf_counter()
     for batch in t.train:
         loss = step_fn(t, batch)
@@ -302,6 +333,12 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
         steps += 1
         t.step += 1
         seen += batch.images.shape[0]
+        if t.train.bank is not None:
+            valid = batch.meta["valid"].bool()
+            from_bank = batch.meta["map_source"][valid] > 0
+            rows += int(valid.sum())
+            bank_rows += int(from_bank.sum())
+            bank_age += int(batch.meta["map_age"][valid][from_bank].sum())
         if ids_log is not None:
             valid = batch.meta["valid"].bool() & (batch.meta["copy"] == 0)
             ids_log.append([epoch, batch.meta["sample_id"][valid].tolist()])
@@ -314,20 +351,21 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
     if t.d.device.type == "cuda":
         torch.cuda.synchronize(t.d.device)
     elapsed = time.perf_counter() - start
-    total = all_sum([float(loss_sum), steps, seen], t.d)
+    total = all_sum([float(loss_sum), steps, seen, bank_rows, bank_age, rows], t.d)
     return {"loss": float(total[0] / max(total[1], 1)), "images_per_s": float(total[2]) / max(elapsed, 1e-9),
-            "stopped": bool(a.stop_after and t.step >= a.stop_after)}
+            "stopped": bool(a.stop_after and t.step >= a.stop_after),
+            "bank_share": float(total[3] / max(total[5], 1)), "bank_age": float(total[4] / max(total[3], 1))}
 
 
 # -- the model's saliency (issue 11): kept apart from the plain step above ---------------------------
-def model_saliency_method(method):
-    """The same method taking its map from the model (``saliency="model"``)."""
+def model_saliency_method(method, source: str = "model"):
+    """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's."""
     import dataclasses
 
     if "saliency" not in method.options():
         raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
                          f"keep_cutmix, saliencymix), got {method}")
-    return dataclasses.replace(method, saliency="model")
+    return dataclasses.replace(method, saliency=source)
 
 
 def make_saliency_step(model, train, args, device, lr):
@@ -444,6 +482,20 @@ def data_root(args) -> Path:
     return args.data
 
 
+def bank_path(args, d: Dist) -> Path:
+    """``--bank``, else ``saliency_bank.bin`` in ``--save``, else a temporary file rank 0 names for every rank."""
+    if args.bank is not None:
+        return args.bank
+    if args.save is not None:
+        return args.save / "saliency_bank.bin"
+    import tempfile
+
+    path = [str(Path(tempfile.mkdtemp(prefix="occlusion-bank-")) / "bank.bin") if d.main else None]
+    if d.enabled:
+        dist.broadcast_object_list(path, src=0)
+    return Path(path[0])
+
+
 def make_loaders(args, d: Dist, root: Path):
     threads = args.workers or max(1, (os.cpu_count() or 1) // d.world)
     common = dict(output_size=args.image_size, device="gpu" if d.device.type == "cuda" else "cpu",
@@ -451,7 +503,8 @@ def make_loaders(args, d: Dist, root: Path):
                   num_threads=threads, py_workers=args.reader_workers, shard_id=d.rank, num_shards=d.world)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
-                            label_smoothing=args.label_smoothing, last_batch="drop", **common)
+                            label_smoothing=args.label_smoothing, last_batch="drop",
+                            bank=bank_path(args, d) if args.feedback == "bank" else None, **common)
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes,
                           last_batch="pad", **common)
     return train, val
@@ -479,11 +532,14 @@ def fit(args, d: Dist) -> float:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(args.seed)
     root = data_root(args)
-    if args.saliency != "image":
+    if args.saliency != "image" and args.feedback == "step":
         if d.enabled:
-            raise SystemExit("--saliency with a model's map runs in one process for now (its step does two "
-                             "backward passes before the optimizer step, which DDP would all-reduce twice)")
+            raise SystemExit("--saliency with --feedback step runs in one process (its step does two backward "
+                             "passes before the optimizer step, which DDP would all-reduce twice); --feedback bank "
+                             "runs under torchrun")
         args.method = model_saliency_method(args.method)
+    elif args.saliency != "image":
+        args.method = model_saliency_method(args.method, "bank")
     train, val = make_loaders(args, d, root)
     model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
     if d.enabled:
@@ -492,11 +548,15 @@ def fit(args, d: Dist) -> float:
     global_batch = args.batch_size * d.world
     lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256
     step_fn = train_step
-    if args.saliency != "image":
+    if args.saliency != "image" and args.feedback == "step":
         opt, saliency_step = make_saliency_step(model, train, args, d.device, lr)
         step_fn = partial(saliency_train_step, step=saliency_step)
     else:
         opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
+    if args.feedback == "bank":
+        from pipelines.feedback import SaliencyTap
+
+        step_fn = partial(train_step, tap=SaliencyTap.parse(args.saliency, getattr(model, "module", model)))
     steps = len(train)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule))
@@ -523,8 +583,10 @@ def fit(args, d: Dist) -> float:
             say(d, f"stopped after step {t.step} (mid-epoch {epoch})")
             break
         top1 = evaluate(t.model, val, d, t.inputs, t.autocast)
+        bank = (f", maps from the bank {100 * stats['bank_share']:.0f}% of rows (mean age "
+                f"{stats['bank_age']:.2f} epochs)" if train.bank is not None else "")
         say(d, f"epoch {epoch}: loss {stats['loss']:.4f}, train {stats['images_per_s']:.1f} images/s "
-               f"(loader + model, all ranks), val top-1 {100 * top1:.1f}%")
+               f"(loader + model, all ranks), val top-1 {100 * top1:.1f}%{bank}")
         if args.save:
             save_checkpoint(t, args.save)
         if stats["stopped"]:

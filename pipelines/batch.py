@@ -13,7 +13,10 @@ class Batch:
 
     ``meta`` holds per row: ``sample_id``, ``copy``, ``partner`` (row of the source image or -1),
     ``lam`` (share of the row's own label), ``boxes`` (K, 4) ``y0, x0, y1, x1`` in output pixels
-    (-1 padded), ``crop`` ``(y0, x0, h, w)`` in source pixels, ``flip`` and ``valid`` (0 on pad rows).
+    (-1 padded), ``crop`` ``(y0, x0, h, w)`` in source pixels, ``flip``, ``valid`` (0 on pad rows),
+    ``image_size`` ``(H, W)`` of the source image, ``position`` ``(epoch, batch index)`` the row was served
+    at, and for the saliency bank ``map_source`` (1: the row's map came from the bank) and ``map_age``
+    (epochs since that map was pushed, -1 otherwise).
     """
 
     images: torch.Tensor

@@ -24,6 +24,8 @@ compute the saliency of a different function (running statistics) early in train
   method with :meth:`pipelines.loader.OcclusionLoader.occlude`; with ``copies=2, joint,
   p_keep_image=(1.0, 0.0)`` and ``free=True`` it is Fong & Vedaldi's joint step where the NormGrad of the
   clean copy comes from the training backward itself (no extra pass).
+* :class:`SaliencyTap` -- NormGrad, attention or the input gradient read off the normal training step by
+  hooks, for the saliency bank (``loader.feedback``): model saliency at no extra pass for every method.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyStep", "normgrad_map",
+__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyStep", "SaliencyTap", "normgrad_map",
            "parse_saliency", "soft_cross_entropy"]
 
 TARGETS = ("label", "loss")
@@ -329,6 +331,90 @@ class SaliencyStep:
         loss1.backward()
         self.optimizer.step()
         return (loss0 + loss1).detach(), batch
+
+
+class SaliencyTap:
+    """Maps from the normal training step, with no extra pass: the saliency bank's feed (DESIGN.md section 4,
+    ``bank``; ``loader.feedback(batch, tap.maps())``).
+
+    * ``"normgrad"`` -- NormGrad (Fong & Vedaldi 2019, arXiv 1910.10651, Eq. 1) at ``layer``'s output from the
+      training backward itself: a forward hook keeps the activation and a tensor hook its gradient, the
+      gradient of the *training loss* (:class:`NormGrad` with ``target="loss"``);
+    * ``"attention"`` -- the channel mean of ``layer``'s output in the training forward (Attentive CutMix,
+      arXiv 2003.13048, from the online model);
+    * ``"input_grad"`` -- KeepAugment's ``max_c |d loss / d x|`` (arXiv 2011.11778; the training loss's
+      gradient instead of the label logit's, which a training backward does not have): :meth:`watch`
+      makes the images a leaf that requires grad, which costs the first layer's input gradient only.
+
+    Use: ``x = tap.watch(images)`` before the forward, ``logits = model(x)``, the loss's ``backward()``, then
+    ``maps = tap.maps()`` (``(N, h, w)`` float32, detached, on the model's device). The hooks act only on the
+    forward right after :meth:`watch`, so evaluation and other forwards are untouched."""
+
+    KINDS = ("normgrad", "attention", "input_grad")
+
+    def __init__(self, model: nn.Module, kind: str, layer: str | None = None):
+        if kind not in self.KINDS:
+            raise ValueError(f"saliency tap kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        self.layer = layer or {"normgrad": "layer1.0.conv1", "attention": "layer4", "input_grad": None}[kind]
+        self._armed = False
+        self._act = self._grad = self._input = None
+        if self.layer is not None:
+            _module(model, self.layer).register_forward_hook(self._forward_hook)
+
+    def _forward_hook(self, _m, _i, out):
+        if not self._armed:
+            return
+        self._armed = False
+        if self.kind == "attention":
+            self._act = out.detach().float().mean(dim=1)
+        else:
+            self._act = out.detach()
+            if out.requires_grad:
+                out.register_hook(self._keep_grad)
+
+    def _keep_grad(self, grad):
+        self._grad = grad.detach()
+
+    def watch(self, images: torch.Tensor) -> torch.Tensor:
+        """Arm the hooks for the next forward; returns the images to feed it."""
+        self._act = self._grad = self._input = None
+        if self.kind == "input_grad":
+            self._input = images.detach().requires_grad_(True)
+            return self._input
+        self._armed = True
+        return images
+
+    def maps(self) -> torch.Tensor:
+        """The watched step's maps (after its backward for ``normgrad`` / ``input_grad``)."""
+        if self.kind == "input_grad":
+            grad = None if self._input is None else self._input.grad
+            if grad is None:
+                raise RuntimeError("input_grad: no gradient at the images; call watch() before the forward and "
+                                   "maps() after the loss's backward()")
+            out = grad.detach().abs().amax(dim=1).float()
+        elif self.kind == "attention":
+            if self._act is None:
+                raise RuntimeError(f"attention: {self.layer} did not run since watch()")
+            out = self._act
+        else:
+            if self._grad is None:
+                raise RuntimeError(f"normgrad: no gradient reached {self.layer}; call watch() before the forward "
+                                   "and maps() after the loss's backward()")
+            out = normgrad_map(self._act, self._grad)
+        self._act = self._grad = self._input = None
+        return out
+
+    @classmethod
+    def parse(cls, text: str, model: nn.Module) -> "SaliencyTap":
+        """``normgrad[:LAYER]``, ``attention[:LAYER]`` or ``input_grad``."""
+        kind, _, layer = text.partition(":")
+        if kind not in cls.KINDS:
+            raise ValueError(f"a saliency bank is fed by normgrad:LAYER, attention:LAYER or input_grad (maps the "
+                             f"training step already has), got {text!r}")
+        if kind == "input_grad" and layer:
+            raise ValueError(f"input_grad takes no layer or scale when it feeds the bank, got {text!r}")
+        return cls(model, kind, layer or None)
 
 
 def parse_saliency(text: str, model: nn.Module, num_classes: int | None = None):

@@ -48,12 +48,14 @@ class GraphContext:
     """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and the
     nodes copies of one crop share (joint copies: one saliency map)."""
 
-    def __init__(self, device: str, dtype: str, fill: list[float], policy: str | None):
+    def __init__(self, device: str, dtype: str, fill: list[float], policy: str | None, fallback: str | None = None):
         self.device = device
         self.dtype = dtype
         self.fill = fill
         self.policy = policy
+        self.fallback = fallback  # the saliency bank's fallback (None: no bank)
         self.shared: dict = {}
+        self.bank = None  # the current crop's ("bank_map", "bank_use") nodes
 
     def on(self, node):
         """A CPU input node moved to the graph's device."""
@@ -67,11 +69,28 @@ class GraphContext:
                                         fill=self.fill, dtype=self.dtype, device=self.device)
 
     def saliency(self, u8, mirror):
-        """The fine-grained saliency of the image as the row sees it (``mirror`` applied inside the op, no
-        flipped copy); one map per crop, shared by joint copies."""
+        """The saliency map the row's search reads; one map per crop, shared by joint copies. Without a bank:
+        the fine-grained saliency of the image as the row sees it (``mirror`` applied inside the op, no
+        flipped copy). With a bank (:mod:`pipelines.bank`): the reader's re-cropped map, and for the rows it
+        has none (``bank_use`` 0) the fallback -- with ``"image"``, DALI's conditional execution runs the
+        image saliency on those rows only; the reader already put noise in them with ``"uniform"``."""
         if "saliency" not in self.shared:
-            self.shared["saliency"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
+            if self.bank is None:
+                self.shared["saliency"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
+            else:
+                self.shared["saliency"] = self._bank_saliency(u8, mirror)
         return self.shared["saliency"]
+
+    def _bank_saliency(self, u8, mirror):
+        bank_map, use = self.bank
+        prior = fn.reshape(fn.cast(self.on(bank_map), dtype=types.FLOAT) * (1.0 / 255.0), layout="HW")
+        if self.fallback != "image":
+            return prior
+        if fn.cast(use, dtype=types.BOOL):  # converted to a per-row split / merge (enable_conditionals)
+            sal = prior
+        else:
+            sal = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
+        return sal
 
     def augment(self, u8):
         """The policy on uint8 HWC images: DALI's RandAugment (n=2, m=9, the KeepAugment / timm ImageNet
@@ -107,6 +126,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     decoder = "mixed" if device == "gpu" else "cpu"
     layout = source.layout()
     policy = cfg.auto_augment if cfg.train else None
+    fallback = source.bank.fallback if source.bank is not None and cfg.train else None
     import dali_ops
 
     dali_ops.load()  # fn.occlusion: normalize_occlude for every method, saliency and search ops
@@ -114,7 +134,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if device == "gpu" else None, seed=seed,
                   prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn",
-                  exec_dynamic=True, enable_conditionals=policy is not None)
+                  exec_dynamic=True, enable_conditionals=policy is not None or fallback == "image")
     def pipe():
         nodes = dict(zip(layout, fn.external_source(
             source=source, num_outputs=len(layout), batch=True, batch_info=True, parallel=True,
@@ -127,13 +147,15 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
-        g = GraphContext(device, dtype, fill_value, policy)
+        g = GraphContext(device, dtype, fill_value, policy, fallback)
         images, searched, draws, sources = [], [], [], []
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]
             if shared_crop and c > 0:
                 u8 = base
             else:
+                if fallback is not None:
+                    g.bank = (nodes[Slot("bank_map", c)], nodes.get(Slot("bank_use", c)))
                 if not shared_crop:
                     g.shared = {}  # each copy has its own crop: nothing to share
                     anchor, shape = nodes[Slot("crop_anchor", c)], nodes[Slot("crop_shape", c)]

@@ -8,7 +8,10 @@ happens to each copy; the loader only runs its hooks.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch
 
 from kernels.apply import lam_from_boxes
 from kernels.labels import soft_targets
+from pipelines.bank import BankFile, BankReader, BankWriter, SaliencyBank, dataset_fingerprint, make_stamp, push_cells
 from pipelines.batch import Batch
 from pipelines.checks import check_loader_args, check_spawn_safe_main, infer_num_classes
 from pipelines.errors import dead_worker, describe_failure
@@ -77,6 +81,9 @@ class OcclusionLoader:
             file then stops the epoch where it is met).
         max_image_pixels: Pillow's decompression-bomb limit for the header checks, here and in the reader
             workers (Pillow's default, 89.5 Mpx; ``None`` = no limit).
+        bank: for a method with ``saliency="bank"``: a :class:`pipelines.bank.SaliencyBank` (file path, grid,
+            fallback) or just its path (``None``: a temporary file, one process only). The loader starts with
+            an empty bank unless :meth:`load_state_dict` restores one; :meth:`feedback` fills it.
         **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``).
     """
 
@@ -86,7 +93,7 @@ class OcclusionLoader:
                  device: str = "auto", device_id: int | None = None, seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
                  num_threads: int | None = None, py_workers: int = 2, prefetch: int = 2, dtype: str = "float32",
-                 verify: str = "full", max_image_pixels: int | None = 89_478_485, **options):
+                 verify: str = "full", max_image_pixels: int | None = 89_478_485, bank=None, **options):
         check_loader_args(batch_size=batch_size, train=train, seed=seed, prefetch=prefetch,
                           num_threads=num_threads, py_workers=py_workers, dtype=dtype, shuffle=shuffle,
                           num_classes=num_classes, max_image_pixels=max_image_pixels)
@@ -139,6 +146,9 @@ class OcclusionLoader:
         self._source_args = dict(paths=paths, labels=labels, batch_size=batch_size, cfg=self.cfg,
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
+        self._bank = self._bank_writer = None
+        if bank is not None or (train and self.method.reads_bank):
+            self._open_bank(bank, paths, labels, root, copies, num_shards, last_batch)
         self._source = ImageSource(**self._source_args)
         self._max_image_pixels = max_image_pixels  # also applied in the reader workers
         self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
@@ -165,18 +175,39 @@ class OcclusionLoader:
         self._epoch, self._batch = int(epoch), 0
 
     def state_dict(self) -> dict:
-        """Position to resume from: the next batch to serve, plus what must match on resume."""
-        return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
-                "dataset_size": self.dataset_size, "batch_size": self.batch_size,
-                "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+        """Position to resume from: the next batch to serve, plus what must match on resume. With a saliency
+        bank, also the bank (its path and generation): every push so far is written first."""
+        state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+                 "dataset_size": self.dataset_size, "batch_size": self.batch_size,
+                 "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+        if self._bank is not None:
+            self._bank_writer.flush()
+            state["bank"] = {"path": str(self._bank.path), "generation": self._bank.generation,
+                             "grid": self._bank.grid, "fingerprint": self._bank.fingerprint}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``. A saliency bank must be the file the state names, unchanged since (same
+        generation); the pushes it holds from the resumed position on are forgotten (the run makes them again)."""
+        mine = self.state_dict()
         for key in ("seed", "dataset_size", "batch_size", "shard_id", "num_shards"):
-            mine = self.state_dict()[key]
-            if state.get(key) != mine:
-                raise ValueError(f"cannot resume: state_dict has {key}={state.get(key)!r}, this loader has {mine!r}")
+            if state.get(key) != mine[key]:
+                raise ValueError(f"cannot resume: state_dict has {key}={state.get(key)!r}, this loader has {mine[key]!r}")
         if not 0 <= state["batch"] <= len(self):
             raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {len(self)}]")
+        if ("bank" in state) != ("bank" in mine):
+            raise ValueError("cannot resume: " + ("the state_dict has a saliency bank and this loader none (give it "
+                             "bank=... and a method with saliency='bank')" if "bank" in state else
+                             "this loader has a saliency bank and the state_dict none"))
+        if "bank" in state:
+            for key in ("path", "grid", "fingerprint", "generation"):
+                if state["bank"].get(key) != mine["bank"][key]:
+                    raise ValueError(f"cannot resume: the state_dict's saliency bank has {key}="
+                                     f"{state['bank'].get(key)!r}, this loader's bank has {mine['bank'][key]!r}"
+                                     + (" (the bank file was emptied or replaced since the state was saved)"
+                                        if key == "generation" else ""))
+            self._bank.forget_since(int(make_stamp(state["epoch"], state["batch"])))
+            self._bank_fresh = False
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
 
     def __iter__(self):
@@ -185,6 +216,8 @@ class OcclusionLoader:
             if self._batch >= len(self):
                 self._epoch, self._batch = self._epoch + 1, 0
             if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
+                if self._bank is not None and (self._batch == 0 or self._bank_fresh):
+                    self._bank_sync()
                 self._build(self._epoch, self._batch)
             while self._batch < len(self):
                 self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
@@ -195,9 +228,10 @@ class OcclusionLoader:
                 self._batch += 1
                 self._pipe_pos = (self._epoch, self._batch)
                 yield batch
-            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain.
+            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain. With a bank
+            # it ended with the epoch: the next one is read once this epoch's pushes are in (_bank_sync).
             self._epoch, self._batch = self._epoch + 1, 0
-            self._pipe_pos = (self._epoch, 0)
+            self._pipe_pos = (self._epoch, 0) if self._bank is None else None
         finally:
             if self._live_iter is token:
                 self._live_iter = None
@@ -271,6 +305,100 @@ class OcclusionLoader:
                              meta={"boxes": torch.from_numpy(boxes), "lam": torch.from_numpy(lam),
                                    "partner": torch.from_numpy(partner_row.astype(batch.meta["partner"].numpy().dtype))})
 
+    def feedback(self, batch: Batch, maps: torch.Tensor, rows=None) -> None:
+        """Push the model's saliency of ``batch`` into the saliency bank (a loader whose method has
+        ``saliency="bank"``): the map of each row steers the search of the sample's next visit (next epoch),
+        re-cropped to that visit's window and flip (:mod:`pipelines.bank`).
+
+        ``maps``: ``(N, h, w)``, any device and size, one per row of ``rows`` (batch row indices or a boolean
+        mask; default: every row, or with joint copies ``B`` maps for the first copy's rows, whose crop and
+        flip the copies share). Pad rows (``valid`` 0) are skipped. Returns at once: the maps are reduced to
+        the bank's grid on their device, and the copy to the host and the file write run in a background
+        thread. With ``num_shards > 1`` under ``torch.distributed`` every rank must call it once per batch
+        (the pushes are all-gathered, so each sample's map reaches whichever rank serves it next)."""
+        if self._bank is None:
+            raise ValueError(f"feedback needs a training loader whose method reads the saliency bank "
+                             f"(saliency='bank'); this loader's method is {self.method}")
+        n = batch.images.shape[0]
+        m = self.cfg.copies
+        if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+            raise ValueError(f"maps must be a (N, h, w) tensor, got {getattr(maps, 'shape', type(maps))}")
+        if rows is None:
+            if maps.shape[0] == n:
+                rows = np.arange(n)
+            elif maps.shape[0] == n // m and (self.cfg.copy_mode == "joint" or m == 1):
+                rows = np.arange(n // m)
+            else:
+                raise ValueError(f"maps has {maps.shape[0]} rows; give one per batch row ({n})"
+                                 + (f", one per sample ({n // m}, joint copies)" if self.cfg.copy_mode == "joint" else "")
+                                 + " or the rows= they belong to")
+        else:
+            rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise ValueError(f"rows as a mask must have one entry per batch row ({n}), got {rows.shape}")
+                rows = np.flatnonzero(rows)
+            if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or (rows.size and not
+                                                                                0 <= rows.min() <= rows.max() < n):
+                raise ValueError(f"rows must be batch row indices in [0, {n}) or a boolean mask, got {rows!r}")
+            if rows.size != maps.shape[0]:
+                raise ValueError(f"maps has {maps.shape[0]} rows but rows= names {rows.size}")
+        meta = batch.meta
+        keep = np.flatnonzero(meta["valid"].numpy()[rows] > 0)
+        rows = torch.as_tensor(rows[keep])
+        maps = maps.detach()[torch.as_tensor(keep, device=maps.device)]
+        g = self._bank.grid
+        if len(rows):
+            cells = push_cells(maps, meta["crop"][rows].numpy(), meta["flip"][rows].numpy(),
+                               meta["image_size"][rows].numpy(), g)
+        else:
+            cells = torch.zeros((0, g, g), dtype=torch.uint8, device=maps.device)
+        position = meta["position"][rows].numpy()
+        stamps = torch.from_numpy(make_stamp(position[:, 0], position[:, 1]))
+        self._bank_writer.push(meta["sample_id"][rows].to(torch.int64), stamps, cells)
+
+    @property
+    def bank(self) -> BankFile | None:
+        """The saliency bank's file (``None`` without one)."""
+        return self._bank
+
+    def _open_bank(self, bank, paths, labels, root: Path, copies: int, num_shards: int, last_batch: str) -> None:
+        if not (self.cfg.train and self.method.reads_bank):
+            raise ValueError(f"bank= needs a training loader whose method reads it (saliency='bank'); this loader's "
+                             f"method is {self.method}" + ("" if self.cfg.train else " with train=False"))
+        spec = bank if isinstance(bank, SaliencyBank) else SaliencyBank(bank)
+        self._bank_dir = None
+        if spec.path is None:
+            if num_shards > 1:
+                raise ValueError("a saliency bank shared by shards needs a path every rank of a node can open: "
+                                 "bank=SaliencyBank('/local/disk/bank.bin') or bank='/local/disk/bank.bin'")
+            self._bank_dir = tempfile.mkdtemp(prefix="occlusion-bank-")
+            spec = dataclasses.replace(spec, path=Path(self._bank_dir) / "bank.bin")
+        if num_shards > 1 and last_batch == "partial":
+            raise ValueError("a saliency bank with num_shards > 1 needs last_batch='drop' or 'pad': every rank must "
+                             "push the same number of batches (the pushes are all-gathered)")
+        base = root if root.is_dir() else root.parent
+        names = [os.path.relpath(p, base) for p in paths]
+        self._bank = BankFile(spec.path, len(paths), spec.grid, dataset_fingerprint(names, labels))
+        self._bank_spec = spec
+        self._bank_fresh = True  # emptied before the first batch unless load_state_dict restores it
+        import torch.distributed as dist
+
+        distributed = num_shards > 1 and dist.is_available() and dist.is_initialized()
+        self._bank_writer = BankWriter(self._bank, self.batch_size * copies, distributed)
+        self._source_args["bank"] = BankReader(spec.path, len(paths), spec.grid, spec.fallback)
+
+    def _bank_sync(self) -> None:
+        """Before a new epoch's reads: every push of the previous epochs is in the file, on every rank."""
+        if self._bank_fresh:
+            self._bank.clear()
+            self._bank_fresh = False
+        self._bank_writer.flush()
+        if self._bank_writer.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     # -- internals -------------------------------------------------------------------------------
     def _run(self):
         dead = dead_worker(self._pipe, self._epoch, self._batch)
@@ -307,6 +435,8 @@ class OcclusionLoader:
         self._pending_failure = None
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
         source.worker_setup = worker_setup_for(self._max_image_pixels)  # read by ImageSource.__setstate__
+        if self._bank is not None:  # the bank's reads of the next epoch wait for this epoch's pushes
+            stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
         if stop_at is not None:
             source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe = build_pipeline(source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
@@ -325,6 +455,10 @@ class OcclusionLoader:
     def __del__(self):
         try:
             self.close()
+            if getattr(self, "_bank_writer", None) is not None:
+                self._bank_writer.close()
+            if getattr(self, "_bank_dir", None) is not None:  # a temporary bank goes with its loader
+                shutil.rmtree(self._bank_dir, ignore_errors=True)
         except Exception:
             pass
 
@@ -363,7 +497,9 @@ class OcclusionLoader:
         meta = {"sample_id": np.tile(meta_np["sample_id"].reshape(b), m), "copy": copy,
                 "partner": partner_row, "lam": lam, "boxes": rows(meta_np["boxes"]),
                 "crop": rows(meta_np["crop"]), "flip": rows(meta_np["flip"]),
-                "valid": np.tile(meta_np["valid"].reshape(b), m)}
+                "valid": np.tile(meta_np["valid"].reshape(b), m),
+                "image_size": np.tile(meta_np["image_size"], (m, 1)), "position": np.tile(meta_np["position"], (m, 1)),
+                "map_source": rows(meta_np["map_source"]), "map_age": rows(meta_np["map_age"])}
         if deferred:  # meta["draw.<name>"]: (M*B, ...) copy-major, row indices within the copy
             specs = self.method.inputs
             for k, spec in enumerate(specs):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.bank import BankReader, read_window
 from pipelines.imagefiles import BadImageError, probe_image
 from pipelines.lifecycle import on_worker_start
 from pipelines.methods import InputSpec
@@ -37,19 +38,25 @@ from pipelines.params import AugmentConfig, batch_rng, plan_batch
 
 LAST_BATCH_POLICIES = ("partial", "drop", "pad")
 
-# Fields of the packed per-row "meta" output, in order, with their dtypes and per-copy shapes.
-# One packed output instead of eight: every pipeline output costs DALI a contiguous copy and a
-# scheduling step per batch, which measured about 20% of the CPU loader's throughput.
-META_FIELDS = (("label", np.int64, ()), ("sample_id", np.int64, ()), ("valid", np.int32, ()),
-               ("crop", np.int32, (4,)), ("flip", np.int32, None), ("lam", np.float32, None),
-               ("partner", np.int32, None), ("boxes", np.int32, (-1, 4)))
+# Fields of the packed per-row "meta" output, in order: name, dtype, one per copy?, values per row and copy
+# (-1: the rest of the row, the boxes). One packed output instead of eight: every pipeline output costs
+# DALI a contiguous copy and a scheduling step per batch, which measured about 20% of the CPU loader's throughput.
+META_FIELDS = (("label", np.int64, False, 1), ("sample_id", np.int64, False, 1), ("valid", np.int32, False, 1),
+               ("image_size", np.int32, False, 2), ("position", np.int64, False, 2),
+               ("crop", np.int32, True, 4), ("flip", np.int32, True, 1), ("lam", np.float32, True, 1),
+               ("partner", np.int32, True, 1), ("map_source", np.int32, True, 1), ("map_age", np.int32, True, 1),
+               ("boxes", np.int32, True, -1))
+#: ``meta["map_source"]`` values: the row's saliency came from the bank, or not (image saliency, the
+#: ``"uniform"`` fallback, the model's own map, or a method without saliency)
+MAP_OTHER, MAP_BANK = 0, 1
 
 
 @dataclass(frozen=True)
 class Slot:
     """One output of the source, as the graph receives it: ``"encoded"`` (the file bytes), ``"meta"`` (the
     packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"``, or a copy's
-    ``"input"`` of the method's graph fragment (``spec``, :class:`pipelines.methods.InputSpec`)."""
+    ``"input"`` of the method's graph fragment (``spec``, :class:`pipelines.methods.InputSpec`), or a crop's
+    ``"bank_map"`` (its saliency re-cropped from the bank, uint8) / ``"bank_use"`` (1 where that map is used)."""
 
     kind: str
     copy: int | None = None
@@ -59,7 +66,7 @@ class Slot:
 def pack_meta(params: dict) -> np.ndarray:
     """The batch's meta fields as ``(B, L)`` float64 rows (exact for integers below 2**53)."""
     b = len(params["label"])
-    return np.concatenate([np.asarray(params[name], np.float64).reshape(b, -1) for name, _, _ in META_FIELDS],
+    return np.concatenate([np.asarray(params[name], np.float64).reshape(b, -1) for name, *_ in META_FIELDS],
                           axis=1)
 
 
@@ -67,16 +74,14 @@ def unpack_meta(packed: np.ndarray, copies: int) -> dict:
     """``(B, L)`` packed rows -> the fields of :data:`META_FIELDS`, per-copy ones as ``(B, M, ...)``."""
     b = packed.shape[0]
     out, at = {}, 0
-    for name, dtype, shape in META_FIELDS:
-        if shape == ():
-            n, full = 1, (b,)
-        elif shape is None:
-            n, full = copies, (b, copies)
-        elif shape == (4,):
-            n, full = 4 * copies, (b, copies, 4)
-        else:  # boxes: the rest of the row, (M, K, 4)
+    for name, dtype, per_copy, width in META_FIELDS:
+        m = copies if per_copy else 1
+        if width < 0:  # boxes: the rest of the row, (M, K, 4)
             n = packed.shape[1] - at
-            full = (b, copies, n // (4 * copies), 4)
+            full = (b, m, n // (4 * m), 4)
+        else:
+            n = m * width
+            full = (b,) + ((m,) if per_copy else ()) + ((width,) if width > 1 else ())
         out[name] = packed[:, at:at + n].reshape(full).astype(dtype)
         at += n
     return out
@@ -99,7 +104,8 @@ class ImageSource:
 
     def __init__(self, paths, labels, batch_size: int, cfg: AugmentConfig, *, seed: int = 0,
                  shuffle: bool = True, shard_id: int = 0, num_shards: int = 1,
-                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0):
+                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0,
+                 bank: BankReader | None = None):
         if len(paths) != len(labels):
             raise ValueError(f"paths and labels differ in length: {len(paths)} vs {len(labels)}")
         if len(paths) == 0:
@@ -125,6 +131,7 @@ class ImageSource:
         self.last_batch = last_batch
         self.start_epoch = int(start_epoch)
         self.start_batch = int(start_batch)
+        self.bank = bank
         self._sizes = np.full((len(self.paths), 2), -1, np.int32)  # (height, width) once probed
         self._stamps = np.full((len(self.paths), 2), -1, np.int64)  # (size, mtime_ns) of that probe
         if not 0 <= self.start_batch <= self.batches_per_epoch():
@@ -207,8 +214,36 @@ class ImageSource:
             heights.append(self._sizes[i, 0])
             widths.append(self._sizes[i, 1])
         params = plan_batch(self.cfg, batch_rng(self.seed, epoch, batch, self.shard_id), heights, widths)
-        params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid)
+        params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid,
+                      image_size=np.stack([heights, widths], 1), position=np.tile([epoch, batch], (ids.size, 1)))
+        b, m = ids.size, self.cfg.copies
+        params["map_source"] = np.zeros((b, m), np.int32)
+        params["map_age"] = np.full((b, m), -1, np.int32)
+        if self.bank is not None and self.cfg.train:
+            self._read_bank(params, epoch, batch)
         return encoded, params
+
+    def _read_bank(self, p: dict, epoch: int, batch: int) -> None:
+        """Each crop's map from the saliency bank (:mod:`pipelines.bank`), re-cropped to its window and flip at
+        the output size; rows with no pushed cell in their window (and pad rows) fall back."""
+        cells, age, found = self.bank.lookup(p["sample_id"], epoch)
+        size, m = self.cfg.output_size, self.cfg.copies
+        p["bank_map"], p["bank_use"] = [], []
+        noise = np.random.default_rng([self.seed, epoch, batch, self.shard_id, 1])  # apart from the method's draws
+        for c in range(m):
+            if c > 0 and self.cfg.copy_mode == "joint":  # the copies share the crop and so the map
+                p["bank_map"].append(p["bank_map"][0])
+                p["bank_use"].append(p["bank_use"][0])
+            else:
+                maps, covered = read_window(cells, p["crop"][:, c], p["flip"][:, c], p["image_size"], size)
+                use = found & covered & (p["valid"] > 0)
+                out = np.round(maps * 255).astype(np.uint8)
+                if self.bank.fallback == "uniform":
+                    out[~use] = noise.integers(0, 256, size=(int((~use).sum()), size, size), dtype=np.uint8)
+                p["bank_map"].append(out)
+                p["bank_use"].append(use.astype(np.int32))
+            p["map_source"][:, c] = p["bank_use"][c]
+            p["map_age"][:, c] = np.where(p["bank_use"][c] > 0, age, -1)
 
     def layout(self) -> tuple[Slot, ...]:
         """The source's outputs, in order: the file bytes and the packed meta, then per copy its crop and
@@ -217,9 +252,12 @@ class ImageSource:
         slots = [Slot("encoded"), Slot("meta")]
         shared = cfg.copy_mode == "joint" or cfg.copies == 1
         specs = cfg.method.inputs if cfg.train else ()
+        bank = self.bank is not None and cfg.train
         for c in range(cfg.copies):
             if c == 0 or not shared:
                 slots += [Slot("crop_anchor", c), Slot("crop_shape", c), Slot("mirror", c)]
+                slots += [Slot("bank_map", c)] if bank else []
+                slots += [Slot("bank_use", c)] if bank and self.bank.fallback == "image" else []
             slots += [Slot("input", c, spec) for spec in specs]
         return tuple(slots)
 
@@ -245,6 +283,8 @@ class ImageSource:
                 outputs.append(np.ascontiguousarray(p["crop"][:, slot.copy, 2:]))
             elif slot.kind == "mirror":
                 outputs.append(np.ascontiguousarray(p["flip"][:, slot.copy], np.int32))
+            elif slot.kind in ("bank_map", "bank_use"):
+                outputs.append(p[slot.kind][slot.copy])
             else:
                 outputs.append(np.ascontiguousarray(p["inputs"][slot.copy][slot.spec], slot.spec.dtype))
         return tuple(outputs)

@@ -62,6 +62,24 @@ def test_torchrun_two_ranks_shard_every_sample_once_and_match_single_process(tin
     assert 0.0 <= top1_ddp <= 1.0 and abs(top1_ddp - top1_single) <= 0.5
 
 
+def test_torchrun_feedback_bank(tiny_dataset, tmp_path):
+    """``--feedback bank`` under torchrun on the CPU: hooks on the normal step push NormGrad into one bank file
+    the two ranks share; in epoch 1 most rows read a map from it, one epoch old, and the checkpoint's loader
+    state names the bank."""
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "train_example.py", "--data", str(tiny_dataset), "--batch-size", "4", "--method",
+                "saliency_occlusion:size=8", "--saliency", "normgrad:layer1.0.conv1", "--feedback", "bank",
+                "--save", str(tmp_path / "run"), *SMALL])
+    shares = [line for line in out.splitlines() if "maps from the bank" in line]
+    assert len(shares) == 2 and "maps from the bank 0% of rows" in shares[0], out
+    share = float(shares[1].split("maps from the bank ")[1].split("%")[0])
+    assert share >= 50 and "(mean age 1.00 epochs)" in shares[1], shares[1]
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    banks = [rank["loader"]["bank"] for rank in ckpt["ranks"]]
+    assert banks[0]["path"] == banks[1]["path"] == str(tmp_path / "run" / "saliency_bank.bin")
+    assert banks[0]["generation"] == banks[1]["generation"]
+
+
 @pytest.mark.parametrize("stop_after, position", [(6, (0, 6)), (8, (1, 2))], ids=["end_of_epoch", "mid_epoch"])
 def test_resume_gives_bit_identical_weights(tiny_dataset, tmp_path, stop_after, position):
     """2 epochs straight vs stop after ``stop_after`` steps (6 steps per epoch: after epoch 1, or 2 steps

@@ -158,6 +158,12 @@ class Method:
         :attr:`inputs` (its host draws), and ``loader.occlude(batch, maps)`` calls :meth:`occlude`."""
         return False
 
+    @property
+    def reads_bank(self) -> bool:
+        """The method's searches read the saliency bank (``saliency="bank"``): the reader hands each crop's
+        map from the bank to the graph, and ``loader.feedback(batch, maps)`` fills it."""
+        return False
+
     #: with ``deferred``: the graph also outputs each copy's rows as they were before the method's own
     #: policy (``meta["source_images"]``), the image the saliency describes and the paste source
     #: (KeepAugment's selective-paste)

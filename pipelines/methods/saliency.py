@@ -13,6 +13,11 @@ candidate centres, cut sides, partners) over in ``meta["draw.<name>"]``; the tra
 as the graph (``fn.occlusion.box_search``, called eagerly through DALI's dynamic mode
 ``nvidia.dali.experimental.dynamic``) on the same draws, then the graph's erase / paste rule in torch on
 the batch's device.
+
+``saliency="bank"``: the model's map of the sample's previous visit, kept by the loader's saliency bank
+(:mod:`pipelines.bank`; pushed with ``loader.feedback(batch, maps)``), re-cropped by the reader to the
+row's window and flip and searched in the graph by the same operators as the image saliency; rows the
+bank has no map for fall back to the image saliency (or noise, ``SaliencyBank(fallback="uniform")``).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch
 from kernels.boxes import cutmix_side
 from pipelines.methods.base import Method, check_choice
 
-SALIENCY_SOURCES = ("image", "model")
+SALIENCY_SOURCES = ("image", "model", "bank")
 
 
 def eager_box_search(maps: np.ndarray, draws: np.ndarray, map_index: np.ndarray, **kwargs) -> np.ndarray:
@@ -99,6 +104,10 @@ class SaliencyGuided(Method):
     @property
     def deferred(self) -> bool:
         return self.saliency == "model"
+
+    @property
+    def reads_bank(self) -> bool:
+        return self.saliency == "bank"
 
     # -- training side (saliency="model") -------------------------------------------------------
     def search_kwargs(self, draws: dict) -> dict:

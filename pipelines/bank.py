@@ -1,0 +1,443 @@
+"""The saliency bank: the model's saliency of every sample, kept from one visit of the sample to the next
+(DESIGN.md section 4, ``bank``).
+
+The training loop hands back maps it already has (NormGrad from hooks on its normal backward, the
+attention of its forward: :class:`pipelines.feedback.SaliencyTap`) with ``loader.feedback(batch, maps)``;
+the bank keeps one small grid per sample in *source-image* coordinates, and on the sample's next visit
+the reader re-crops it to the new crop window and flip and hands it to the graph's search operators.
+
+Layout. A memory-mapped file: a 4 KiB JSON header (format, dataset fingerprint, sample count, grid,
+generation), then per sample two *slots*, each a ``grid`` x ``grid`` uint8 grid with an int64 stamp
+``epoch << 32 | batch`` of the push that wrote it (-1: never). Cell ``(i, j)`` covers the source-image
+rectangle ``[i H / g, (i+1) H / g) x [j W / g, (j+1) W / g)``. A stored byte ``v`` is ``1 + round(254 s)``
+with ``s`` in ``[0, 1]`` the cell's saliency relative to the largest cell of the push that wrote it (maps
+of different steps have different scales; the searches only compare values within a map); ``0`` marks a
+cell no push has covered yet (read as saliency 0).
+
+Why two slots: a read in epoch ``e`` uses the slot with the latest stamp of an epoch before ``e``; a push
+in epoch ``e`` merges into the *other* slot (or into the slot it already wrote in epoch ``e``). Reads and
+writes of one epoch never touch the same bytes, so the reader workers may prefetch while the training
+loop pushes, a batch does not depend on how far the pushes had got (same seed, same batches), and a run
+resumed anywhere in epoch ``e`` finds the maps the original run read. With the default ``grid=22`` a
+sample takes ``2 * 22 * 22 + 16 = 984`` bytes, the largest square grid in the 1 KB budget with two
+slots; uint8 rather than fp16 because a relative saliency needs no exponent and twice the cells fit.
+
+Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``align_corners=False``):
+
+* push (:func:`push_cells`, torch, on the maps' device): the row's map is un-flipped; a cell whose
+  centre lies inside the row's crop window takes the exact area average of the map over the part of
+  the cell inside the window (an integral image read at fractional corners); other cells keep their
+  older content (copies of a sample pushed together keep the larger value of a cell both cover);
+* read (:func:`read_window`, NumPy, in the reader workers): each output pixel of the new crop window and
+  flip is bilinear between the four nearest cell centres (clamped at the border), at the resolution the
+  search runs at. A row whose window holds no written cell centre falls back (``fallback``).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FALLBACKS = ("image", "uniform")
+HEADER_BYTES = 4096
+MAGIC = "occlusion-saliency-bank"
+FORMAT = 1
+EMPTY = -1
+
+
+def make_stamp(epoch, batch):
+    """The int64 stamp of a push made by the batch ``batch`` of ``epoch``."""
+    return (np.asarray(epoch, np.int64) << 32) | np.asarray(batch, np.int64)
+
+
+def stamp_epoch(stamp):
+    """The epoch of a stamp (-1 for :data:`EMPTY`)."""
+    return np.asarray(stamp, np.int64) >> 32
+
+
+def dataset_fingerprint(names, labels) -> str:
+    """SHA-1 of the dataset's ``name<TAB>label`` lines: a bank is only read for the dataset it was written for."""
+    h = hashlib.sha1()
+    for name, label in zip(names, labels):
+        h.update(f"{name}\t{int(label)}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SaliencyBank:
+    """How a loader keeps the model's maps (``OcclusionLoader(..., bank=SaliencyBank(...))``).
+
+    ``path``: the bank file (``None``: a new file in a temporary folder, one process only). Ranks of one
+    node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
+    a sample's grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
+    method's image saliency, computed in the graph for those rows only) or ``"uniform"`` (no saliency
+    information: i.i.d. uniform noise from the batch's seed, so the search picks among the candidates at
+    random, as the unguided method would)."""
+
+    path: str | os.PathLike | None = None
+    grid: int = 22
+    fallback: str = "image"
+
+    def __post_init__(self):
+        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 2 <= self.grid <= 255:
+            raise ValueError(f"bank grid must be an integer in [2, 255], got {self.grid!r}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"bank fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+
+    @staticmethod
+    def bytes_per_sample(grid: int) -> int:
+        return 2 * grid * grid + 2 * 8
+
+
+class BankFile:
+    """The bank's memory-mapped file (see the module docstring for its layout).
+
+    Opening creates the file when it is missing (one process wins an exclusive create, the others wait for
+    its header) and otherwise checks that it was made for this dataset and grid."""
+
+    def __init__(self, path, num_samples: int, grid: int, fingerprint: str, *, timeout: float = 120.0):
+        self.path = Path(path)
+        self.num_samples, self.grid, self.fingerprint = int(num_samples), int(grid), fingerprint
+        size = HEADER_BYTES + self.num_samples * SaliencyBank.bytes_per_sample(self.grid)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            self._wait_for_header(timeout)
+        else:
+            try:
+                os.ftruncate(fd, size)
+                stamps = np.memmap(self.path, np.int64, "r+", HEADER_BYTES, (self.num_samples, 2))
+                stamps[:] = EMPTY
+                stamps.flush()
+                del stamps
+                self._write_header(fd, uuid.uuid4().hex)  # last: a header means a complete file
+            finally:
+                os.close(fd)
+        header = self.header()
+        mine = {"num_samples": self.num_samples, "grid": self.grid, "fingerprint": self.fingerprint}
+        for key, value in mine.items():
+            if header.get(key) != value:
+                raise ValueError(f"saliency bank {self.path} was written for another dataset or grid: its {key} is "
+                                 f"{header.get(key)!r}, this loader's is {value!r}. Give the loader another bank "
+                                 f"path (or delete the file to start afresh).")
+        if self.path.stat().st_size != size:
+            raise ValueError(f"saliency bank {self.path} has {self.path.stat().st_size} bytes, expected {size}: "
+                             f"a truncated or foreign file")
+        self.stamps = np.memmap(self.path, np.int64, "r+", HEADER_BYTES, (self.num_samples, 2))
+        self.cells = np.memmap(self.path, np.uint8, "r+", HEADER_BYTES + 16 * self.num_samples,
+                               (self.num_samples, 2, self.grid, self.grid))
+
+    def _write_header(self, fd, generation: str) -> None:
+        text = json.dumps({"magic": MAGIC, "format": FORMAT, "num_samples": self.num_samples, "grid": self.grid,
+                           "fingerprint": self.fingerprint, "generation": generation}).encode()
+        os.pwrite(fd, text.ljust(HEADER_BYTES, b" "), 0)
+
+    def _wait_for_header(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.header().get("magic") == MAGIC:
+                    return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise ValueError(f"saliency bank {self.path} exists but holds no bank header after {timeout:.0f} s "
+                                 f"(not a bank file, or its creator died): delete it or give another path")
+            time.sleep(0.05)
+
+    def header(self) -> dict:
+        with open(self.path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+        try:
+            header = json.loads(raw.decode().strip() or "{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{self.path} is not a saliency bank file (no JSON header)") from None
+        if header and header.get("magic") != MAGIC:
+            raise ValueError(f"{self.path} is not a saliency bank file (header {str(header)[:80]})")
+        return header
+
+    @property
+    def generation(self) -> str:
+        """Changes whenever the bank is emptied (:meth:`clear`): a saved state names the generation it read."""
+        return self.header()["generation"]
+
+    def clear(self) -> None:
+        """Forget every map (a new generation)."""
+        self.stamps[:] = EMPTY
+        self.stamps.flush()
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            self._write_header(fd, uuid.uuid4().hex)
+        finally:
+            os.close(fd)
+
+    def forget_since(self, stamp: int) -> None:
+        """Forget the pushes made at or after ``stamp`` (a resume at that position makes them again).
+
+        Refuses when the bank holds pushes of a later epoch: their merges may have overwritten the maps
+        that epoch ``stamp_epoch(stamp)`` reads, so the resumed run could not read what the original did."""
+        epoch = int(stamp_epoch(stamp))
+        latest = int(stamp_epoch(self.stamps.max())) if self.num_samples else -1
+        if latest > epoch:
+            raise ValueError(f"cannot resume at epoch {epoch}: the saliency bank {self.path} already holds maps "
+                             f"pushed in epoch {latest}, which replaced some that epoch {epoch} reads. Resume from "
+                             f"the latest checkpoint, or give the loader a new bank path to start the maps afresh.")
+        late = self.stamps >= stamp
+        if late.any():
+            self.stamps[late] = EMPTY
+            self.stamps.flush()
+
+    def write(self, ids, stamps, cells) -> None:
+        """Merge pushed ``cells`` ``(n, g, g)`` uint8 (0: not covered) of samples ``ids`` made at ``stamps``.
+        Rows of one sample in one push (its copies) are combined first, by the larger value where both
+        cover a cell: a copy whose window cut a cell short must not erase what another copy saw in it."""
+        combined: dict = {}
+        for s, stamp, new in zip(np.asarray(ids, np.int64).tolist(), np.asarray(stamps, np.int64).tolist(), cells):
+            if s in combined:
+                prev, _ = combined[s]
+                new = np.where((prev > 0) & (new > 0), np.maximum(prev, new), np.where(new > 0, new, prev))
+            combined[s] = (new, stamp)
+        for s, (new, stamp) in combined.items():
+            slots = self.stamps[s]
+            same = np.flatnonzero((slots >= 0) & (stamp_epoch(slots) == stamp_epoch(stamp)))
+            if same.size:  # pushed before in this epoch (another copy): merge in place
+                target = base = int(same[0])
+            else:
+                older = np.where(slots >= 0, slots, np.iinfo(np.int64).min)
+                base = int(np.argmax(older)) if (slots >= 0).any() else None
+                target = 1 - base if base is not None else 0
+            merged = self.cells[s, base].copy() if base is not None else np.zeros_like(new)
+            covered = new > 0
+            merged[covered] = new[covered]
+            self.cells[s, target] = merged
+            self.stamps[s, target] = stamp  # after the cells: a reader that sees the stamp sees the cells
+
+    def flush(self) -> None:
+        self.cells.flush()
+        self.stamps.flush()
+
+
+class BankReader:
+    """The reader workers' view of a bank: opened read-only, lazily, in each worker (picklable)."""
+
+    def __init__(self, path, num_samples: int, grid: int, fallback: str):
+        self.path, self.num_samples, self.grid, self.fallback = str(path), int(num_samples), int(grid), fallback
+        self._maps = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_maps": None}
+
+    def _open(self):
+        if self._maps is None:
+            n, g = self.num_samples, self.grid
+            self._maps = (np.memmap(self.path, np.int64, "r", HEADER_BYTES, (n, 2)),
+                          np.memmap(self.path, np.uint8, "r", HEADER_BYTES + 16 * n, (n, 2, g, g)))
+        return self._maps
+
+    def lookup(self, ids, epoch: int):
+        """Per sample of ``ids`` the grid an epoch-``epoch`` read uses: ``(cells (n, g, g) uint8, age (n,) int,
+        found (n,) bool)``; ``age`` is ``epoch`` minus the epoch of the push (-1 where nothing was pushed)."""
+        stamps_all, cells_all = self._open()
+        ids = np.asarray(ids, np.int64)
+        stamps = np.array(stamps_all[ids])
+        usable = (stamps >= 0) & (stamp_epoch(stamps) < epoch)
+        slot = np.argmax(np.where(usable, stamps, np.iinfo(np.int64).min), axis=1)
+        found = usable.any(axis=1)
+        cells = np.array(cells_all[ids, slot])
+        cells[~found] = 0
+        age = np.where(found, epoch - stamp_epoch(stamps[np.arange(ids.size), slot]), -1)
+        return cells, age.astype(np.int32), found
+
+
+def _weights(out: int, start, extent, full, grid: int) -> np.ndarray:
+    """``(n, out, grid)`` bilinear weights of the cells for each output pixel of ``n`` windows
+    ``[start, start + extent)`` of an axis of ``full`` source pixels cut into ``grid`` cells."""
+    start, extent, full = (np.asarray(a, np.float64)[:, None] for a in (start, extent, full))
+    src = start + (np.arange(out) + 0.5) * extent / out
+    g = np.clip(src * grid / full - 0.5, 0.0, grid - 1.0)
+    i0 = np.floor(g).astype(np.int64)
+    t = g - i0
+    i1 = np.minimum(i0 + 1, grid - 1)
+    w = np.zeros((start.shape[0], out, grid))
+    rows = np.arange(start.shape[0])[:, None]
+    cols = np.arange(out)[None, :]
+    np.add.at(w, (rows, cols, i0), 1.0 - t)
+    np.add.at(w, (rows, cols, i1), t)
+    return w
+
+
+def read_window(cells, crop, flip, image_size, size: int):
+    """Re-crop stored grids to new windows: ``cells`` ``(n, g, g)`` stored uint8, ``crop`` ``(n, 4)`` ``y0, x0,
+    h, w`` in source pixels, ``flip`` ``(n,)``, ``image_size`` ``(n, 2)`` ``H, W``. Returns ``(maps (n, size,
+    size) float32 in [0, 1], covered (n,) bool)``: ``covered`` is False where the window holds no written
+    cell centre (the row falls back)."""
+    cells = np.asarray(cells)
+    n, g = cells.shape[0], cells.shape[-1]
+    crop = np.asarray(crop, np.int64).reshape(n, 4)
+    hw = np.asarray(image_size, np.int64).reshape(n, 2)
+    values = np.where(cells > 0, (cells.astype(np.float32) - 1.0) / 254.0, 0.0).astype(np.float32)
+    wy = _weights(size, crop[:, 0], crop[:, 2], hw[:, 0], g).astype(np.float32)
+    wx = _weights(size, crop[:, 1], crop[:, 3], hw[:, 1], g).astype(np.float32)
+    flipped = np.asarray(flip).reshape(n).astype(bool)
+    wx[flipped] = wx[flipped, ::-1]
+    maps = wy @ values @ wx.transpose(0, 2, 1)
+    centre_y = (np.arange(g) + 0.5)[None, :] * hw[:, :1] / g
+    centre_x = (np.arange(g) + 0.5)[None, :] * hw[:, 1:] / g
+    in_y = (centre_y >= crop[:, :1]) & (centre_y < crop[:, :1] + crop[:, 2:3])
+    in_x = (centre_x >= crop[:, 1:2]) & (centre_x < crop[:, 1:2] + crop[:, 3:4])
+    covered = ((cells > 0) & in_y[:, :, None] & in_x[:, None, :]).any(axis=(1, 2))
+    return maps, covered
+
+
+def push_cells(maps, crop, flip, image_size, grid: int):
+    """The stored grid bytes of pushed maps (torch, on the maps' device): ``maps`` ``(n, h, w)``, each the
+    saliency of a row whose crop window was ``crop`` ``(n, 4)`` ``y0, x0, h, w`` of a source image of
+    ``image_size`` ``(n, 2)`` and was flipped by ``flip``. Returns ``(n, grid, grid)`` uint8: ``1 + round(254
+    s)`` on the cells whose centre lies in the window (``s`` the cell's area average over its part inside the
+    window, divided by the largest such cell of the row), 0 elsewhere."""
+    import torch
+
+    maps = maps.detach().to(torch.float64)
+    n, h, w = maps.shape
+    dev = maps.device
+    crop = torch.as_tensor(np.asarray(crop, np.float64).reshape(n, 4), device=dev)
+    hw = torch.as_tensor(np.asarray(image_size, np.float64).reshape(n, 2), device=dev)
+    flip = torch.as_tensor(np.asarray(flip).reshape(n).astype(bool), device=dev)
+    maps = torch.where(flip[:, None, None], maps.flip(-1), maps)  # back to the source's orientation
+    integral = torch.nn.functional.pad(maps.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (n, h+1, w+1)
+    edges = torch.arange(grid + 1, device=dev, dtype=torch.float64)
+
+    def axis(k, pixels):  # cell edges of one axis in map pixels, clipped to the window; centre inside?
+        lo, ext, full = crop[:, k:k + 1], crop[:, k + 2:k + 3], hw[:, k:k + 1]
+        at = ((edges * full / grid - lo) * pixels / ext).clamp(0, pixels)
+        centre = (edges[:-1] + 0.5) * full / grid
+        return at, (centre >= lo) & (centre < lo + ext)
+
+    ys, in_y = axis(0, h)
+    xs, in_x = axis(1, w)
+
+    def corner(y, x):  # the integral image bilinear at fractional (y, x): exact area sums of the pixel map
+        y0 = y.floor().clamp(max=h - 1).long()
+        x0 = x.floor().clamp(max=w - 1).long()
+        ty, tx = (y - y0)[:, :, None], (x - x0)[:, None, :]
+        rows = torch.arange(n, device=dev)[:, None, None]
+
+        def at(dy, dx):
+            return integral[rows, (y0 + dy)[:, :, None], (x0 + dx)[:, None, :]]
+
+        return ((1 - ty) * (1 - tx) * at(0, 0) + (1 - ty) * tx * at(0, 1) + ty * (1 - tx) * at(1, 0)
+                + ty * tx * at(1, 1))
+
+    s = corner(ys, xs)
+    sums = s[:, 1:, 1:] - s[:, :-1, 1:] - s[:, 1:, :-1] + s[:, :-1, :-1]
+    area = (ys[:, 1:] - ys[:, :-1])[:, :, None] * (xs[:, 1:] - xs[:, :-1])[:, None, :]
+    covered = in_y[:, :, None] & in_x[:, None, :]
+    mean = torch.where(covered & (area > 0), sums / area.clamp_min(1e-12), torch.zeros_like(sums))
+    peak = mean.amax(dim=(1, 2), keepdim=True)
+    rel = torch.where(peak > 0, mean / peak.clamp_min(1e-300), torch.zeros_like(mean)).clamp(0, 1)
+    return torch.where(covered, 1 + torch.round(254 * rel), torch.zeros_like(rel)).to(torch.uint8)
+
+
+class BankWriter:
+    """Pushes maps into a :class:`BankFile` off the training loop's critical path: the device-to-host copy
+    and the file writes run in one background thread, in push order. With ``torch.distributed`` and more
+    than one shard, every push is all-gathered first, so each rank's node file receives the maps of every
+    rank (the sample a rank serves next epoch was usually seen by another); the ranks of a node split the
+    writes by ``sample_id % LOCAL_WORLD_SIZE``."""
+
+    def __init__(self, file: BankFile, rows_per_batch: int, distributed: bool):
+        self.file = file
+        self.rows = int(rows_per_batch)
+        self.distributed = distributed
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saliency-bank")
+        self._pending: list = []
+        self._lock = threading.Lock()
+        local_world = os.environ.get("LOCAL_WORLD_SIZE")
+        self.local_world = int(local_world) if local_world and distributed else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.local_world > 1 else 0
+
+    def push(self, ids, stamps, cells) -> None:
+        """``ids``/``stamps`` (n,) int64 CPU tensors, ``cells`` (n, g, g) uint8 on any device."""
+        import torch
+
+        g = self.file.grid
+        ids = ids.to(torch.int64)
+        stamps = stamps.to(torch.int64)
+        event = None
+        if self.distributed:
+            work, parts = self._all_gather(ids, stamps, cells)
+        else:
+            work = None
+            if cells.is_cuda:
+                host = torch.empty(cells.shape, dtype=torch.uint8, pin_memory=True)
+                host.copy_(cells, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(cells.device))
+                cells = host
+            parts = [(ids, stamps, cells)]
+
+        def write():
+            if event is not None:
+                event.synchronize()
+            if work is not None:
+                work.wait()
+            for part in parts:
+                if callable(part):
+                    part = part()
+                pid, pst, pcells = (np.asarray(t.cpu()) for t in part)
+                keep = pid >= 0
+                if self.local_world > 1:
+                    keep &= pid % self.local_world == self.local_rank
+                self.file.write(pid[keep], pst[keep], pcells.reshape(-1, g, g)[keep])
+
+        with self._lock:
+            self._pending.append(self._pool.submit(write))
+
+    def _all_gather(self, ids, stamps, cells):
+        """One asynchronous all-gather of ``[id, stamp, cells]`` rows padded to the batch's row count."""
+        import torch
+        import torch.distributed as dist
+
+        g = self.file.grid
+        device = cells.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        n = ids.shape[0]
+        if n > self.rows:
+            raise ValueError(f"feedback got {n} rows, more than a batch's {self.rows}")
+        packed = torch.full((self.rows, 16 + g * g), 255, dtype=torch.uint8, device=device)  # id -1: padding
+        head = torch.stack([ids, stamps], 1).to(device)
+        packed[:n, :16] = head.contiguous().view(torch.uint8).reshape(n, 16)
+        packed[:n, 16:] = cells.reshape(n, g * g).to(device)
+        out = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
+        work = dist.all_gather(out, packed, async_op=True)
+
+        def unpack(t):
+            def part():
+                host = t.cpu()
+                head = host[:, :16].contiguous().view(torch.int64).reshape(-1, 2)
+                return head[:, 0], head[:, 1], host[:, 16:]
+            return part
+
+        return work, [unpack(t) for t in out]
+
+    def flush(self) -> None:
+        """Wait for every push so far to be in the file (raises a push's error here)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        self.file.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
