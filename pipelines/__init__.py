@@ -3,7 +3,7 @@
 ``OcclusionLoader`` and ``Batch`` are imported lazily, so ``python -m pipelines.verify`` and
 ``python -m pipelines.demo_data`` do not pay for importing DALI and torch.
 """
-__all__ = ["Batch", "OcclusionLoader"]
+__all__ = ["Batch", "OcclusionLoader", "SaliencyBank"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from pipelines.loader import OcclusionLoader
 
         return OcclusionLoader
+    if name == "SaliencyBank":
+        from pipelines.bank import SaliencyBank
+
+        return SaliencyBank
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

@@ -289,7 +289,8 @@ def read_window(cells, crop, flip, image_size, size: int):
     wx = _weights(size, crop[:, 1], crop[:, 3], hw[:, 1], g).astype(np.float32)
     flipped = np.asarray(flip).reshape(n).astype(bool)
     wx[flipped] = wx[flipped, ::-1]
-    maps = wy @ values @ wx.transpose(0, 2, 1)
+    # einsum with optimize: BLAS per row; NumPy's batched matmul of (n, S, g) @ (n, g, S) is 30x slower here
+    maps = np.einsum("nsg,ngh,nth->nst", wy, values, wx, optimize=True)
     centre_y = (np.arange(g) + 0.5)[None, :] * hw[:, :1] / g
     centre_x = (np.arange(g) + 0.5)[None, :] * hw[:, 1:] / g
     in_y = (centre_y >= crop[:, :1]) & (centre_y < crop[:, :1] + crop[:, 2:3])

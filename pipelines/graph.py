@@ -71,26 +71,20 @@ class GraphContext:
     def saliency(self, u8, mirror):
         """The saliency map the row's search reads; one map per crop, shared by joint copies. Without a bank:
         the fine-grained saliency of the image as the row sees it (``mirror`` applied inside the op, no
-        flipped copy). With a bank (:mod:`pipelines.bank`): the reader's re-cropped map, and for the rows it
-        has none (``bank_use`` 0) the fallback -- with ``"image"``, DALI's conditional execution runs the
-        image saliency on those rows only; the reader already put noise in them with ``"uniform"``."""
+        flipped copy). With a bank (:mod:`pipelines.bank`): the reader's re-cropped map (uint8, scaled to
+        [0, 1]), and for the rows it has none the fallback -- with ``"image"`` the image saliency, computed
+        for those rows only (the op's ``skip`` leaves zeros on the others, and the reader sends zeros for
+        the fallback rows, so the sum is one or the other); with ``"uniform"`` the reader's noise."""
         if "saliency" not in self.shared:
             if self.bank is None:
                 self.shared["saliency"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
             else:
-                self.shared["saliency"] = self._bank_saliency(u8, mirror)
+                bank_map, use = self.bank
+                prior = self.on(bank_map) * (1.0 / 255.0)  # float32: the arithmetic promotes the uint8 map
+                if self.fallback == "image":
+                    prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=use) + prior
+                self.shared["saliency"] = prior
         return self.shared["saliency"]
-
-    def _bank_saliency(self, u8, mirror):
-        bank_map, use = self.bank
-        prior = fn.reshape(fn.cast(self.on(bank_map), dtype=types.FLOAT) * (1.0 / 255.0), layout="HW")
-        if self.fallback != "image":
-            return prior
-        if fn.cast(use, dtype=types.BOOL):  # converted to a per-row split / merge (enable_conditionals)
-            sal = prior
-        else:
-            sal = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
-        return sal
 
     def augment(self, u8):
         """The policy on uint8 HWC images: DALI's RandAugment (n=2, m=9, the KeepAugment / timm ImageNet
@@ -134,7 +128,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if device == "gpu" else None, seed=seed,
                   prefetch_queue_depth=prefetch, py_num_workers=py_workers, py_start_method="spawn",
-                  exec_dynamic=True, enable_conditionals=policy is not None or fallback == "image")
+                  exec_dynamic=True, enable_conditionals=policy is not None)
     def pipe():
         nodes = dict(zip(layout, fn.external_source(
             source=source, num_outputs=len(layout), batch=True, batch_info=True, parallel=True,

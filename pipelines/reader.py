@@ -238,8 +238,9 @@ class ImageSource:
                 maps, covered = read_window(cells, p["crop"][:, c], p["flip"][:, c], p["image_size"], size)
                 use = found & covered & (p["valid"] > 0)
                 out = np.round(maps * 255).astype(np.uint8)
-                if self.bank.fallback == "uniform":
-                    out[~use] = noise.integers(0, 256, size=(int((~use).sum()), size, size), dtype=np.uint8)
+                # a fallback row's map: noise ("uniform"), or zeros that the graph adds to its image saliency
+                out[~use] = (noise.integers(0, 256, size=(int((~use).sum()), size, size), dtype=np.uint8)
+                             if self.bank.fallback == "uniform" else 0)
                 p["bank_map"].append(out)
                 p["bank_use"].append(use.astype(np.int32))
             p["map_source"][:, c] = p["bank_use"][c]

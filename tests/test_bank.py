@@ -403,3 +403,24 @@ def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
             assert y0 <= oy < y1 and x0 <= ox < x1, row
             checked += 1
     assert crossed >= 4 and checked >= 4, (crossed, checked)
+
+
+def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
+    """``skip`` (the bank's fallback rows): skipped samples are zeros, the others equal the op without it."""
+    import dali_ops
+
+    dali_ops.load()
+    import nvidia.dali.experimental.dynamic as ndd  # after the plugin: ndd.occlusion
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (40 + 3 * i, 52, 3), dtype=np.uint8) for i in range(4)]
+    skip = [np.int32(v) for v in (1, 0, 0, 1)]
+    full = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images))
+    part = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), skip=ndd.as_batch(skip))
+    for i in range(4):
+        got = np.asarray(part.tensors[i])
+        if skip[i]:
+            assert got.shape == images[i].shape[:2] and (got == 0).all()
+        else:
+            assert got.max() > 0
+            np.testing.assert_array_equal(got, np.asarray(full.tensors[i]))

@@ -292,6 +292,11 @@ void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
     auto s = shape.tensor_shape_span(i);
     int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]);
     bool mirror = Mirror(ws, i);
+    if (Skip(ws, i)) {
+      float *out = output.mutable_tensor<float>(i);
+      std::fill(out, out + static_cast<int64_t>(H) * W, 0.0f);
+      continue;
+    }
     tp.AddWork([&, i, H, W, mirror](int thread_id) {
       fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_, mirror,
                                   output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
@@ -336,4 +341,8 @@ exactly like OpenCV. Images already within it are processed at full resolution.)
         R"code(Per-sample flag: the saliency of the horizontally mirrored image (the same numbers
 as ``fine_grained_saliency(flip(images))``, without the copy): the map of the image as
 ``crop_mirror_normalize(mirror=...)`` delivers it.)code",
+        0, true)
+    .AddOptionalArg("skip",
+        R"code(Per-sample flag: the sample's map is not computed and is all zeros (rows whose
+saliency comes from elsewhere, e.g. the saliency bank: their cost is skipped, not masked).)code",
         0, true);

@@ -32,6 +32,10 @@ void FineGrainedSaliency<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     if (d.H <= 0 || d.W <= 0) continue;  // empty sample: empty output, nothing to do
     d.rgb = input.tensor<uint8_t>(i);
     d.out = output.mutable_tensor<float>(i);
+    if (Skip(ws, i)) {  // not computed: zeros
+      CUDA_CALL(cudaMemsetAsync(d.out, 0, sizeof(float) * d.H * d.W, stream));
+      continue;
+    }
     descs.push_back(d);
   }
   const int m = static_cast<int>(descs.size());

@@ -106,6 +106,11 @@ class FineGrainedSaliency : public ::dali::Operator<Backend> {
     return this->spec_.template GetArgument<int>("mirror", &ws, sample) != 0;
   }
 
+  /// The per-sample `skip` argument: the sample's map is not computed (zeros).
+  bool Skip(const ::dali::Workspace &ws, int sample) const {
+    return this->spec_.template GetArgument<int>("skip", &ws, sample) != 0;
+  }
+
  private:
   int max_side_ = 0;
   /// Per-thread scratch of the CPU implementation (unused by the GPU one).
