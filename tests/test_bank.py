@@ -424,3 +424,22 @@ def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
         else:
             assert got.max() > 0
             np.testing.assert_array_equal(got, np.asarray(full.tensors[i]))
+
+
+@pytest.mark.parametrize("method,opts", [("saliency_occlusion", dict(size=16)), ("keep_cutout", dict(size=16)),
+                                         ("keep_paste", dict(size=16)), ("keep_cutmix", {}), ("saliencymix", {})])
+def test_empty_bank_equals_image_saliency(tiny_dataset, tmp_path, method, opts):
+    """Every saliency-guided method with ``saliency="bank"`` and nothing pushed yet falls back to the image
+    saliency row by row: the batch equals ``saliency="image"``'s bit for bit (images, boxes, lam, targets)."""
+    from pipelines.loader import OcclusionLoader
+
+    common = dict(output_size=64, device="cpu", num_threads=2, py_workers=1, seed=7, num_classes=3, verify="none",
+                  copies=2, copy_mode="batch_aug", **opts)
+    image = next(iter(OcclusionLoader(tiny_dataset / "train", 4, method, **common)))
+    bank = next(iter(OcclusionLoader(tiny_dataset / "train", 4, method, saliency="bank", bank=tmp_path / "b.bin",
+                                     **common)))
+    assert (bank.meta["map_source"] == 0).all()
+    torch.testing.assert_close(bank.images, image.images, rtol=0, atol=0)
+    torch.testing.assert_close(bank.targets, image.targets, rtol=0, atol=0)
+    for key in ("boxes", "lam", "partner"):
+        torch.testing.assert_close(bank.meta[key], image.meta[key], rtol=0, atol=0)
