@@ -216,8 +216,8 @@ inline void Transpose8(V (&v)[8]) {
   }
 }
 
-/// (H+1) x (W+1) float64 summed-area table, accumulated in the order of kernels/search.py
-/// (row running sums, then column running sums) so every box sum equals the Numba twins'.
+/// (H+1) x (W+1) float64 summed-area table: row running sums, then column running sums, each a
+/// sequential chain, the order box_search.cuh's kernel keeps so that every box sum is the same.
 /// Eight rows at a time: their running sums side by side (the same additions in the same order
 /// per row, eight independent dependency chains instead of one), then their column sums while
 /// the rows are still in cache -- one pass over the table, which is never cleared as a whole.
@@ -424,9 +424,8 @@ bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool belo
   return below ? v < thr : v > thr;
 }
 
-/// KeepAugment (Gong et al. 2021, arXiv 2011.11778) selective cut / paste, the rule of
-/// kernels.search.selective_cut / selective_paste: region score = saliency sum over the clipped box
-/// of half-side `half` around each pixel (Eq. 1),
+/// KeepAugment (Gong et al. 2021, arXiv 2011.11778) selective cut / paste: region score = saliency
+/// sum over the clipped box of half-side `half` around each pixel (Eq. 1),
 /// threshold = tau-quantile of all of them; the first drawn centre below (cut) / above (paste)
 /// it, else the lowest / highest-scoring one.  Tries stop at the first that passes, and equal
 /// scores decide alike, so a typical map costs one or two counting passes.
@@ -661,7 +660,7 @@ With ``map_index``, row ``i`` searches the map ``saliency[map_index[i]]`` with i
 (SaliencyMix: the partner's map, no ``permute_batch`` copy of the maps), and ``-1`` gives the
 row the box ``(-1, -1, -1, -1)`` (not occluded).
 
-Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
+Output: int32 ``(1, 4)`` per sample.)code")
     .NumInput(2, 3)
     .InputDox(0, "saliency", "TensorList", "``(H, W)`` float32 saliency maps.")
     .InputDox(1, "draws", "TensorList", "int32 random draws of the method (see above).")
