@@ -1,4 +1,5 @@
-"""Kernel benchmarks for ``kernels/`` on the CPU: CutMix sampling + paste, max-window search, KeepAugment.
+"""Per-call benchmarks of the library's training-side steps on the CPU: CutMix sampling + paste, the
+max-window search, KeepAugment's selective cut / paste, against the reference codes.
 
     python -m bench.kernels_bench --out results/kernels_bench.json
 
@@ -8,17 +9,21 @@ machine hit all of them alike; we report the median and the inter-quartile range
 milliseconds per call (a call = one batch unless stated). Conditions (versions, CPU, threads, load average, batch and
 image sizes, commit) are written with the results. CPU only: no GPU timing is reported here.
 
-(a) CutMix box sampling + paste on a (64, 3, 224, 224) float32 batch:
-    ours ("elem": one box and partner per row; "batch": one box), the official CutMix step restated
-    literally (``np.random.beta`` + ``torch.randperm`` + ``rand_bbox`` + slicing, in place, one box
-    per batch), torchvision ``transforms.v2.CutMix`` (one box per batch, clones, one-hot labels) and
-    timm ``Mixup`` in cutmix mode ("batch" and the per-sample "elem" loop; in place, soft labels).
-    Ours writes a new batch (reads the input, writes every output pixel; "out=" reuses one
-    preallocated output buffer), the official code and timm write the box region into the input.
-(b) Fong & Vedaldi max window, 224 x 224, S = 56, T = 1: integral image (Numba twin) vs the
-    brute-force NumPy oracle summing every window directly (``kernels.reference.max_window``), plus
-    a vectorised NumPy ``sliding_window_view`` brute force and a NumPy cumsum integral image.
-(c) KeepAugment selective_cut / selective_paste per batch (scores of every candidate, quantile, draws).
+(a) CutMix box sampling + paste on a (64, 3, 224, 224) float32 torch batch:
+    ours ("elem": one box and partner per row; "batch": one box) is ``kernels.boxes.cutmix_box`` + the
+    training side's paste (``pipelines.methods.saliency.paste_rows``, a new batch), beside the official
+    CutMix step restated literally (``np.random.beta`` + ``torch.randperm`` + ``rand_bbox`` + slicing, in
+    place, one box per batch), torchvision ``transforms.v2.CutMix`` (one box per batch, clones, one-hot
+    labels) and timm ``Mixup`` in cutmix mode ("batch" and the per-sample "elem" loop; in place, soft
+    labels). (The graph's fused paste is timed by ``bench.ops_bench``.)
+(b) Fong & Vedaldi max window, 224 x 224, S = 56, T = 1: ours is the plugin's CPU ``box_search``
+    operator called eagerly as the training side calls it (``eager_box_search``, DALI dynamic mode, one
+    call per batch), against the brute-force NumPy oracle of the tests summing every window directly
+    (``tests/oracles.py``'s ``max_window``: the figure the search's speed-up is quoted against, and the
+    answer both must give), a vectorised NumPy ``sliding_window_view`` brute force and a NumPy cumsum
+    integral image.
+(c) KeepAugment selective cut / paste per batch, 32 tries per row (scores of every candidate, quantile,
+    pick), the same operator called eagerly.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import conditions as common_conditions
-from kernels import _twin, apply, boxes as mix, labels, reference, search
+from kernels import boxes as mix, labels
+from tests import oracles  # bench is not library code: it may time the tests' oracle as a contender
 
 
 def time_cases(cases, warmup=3, repeat=30, repeat_of=None):
@@ -57,16 +63,14 @@ def time_cases(cases, warmup=3, repeat=30, repeat_of=None):
 
 
 def conditions(args):
-    import numba
     import torch
     try:
         import timm
         timm_version = timm.__version__
     except ImportError:
         timm_version = None
-    return common_conditions(timm=timm_version, numba_threads=numba.config.NUMBA_NUM_THREADS,
-                             torch_threads=torch.get_num_threads(), device="cpu (no GPU timings)",
-                             repeat=args.repeat, warmup=args.warmup)
+    return common_conditions(timm=timm_version, torch_threads=torch.get_num_threads(), device="cpu (no GPU timings)",
+                             repeat=args.repeat, warmup=args.warmup, batch=args.batch)
 
 
 # -------------------------------------------------------------------------------------- (a) CutMix
@@ -108,45 +112,35 @@ def bench_cutmix(args, res):
     import torch
     from torchvision.transforms import v2
 
+    from pipelines.methods.saliency import paste_rows
+
     B, C, H, W = args.batch, 3, 224, 224
     gen = np.random.default_rng(0)
     x = gen.standard_normal((B, C, H, W), dtype=np.float32)
-    x_u8 = gen.integers(0, 256, (B, H, W, C), dtype=np.uint8)
     y = gen.integers(0, 1000, B)
     xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(y)
+    ours_x = torch.from_numpy(x)  # ours writes a new batch: its input stays as generated
     rng = np.random.default_rng(1)
     np.random.seed(1)
     torch.manual_seed(1)
 
     def ours_elem():
         boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
-        return apply.paste(x, rng.permutation(B), boxes), lam
-
-    buf = np.empty_like(x)
-
-    def ours_elem_out():
-        boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
-        return apply.paste(x, rng.permutation(B), boxes, out=buf), lam
+        return paste_rows(ours_x, boxes[:, None], rng.permutation(B)), lam
 
     def ours_elem_targets():
         boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
         perm = rng.permutation(B)
-        return apply.paste(x, perm, boxes), labels.soft_targets(y, y[perm], lam, 1000)
+        return paste_rows(ours_x, boxes[:, None], perm), labels.soft_targets(y, y[perm], lam, 1000)
 
     def ours_batch():
         box, lam = mix.cutmix_box(rng, H, W, 1.0)
-        return apply.paste(x, rng.permutation(B), box), lam
-
-    def ours_elem_u8():
-        boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
-        return apply.paste(x_u8, rng.permutation(B), boxes), lam
+        return paste_rows(ours_x, np.broadcast_to(box, (B, 1, 4)), rng.permutation(B)), lam
 
     cases = {
-        "ours_elem (cutmix_box n=B + paste, new batch)": ours_elem,
-        "ours_elem, out= preallocated batch": ours_elem_out,
+        "ours_elem (cutmix_box n=B + paste_rows, new batch)": ours_elem,
         "ours_elem + soft_targets(1000)": ours_elem_targets,
-        "ours_batch (one box + paste, new batch)": ours_batch,
-        "ours_elem uint8 NHWC (64,224,224,3)": ours_elem_u8,
+        "ours_batch (one box + paste_rows, new batch)": ours_batch,
         "clovaai official (per batch, in place)": lambda: clovaai_cutmix_step(xt, yt),
     }
     tv = v2.CutMix(num_classes=1000)
@@ -160,20 +154,6 @@ def bench_cutmix(args, res):
         res["timm_note"] = "timm installed from PyPI without changing torch"
     except ImportError:
         res["timm_note"] = "timm not installed: skipped"
-    # the opt-in threaded CPU driver (KERNELS_NUMBA_PARALLEL=1), same call as ours_elem
-    serial = _twin.cpu_parallel
-    _twin.cpu_parallel = True
-    par_paste = _twin.cpu_driver(apply._DRIVERS["paste"][0])
-    _twin.cpu_parallel = serial
-    par_buf = np.empty_like(x)
-
-    def ours_elem_parallel():
-        boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
-        perm = rng.permutation(B)
-        par_paste(par_buf, x, perm, apply.as_row_boxes(boxes, B))
-        return par_buf, lam
-
-    cases["ours_elem, out=, KERNELS_NUMBA_PARALLEL=1 (prange over rows)"] = ours_elem_parallel
     out = time_cases(cases, args.warmup, args.repeat)
     for name, r in out.items():
         print(f"  {name}: {r['median_ms']:.2f} ms (IQR {r['iqr_ms']:.2f})", flush=True)
@@ -181,6 +161,13 @@ def bench_cutmix(args, res):
 
 
 # ----------------------------------------------------------------------------------- (b) max window
+def search(maps, draws, **kwargs):
+    """The plugin's CPU box_search on every map, called as the training side calls it: (N, 4) boxes."""
+    from pipelines.methods.saliency import eager_box_search
+
+    return eager_box_search(maps, draws, np.arange(len(maps), dtype=np.int32), **kwargs)[:, 0]
+
+
 def bench_max_window(args, res):
     H = W = 224
     S, T = 56, 1
@@ -188,6 +175,10 @@ def bench_max_window(args, res):
     one = gen.random((1, H, W), dtype=np.float32)
     batch = gen.random((args.batch, H, W), dtype=np.float32)
     from numpy.lib.stride_tricks import sliding_window_view
+
+    def max_window(maps, tau=0):
+        draws = rng.integers(0, 2**31 - 1, (len(maps), 2)).astype(np.int32)
+        return search(maps, draws, method="max_window", size=S, stride=T, jitter=tau)
 
     def numpy_cumsum():
         ii = np.zeros((H + 1, W + 1))
@@ -198,11 +189,11 @@ def bench_max_window(args, res):
     rng = np.random.default_rng(3)
     slow = {"numpy sliding_window_view brute force N=1": lambda: np.argmax(
                 sliding_window_view(one[0], (S, S)).sum(axis=(-2, -1), dtype=np.float64)),
-            "brute-force oracle (reference.max_window) N=1": lambda: reference.max_window(one[0], S, T)}
+            "brute-force oracle (tests/oracles.py max_window) N=1": lambda: oracles.max_window(one[0], S, T)}
     cases = {
-        "ours max_window N=1": lambda: search.max_window(one, S, T),
-        "ours max_window N=1 tau=16": lambda: search.max_window(one, S, T, 16, rng),
-        f"ours max_window N={args.batch} (per batch)": lambda: search.max_window(batch, S, T),
+        "ours box_search max_window N=1": lambda: max_window(one),
+        "ours box_search max_window N=1 tau=16": lambda: max_window(one, 16),
+        f"ours box_search max_window N={args.batch} (per batch)": lambda: max_window(batch),
         "numpy cumsum integral image N=1": numpy_cumsum,
         **slow,
     }
@@ -210,11 +201,11 @@ def bench_max_window(args, res):
     out = time_cases(cases, args.warmup, args.repeat, {k: n_slow for k in slow})
     for name, r in out.items():
         print(f"  {name}: {r['median_ms']:.3f} ms", flush=True)
-    brute = out["brute-force oracle (reference.max_window) N=1"]["median_ms"]
-    ours = out["ours max_window N=1"]["median_ms"]
+    brute = out["brute-force oracle (tests/oracles.py max_window) N=1"]["median_ms"]
+    ours = out["ours box_search max_window N=1"]["median_ms"]
     # the two must agree on the answer
-    (y, x), _ = reference.max_window(one[0], S, T)
-    assert search.max_window(one, S, T)[0, :2].tolist() == [y, x]
+    (y, x), _ = oracles.max_window(one[0], S, T)
+    assert max_window(one)[0, :2].tolist() == [y, x]
     res["max_window"] = {"H": H, "W": W, "S": S, "T": T, "results": out,
                          "speedup_vs_bruteforce_oracle": round(brute / ours, 1),
                          "target_speedup": 10}
@@ -223,20 +214,21 @@ def bench_max_window(args, res):
 # ----------------------------------------------------------------------------------- (c) KeepAugment
 def bench_keep(args, res):
     cases = {}
+    tries = 32
     for name, (n, hw, size) in {"ImageNet 224, size 56": (args.batch, 224, 56),
                                 "CIFAR 32, size 16": (128, 32, 16)}.items():
         sal = np.random.default_rng(4).random((n, hw, hw), dtype=np.float32)
         rng = np.random.default_rng(5)
-        cases[f"selective_cut N={n} {name}"] = (lambda sal=sal, size=size, rng=rng:
-                                                search.selective_cut(rng, sal, size, 0.6))
-        cases[f"selective_paste N={n} {name}"] = (lambda sal=sal, size=size, rng=rng:
-                                                  search.selective_paste(rng, sal, size, 0.6))
-        cases[f"keep_region_scores only N={n} {name}"] = (lambda sal=sal, size=size:
-                                                          search.keep_region_scores(sal, size))
+        for selective in ("cut", "paste"):
+            def keep(sal=sal, size=size, rng=rng, selective=selective):
+                centres = rng.integers(0, sal.shape[1], (len(sal), tries, 2)).astype(np.int32)  # candidate centres
+                return search(sal, centres, method=f"keep_{selective}", size=size, tau="0.6")
+
+            cases[f"box_search keep_{selective} N={n} {name}"] = keep
     out = time_cases(cases, args.warmup, args.repeat)
     for name, r in out.items():
         print(f"  {name}: {r['median_ms']:.2f} ms", flush=True)
-    res["keepaugment"] = {"tau": 0.6, "max_tries": 32, "results": out}
+    res["keepaugment"] = {"tau": 0.6, "max_tries": tries, "results": out}
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ Implementations:
   one launch per batch, one thread block per row (``dali_ops/csrc/kernels/box_search.cuh``, DALI-free),
   giving the CPU operator's boxes bit for bit. ``map_index`` is a CPU input on both. (DALI's
   ``numba_function`` is not used: DALI 2.4's GPU numba plugin refuses a CUDA 13 toolkit.) Tests check the
-  CPU operator against the NumPy oracles of :mod:`kernels.reference` and the GPU one against the CPU one.
+  CPU operator against the NumPy oracles of ``tests/oracles.py`` and the GPU one against the CPU one.
 
 Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``device="gpu"`` needs a GPU):
 
@@ -152,8 +152,8 @@ def saliency_peak_box(saliency, cut, map_index=None, *, quantize: bool = True, d
 
     ``cut`` holds ``(2,)`` int32 samples ``(cut_h, cut_w) = int(size * sqrt(1 - lam))`` drawn upstream; the
     peak is the first maximum of ``(map * 255).astype(uint8)`` (``quantize=True``, the official
-    ``saliency_bbox``) or of the float map; box = ``clip(peak -+ cut // 2, 0, size)``. Same rule as
-    :func:`kernels.search.saliency_peak_box`. ``map_index`` (CPU int32 scalar per row): row i searches map
+    ``saliency_bbox``) or of the float map; box = ``clip(peak -+ cut // 2, 0, size)``
+    (:func:`kernels.boxes.centred_box`). ``map_index`` (CPU int32 scalar per row): row i searches map
     ``map_index[i]`` (SaliencyMix: the partner's), -1 gives it the box ``(-1, -1, -1, -1)``.
     """
     return _search(saliency, cut, map_index, device, dict(method="peak", quantize=bool(quantize)))
@@ -168,8 +168,8 @@ def max_window(saliency, size: int, stride: int = 1, draws=None, map_index=None,
     ``(y0, x0)``, then jittered by a shift uniform over the integer shifts in ``[-jitter, jitter]`` that keep
     it inside the ``H x W`` map: ``draws`` are ``(2,)`` int32 samples ``(ry, rx)`` uniform in
     ``[0, 2**31 - 1)`` drawn upstream (``rng.integers(0, 2**31 - 1, size=(N, 2))``), ``lo_y = max(-jitter,
-    -y0)``, ``hi_y = min(jitter, H - size - y0)``, ``dy = lo_y + ry % (hi_y - lo_y + 1)`` (same for x). Same
-    rule as :func:`kernels.search.max_window` with ``tau=jitter``. ``jitter`` defaults to 0 (no jitter; the
+    -y0)``, ``hi_y = min(jitter, H - size - y0)``, ``dy = lo_y + ry % (hi_y - lo_y + 1)`` (same for x).
+    ``jitter`` defaults to 0 (no jitter; the
     draws are then not read, and ``draws=None`` is allowed); the paper uses 16 at 224 px. A map smaller than
     the window gets the box ``(-1, -1, -1, -1)`` (no occlusion; an operator cannot raise).
     ``map_index`` as in :func:`saliency_peak_box` (-1: row not occluded).
@@ -195,12 +195,10 @@ def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, se
 
     Region scores are the saliency sum over the clipped Cutout box of side ``size`` (an int, or a CPU int32
     node of one side per row) around every pixel
-    (the paper's Eq. 1, arXiv 2011.11778)
-    (:func:`kernels.search.keep_region_scores`), the threshold their ``tau``-quantile; the box is centred on
+    (the paper's Eq. 1, arXiv 2011.11778), the threshold their ``tau``-quantile; the box is centred on
     the first of the upstream-drawn candidate centres ``tries`` (``(T, 2)`` int32 samples ``(cy, cx)``)
     whose score is below (``selective="cut"``) / above (``"paste"``) it, else the lowest / highest-scoring
-    candidate. Same rule and draws as :func:`kernels.search.selective_cut` / ``selective_paste`` (give the
-    op ``stack([cy[i], cx[i]], -1)`` of their ``rng.integers`` draws).
+    candidate.
 
     The decision equals comparing with ``numpy.quantile(scores, tau)`` (linear) exactly: on the CPU by
     counting, on the GPU from the exact order statistics around the quantile (radix select) and the lerp

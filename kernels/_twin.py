@@ -42,7 +42,7 @@ threads_per_block: int = 256
 #: CPU drivers use ``numba.prange`` over rows; they are compiled with ``parallel=True`` only when
 #: ``KERNELS_NUMBA_PARALLEL=1``. Serial is the default: the CPU path runs inside DALI's / the loader's own
 #: worker threads and processes (nested thread pools oversubscribe, and Numba's GNU-OpenMP layer is not
-#: fork-safe). Where the CPU path owns the machine, parallel is ~2x on 2 cores for paste (bench).
+#: fork-safe). Where the CPU path owns the machine (e.g. a training script's own step), threads help.
 cpu_parallel: bool = os.environ.get("KERNELS_NUMBA_PARALLEL", "0") == "1"
 
 
@@ -107,17 +107,13 @@ def _rebind(fn, target: str, extra: dict | None = None):
     return new
 
 
-def cpu_driver(fn, parallel: bool | None = None):
-    """Compile a CPU loop nest (plain module function calling twins) with ``numba.njit``.
-
-    ``parallel=None`` follows :data:`cpu_parallel`.
-    """
-    if parallel is None:
-        parallel = cpu_parallel
+def cpu_driver(fn):
+    """Compile a CPU loop nest (plain module function calling twins) with ``numba.njit``, threaded when
+    :data:`cpu_parallel`."""
     driver = _rebind(fn, "cpu")
-    if parallel:  # Numba's on-disk cache is keyed by qualname and signature, not by compile flags
+    if cpu_parallel:  # Numba's on-disk cache is keyed by qualname and signature, not by compile flags
         driver.__qualname__ += "_parallel"
-    return njit(cache=True, parallel=parallel)(driver)
+    return njit(cache=True, parallel=cpu_parallel)(driver)
 
 
 def cuda_kernel(fn):

@@ -1,4 +1,4 @@
-"""Apply occlusions: erase boxes, paste a partner's boxes or grid cells, and the exact ``lam`` they leave.
+"""Apply occlusions on arrays: erase boxes, paste a partner's grid cells, and the exact ``lam`` they leave.
 
 Papers and reference code whose *application step* these reproduce:
 
@@ -6,16 +6,15 @@ Papers and reference code whose *application step* these reproduce:
   (Singh & Lee, 2017; kkanshul/Hide-and-Seek ``hide_patch.py``): the region is multiplied by a
   0-mask after mean/std normalisation, i.e. filled with 0 (the dataset mean) -> :func:`erase`
   with ``fill=0`` on NCHW float, or ``fill=mean*255`` per channel on NHWC uint8.
-* CutMix (Yun et al., 2019, Algorithm A1; clovaai/CutMix-PyTorch ``train.py``) and SaliencyMix
-  (Uddin et al., 2021): ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]``, the
-  partner's pixels at the *same location* -> :func:`paste` with per-row boxes (one box per batch
-  is the reference behaviour; a ``(4,)`` box is broadcast to every row for that).
 * Attentive CutMix (Walawalkar et al., 2020; openmixup ``augments/attentivemix.py``):
   ``img = mask * img + (1 - mask) * img[perm]`` with a G x G cell mask upsampled (nearest) to the
   image -> :func:`paste_cells` (``cell_mask`` says which cells come from the partner, so
   openmixup's call is ``paste_cells(images, perm, ~top_k_mask)``).
 * CutMix's lambda correction (clovaai commit 9dc8245): ``lam = 1 - box_area / (H * W)``, generalised
   to several, possibly overlapping boxes by :func:`lam_from_boxes` (area of the union, exact).
+
+(Pasting a partner's *boxes* -- CutMix, SaliencyMix, KeepAugment -- is the plugin's ``paste_boxes`` /
+``normalize_occlude`` in the graph and :func:`pipelines.methods.saliency.paste_rows` on the training side.)
 
 Every pixel operation is one Numba kernel: one CUDA thread per pixel (``n, y, x``) checks whether the
 pixel lies in any of its row's boxes (or in a selected cell) and writes all channels; the CPU twin
@@ -38,7 +37,7 @@ from numba import prange
 from . import _twin
 from ._twin import twin
 
-__all__ = ["erase", "paste", "paste_cells", "lam_from_boxes", "lam_from_cells", "cell_edges"]
+__all__ = ["erase", "paste_cells", "lam_from_boxes", "lam_from_cells", "cell_edges"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,15 +59,6 @@ def _cell_of(i, size, g):
     if c >= g:
         c = g - 1
     return c
-
-
-@twin
-def _takes_partner_box(partner, boxes, n, y, x):
-    """True when pixel (y, x) of row n comes from its partner: it has one and the pixel is in a box."""
-    # explicit ifs: `return a and b` compiles (njit, serial) to code ~10x slower in the loop nests
-    if partner[n] < 0:
-        return False
-    return _in_any_box(boxes, n, y, x)
 
 
 @twin
@@ -108,33 +98,6 @@ def _erase_nhwc_cpu(out, src, boxes, fill, copy_rest):
                     for c in range(ch):
                         out[n, y, x, c] = fill[c]
                 elif copy_rest:
-                    for c in range(ch):
-                        out[n, y, x, c] = src[n, y, x, c]
-
-
-def _paste_nchw_cpu(out, src, partner, boxes):
-    n_rows, ch, h, w = out.shape
-    for n in prange(n_rows):
-        p = partner[n]
-        for c in range(ch):
-            for y in range(h):
-                for x in range(w):
-                    if _takes_partner_box(partner, boxes, n, y, x):
-                        out[n, c, y, x] = src[p, c, y, x]
-                    else:
-                        out[n, c, y, x] = src[n, c, y, x]
-
-
-def _paste_nhwc_cpu(out, src, partner, boxes):
-    n_rows, h, w, ch = out.shape
-    for n in prange(n_rows):
-        p = partner[n]
-        for y in range(h):
-            for x in range(w):
-                if _takes_partner_box(partner, boxes, n, y, x):
-                    for c in range(ch):
-                        out[n, y, x, c] = src[p, y, x, c]
-                else:
                     for c in range(ch):
                         out[n, y, x, c] = src[n, y, x, c]
 
@@ -193,7 +156,7 @@ def _erase_cuda(out, src, boxes, fill, copy_rest, chan_first):
 
 @twin
 def _copy_pixel(out, src, take, partner, n, y, x, ch, chan_first):
-    """Thread body shared by the two paste kernels: all channels of pixel (y, x) from partner or self."""
+    """Thread body of the paste_cells kernel: all channels of pixel (y, x) from partner or self."""
     if take:
         p = partner[n]
         for c in range(ch):
@@ -207,20 +170,6 @@ def _copy_pixel(out, src, take, partner, n, y, x, ch, chan_first):
                 out[n, c, y, x] = src[n, c, y, x]
             else:
                 out[n, y, x, c] = src[n, y, x, c]
-
-
-def _paste_cuda(out, src, partner, boxes, chan_first):
-    t = cuda.grid(1)  # noqa: F821
-    if chan_first:
-        n_rows, ch, h, w = out.shape
-    else:
-        n_rows, h, w, ch = out.shape
-    if t < n_rows * h * w:
-        n = t // (h * w)
-        r = t - n * (h * w)
-        y = r // w
-        x = r - y * w
-        _copy_pixel(out, src, _takes_partner_box(partner, boxes, n, y, x), partner, n, y, x, ch, chan_first)
 
 
 def _paste_cells_cuda(out, src, partner, mask, chan_first):
@@ -240,7 +189,6 @@ def _paste_cells_cuda(out, src, partner, mask, chan_first):
 
 _DRIVERS = {  # name: (CPU NCHW loop, CPU NHWC loop, CUDA kernel for both layouts)
     "erase": (_erase_nchw_cpu, _erase_nhwc_cpu, _erase_cuda),
-    "paste": (_paste_nchw_cpu, _paste_nhwc_cpu, _paste_cuda),
     "paste_cells": (_paste_cells_nchw_cpu, _paste_cells_nhwc_cpu, _paste_cells_cuda),
 }
 
@@ -400,33 +348,6 @@ def erase(images, boxes, fill=0, *, layout=None, inplace=False, out=None):
     return out
 
 
-def paste(images, partner_index, boxes, *, layout=None, out=None):
-    """Paste each row's partner pixels inside the row's boxes, at the same location (CutMix / SaliencyMix).
-
-    ``out[n, :, y, x] = images[partner_index[n], :, y, x]`` for (y, x) in any of row n's boxes, else
-    ``images[n, :, y, x]`` -- clovaai's ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]``
-    with a box (and partner) per row. Reads only ``images``, so a row that is both a target and another
-    row's partner is pasted from its original pixels (as the reference's copy on the right-hand side).
-
-    Args:
-        images: ``(N, C, H, W)`` float or ``(N, H, W, C)`` uint8 (see ``layout`` in :func:`erase`).
-        partner_index: ``(N,)`` int, the source row of each row; -1 = no partner (row unchanged).
-        boxes: ``(N, K, 4)`` / ``(N, 4)`` / ``(4,)`` int ``(y0, x0, y1, x1)``, -1 padded.
-        out: optional preallocated output (as in :func:`erase`; must not overlap ``images``).
-
-    Returns:
-        A new array of the same type; ``lam_from_boxes(boxes, H, W, partner_index)`` is its ``lam``.
-    """
-    xp = _twin.array_module(images)
-    src, layout = _nhwc(images, layout)
-    n_rows = src.shape[0]
-    b = as_row_boxes(boxes, n_rows, xp)
-    p = _partner(partner_index, n_rows, xp)
-    out = _out_array(out, images, xp)
-    _run("paste", xp, layout, out, images, p, b)
-    return out
-
-
 def paste_cells(images, partner_index, cell_mask, *, layout=None, out=None):
     """Paste the partner's pixels in the grid cells where ``cell_mask`` is True (Attentive CutMix).
 
@@ -437,7 +358,7 @@ def paste_cells(images, partner_index, cell_mask, *, layout=None, out=None):
 
     openmixup's Attentive CutMix keeps the top-k cells of each image and takes the rest from the
     partner, i.e. ``paste_cells(images, perm, ~topk_mask)`` with ``topk_mask`` from
-    :func:`kernels.search.topk_cells`. ``out``: optional preallocated output, as in :func:`paste`.
+    :func:`kernels.search.topk_cells`. ``out``: optional preallocated output, as in :func:`erase`.
 
     Returns:
         A new array of the same type; ``lam_from_cells(cell_mask, H, W, partner_index)`` is its ``lam``.

@@ -1,5 +1,5 @@
 """Attentive CutMix (training-side step of the loader) against an independent oracle: the extractor run
-layer by layer, kernels.reference's sorted top-k and painted cell masks, the plain loader's pixels."""
+layer by layer, tests/oracles.py's sorted top-k and painted cell masks, the plain loader's pixels."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from kernels import reference as ref
+import oracles as ref
 from test_loader import SIZE, make
 
 

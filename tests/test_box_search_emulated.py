@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels import reference as ref
+import oracles as ref
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}

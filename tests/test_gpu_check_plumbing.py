@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu_check"))
 
 import run  # noqa: E402  (tests/gpu_check/run.py)
-from kernels import reference as ref  # noqa: E402
+import oracles as ref  # noqa: E402
 from test_box_search_emulated import emu, emulated  # noqa: E402,F401  (the emu fixture)
 
 

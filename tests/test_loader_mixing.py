@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import reference as ref
+import oracles as ref
 from test_loader import MEAN, STD, SIZE, box_mask, make
 
 S2 = SIZE * SIZE

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from kernels import reference as ref
+import oracles as ref
 from pipelines.methods import METHODS, REGISTRY, CutMix, get_method, parse_method
 from test_loader import SIZE, box_mask, make
 from test_loader_mixing import opencv_saliency

@@ -4,6 +4,10 @@
 against the graph's own fragments run by DALI on the same maps."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -182,6 +186,22 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
                                         sources[rows] if paste_back else None)
         np.testing.assert_array_equal(g_boxes.reshape(B, 1, 4), boxes[rows])
         np.testing.assert_array_equal(g_img, imgs[rows])
+
+
+def test_eager_search_in_a_fresh_process():
+    """The training side's eager search where no pipeline has loaded the plugin yet: it loads the plugin
+    before DALI's dynamic mode is first imported (after it, ``ndd.occlusion`` does not exist)."""
+    code = ("import numpy as np\n"
+            "from pipelines.methods.saliency import eager_box_search\n"
+            "sal = np.zeros((1, 8, 8), np.float32)\n"
+            "sal[0, 6, 6] = 1\n"
+            "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
+            "                       size=2, jitter=0)\n"
+            "print(box.ravel().tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[5,", "5,", "7,", "7]"]  # the first of the four windows holding the peak
 
 
 def test_occlude_joint_maps_per_sample_and_resized(structured_root):

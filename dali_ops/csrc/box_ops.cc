@@ -12,11 +12,16 @@
 
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
+#include "kernels/boxes.h"
 #include "multiversion.h"
 
 namespace occlusion {
 
 using ::dali::make_string;
+using kernels::BoxSum;
+using kernels::CentredBox;
+using kernels::JitterShift;
+using kernels::QuantizeU8;
 
 namespace {
 
@@ -211,8 +216,8 @@ inline void Transpose8(V (&v)[8]) {
   }
 }
 
-/// (H+1) x (W+1) float64 summed-area table, accumulated in the order of kernels/search.py
-/// (row running sums, then column running sums) so every box sum equals the Numba twins'.
+/// (H+1) x (W+1) float64 summed-area table: row running sums, then column running sums, each a
+/// sequential chain, the order box_search.cuh's kernel keeps so that every box sum is the same.
 /// Eight rows at a time: their running sums side by side (the same additions in the same order
 /// per row, eight independent dependency chains instead of one), then their column sums while
 /// the rows are still in cache -- one pass over the table, which is never cleared as a whole.
@@ -265,26 +270,14 @@ void Integral(const float *__restrict__ sal, int H, int W, std::vector<double> &
   }
 }
 
-inline double BoxSum(const std::vector<double> &ii, int S, int y0, int x0, int y1, int x1) {
-  return ii[static_cast<size_t>(y1) * S + x1] - ii[static_cast<size_t>(y0) * S + x1]
-       - ii[static_cast<size_t>(y1) * S + x0] + ii[static_cast<size_t>(y0) * S + x0];
-}
-
-/// (map * 255).astype(uint8) of a float32 map value in [0, 1]: the float32 product, truncated;
-/// NaN -> 0 (NumPy leaves it undefined; kernels/box_search.cuh's QuantizeU8 is the same).
-inline int Quantize(float v) {
-  const float q = v * 255.0f;  // float32 product, as NumPy on the float32 map
-  return !(q > 0.f) ? 0 : q > 255.f ? 255 : static_cast<int>(q);
-}
-
 /// Index of the first maximum of the quantized map: the maximum in a pass that vectorises (an
 /// integer reduction), then the first index that holds it.
 OCC_MULTIVERSION
 int64_t FirstQuantizedMax(const float *__restrict__ sal, int64_t n) {
   int best = 0;
-  for (int64_t i = 0; i < n; i++) best = std::max(best, Quantize(sal[i]));
+  for (int64_t i = 0; i < n; i++) best = std::max(best, QuantizeU8(sal[i]));
   int64_t at = 0;
-  while (at < n - 1 && Quantize(sal[at]) != best) at++;
+  while (at < n - 1 && QuantizeU8(sal[at]) != best) at++;
   return at;
 }
 
@@ -299,22 +292,7 @@ void PeakBox(const float *sal, int H, int W, const int32_t *cut, bool quantize, 
     for (int64_t i = 1; i < n; i++)
       if (sal[i] > sal[at]) at = i;
   }
-  int py = static_cast<int>(at / W), px = static_cast<int>(at % W);
-  int hh = cut[0] / 2, hw = cut[1] / 2;
-  box[0] = std::clamp(py - hh, 0, H);
-  box[1] = std::clamp(px - hw, 0, W);
-  box[2] = std::clamp(py + hh, 0, H);
-  box[3] = std::clamp(px + hw, 0, W);
-}
-
-/// Fong & Vedaldi's jitter ("Occlusions for Effective Data Augmentation", arXiv 1910.10651) of a window at `at` whose top-left may lie
-/// in [0, last]: a shift uniform over the integers in [-jitter, jitter] that keep the window inside,
-/// lo = max(-jitter, -at), hi = min(jitter, last - at), shift = lo + r % (hi - lo + 1), r uniform in
-/// [0, 2^31 - 1) drawn on the host.  Clipping a uniform draw instead would pile the mass of every
-/// shift that leaves the image on the border.  (Must equal box_search.cuh's JitterShift.)
-inline int JitterShift(int at, int last, int jitter, int32_t r) {
-  const int lo = std::max(-jitter, -at), hi = std::min(jitter, last - at);
-  return lo + static_cast<int>(r % (hi - lo + 1));
+  CentredBox(static_cast<int>(at / W), static_cast<int>(at % W), cut[0] / 2, cut[1] / 2, H, W, box);
 }
 
 /// Fong & Vedaldi: first (row-major on the stride grid) S x S window of largest sum, its top-left
@@ -333,12 +311,12 @@ void MaxWindow(const std::vector<double> &table, int H, int W, int size, int str
   row.resize(nx);
   double *__restrict__ sums = row.data();
   const double *__restrict__ ii = table.data();
-  double best = BoxSum(table, S, 0, 0, size, size);
+  double best = BoxSum(ii, S, 0, 0, size, size);
   int by = 0, bx = 0;
   for (int y = 0; y + size <= H; y += stride) {
     const double *r0 = ii + static_cast<size_t>(y) * S;
     const double *r1 = ii + static_cast<size_t>(y + size) * S;
-    // BoxSum's operation order: ((ii[y1][x1] - ii[y0][x1]) - ii[y1][x0]) + ii[y0][x0]
+    // BoxSum written out per row so that the loop vectorises; same operation order
     for (int j = 0; j < nx; j++) {
       const int x = j * stride;
       sums[j] = r1[x + size] - r0[x + size] - r1[x] + r0[x];
@@ -370,23 +348,25 @@ void MaxWindow(const std::vector<double> &table, int H, int W, int size, int str
 }
 
 /// KeepAugment region scores (Gong et al. 2021, arXiv 2011.11778, Eq. 1: the *sum* of saliency over
-/// the region): the sum over the box [c - half, c + half) around each pixel clipped to the map
-/// (kernels.search._centred_box_sum), into scores (H x W).
+/// the region): the sum over the clipped centred box of half-side `half` around each pixel
+/// (CentredBox), into scores (H x W).
 OCC_MULTIVERSION
 void RegionScores(const double *__restrict__ ii, int H, int W, int half,
                   double *__restrict__ scores) {
   const int S = W + 1;
   for (int y = 0; y < H; y++) {
-    const int y0 = std::max(y - half, 0), y1 = std::min(y + half, H);
-    const double *r0 = ii + static_cast<int64_t>(y0) * S;
-    const double *r1 = ii + static_cast<int64_t>(y1) * S;
+    int32_t rows[4];  // the rows of this line's boxes: CentredBox's y0 and y1
+    CentredBox(y, 0, half, half, H, W, rows);
+    const double *r0 = ii + static_cast<int64_t>(rows[0]) * S;
+    const double *r1 = ii + static_cast<int64_t>(rows[2]) * S;
     double *out = scores + static_cast<int64_t>(y) * W;
     auto clipped = [&](int x) {
-      const int x0 = std::max(x - half, 0), x1 = std::min(x + half, W);
-      out[x] = r1[x1] - r0[x1] - r1[x0] + r0[x0];
+      int32_t box[4];
+      CentredBox(y, x, half, half, H, W, box);
+      out[x] = BoxSum(ii, S, box[0], box[1], box[2], box[3]);
     };
     // Columns whose box is clipped by a side, then the interior: there the box is
-    // [x - half, x + half), contiguous reads that vectorise.
+    // [x - half, x + half), contiguous reads that vectorise (BoxSum written out, same order).
     const int lo = std::min(half, W), hi = std::max(lo, W - half);
     for (int x = 0; x < lo; x++) clipped(x);
     const double *a0 = r0 - half, *a1 = r1 - half, *b0 = r0 + half, *b1 = r1 + half;
@@ -444,9 +424,8 @@ bool PassesThreshold(const double *s, int64_t n, double tau, double v, bool belo
   return below ? v < thr : v > thr;
 }
 
-/// KeepAugment (Gong et al. 2021, arXiv 2011.11778) selective cut / paste, the rule of
-/// kernels.search.selective_cut / selective_paste: region score = saliency sum over the clipped box
-/// of half-side `half` around each pixel (Eq. 1),
+/// KeepAugment (Gong et al. 2021, arXiv 2011.11778) selective cut / paste: region score = saliency
+/// sum over the clipped box of half-side `half` around each pixel (Eq. 1),
 /// threshold = tau-quantile of all of them; the first drawn centre below (cut) / above (paste)
 /// it, else the lowest / highest-scoring one.  Tries stop at the first that passes, and equal
 /// scores decide alike, so a typical map costs one or two counting passes.
@@ -477,10 +456,7 @@ void KeepBox(const std::vector<double> &ii, int H, int W, int half, double tau, 
     if (passes) pick = t;
   }
   centre(pick < 0 ? fb : pick, cy, cx);
-  box[0] = std::clamp(cy - half, 0, H);
-  box[1] = std::clamp(cx - half, 0, W);
-  box[2] = std::clamp(cy + half, 0, H);
-  box[3] = std::clamp(cx + half, 0, W);
+  CentredBox(cy, cx, half, half, H, W, box);
 }
 
 double ParseTau(const std::string &s) {
@@ -684,7 +660,7 @@ With ``map_index``, row ``i`` searches the map ``saliency[map_index[i]]`` with i
 (SaliencyMix: the partner's map, no ``permute_batch`` copy of the maps), and ``-1`` gives the
 row the box ``(-1, -1, -1, -1)`` (not occluded).
 
-Output: int32 ``(1, 4)`` per sample.  Same rules as ``kernels.search``.)code")
+Output: int32 ``(1, 4)`` per sample.)code")
     .NumInput(2, 3)
     .InputDox(0, "saliency", "TensorList", "``(H, W)`` float32 saliency maps.")
     .InputDox(1, "draws", "TensorList", "int32 random draws of the method (see above).")

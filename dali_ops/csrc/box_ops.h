@@ -12,9 +12,9 @@
 //       partners[partner_index[i]] (so `partners` can be the batch itself: no permute_batch copy);
 //       an index of -1 leaves the sample unchanged.
 //   fn.occlusion.box_search(saliency, draws[, map_index], method=...) (CPU and CUDA)
-//       SaliencyMix peak box, Fong & Vedaldi max window, KeepAugment selective cut / paste; the
-//       same rules as kernels/search.py; the CUDA kernel (kernels/box_search.cuh, DALI-free) gives
-//       the CPU operator's boxes bit for bit.
+//       SaliencyMix peak box, Fong & Vedaldi max window, KeepAugment selective cut / paste (their
+//       box rules in kernels/boxes.h, restated in NumPy by tests/oracles.py); the CUDA kernel
+//       (kernels/box_search.cuh, DALI-free) gives the CPU operator's boxes bit for bit.
 //
 // Boxes are int32 (K, 4) per sample, (y0, x0, y1, x1) half-open in pixels, clipped to the image;
 // an empty box (y1 <= y0 or x1 <= x0, e.g. the -1 padding) covers no pixel.  Overlapping boxes

@@ -38,9 +38,9 @@ def eager_box_search(maps: np.ndarray, draws: np.ndarray, map_index: np.ndarray,
     maps, the per-row draws and map indices; ``kwargs`` as the operator's (``method``, ``size``, ...; a
     per-row ``size`` array becomes an argument input). Returns ``(B, 1, 4)`` int32 boxes."""
     import dali_ops
-    import nvidia.dali.experimental.dynamic as ndd
 
-    dali_ops.load()
+    dali_ops.load()  # before dynamic mode's first import: it lists the operators once, then ndd.occlusion is missing
+    import nvidia.dali.experimental.dynamic as ndd
 
     def batch(a):
         return ndd.as_batch([np.ascontiguousarray(x) for x in a])

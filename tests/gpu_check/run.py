@@ -4,8 +4,8 @@
    (:mod:`build_ext`);
 2. checks each kernel against ``tests/gpu_vectors/*.npz`` (inputs and the CPU operators' outputs,
    written by ``make gpu-vectors`` where DALI is) -- bit for bit;
-3. runs the Numba CUDA kernels of ``kernels.apply`` / ``kernels.search`` on CuPy arrays against their
-   CPU twins (NumPy arrays) -- bit for bit;
+3. runs the Numba CUDA kernels of ``kernels.apply`` on CuPy arrays against their CPU twins (NumPy
+   arrays) -- bit for bit;
 4. times every kernel per 256 x 224^2 batch with CUDA events (median of ``--repeats``), beside the
    bytes-moved floor at an H200's 4.8 TB/s;
 5. writes ``gpu_check.json`` to ``--out`` (``OUT=dir`` in make; default ``results/``) and exits 1 if any
@@ -100,7 +100,7 @@ def check_apply(ext, z, torch, out):
 def check_numba(out):
     import cupy as cp
 
-    from kernels import apply, search
+    from kernels import apply
 
     rng = np.random.default_rng(0)
     imgs_f = rng.standard_normal((5, 3, 33, 41)).astype(np.float32)
@@ -108,16 +108,11 @@ def check_numba(out):
     boxes = rng.integers(-3, 40, (5, 3, 4)).astype(np.int32)
     partner = np.array([2, -1, 0, 4, 1])
     cells = rng.random((5, 7, 7)) < 0.5
-    sal = rng.random((4, 37, 29)).astype(np.float32)
     cases = {
         "erase nchw f32": lambda xp: apply.erase(xp.asarray(imgs_f), xp.asarray(boxes), [0.5, -1.0, 2.0]),
         "erase nhwc u8": lambda xp: apply.erase(xp.asarray(imgs_u), xp.asarray(boxes), [7, 200, 3]),
-        "paste nchw f32": lambda xp: apply.paste(xp.asarray(imgs_f), xp.asarray(partner), xp.asarray(boxes)),
-        "paste nhwc u8": lambda xp: apply.paste(xp.asarray(imgs_u), xp.asarray(partner), xp.asarray(boxes)),
         "paste_cells nchw f32": lambda xp: apply.paste_cells(xp.asarray(imgs_f), xp.asarray(partner), xp.asarray(cells)),
-        "integral_image": lambda xp: search.integral_image(xp.asarray(sal)),
-        "window_sums": lambda xp: search.window_sums(xp.asarray(sal), 5, 2),
-        "keep_region_scores": lambda xp: search.keep_region_scores(xp.asarray(sal), 6),
+        "paste_cells nhwc u8": lambda xp: apply.paste_cells(xp.asarray(imgs_u), xp.asarray(partner), xp.asarray(cells)),
     }
     for name, f in cases.items():
         try:
@@ -195,17 +190,15 @@ def time_all(ext, torch, n, size, repeats, res):
     try:  # Numba kernels on CuPy arrays
         import cupy as cp
 
-        from kernels import apply, search
+        from kernels import apply
 
         cchw = cp.asarray(chw)
         cboxes = cp.asarray(boxes)
         cpart = cp.asarray(partner).astype(cp.int64)
-        cmaps = cp.asarray(torch.stack(maps))
+        ccells = cp.asarray(np.random.default_rng(0).random((n, 7, 7)) < 0.5)  # Attentive CutMix's 7 x 7 grid
         nb = {
             "numba apply.erase CHW float32": lambda: apply.erase(cchw, cboxes, 0.0),
-            "numba apply.paste CHW float32": lambda: apply.paste(cchw, cpart, cboxes),
-            "numba search.integral_image": lambda: search.integral_image(cmaps),
-            "numba search.keep_region_scores": lambda: search.keep_region_scores(cmaps, 56),
+            "numba apply.paste_cells CHW float32": lambda: apply.paste_cells(cchw, cpart, ccells),
         }
         for name, f in nb.items():
             res[name] = timed(torch, lambda f=f: (f(), cp.cuda.get_current_stream().synchronize()), repeats)

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "boxes.h"
+
 namespace occlusion {
 namespace kernels {
 
@@ -27,14 +29,6 @@ namespace detail {
 
 constexpr int kApplyThreads = 256;
 constexpr int kApplyMaxBlocksPerSample = 256;
-
-__device__ inline bool InAnyBox(const int32_t *boxes, int K, int y, int x) {
-  for (int k = 0; k < K; k++) {
-    const int32_t *b = boxes + 4 * k;
-    if (b[0] <= y && y < b[2] && b[1] <= x && x < b[3]) return true;
-  }
-  return false;
-}
 
 /// partners == null: erase with fill[c] (fill has C values); else paste from partners[row].
 template <typename T>

@@ -33,6 +33,8 @@
 
 #include <cstdint>
 
+#include "boxes.h"
+
 namespace occlusion {
 namespace kernels {
 
@@ -80,34 +82,6 @@ struct Shared {
   unsigned long long key;
   long long rank;
 };
-
-__device__ __forceinline__ int ClampInt(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/// (map * 255).astype(uint8) of a float32 value in [0, 1] as the CPU operator computes it: the
-/// float32 product truncated, clipped to [0, 255]; NaN -> 0 (NumPy leaves it undefined).
-__host__ __device__ __forceinline__ int QuantizeU8(float v) {
-  const float q = v * 255.0f;
-  return !(q > 0.f) ? 0 : q > 255.f ? 255 : static_cast<int>(q);
-}
-
-/// Fong & Vedaldi jitter: uniform over the integer shifts in [-jitter, jitter] that keep the window
-/// (top-left `at`, allowed in [0, last]) inside; r uniform in [0, 2^31 - 1).  Equals box_ops.cc's
-/// JitterShift for such r; any other r still gives an in-image shift (floor modulo), as a kernel
-/// cannot raise.
-__device__ __forceinline__ int JitterShift(int at, int last, int jitter, int32_t r) {
-  const int lo = -jitter > -at ? -jitter : -at;
-  const int hi = jitter < last - at ? jitter : last - at;
-  const int m = hi - lo + 1;
-  int q = r % m;
-  if (q < 0) q += m;
-  return lo + q;
-}
-
-/// ((a - b) - c) + d: the CPU operator's box-sum order (no multiply, so nothing to contract).
-__device__ __forceinline__ double BoxSum(const double *ii, int S, int y0, int x0, int y1, int x1) {
-  return ii[static_cast<int64_t>(y1) * S + x1] - ii[static_cast<int64_t>(y0) * S + x1]
-       - ii[static_cast<int64_t>(y1) * S + x0] + ii[static_cast<int64_t>(y0) * S + x0];
-}
 
 /// Block argmax: the largest v (NaN never wins), the smallest index among equal ones.  Every thread
 /// gets the result.  (v, i) start as (-inf, sentinel) in threads that saw nothing.
@@ -267,11 +241,7 @@ __device__ void PeakBox(Shared &sh, const SearchSample &s, const SearchParams &p
   if (at >= n || (!p.quantize && s.map[0] != s.map[0])) at = 0;
   if (threadIdx.x == 0) {
     const int py = static_cast<int>(at / s.W), px = static_cast<int>(at % s.W);
-    const int hh = s.draws[0] / 2, hw = s.draws[1] / 2;
-    s.box[0] = ClampInt(py - hh, 0, s.H);
-    s.box[1] = ClampInt(px - hw, 0, s.W);
-    s.box[2] = ClampInt(py + hh, 0, s.H);
-    s.box[3] = ClampInt(px + hw, 0, s.W);
+    CentredBox(py, px, s.draws[0] / 2, s.draws[1] / 2, s.H, s.W, s.box);
   }
 }
 
@@ -313,9 +283,9 @@ __device__ void KeepBox(Shared &sh, const SearchSample &s, const SearchParams &p
   // the scores, and the radix select's first histogram (top 11 bits) in the same pass
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const int y = static_cast<int>(i / W), x = static_cast<int>(i - static_cast<int64_t>(y) * W);
-    const int y0 = y - half > 0 ? y - half : 0, y1 = y + half < H ? y + half : H;
-    const int x0 = x - half > 0 ? x - half : 0, x1 = x + half < W ? x + half : W;
-    const double v = BoxSum(ii, S, y0, x0, y1, x1);
+    int32_t r[4];  // the candidate region: the clipped box around (y, x)
+    CentredBox(y, x, half, half, H, W, r);
+    const double v = BoxSum(ii, S, r[0], r[1], r[2], r[3]);
     scores[i] = v;
     atomicAdd(&sh.hist[OrderKey(v) >> DigitShift(0)], 1u);
   }
@@ -393,14 +363,9 @@ __device__ void KeepBox(Shared &sh, const SearchSample &s, const SearchParams &p
     }
   }
   if (threadIdx.x != 0) return;
-  int cy, cx;
   const int chosen = pick < 0 ? fb : pick;
-  cy = ClampInt(s.draws[2 * chosen], 0, H - 1);
-  cx = ClampInt(s.draws[2 * chosen + 1], 0, W - 1);
-  s.box[0] = ClampInt(cy - half, 0, H);
-  s.box[1] = ClampInt(cx - half, 0, W);
-  s.box[2] = ClampInt(cy + half, 0, H);
-  s.box[3] = ClampInt(cx + half, 0, W);
+  CentredBox(ClampInt(s.draws[2 * chosen], 0, H - 1), ClampInt(s.draws[2 * chosen + 1], 0, W - 1), half, half,
+             H, W, s.box);
 }
 
 __global__ void __launch_bounds__(kThreads) BoxSearchKernel(const SearchSample *samples,

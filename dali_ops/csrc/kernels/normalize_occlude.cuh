@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "boxes.h"
+
 namespace occlusion {
 namespace kernels {
 
@@ -52,13 +54,7 @@ __global__ void NormalizeOccludeKernel(const NormDesc *descs, int n, const float
   for (int64_t p = blockIdx.x * blockDim.x + threadIdx.x; p < plane;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int y = static_cast<int>(p / d.W), x = static_cast<int>(p - int64_t(y) * d.W);
-    bool inside = false;
-    if (!d.index || partner) {
-      for (int k = 0; k < d.K && !inside; k++) {
-        const int32_t *b = d.boxes + 4 * k;
-        inside = b[0] <= y && y < b[2] && b[1] <= x && x < b[3];
-      }
-    }
+    const bool inside = (!d.index || partner) && InAnyBox(d.boxes, d.K, y, x);
     const bool erase = inside && !partner;
     const uint8_t *src = inside && partner ? partner->in : d.in;
     const int sx = (inside && partner ? partner->mirror : d.mirror) ? d.W - 1 - x : x;

@@ -1,8 +1,10 @@
 """Plain NumPy oracles for the tests: restated from the papers' reference code, loops and slicing only.
 
-Nothing here is used by library code. Each function is written from the reference behaviour
-(REFERENCES.md), independently of the optimised kernels it checks: no integral images, no twins,
-no coordinate compression -- boxes are painted or sliced, windows summed directly.
+Test code (``import oracles`` from a test: pytest puts ``tests/`` on the path, as for ``conftest``);
+library code never imports it, ``bench.kernels_bench`` times one of them as the brute-force contender.
+Each function is written from the reference behaviour (REFERENCES.md), independently of the optimised
+code it checks (the plugin's operators and kernels, ``kernels/``): no integral images, no twins, no
+coordinate compression -- boxes are painted or sliced, windows summed directly.
 """
 from __future__ import annotations
 
@@ -125,18 +127,6 @@ def upsample_cells(cell_mask, H, W):
 # --------------------------------------------------------------------------------------------------
 # Fong & Vedaldi / KeepAugment search, brute force
 # --------------------------------------------------------------------------------------------------
-def window_sums(sal, S, T=1):
-    """Every S x S window on the stride-T grid summed directly: (Py, Px) float64 for one (H, W) map."""
-    H, W = sal.shape
-    ys = range(0, H - S + 1, T)
-    xs = range(0, W - S + 1, T)
-    out = np.empty((len(ys), len(xs)), dtype=np.float64)
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            out[i, j] = sal[y:y + S, x:x + S].sum(dtype=np.float64)
-    return out
-
-
 def max_window(sal, S, T=1):
     """Brute-force Fong & Vedaldi search on one (H, W) map: top-left of the first largest S x S window."""
     H, W = sal.shape
