@@ -153,6 +153,7 @@ def floors(n, size):
         "erase_boxes CHW float32": px * 3 * 4 * 2,
         "paste_boxes CHW float32": px * 3 * 4 * 2,
         "fine_grained_saliency": px * 3 + px * 4,
+        "fine_grained_saliency float32 input": px * 3 * 4 + px * 4,
         "box_search peak": px * 4,
         "box_search max_window": px * 4,
         "box_search keep_cut": px * 4,
@@ -181,6 +182,9 @@ def time_all(ext, torch, n, size, repeats, res):
         "box_search max_window": lambda: ext.box_search(maps, rnd, idx, 1, 56, 1, 16, 0.6, True),
         "box_search keep_cut": lambda: ext.box_search(maps, tries, idx, 2, 56, 1, 16, 0.6, True),
         "fine_grained_saliency": lambda: ext.fine_grained_saliency(list(imgs.unbind(0)), [0] * n, 0),
+        "fine_grained_saliency float32 input": lambda: ext.fine_grained_saliency(list(chw.permute(0, 2, 3, 1)
+                                                                                       .contiguous().unbind(0)),
+                                                                                  [0] * n, 0),
         "normalize_occlude float32": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, False),
         "normalize_occlude float16": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, True),
         "erase_boxes CHW float32": lambda: ext.apply_boxes(chw, boxes, empty, fill, True),
