@@ -239,6 +239,14 @@ __global__ void UpsampleKernel(const SampleDesc *samples) {
       BilinearUnit(m0[x0], m0[x1], m1[x0], m1[x1], fy, fx);
 }
 
+// tests/cuda_emulation runs these kernels on the host through this very launch sequence, without <<<>>>.
+#ifdef OCC_KERNEL_EMULATION
+#define OCC_FGS_LAUNCH(kernel, grid, block, stream, ...) \
+  occ_emu::Launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+#else
+#define OCC_FGS_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
+
 inline unsigned DivUp(int64_t a, int b) {
   return static_cast<unsigned>((a + b - 1) / b);
 }
@@ -312,22 +320,22 @@ inline cudaError_t LaunchFineGrainedSaliency(const SampleDesc *dev, const std::v
   dim3 block(kBlockX, kBlockY);
   dim3 grid(DivUp(max_w, kBlockX), DivUp(max_h, kBlockY), m);
   if (host[0].rgb_f) {
-    GrayFloatKernel<<<grid, block, 0, stream>>>(dev);
-    BlurFloatKernel<<<grid, block, 0, stream>>>(dev, true);
-    BlurFloatKernel<<<grid, block, 0, stream>>>(dev, false);
-    IntegralRowsFloatKernel<<<dim3(DivUp(max_h, kColumnThreads), m), kColumnThreads, 0, stream>>>(dev);
+    OCC_FGS_LAUNCH(GrayFloatKernel, grid, block, stream, dev);
+    OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, true);
+    OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, false);
+    OCC_FGS_LAUNCH(IntegralRowsFloatKernel, dim3(DivUp(max_h, kColumnThreads), m), kColumnThreads, stream, dev);
   } else {
-    GrayKernel<<<grid, block, 0, stream>>>(dev);
-    BlurKernel<<<grid, block, 0, stream>>>(dev, true);
-    BlurKernel<<<grid, block, 0, stream>>>(dev, false);
-    IntegralRowsKernel<<<dim3(max_h, m), kScanThreads, 0, stream>>>(dev);
+    OCC_FGS_LAUNCH(GrayKernel, grid, block, stream, dev);
+    OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, true);
+    OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, false);
+    OCC_FGS_LAUNCH(IntegralRowsKernel, dim3(max_h, m), kScanThreads, stream, dev);
   }
-  IntegralColumnsKernel<<<dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads, 0, stream>>>(dev);
-  CentreSurroundKernel<<<grid, block, 0, stream>>>(dev);
-  MixKernel<<<grid, block, 0, stream>>>(dev);
+  OCC_FGS_LAUNCH(IntegralColumnsKernel, dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads, stream, dev);
+  OCC_FGS_LAUNCH(CentreSurroundKernel, grid, block, stream, dev);
+  OCC_FGS_LAUNCH(MixKernel, grid, block, stream, dev);
   if (max_side > 0) {
     dim3 up_grid(DivUp(max_W, kBlockX), DivUp(max_H, kBlockY), m);
-    UpsampleKernel<<<up_grid, block, 0, stream>>>(dev);
+    OCC_FGS_LAUNCH(UpsampleKernel, up_grid, block, stream, dev);
   }
   return cudaGetLastError();
 }
