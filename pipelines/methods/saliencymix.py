@@ -34,12 +34,13 @@ class SaliencyMix(SaliencyGuided):
       saliency is meant to describe;
     * ``"official"``: what the official code hands OpenCV, ``img.cpu().numpy().transpose(1, 2, 0)`` of the
       mean/std-normalised tensor -- here the source row's float32 HWC image as the graph normalises it
-      (ImageNet mean/std, after the flip). OpenCV's fine-grained saliency never converts a float image
-      to 8 bits: it reads the raw bytes of its float32 gray plane as the pixels' centre values
-      (``gray.at<uchar>`` on a ``CV_32F`` Mat), so this map, and the box, follow byte noise rather than
-      the photo. ``fn.occlusion.fine_grained_saliency`` on float32 input reproduces
-      opencv-contrib-python-headless 5.0.0 bit for bit. With ``mode="batch"`` this is the official code:
-      one map, of the first permuted image, one box for the batch.
+      (ImageNet mean/std, after the flip; float32 whatever the loader's ``dtype``, as openmixup forces
+      fp32 before numpy). OpenCV's fine-grained saliency never converts a float image to 8 bits: it reads
+      the raw bytes of its float32 gray plane as the pixels' centre values (``gray.at<uchar>`` on a
+      ``CV_32F`` Mat), so this map, and the box, follow byte noise rather than the photo.
+      ``fn.occlusion.fine_grained_saliency`` on float32 input reproduces opencv-contrib-python-headless
+      5.0.0 on x86-64 bit for bit. With ``mode="batch"`` this is the official code: one map, of the first
+      permuted image, one box for the batch.
 
     ``saliency="model"`` takes the model's map instead; ``saliency_input`` then has nothing to choose and
     must stay ``"uint8"``.
@@ -79,6 +80,9 @@ class SaliencyMix(SaliencyGuided):
         return dict(method="peak", quantize=True)
 
     def graph(self, g, u8, mirror, nodes):
-        sal = g.saliency_of_normalized(u8, mirror) if self.saliency_input == "official" else g.saliency(u8, mirror)
+        if self.saliency_input == "official":
+            sal = g.saliency_of_normalized(u8, mirror)
+        else:
+            sal = g.saliency(u8, mirror)
         boxes = mixing.saliency_peak_box(sal, g.on(nodes[CUT]), nodes[MAP_INDEX], device=g.device)
         return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror), boxes

@@ -193,8 +193,9 @@ __global__ void CentreSurroundKernel(const SampleDesc *samples) {
   if (y < d.h && x < d.w) {
     int64_t idx = static_cast<int64_t>(y) * d.w + x;
     // float32 input: OpenCV's gray.at<uchar>(y, x) on the float plane, byte x of row y
-    const uint8_t centre = d.rgb_f ? reinterpret_cast<const uint8_t *>(d.gray_f + static_cast<int64_t>(y) * d.w)[x]
-                                   : d.gray[idx];
+    const uint8_t centre =
+        d.rgb_f ? reinterpret_cast<const uint8_t *>(d.gray_f + static_cast<int64_t>(y) * d.w)[x]
+                : d.gray[idx];
     CentreSurroundAt(d.integral, d.stride, d.h, d.w, y, x, static_cast<float>(centre), on, off);
     d.on[idx] = static_cast<uint16_t>(on);
     d.off[idx] = static_cast<uint16_t>(off);
@@ -323,14 +324,16 @@ inline cudaError_t LaunchFineGrainedSaliency(const SampleDesc *dev, const std::v
     OCC_FGS_LAUNCH(GrayFloatKernel, grid, block, stream, dev);
     OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, true);
     OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, false);
-    OCC_FGS_LAUNCH(IntegralRowsFloatKernel, dim3(DivUp(max_h, kColumnThreads), m), kColumnThreads, stream, dev);
+    OCC_FGS_LAUNCH(IntegralRowsFloatKernel, dim3(DivUp(max_h, kColumnThreads), m), kColumnThreads,
+                   stream, dev);
   } else {
     OCC_FGS_LAUNCH(GrayKernel, grid, block, stream, dev);
     OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, true);
     OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, false);
     OCC_FGS_LAUNCH(IntegralRowsKernel, dim3(max_h, m), kScanThreads, stream, dev);
   }
-  OCC_FGS_LAUNCH(IntegralColumnsKernel, dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads, stream, dev);
+  OCC_FGS_LAUNCH(IntegralColumnsKernel, dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads,
+                 stream, dev);
   OCC_FGS_LAUNCH(CentreSurroundKernel, grid, block, stream, dev);
   OCC_FGS_LAUNCH(MixKernel, grid, block, stream, dev);
   if (max_side > 0) {
