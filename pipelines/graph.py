@@ -86,6 +86,18 @@ class GraphContext:
                 self.shared["saliency"] = prior
         return self.shared["saliency"]
 
+    def saliency_of_normalized(self, u8, mirror):
+        """The fine-grained saliency OpenCV computes on the row's mean/std-normalised float32 HWC image, the
+        array SaliencyMix's official code hands it (``saliency_bbox``: ``img.cpu().numpy().transpose(1, 2,
+        0)``). The image is ``crop_mirror_normalize``'s, which :meth:`normalize` equals bit for bit: the
+        pixels the row's model input is made of. One map per crop, shared by joint copies."""
+        if "saliency_of_normalized" not in self.shared:
+            hwc = fn.crop_mirror_normalize(u8, mirror=mirror, mean=[m * 255 for m in IMAGENET_MEAN],
+                                           std=[s * 255 for s in IMAGENET_STD], dtype=types.FLOAT,
+                                           output_layout="HWC")
+            self.shared["saliency_of_normalized"] = fn.occlusion.fine_grained_saliency(hwc)
+        return self.shared["saliency_of_normalized"]
+
     def augment(self, u8):
         """The policy on uint8 HWC images: DALI's RandAugment (n=2, m=9, the KeepAugment / timm ImageNet
         setting) or AutoAugment (ImageNet policy). Once per crop: joint copies share their pre-processing

@@ -100,7 +100,7 @@ def _checks(ext):
 
 def test_gpu_check_reads_the_vectors_and_passes_a_correct_extension(emu):  # noqa: F811
     out = _checks(FakeExt(emu))
-    assert len(out) == 20 + 2 + 6 + 6
+    assert len(out) == 20 + 3 + 6 + 6  # saliency: uint8 at max_side 0 and 64, float32
     assert all(v == "ok" for v in out.values()), {k: v for k, v in out.items() if v != "ok"}
 
 

@@ -139,6 +139,45 @@ def test_saliencymix_box_on_the_source_peak(structured_root, mode):
             assert torch.all(b.meta["boxes"] == b.meta["boxes"][0])
 
 
+@pytest.mark.parametrize("mode", ["elem", "batch"])
+def test_saliencymix_official_box_on_the_peak_of_the_normalised_source(structured_root, mode):
+    """``saliency_input="official"``: the box is centred on the first peak of OpenCV's map of the source row's
+    normalised float32 HWC image (the official ``saliency_bbox``, Uddin et al., arXiv 2006.01791); the plain
+    loader (same seed) gives that image as the graph normalises it. ``mode="batch"`` is the official code: the
+    map of the first permuted image decides every row's box."""
+    from oracles_saliency import fine_grained_float
+
+    copies = dict(copies=2, copy_mode="batch_aug") if mode == "elem" else {}
+    plain = epoch(make(structured_root, batch=6, seed=8, **copies), 1)
+    mixed = epoch(make(structured_root, batch=6, seed=8, method="saliencymix", mode=mode, saliency_input="official",
+                       p_keep_image=0.3 if mode == "elem" else 0.0, **copies), 1)
+    photo_peaks_differ = 0
+    for a, b in zip(plain, mixed):
+        check_mixed_rows(a, b)
+        partner = b.meta["partner"].numpy()
+        for r in range(b.images.shape[0]):
+            if partner[r] < 0:
+                continue
+            src = partner[r] if mode == "elem" else partner[0]
+            hwc = np.ascontiguousarray(a.images[src].numpy().transpose(1, 2, 0))
+            sal = fine_grained_float(hwc)
+            ok, cv = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(hwc)
+            assert ok and np.array_equal(sal, cv)  # the oracle is OpenCV here too
+            q = (sal * 255).astype(np.uint8)
+            py, px = np.unravel_index(np.argmax(q), q.shape)
+            y0, x0, y1, x1 = b.meta["boxes"][r, 0].tolist()
+            assert y0 <= py < y1 and x0 <= px < x1
+            hy, hx = half_size(y0, y1, py, SIZE), half_size(x0, x1, px, SIZE)
+            assert hy is not None and hx is not None, (r, (y0, x0, y1, x1), (py, px))
+            if hy != "any" and hx != "any":
+                assert hy == hx
+            photo = (opencv_saliency(a.images[src]) * 255).astype(np.uint8)
+            photo_peaks_differ += np.argmax(photo) != np.argmax(q)
+        if mode == "batch":
+            assert torch.all(b.meta["boxes"] == b.meta["boxes"][0])
+    assert photo_peaks_differ > 0  # the option changes the boxes: the float map is not the photo's
+
+
 def test_saliency_occlusion_erases_the_max_window(structured_root):
     S, T = 24, 4
     plain = epoch(make(structured_root, batch=5, seed=6), 1)
@@ -227,6 +266,8 @@ def test_validation_runs_no_mixing(structured_root):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(method="saliencymix", saliency="normgrad"), "saliency"),
+    (dict(method="saliencymix", saliency_input="float"), "saliency_input must be one of"),
+    (dict(method="saliencymix", saliency="model", saliency_input="official"), "saliency_input='official'.*needs"),
     (dict(method="cutmix", alpha=0.0), "alpha"), (dict(method="saliency_occlusion", stride=0), "stride"),
     (dict(method="saliency_occlusion", jitter=-1), "jitter"), (dict(method="keep_cutout", tau=1.5), "tau"),
     (dict(method="keep_cutout", max_tries=0), "max_tries"), (dict(method="saliency_occlusion", size=100), "size"),

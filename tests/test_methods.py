@@ -46,7 +46,8 @@ def plain(structured_root):
     return first(structured_root, seed=3)
 
 
-@pytest.mark.parametrize("method", METHODS)
+# saliencymix's official saliency (the map of the normalised float image) builds a different graph: run it too
+@pytest.mark.parametrize("method", [*METHODS, "saliencymix:saliency_input=official"])
 def test_contract(structured_root, checkpoint, plain, method):
     opts = options(method, checkpoint)
     a = first(structured_root, method, seed=3, label_smoothing=SMOOTH, **opts)

@@ -15,6 +15,7 @@ cv2 = pytest.importorskip("cv2", reason="opencv-contrib-python-headless is a tes
 
 from kernels.saliency import fine_grained  # noqa: E402
 from conftest import requires_gpu  # noqa: E402
+from oracles_saliency import fine_grained_float  # noqa: E402
 
 SIZES = [(224, 224), (193, 257), (64, 80), (17, 23), (375, 500)]
 
@@ -131,7 +132,7 @@ def test_dali_operator_reduced_resolution_equals_the_kernel(photos):
 
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((8, 8, 4), np.uint8), "must have 3 channels"),
-    (np.zeros((8, 8, 3), np.float32), "must be uint8"),
+    (np.zeros((8, 8, 3), np.int16), "must be uint8"),
 ])
 def test_dali_operator_rejects_bad_input(bad, match):
     with pytest.raises(RuntimeError, match=match):
@@ -222,3 +223,111 @@ def test_dali_gpu_operator_equals_the_cpu_operator(photos, max_side):
     out = out.as_cpu()
     for i, (img, cpu) in enumerate(zip(imgs, run_op(imgs, max_side=max_side))):
         assert np.array_equal(np.array(out[i]), cpu)
+
+
+# ------------------------------------------------------------------------ float32 input (SaliencyMix official)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# widths 1..39 cover every rounding case of OpenCV's float gray conversion (w % 8, the 4-pixel block) and of
+# its integral's 8-column blocks; 224 is the training size
+FLOAT_SIZES = [(224, 224), (17, 23), (1, 1), (1, 7), (9, 1), (2, 2), (61, 83), (100, 101), (7, 13), (224, 229),
+               (5, 12), (3, 31), (40, 36), (12, 39), (33, 20), (8, 14)]
+
+
+def normalised_images(rng, sizes, photos=None):
+    """What the official code hands OpenCV: (u8 / 255 - mean) / std as float32 HWC, RGB order (random pixels,
+    blocky random pixels, and photographs when given)."""
+    out = []
+    for k, (h, w) in enumerate(sizes):
+        if photos is not None and k % 3 == 2:
+            u8 = resized(photos[k % len(photos)], h, w)
+        elif k % 3 == 1:
+            u8 = np.repeat(np.repeat(rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8), 4, 0), 4, 1)
+            u8 = u8[:h, :w]
+        else:
+            u8 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out.append(np.ascontiguousarray(((u8.astype(np.float32) / np.float32(255) - IMAGENET_MEAN) / IMAGENET_STD)
+                                        .astype(np.float32)))
+    return out
+
+
+def opencv_float_saliency(img):
+    """OpenCV on the float32 array as it is (the official ``saliency_bbox``: no conversion, no channel swap)."""
+    ok, sal = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(img)
+    assert ok
+    return sal
+
+
+def test_float_oracle_matches_opencv_bit_for_bit(photos):
+    rng = np.random.default_rng(0)
+    imgs = normalised_images(rng, FLOAT_SIZES * 3, photos)
+    imgs += normalised_images(rng, [(int(h), int(w)) for h, w in rng.integers(1, 70, (30, 2))])
+    # far from ImageNet values: huge responses (above 2**31) and tiny ones, a constant image
+    imgs += [(rng.standard_normal((19, 27, 3)) * scale).astype(np.float32) for scale in (1e-3, 1e3, 1e12)]
+    imgs += [np.full((10, 12, 3), 0.7, np.float32)]
+    for img in imgs:
+        assert np.array_equal(fine_grained_float(img), opencv_float_saliency(img)), img.shape
+
+
+def test_dali_cpu_operator_on_float_input_matches_opencv_and_the_oracle(photos):
+    """float32 HWC input: OpenCV's map of that very array (the official SaliencyMix call), and with ``mirror``
+    the map of the flipped array."""
+    rng = np.random.default_rng(1)
+    imgs = normalised_images(rng, FLOAT_SIZES * 2, photos)
+    flags = [np.array(k % 2, np.int32) for k in range(len(imgs))]
+    import dali_ops
+    from nvidia.dali import fn, pipeline_def
+
+    dali_ops.load()
+
+    @pipeline_def(batch_size=len(imgs), num_threads=2, device_id=None)
+    def pipe():
+        x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+        m = fn.external_source(source=lambda: flags, batch=True)
+        return fn.occlusion.fine_grained_saliency(x, mirror=m)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    for img, flag, got in zip(imgs, flags, out):
+        seen = np.ascontiguousarray(img[:, ::-1]) if flag else img
+        ref = opencv_float_saliency(seen)
+        assert np.array_equal(np.array(got), ref), (img.shape, int(flag))
+        assert np.array_equal(ref, fine_grained_float(seen))
+
+
+def test_float_input_map_is_not_the_photos_map(photos):
+    """Why it matters: OpenCV reads the float plane's bytes, so the official map's peak is not the photo's."""
+    img = resized(photos[0], 224, 224)
+    norm = ((img.astype(np.float32) / np.float32(255) - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    official, photo = fine_grained_float(norm), opencv_saliency(img)
+    assert np.argmax((official * 255).astype(np.uint8)) != np.argmax((photo * 255).astype(np.uint8))
+
+
+def test_float_input_rejects_max_side():
+    with pytest.raises(RuntimeError, match="max_side.*must be 0 for float32"):
+        run_op([np.zeros((8, 8, 3), np.float32)], max_side=4)
+
+
+@requires_gpu
+def test_dali_gpu_operator_on_float_input_equals_the_cpu_operator(photos):
+    import dali_ops
+    from nvidia.dali import fn, pipeline_def
+
+    dali_ops.load()
+    imgs = normalised_images(np.random.default_rng(2), FLOAT_SIZES, photos)
+    flags = [np.array(k % 2, np.int32) for k in range(len(imgs))]
+
+    @pipeline_def(batch_size=len(imgs), num_threads=2, device_id=0)
+    def pipe():
+        x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+        m = fn.external_source(source=lambda: flags, batch=True)
+        return fn.occlusion.fine_grained_saliency(x.gpu(), mirror=m)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    out = out.as_cpu()
+    for i, (img, flag) in enumerate(zip(imgs, flags)):
+        seen = np.ascontiguousarray(img[:, ::-1]) if flag else img
+        assert np.array_equal(np.array(out[i]), opencv_float_saliency(seen)), img.shape

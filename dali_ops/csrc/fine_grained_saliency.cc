@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 namespace occlusion {
 namespace fgs {
@@ -108,40 +109,70 @@ void Blur3x3(const uint8_t *__restrict__ src, uint8_t *__restrict__ dst, int h, 
   }
 }
 
+/// GaussianBlur(3x3, sigma 0, BORDER_REFLECT_101) on float32 as OpenCV runs it: a row pass, then a
+/// column pass on its results, each BlurTapFloat (exact products, so contraction changes nothing).
+OCC_MULTIVERSION
+void BlurFloat(const float *__restrict__ src, float *__restrict__ dst, int h, int w,
+               float *__restrict__ rows) {
+  for (int y = 0; y < h; y++) {
+    const float *s = src + static_cast<int64_t>(y) * w;
+    float *r = rows + static_cast<int64_t>(y) * w;
+    r[0] = BlurTapFloat(s[Reflect101(-1, w)], s[0], s[Reflect101(1, w)]);
+    for (int x = 1; x < w - 1; x++) r[x] = BlurTapFloat(s[x - 1], s[x], s[x + 1]);
+    if (w > 1) r[w - 1] = BlurTapFloat(s[w - 2], s[w - 1], s[Reflect101(w, w)]);
+  }
+  for (int y = 0; y < h; y++) {
+    const float *up = rows + static_cast<int64_t>(Reflect101(y - 1, h)) * w;
+    const float *mid = rows + static_cast<int64_t>(y) * w;
+    const float *down = rows + static_cast<int64_t>(Reflect101(y + 1, h)) * w;
+    float *d = dst + static_cast<int64_t>(y) * w;
+    for (int x = 0; x < w; x++) d[x] = BlurTapFloat(up[x], mid[x], down[x]);
+  }
+}
+
 /// cv::integral(gray, CV_32F) into rows of `stride` floats, each padded on both sides with
 /// kMaxNeighbourhood copies of its edge value, so that the centre-surround loop reads clamped
 /// corners without clamping.  Row r starts at integral + r * stride + kMaxNeighbourhood.
-OCC_MULTIVERSION
-void PaddedIntegral(const uint8_t *__restrict__ gray, int h, int w, float *__restrict__ integral,
-                    int stride) {
+/// uint8 gray: exact integer row sums (an in-register scan); float32 gray: OpenCV's float order
+/// (RowPrefixFloat into `row`, w floats).
+template <typename T>
+OCC_MULTIVERSION void PaddedIntegral(const T *__restrict__ gray, int h, int w,
+                                     float *__restrict__ integral, int stride,
+                                     float *__restrict__ row) {
   constexpr int P = kMaxNeighbourhood;
   std::fill(integral, integral + stride, 0.f);
   for (int y = 0; y < h; y++) {
     const float *prev = integral + static_cast<int64_t>(y) * stride + P;
     float *cur = integral + static_cast<int64_t>(y + 1) * stride + P;
-    const uint8_t *g = gray + static_cast<int64_t>(y) * w;
+    const T *g = gray + static_cast<int64_t>(y) * w;
     std::fill(cur - P, cur + 1, 0.f);
-    // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.  The
-    // running sum is an in-register prefix scan of 8 lanes (a serial loop would carry one add per
-    // pixel); the float adds are the same per element.
-    const I8 zero = {};
-    I8 carry = {};
-    int x = 0;
-    for (; x + 8 <= w; x += 8) {
-      I8 v = {g[x], g[x + 1], g[x + 2], g[x + 3], g[x + 4], g[x + 5], g[x + 6], g[x + 7]};
-      v += __builtin_shuffle(v, zero, I8{8, 0, 1, 2, 3, 4, 5, 6});
-      v += __builtin_shuffle(v, zero, I8{8, 8, 0, 1, 2, 3, 4, 5});
-      v += __builtin_shuffle(v, zero, I8{8, 8, 8, 8, 0, 1, 2, 3});
-      v += carry;
-      carry = __builtin_shuffle(v, I8{7, 7, 7, 7, 7, 7, 7, 7});
-      F8 above, sum;
-      std::memcpy(&above, prev + x + 1, sizeof(above));
-      sum = above + __builtin_convertvector(v, F8);
-      std::memcpy(cur + x + 1, &sum, sizeof(sum));
-    }
-    for (int run = carry[0]; x < w; x++) {
-      run += g[x];
-      cur[x + 1] = prev[x + 1] + static_cast<float>(run);
+    if constexpr (std::is_same_v<T, float>) {
+      // cv::integral: the row's running sums added to the row above (float adds commute).
+      RowPrefixFloat(g, w, row);
+      for (int x = 0; x < w; x++) cur[x + 1] = prev[x + 1] + row[x];
+    } else {
+      // OpenCV: running row sum (exact integer) added to the row above, rounded to float32.  The
+      // running sum is an in-register prefix scan of 8 lanes (a serial loop would carry one add per
+      // pixel); the float adds are the same per element.
+      const I8 zero = {};
+      I8 carry = {};
+      int x = 0;
+      for (; x + 8 <= w; x += 8) {
+        I8 v = {g[x], g[x + 1], g[x + 2], g[x + 3], g[x + 4], g[x + 5], g[x + 6], g[x + 7]};
+        v += __builtin_shuffle(v, zero, I8{8, 0, 1, 2, 3, 4, 5, 6});
+        v += __builtin_shuffle(v, zero, I8{8, 8, 0, 1, 2, 3, 4, 5});
+        v += __builtin_shuffle(v, zero, I8{8, 8, 8, 8, 0, 1, 2, 3});
+        v += carry;
+        carry = __builtin_shuffle(v, I8{7, 7, 7, 7, 7, 7, 7, 7});
+        F8 above, sum;
+        std::memcpy(&above, prev + x + 1, sizeof(above));
+        sum = above + __builtin_convertvector(v, F8);
+        std::memcpy(cur + x + 1, &sum, sizeof(sum));
+      }
+      for (int run = carry[0]; x < w; x++) {
+        run += g[x];
+        cur[x + 1] = prev[x + 1] + static_cast<float>(run);
+      }
     }
     std::fill(cur + w + 1, cur + w + 1 + P, cur[w]);
   }
@@ -206,26 +237,13 @@ void BlendRows(const int32_t *__restrict__ top, const int32_t *__restrict__ bott
   for (int X = 0; X < W; X++) out[X] = BilinearBlend(top[X], bottom[X], fy);
 }
 
-}  // namespace
-
-void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
-                            float *out, CpuScratch &sc) {
-  if (H <= 0 || W <= 0) return;
-  int h, w;
-  WorkingSize(H, W, max_side, h, w);
+/// Steps 4-6 on the integral image (PaddedIntegral's layout, row stride `stride`) of an h x w
+/// plane whose centre values are the bytes `centre` (row y at centre + y * centre_stride): the
+/// on / off sums, mixScales / mixOnOff, and the map at H x W (resized back when h x w is smaller).
+void SaliencyFromIntegral(const float *integral, int stride, const uint8_t *centre,
+                          int64_t centre_stride, int h, int w, int H, int W, float *out,
+                          CpuScratch &sc) {
   const int64_t npix = static_cast<int64_t>(h) * w;
-  const int stride = w + 1 + 2 * kMaxNeighbourhood;
-
-  uint8_t *gray = Grow(sc.gray, npix);
-  uint8_t *blurred = Grow(sc.blurred, npix);
-  uint16_t *rows = Grow(sc.row_sums, npix);
-  GrayWorking(rgb, H, W, h, w, mirror, gray, sc);
-  Blur3x3(gray, blurred, h, w, rows);
-  Blur3x3(blurred, gray, h, w, rows);
-
-  float *integral = Grow(sc.integral, static_cast<int64_t>(h + 1) * stride);
-  PaddedIntegral(gray, h, w, integral, stride);
-
   // Clamped box widths per scale and column: min(x + n + 1, w) - max(x - n + 1, 0).
   float *widths = Grow(sc.widths, static_cast<int64_t>(kNumScales) * w);
   for (int s = 0; s < kNumScales; s++) {
@@ -238,7 +256,7 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   uint16_t *off = Grow(sc.off, npix);
   int max_on = 0, max_off = 0;
   for (int y = 0; y < h; y++)
-    CentreSurroundRow(integral, stride, h, w, y, gray + static_cast<int64_t>(y) * w, widths,
+    CentreSurroundRow(integral, stride, h, w, y, centre + y * centre_stride, widths,
                       on + static_cast<int64_t>(y) * w, off + static_cast<int64_t>(y) * w,
                       max_on, max_off);
 
@@ -256,7 +274,7 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
     MixMaps<float>(on, off, npix, lut_on, lut_off, lut_unit, out);
     return;
   }
-  uint8_t *map = blurred;  // free again
+  uint8_t *map = Grow(sc.blurred, npix);  // free again after the blur
   MixMaps<uint8_t>(on, off, npix, lut_on, lut_off, lut_mix, map);
   // Bilinear back to H x W, separably: every working row blended horizontally once, then each
   // output row blends two of those (BilinearUnit's integer arithmetic, so the same numbers).
@@ -277,6 +295,53 @@ void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool
   }
 }
 
+}  // namespace
+
+void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
+                            float *out, CpuScratch &sc) {
+  if (H <= 0 || W <= 0) return;
+  int h, w;
+  WorkingSize(H, W, max_side, h, w);
+  const int64_t npix = static_cast<int64_t>(h) * w;
+  const int stride = w + 1 + 2 * kMaxNeighbourhood;
+
+  uint8_t *gray = Grow(sc.gray, npix);
+  uint8_t *blurred = Grow(sc.blurred, npix);
+  uint16_t *rows = Grow(sc.row_sums, npix);
+  GrayWorking(rgb, H, W, h, w, mirror, gray, sc);
+  Blur3x3(gray, blurred, h, w, rows);
+  Blur3x3(blurred, gray, h, w, rows);
+
+  float *integral = Grow(sc.integral, static_cast<int64_t>(h + 1) * stride);
+  PaddedIntegral(gray, h, w, integral, stride, nullptr);
+  SaliencyFromIntegral(integral, stride, gray, w, h, w, H, W, out, sc);
+}
+
+void FineGrainedSaliencyCpu(const float *image, int H, int W, bool mirror, float *out,
+                            CpuScratch &sc) {
+  if (H <= 0 || W <= 0) return;
+  const int64_t npix = static_cast<int64_t>(H) * W;
+  float *gray = Grow(sc.gray_f, npix);
+  float *blurred = Grow(sc.blurred_f, npix);
+  float *rows = Grow(sc.rows_f, npix);
+  for (int y = 0; y < H; y++) {
+    const float *row = image + static_cast<int64_t>(y) * W * 3;
+    float *g = gray + static_cast<int64_t>(y) * W;
+    for (int x = 0; x < W; x++) {
+      const float *p = row + 3 * (mirror ? W - 1 - x : x);
+      g[x] = GrayFloat(p[0], p[1], p[2], x, W);  // the rounding of column x of the image OpenCV gets
+    }
+  }
+  BlurFloat(gray, blurred, H, W, rows);
+  BlurFloat(blurred, gray, H, W, rows);
+  const int stride = W + 1 + 2 * kMaxNeighbourhood;
+  float *integral = Grow(sc.integral, static_cast<int64_t>(H + 1) * stride);
+  PaddedIntegral(gray, H, W, integral, stride, rows);
+  // getIntensityScaled reads gray.at<uchar>(y, x) of the CV_32F plane: its raw bytes.
+  SaliencyFromIntegral(integral, stride, reinterpret_cast<const uint8_t *>(gray),
+                       static_cast<int64_t>(W) * sizeof(float), H, W, H, W, out, sc);
+}
+
 }  // namespace fgs
 
 template <>
@@ -288,6 +353,7 @@ void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   auto &tp = ws.GetThreadPool();
   if (static_cast<int>(cpu_scratch_.size()) < tp.NumThreads())
     cpu_scratch_.resize(tp.NumThreads());
+  const bool float_input = input.type() == DALI_FLOAT;
   for (int i = 0; i < shape.num_samples(); i++) {
     auto s = shape.tensor_shape_span(i);
     int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]);
@@ -297,9 +363,13 @@ void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
       std::fill(out, out + static_cast<int64_t>(H) * W, 0.0f);
       continue;
     }
-    tp.AddWork([&, i, H, W, mirror](int thread_id) {
-      fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_, mirror,
-                                  output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
+    tp.AddWork([&, i, H, W, mirror, float_input](int thread_id) {
+      if (float_input)
+        fgs::FineGrainedSaliencyCpu(input.tensor<float>(i), H, W, mirror,
+                                    output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
+      else
+        fgs::FineGrainedSaliencyCpu(input.tensor<uint8_t>(i), H, W, max_side_, mirror,
+                                    output.mutable_tensor<float>(i), cpu_scratch_[thread_id]);
     }, static_cast<int64_t>(H) * W);
   }
   tp.RunAll();
@@ -324,18 +394,30 @@ of the same image.
 Input: ``HWC`` uint8 RGB images, any size per sample. Output: ``HW`` float32 in [0, 1], same
 height and width as the input.
 
+float32 input (``HWC``, 3 channels) is what SaliencyMix's official code hands OpenCV (Uddin et al.,
+arXiv 2006.01791; ``afm-shahab-uddin/SaliencyMix``, ``saliency_bbox``: the mean/std-normalised
+tensor as an HWC array). The output then equals
+``cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(image)[1]`` for the same float
+array (channel 0 weighted as OpenCV's blue), as opencv-contrib-python-headless 5.0.0 computes it on
+x86-64: OpenCV keeps a float32 gray plane (its float ``BGR2GRAY`` rounding, two float 3x3 Gaussian
+blurs, a float integral image in OpenCV's addition order) and reads the centre value of every pixel
+as ``gray.at<uchar>(y, x)``, i.e. byte ``x`` of row ``y`` of the float32 buffer, so its on / off
+responses wrap modulo 256. ``max_side`` must be 0 for float input.
+
 With ``max_side`` > 0, images whose longer side exceeds it are processed at a reduced working
 resolution: the gray image is box-averaged down so that its longer side is ``max_side``, the
 saliency is computed there (neighbourhood sizes in working-resolution pixels) and resized back to
 the input size with bilinear interpolation. This is an approximation of the full-resolution map,
 identical on CPU and GPU.)code")
     .NumInput(1)
-    .InputDox(0, "images", "TensorList of uint8 HWC RGB images",
-              "Images to compute the saliency of (3 channels, RGB order).")
+    .InputDox(0, "images", "TensorList of uint8 or float32 HWC images",
+              "Images to compute the saliency of (3 channels; uint8: RGB order; float32: handed to "
+              "OpenCV's algorithm as they are, channel 0 as blue).")
     .NumOutput(1)
     .AddOptionalArg("max_side",
         R"code(Longest side of the working resolution; 0 (default) computes at full resolution,
-exactly like OpenCV. Images already within it are processed at full resolution.)code",
+exactly like OpenCV. Images already within it are processed at full resolution. uint8 input
+only.)code",
         0)
     .AddOptionalArg("mirror",
         R"code(Per-sample flag: the saliency of the horizontally mirrored image (the same numbers

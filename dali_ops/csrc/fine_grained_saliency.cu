@@ -20,6 +20,7 @@ void FineGrainedSaliency<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
   const auto &shape = input.shape();
   const int n = shape.num_samples();
   cudaStream_t stream = ws.stream();
+  const bool float_input = input.type() == DALI_FLOAT;
 
   std::vector<SampleDesc> descs;
   descs.reserve(n);
@@ -30,7 +31,10 @@ void FineGrainedSaliency<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     d.W = static_cast<int>(s[1]);
     d.mirror = Mirror(ws, i) ? 1 : 0;
     if (d.H <= 0 || d.W <= 0) continue;  // empty sample: empty output, nothing to do
-    d.rgb = input.tensor<uint8_t>(i);
+    if (float_input)
+      d.rgb_f = input.tensor<float>(i);
+    else
+      d.rgb = input.tensor<uint8_t>(i);
     d.out = output.mutable_tensor<float>(i);
     if (Skip(ws, i)) {  // not computed: zeros
       CUDA_CALL(cudaMemsetAsync(d.out, 0, sizeof(float) * d.H * d.W, stream));

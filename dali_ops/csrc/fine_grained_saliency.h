@@ -19,6 +19,13 @@
 //      255 * (sum / max sum) (truncated), final = uint8(255 * (on + off) / max(max on, max off));
 //   6. OpenCV 5 returns final * (1/255) as float32.
 //
+// float32 input (SaliencyMix's official code hands OpenCV the mean/std-normalised float tensor;
+// Uddin et al., arXiv 2006.01791, afm-shahab-uddin/SaliencyMix saliency_bbox): OpenCV never converts
+// it to 8 bits.  Steps 1-3 run on a float32 gray plane (GrayFloat, BlurTapFloat, RowPrefixFloat:
+// opencv-contrib-python-headless 5.0.0's x86-64 roundings and addition order), and step 4 reads the
+// centre value as gray.at<uchar>(y, x): byte x of row y of the float32 buffer, so the responses wrap
+// modulo 256 (ResponseByte).  Steps 4-6 are otherwise shared with the uint8 path.
+//
 // The per-pixel arithmetic lives in kernels/fine_grained_saliency_math.h (DALI-free host/device
 // inline functions) shared by the CPU operator (fine_grained_saliency.cc), the CUDA kernels
 // (kernels/fine_grained_saliency.cuh, wrapped by fine_grained_saliency.cu) and mirrored by
@@ -48,15 +55,20 @@ struct CpuScratch {
   std::vector<int32_t> area_acc, area_spans, taps, horizontal;
   std::vector<double> area_sums;
   std::vector<float> integral, widths;
+  std::vector<float> gray_f, blurred_f, rows_f;  // float32 input
 };
 
 /// Saliency of one HWC uint8 RGB image (H x W) into out (H x W float32), on the calling thread.
 void FineGrainedSaliencyCpu(const uint8_t *rgb, int H, int W, int max_side, bool mirror,
                             float *out, CpuScratch &scratch);
 
+/// Saliency OpenCV computes for one HWC float32 image (H x W, channel 0 as blue), at full resolution.
+void FineGrainedSaliencyCpu(const float *image, int H, int W, bool mirror, float *out,
+                            CpuScratch &scratch);
+
 }  // namespace fgs
 
-/// fn.occlusion.fine_grained_saliency: HWC uint8 RGB -> HW float32 saliency in [0, 1].
+/// fn.occlusion.fine_grained_saliency: HWC uint8 RGB or float32 -> HW float32 saliency in [0, 1].
 template <typename Backend>
 class FineGrainedSaliency : public ::dali::Operator<Backend> {
  public:
@@ -76,8 +88,12 @@ class FineGrainedSaliency : public ::dali::Operator<Backend> {
     const auto &input = ws.Input<Backend>(0);
     const auto &shape = input.shape();
     const auto &layout = input.GetLayout();
-    DALI_ENFORCE(input.type() == DALI_UINT8, ::dali::make_string(
-        "fine_grained_saliency: input `images` must be uint8 (HWC RGB), got ", input.type(), "."));
+    DALI_ENFORCE(input.type() == DALI_UINT8 || input.type() == DALI_FLOAT, ::dali::make_string(
+        "fine_grained_saliency: input `images` must be uint8 (HWC RGB) or float32 (HWC, as handed to "
+        "OpenCV), got ", input.type(), "."));
+    DALI_ENFORCE(input.type() == DALI_UINT8 || max_side_ == 0, ::dali::make_string(
+        "fine_grained_saliency: argument `max_side` must be 0 for float32 input (OpenCV's float path "
+        "has no reduced resolution), got ", max_side_, "."));
     DALI_ENFORCE(shape.sample_dim() == 3, ::dali::make_string(
         "fine_grained_saliency: input `images` must have 3 dimensions (HWC), got ",
         shape.sample_dim(), " dimensions."));

@@ -3,7 +3,9 @@ occlusion, KeepAugment, KeepCutMix).
 
 ``saliency="image"``: OpenCV contrib's static fine-grained saliency (Montabone & Soto 2010, the map of
 SaliencyMix's official code) of the row's uint8 crop as the row sees it, computed in the graph by
-``fn.occlusion.fine_grained_saliency`` (bit-exact with OpenCV). Joint copies share one map.
+``fn.occlusion.fine_grained_saliency`` (bit-exact with OpenCV). Joint copies share one map. SaliencyMix's
+``saliency_input="official"`` takes OpenCV's map of the row's normalised float image instead, the official
+code's call.
 
 ``saliency="model"``: the map comes from the model being trained (:mod:`pipelines.feedback`: NormGrad,
 input gradients, early head, attention; Fong & Vedaldi 2019, arXiv 1910.10651; KeepAugment, arXiv

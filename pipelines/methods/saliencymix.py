@@ -7,12 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import CopyPlan, InputSpec, check_positive
+from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_positive
 from pipelines.methods.saliency import SaliencyGuided, partner_and_cutmix_side
 
 PARTNER = InputSpec("partner", np.int32)
 MAP_INDEX = InputSpec("map_index", np.int32)
 CUT = InputSpec("cut", np.int32, (2,))
+
+#: what the saliency map is computed on (``saliency="image"``)
+SALIENCY_INPUTS = ("uint8", "official")
 
 
 @dataclass(frozen=True)
@@ -25,20 +28,38 @@ class SaliencyMix(SaliencyGuided):
     is the official code: one ``lam`` for the batch, and the map of the first permuted image
     (``input[rand_index[0]]``) decides the box of every row.
 
-    The map is that of the source row's uint8 crop, the photo the saliency is meant to describe. The
-    official code hands OpenCV the mean/std-normalised *float* tensor instead; OpenCV's fine-grained
-    saliency then reads the raw bytes of its float32 gray plane as 8-bit pixels (``gray.at<uchar>`` on a
-    ``CV_32F`` Mat), so the official box follows byte noise, not the image (see the README).
+    ``saliency_input`` (with ``saliency="image"``) is what the map is computed on:
+
+    * ``"uint8"`` (default): the source row's uint8 crop as the row sees it (flipped), the photo the
+      saliency is meant to describe;
+    * ``"official"``: what the official code hands OpenCV, ``img.cpu().numpy().transpose(1, 2, 0)`` of the
+      mean/std-normalised tensor -- here the source row's float32 HWC image as the graph normalises it
+      (ImageNet mean/std, after the flip; float32 whatever the loader's ``dtype``, as openmixup forces
+      fp32 before numpy). OpenCV's fine-grained saliency never converts a float image to 8 bits: it reads
+      the raw bytes of its float32 gray plane as the pixels' centre values (``gray.at<uchar>`` on a
+      ``CV_32F`` Mat), so this map, and the box, follow byte noise rather than the photo.
+      ``fn.occlusion.fine_grained_saliency`` on float32 input reproduces opencv-contrib-python-headless
+      5.0.0 on x86-64 bit for bit. With ``mode="batch"`` this is the official code: one map, of the first
+      permuted image, one box for the batch.
+
+    ``saliency="model"`` takes the model's map instead; ``saliency_input`` then has nothing to choose and
+    must stay ``"uint8"``.
     """
 
     name = "saliencymix"
     inputs = (PARTNER, MAP_INDEX, CUT)
 
     alpha: float = 1.0
+    saliency_input: str = "uint8"
 
     def check(self):
         super().check()
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
+        check_choice("saliency_input", self.saliency_input, SALIENCY_INPUTS)
+        if self.saliency_input == "official" and self.saliency != "image":
+            raise ValueError("saliency_input='official' (OpenCV's map of the normalised float image, computed in "
+                             "the graph) needs saliency='image'; with saliency="
+                             f"{self.saliency!r} the map comes from the model, so leave saliency_input='uint8'")
 
     def plan(self, rng, rows, size, p_keep_image):
         perm, side = partner_and_cutmix_side(self, rng, rows, size)
@@ -59,6 +80,9 @@ class SaliencyMix(SaliencyGuided):
         return dict(method="peak", quantize=True)
 
     def graph(self, g, u8, mirror, nodes):
-        sal = g.saliency(u8, mirror)
+        if self.saliency_input == "official":
+            sal = g.saliency_of_normalized(u8, mirror)
+        else:
+            sal = g.saliency(u8, mirror)
         boxes = mixing.saliency_peak_box(sal, g.on(nodes[CUT]), nodes[MAP_INDEX], device=g.device)
         return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror), boxes

@@ -93,8 +93,9 @@ std::vector<torch::Tensor> FineGrainedSaliency(const std::vector<torch::Tensor> 
   const auto dev = images[0].device();
   c10::cuda::CUDAGuard guard(dev);
   for (size_t i = 0; i < images.size(); i++) {
-    CheckCuda(images[i], "images", torch::kUInt8);
-    TORCH_CHECK(images[i].dim() == 3 && images[i].size(2) == 3, "images: HWC RGB");
+    const bool float_input = images[0].scalar_type() == torch::kFloat32;  // one type per batch
+    CheckCuda(images[i], "images", float_input ? torch::kFloat32 : torch::kUInt8);
+    TORCH_CHECK(images[i].dim() == 3 && images[i].size(2) == 3, "images: HWC, 3 channels");
     outs.push_back(torch::empty({images[i].size(0), images[i].size(1)},
                                 torch::dtype(torch::kFloat32).device(dev)));
     SampleDesc d{};
@@ -102,7 +103,10 @@ std::vector<torch::Tensor> FineGrainedSaliency(const std::vector<torch::Tensor> 
     d.W = static_cast<int>(images[i].size(1));
     d.mirror = mirror[i] ? 1 : 0;
     if (d.H <= 0 || d.W <= 0) continue;
-    d.rgb = images[i].data_ptr<uint8_t>();
+    if (float_input)
+      d.rgb_f = images[i].data_ptr<float>();
+    else
+      d.rgb = images[i].data_ptr<uint8_t>();
     d.out = outs.back().data_ptr<float>();
     descs.push_back(d);
   }

@@ -112,6 +112,15 @@ def saliency_vectors(occ):
         _put(store, case, "mirror", np.array(mirror, np.int32))
         store[f"{case}.max_side"] = np.array(max_side)
         _put(store, case, "out", out)
+    # float32 input: SaliencyMix's official call (the normalised image as OpenCV gets it), full resolution
+    norm = [((im.astype(np.float32) / np.float32(255) - np.float32([0.485, 0.456, 0.406]))
+             / np.float32([0.229, 0.224, 0.225])).astype(np.float32) for im in imgs]
+    (out,) = _run(lambda im, m: occ.fine_grained_saliency(im, mirror=m),
+                  [norm, [np.int32(v) for v in mirror]], len(norm), layouts=("HWC",))
+    _put(store, "float", "image", norm)
+    _put(store, "float", "mirror", np.array(mirror, np.int32))
+    store["float.max_side"] = np.array(0)
+    _put(store, "float", "out", out)
     return store
 
 

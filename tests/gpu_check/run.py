@@ -148,6 +148,7 @@ def floors(n, size):
         "erase_boxes CHW float32": px * 3 * 4 * 2,
         "paste_boxes CHW float32": px * 3 * 4 * 2,
         "fine_grained_saliency": px * 3 + px * 4,
+        "fine_grained_saliency float32 input": px * 3 * 4 + px * 4,
         "box_search peak": px * 4,
         "box_search max_window": px * 4,
         "box_search keep_cut": px * 4,
@@ -160,6 +161,7 @@ def time_all(ext, torch, n, size, repeats, res):
     maps = list((torch.rand((n, size, size), device="cuda", generator=g) ** 3).unbind(0))
     imgs = torch.randint(0, 256, (n, size, size, 3), device="cuda", dtype=torch.uint8, generator=g)
     chw = torch.randn((n, 3, size, size), device="cuda", generator=g)
+    hwc = chw.permute(0, 2, 3, 1).contiguous()  # a normalised-image stand-in for the float32-input saliency
     boxes = torch.randint(0, size, (n, 1, 2), device="cuda", generator=g, dtype=torch.int32)
     boxes = torch.cat([boxes, boxes + 56], -1).contiguous()
     partner = torch.randperm(n, device="cuda", generator=g).to(torch.int32)
@@ -176,6 +178,7 @@ def time_all(ext, torch, n, size, repeats, res):
         "box_search max_window": lambda: ext.box_search(maps, rnd, idx, 1, 56, 1, 16, 0.6, True),
         "box_search keep_cut": lambda: ext.box_search(maps, tries, idx, 2, 56, 1, 16, 0.6, True),
         "fine_grained_saliency": lambda: ext.fine_grained_saliency(list(imgs.unbind(0)), [0] * n, 0),
+        "fine_grained_saliency float32 input": lambda: ext.fine_grained_saliency(list(hwc.unbind(0)), [0] * n, 0),
         "normalize_occlude float32": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, False),
         "normalize_occlude float16": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, True),
         "erase_boxes CHW float32": lambda: ext.apply_boxes(chw, boxes, empty, fill, True),

@@ -5,6 +5,9 @@
 //   -> integral columns (sequential float32 accumulation down each column, which is OpenCV's
 //   order: I[y+1][x+1] = I[y][x+1] + row prefix) -> centre-surround over six scales with
 //   per-sample maxima -> on/off mixing -> optional bilinear upsampling.
+// float32 input (OpenCV's float path, see fine_grained_saliency.h): float gray -> float blur ->
+//   float blur -> integral rows in OpenCV's float addition order (one thread per row) -> the same
+//   integral columns, centre-surround (centre = the float plane's raw bytes) and mixing.
 //
 // Entry points (plain C++): FgsPlan (working sizes and scratch bytes of a batch), FgsAssignScratch
 // and LaunchFineGrainedSaliency.  The DALI operator (fine_grained_saliency.cu) and the GPU check
@@ -24,16 +27,19 @@
 namespace occlusion {
 namespace fgs {
 
-/// One non-empty sample: fill rgb, out, H, W, mirror; FgsPlan and FgsAssignScratch set the rest.
+/// One non-empty sample: fill rgb (uint8 input) or rgb_f (float32 input; one type per batch), out,
+/// H, W, mirror; FgsPlan and FgsAssignScratch set the rest.
 struct SampleDesc {
   const uint8_t *rgb;
+  const float *rgb_f;
   float *out;
   int H, W;        // input size
   int mirror;      // gray of the horizontally mirrored image
   int h, w;        // working size
   int stride;      // integral row stride: w + 1
-  uint8_t *gray;   // h * w, also the final uint8 map when resizing
+  uint8_t *gray;   // h * w, also the final uint8 map when resizing (uint8 input)
   uint8_t *blurred;
+  float *gray_f, *blurred_f;  // h * w (float32 input)
   float *integral;  // (h + 1) * stride
   uint16_t *on, *off;
   int *max_on_off;  // [2]
@@ -86,6 +92,47 @@ __global__ void BlurKernel(const SampleDesc *samples, bool forward) {
     sum += (a == 1 ? 2 : 1) * r;
   }
   dst[static_cast<int64_t>(y) * d.w + x] = BlurRound(sum);
+}
+
+/// float32 input: OpenCV's float BGR2GRAY of the (mirrored) image, at full resolution.
+__global__ void GrayFloatKernel(const SampleDesc *samples) {
+  const SampleDesc &d = samples[blockIdx.z];
+  int x = blockIdx.x * blockDim.x + threadIdx.x;
+  int y = blockIdx.y * blockDim.y + threadIdx.y;
+  if (y >= d.h || x >= d.w) return;
+  const float *p = d.rgb_f + (static_cast<int64_t>(y) * d.W + (d.mirror ? d.W - 1 - x : x)) * 3;
+  d.gray_f[static_cast<int64_t>(y) * d.w + x] = GrayFloat(p[0], p[1], p[2], x, d.w);
+}
+
+/// float32 GaussianBlur 3x3 (reflect-101), rows then columns as OpenCV: gray_f -> blurred_f when
+/// `forward`, back otherwise.  Each thread recomputes the three row results it needs (the same values).
+__global__ void BlurFloatKernel(const SampleDesc *samples, bool forward) {
+  const SampleDesc &d = samples[blockIdx.z];
+  int x = blockIdx.x * blockDim.x + threadIdx.x;
+  int y = blockIdx.y * blockDim.y + threadIdx.y;
+  if (y >= d.h || x >= d.w) return;
+  const float *src = forward ? d.gray_f : d.blurred_f;
+  float *dst = forward ? d.blurred_f : d.gray_f;
+  const int xl = Reflect101(x - 1, d.w), xr = Reflect101(x + 1, d.w);
+  const int ys[3] = {Reflect101(y - 1, d.h), y, Reflect101(y + 1, d.h)};
+  float r[3];
+  #pragma unroll
+  for (int a = 0; a < 3; a++) {
+    const float *row = src + static_cast<int64_t>(ys[a]) * d.w;
+    r[a] = BlurTapFloat(row[xl], row[x], row[xr]);
+  }
+  dst[static_cast<int64_t>(y) * d.w + x] = BlurTapFloat(r[0], r[1], r[2]);
+}
+
+/// Integral image, pass 1 for float32 input: row y's running sums in OpenCV's float order
+/// (RowPrefixFloat: sequential, one thread per row) into row y + 1 of the integral image.
+__global__ void IntegralRowsFloatKernel(const SampleDesc *samples) {
+  const SampleDesc &d = samples[blockIdx.y];
+  int y = blockIdx.x * blockDim.x + threadIdx.x;
+  if (y >= d.h) return;
+  float *row = d.integral + static_cast<int64_t>(y + 1) * d.stride;
+  row[0] = 0.f;
+  RowPrefixFloat(d.gray_f + static_cast<int64_t>(y) * d.w, d.w, row + 1);
 }
 
 /// Integral image, pass 1: row y of the gray image -> exact integer prefix sums, stored as float
@@ -145,8 +192,11 @@ __global__ void CentreSurroundKernel(const SampleDesc *samples) {
   int on = 0, off = 0;
   if (y < d.h && x < d.w) {
     int64_t idx = static_cast<int64_t>(y) * d.w + x;
-    CentreSurroundAt(d.integral, d.stride, d.h, d.w, y, x, static_cast<float>(d.gray[idx]),
-                     on, off);
+    // float32 input: OpenCV's gray.at<uchar>(y, x) on the float plane, byte x of row y
+    const uint8_t centre =
+        d.rgb_f ? reinterpret_cast<const uint8_t *>(d.gray_f + static_cast<int64_t>(y) * d.w)[x]
+                : d.gray[idx];
+    CentreSurroundAt(d.integral, d.stride, d.h, d.w, y, x, static_cast<float>(centre), on, off);
     d.on[idx] = static_cast<uint16_t>(on);
     d.off[idx] = static_cast<uint16_t>(off);
   }
@@ -190,19 +240,28 @@ __global__ void UpsampleKernel(const SampleDesc *samples) {
       BilinearUnit(m0[x0], m0[x1], m1[x0], m1[x1], fy, fx);
 }
 
+// tests/cuda_emulation runs these kernels on the host through this very launch sequence, without <<<>>>.
+#ifdef OCC_KERNEL_EMULATION
+#define OCC_FGS_LAUNCH(kernel, grid, block, stream, ...) \
+  occ_emu::Launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+#else
+#define OCC_FGS_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
+
 inline unsigned DivUp(int64_t a, int b) {
   return static_cast<unsigned>((a + b - 1) / b);
 }
 
-/// Working sizes of every sample (max_side as the operator's argument) and the scratch bytes of the
-/// batch.  Samples must be non-empty.
+/// Working sizes of every sample (max_side as the operator's argument; float32 input is always at
+/// full resolution) and the scratch bytes of the batch.  Samples must be non-empty.
 inline int64_t FgsPlan(std::vector<SampleDesc> &descs, int max_side) {
   int64_t bytes = static_cast<int64_t>(2 * descs.size()) * sizeof(int);
   for (auto &d : descs) {
-    WorkingSize(d.H, d.W, max_side, d.h, d.w);
+    WorkingSize(d.H, d.W, d.rgb_f ? 0 : max_side, d.h, d.w);
     d.stride = d.w + 1;
     const int64_t pix = static_cast<int64_t>(d.h) * d.w;
-    bytes += 2 * pix + 2 * pix * static_cast<int64_t>(sizeof(uint16_t));
+    bytes += 2 * pix * static_cast<int64_t>(sizeof(uint16_t));
+    bytes += d.rgb_f ? 2 * pix * static_cast<int64_t>(sizeof(float)) : 2 * pix;
     bytes += static_cast<int64_t>(d.h + 1) * d.stride * static_cast<int64_t>(sizeof(float));
   }
   return bytes + 64;  // alignment slack
@@ -220,6 +279,12 @@ inline void FgsAssignScratch(std::vector<SampleDesc> &descs, void *scratch) {
     d.max_on_off = maxima + 2 * i;
     d.integral = reinterpret_cast<float *>(p);
     p += static_cast<int64_t>(d.h + 1) * d.stride * sizeof(float);
+    if (d.rgb_f) {
+      const int64_t pix = static_cast<int64_t>(d.h) * d.w;
+      d.gray_f = reinterpret_cast<float *>(p);
+      d.blurred_f = d.gray_f + pix;
+      p += 2 * pix * sizeof(float);
+    }
   }
   for (auto &d : descs) {
     const int64_t pix = static_cast<int64_t>(d.h) * d.w;
@@ -229,6 +294,7 @@ inline void FgsAssignScratch(std::vector<SampleDesc> &descs, void *scratch) {
     p += pix * sizeof(uint16_t);
   }
   for (auto &d : descs) {
+    if (d.rgb_f) continue;  // the float planes above instead
     const int64_t pix = static_cast<int64_t>(d.h) * d.w;
     d.gray = reinterpret_cast<uint8_t *>(p);
     p += pix;
@@ -237,7 +303,8 @@ inline void FgsAssignScratch(std::vector<SampleDesc> &descs, void *scratch) {
   }
 }
 
-/// The whole pipeline for the batch: `dev` is the device copy of `host` (after FgsAssignScratch).
+/// The whole pipeline for the batch: `dev` is the device copy of `host` (after FgsAssignScratch);
+/// the input type is the batch's (host[0].rgb_f set: float32).
 inline cudaError_t LaunchFineGrainedSaliency(const SampleDesc *dev, const std::vector<SampleDesc> &host,
                                              int max_side, cudaStream_t stream) {
   const int m = static_cast<int>(host.size());
@@ -253,16 +320,25 @@ inline cudaError_t LaunchFineGrainedSaliency(const SampleDesc *dev, const std::v
   if (err != cudaSuccess) return err;
   dim3 block(kBlockX, kBlockY);
   dim3 grid(DivUp(max_w, kBlockX), DivUp(max_h, kBlockY), m);
-  GrayKernel<<<grid, block, 0, stream>>>(dev);
-  BlurKernel<<<grid, block, 0, stream>>>(dev, true);
-  BlurKernel<<<grid, block, 0, stream>>>(dev, false);
-  IntegralRowsKernel<<<dim3(max_h, m), kScanThreads, 0, stream>>>(dev);
-  IntegralColumnsKernel<<<dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads, 0, stream>>>(dev);
-  CentreSurroundKernel<<<grid, block, 0, stream>>>(dev);
-  MixKernel<<<grid, block, 0, stream>>>(dev);
+  if (host[0].rgb_f) {
+    OCC_FGS_LAUNCH(GrayFloatKernel, grid, block, stream, dev);
+    OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, true);
+    OCC_FGS_LAUNCH(BlurFloatKernel, grid, block, stream, dev, false);
+    OCC_FGS_LAUNCH(IntegralRowsFloatKernel, dim3(DivUp(max_h, kColumnThreads), m), kColumnThreads,
+                   stream, dev);
+  } else {
+    OCC_FGS_LAUNCH(GrayKernel, grid, block, stream, dev);
+    OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, true);
+    OCC_FGS_LAUNCH(BlurKernel, grid, block, stream, dev, false);
+    OCC_FGS_LAUNCH(IntegralRowsKernel, dim3(max_h, m), kScanThreads, stream, dev);
+  }
+  OCC_FGS_LAUNCH(IntegralColumnsKernel, dim3(DivUp(max_w + 1, kColumnThreads), m), kColumnThreads,
+                 stream, dev);
+  OCC_FGS_LAUNCH(CentreSurroundKernel, grid, block, stream, dev);
+  OCC_FGS_LAUNCH(MixKernel, grid, block, stream, dev);
   if (max_side > 0) {
     dim3 up_grid(DivUp(max_W, kBlockX), DivUp(max_H, kBlockY), m);
-    UpsampleKernel<<<up_grid, block, 0, stream>>>(dev);
+    OCC_FGS_LAUNCH(UpsampleKernel, up_grid, block, stream, dev);
   }
   return cudaGetLastError();
 }

@@ -5,6 +5,7 @@
 #ifndef OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_MATH_H_
 #define OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_MATH_H_
 
+#include <cmath>
 #include <cstdint>
 
 #ifndef OCC_HOST_DEV
@@ -33,6 +34,56 @@ OCC_HOST_DEV inline uint8_t RgbToGray(int r, int g, int b) {
   return static_cast<uint8_t>((b * 3735 + g * 19235 + r * 9798 + (1 << 14)) >> 15);
 }
 
+/// OpenCV 5.0.0's cvtColor(COLOR_BGR2GRAY) of a float32 pixel at column x of a row of w pixels, as
+/// opencv-contrib-python-headless 5.0.0 rounds it on x86-64 (c0 is OpenCV's blue: the array's first
+/// channel).  Its 8-pixel vector loop computes fma(c2, R, fma(c0, B, c1 * G)); of the w % 8 pixels left
+/// at the end of the row, a block of 4 (when there are 4 or more) alternates fma(c2, R, fma(c1, G,
+/// c0 * B)) and the vector rounding, the rest take the vector rounding (checked against cv2 on every
+/// width 1..39).  Rows whose width is a multiple of 8 (224) use the vector rounding throughout.
+OCC_HOST_DEV inline float GrayFloat(float c0, float c1, float c2, int x, int w) {
+  const int tail = w - w % 8;
+  const bool alternate = w % 8 >= 4 && x >= tail && x < tail + 4 && ((x - tail) & 1) == 0;
+  return alternate ? fmaf(c2, 0.299f, fmaf(c1, 0.587f, c0 * 0.114f))
+                   : fmaf(c2, 0.299f, fmaf(c0, 0.114f, c1 * 0.587f));
+}
+
+/// One pass of OpenCV's float32 GaussianBlur(3x3, sigma 0) (kernel [0.25 0.5 0.25], rows then
+/// columns): 0.5 m + 0.25 (a + b) with a single rounding; both products are exact, so the result is
+/// the same with or without FMA contraction.
+OCC_HOST_DEV inline float BlurTapFloat(float a, float m, float b) {
+  return 0.5f * m + 0.25f * (a + b);
+}
+
+/// The running sums of one row of cv::integral(gray, CV_32F) of a float32 plane, in the order
+/// opencv-contrib-python-headless 5.0.0 adds them on x86-64: blocks of 8, each two in-register 4-lane
+/// prefixes (a, a+b, a+(b+c), (a+b)+(c+d)), the upper one plus the lower one's total, then plus the
+/// previous block's last sum; the w % 8 columns left one addition at a time (checked against cv2).
+OCC_HOST_DEV inline void RowPrefixFloat(const float *g, int w, float *out) {
+  float carry = 0.f;
+  int x = 0;
+  for (; x + 8 <= w; x += 8) {
+    float lo[4], hi[4];
+    for (int half = 0; half < 2; half++) {
+      const float *v = g + x + 4 * half;
+      float *p = half ? hi : lo;
+      const float s1 = v[1] + v[0], s2 = v[2] + v[1], s3 = v[3] + v[2];
+      p[0] = v[0];
+      p[1] = s1;
+      p[2] = s2 + v[0];
+      p[3] = s3 + s1;
+    }
+    for (int k = 0; k < 4; k++) {
+      out[x + k] = lo[k] + carry;
+      out[x + 4 + k] = (hi[k] + lo[3]) + carry;
+    }
+    carry = out[x + 7];
+  }
+  for (; x < w; x++) {
+    carry = carry + g[x];
+    out[x] = carry;
+  }
+}
+
 /// BORDER_REFLECT_101 (OpenCV's BORDER_DEFAULT) for indices at most one step outside [0, n).
 OCC_HOST_DEV inline int Reflect101(int i, int n) {
   if (n == 1) return 0;
@@ -51,6 +102,14 @@ OCC_HOST_DEV inline uint8_t BlurRound(int weighted_sum) {
   return static_cast<uint8_t>((weighted_sum + 8) >> 4);
 }
 
+/// (uchar)m of a positive on / off response as x86 runs it: truncation to int32, low byte.  The int32
+/// conversion of a value it cannot hold (float input only: huge values, or +inf from a 1x1 image's
+/// 0 / 0 surround) gives 0x80000000, i.e. 0; spelled out so that the GPU, whose conversion saturates,
+/// gives the same.  Responses of uint8 input are below 256.
+OCC_HOST_DEV inline int ResponseByte(float m) {
+  return m > 0.f && m < 2147483648.f ? static_cast<int>(static_cast<uint8_t>(static_cast<int>(m))) : 0;
+}
+
 /// One scale of StaticSaliencyFineGrained::getIntensityScaled + getMean, in OpenCV's float32
 /// order of operations.  i22 = I(y2, x2), i11 = I(y1, x1), i21 = I(y2, x1), i12 = I(y1, x2)
 /// at the clamped corners; area = (x2 - x1) * (y2 - y1) - 1.  Adds the uint8-truncated on and
@@ -61,9 +120,8 @@ OCC_HOST_DEV inline void CentreSurround(float i22, float i11, float i21, float i
   value = (value - centre) / area;
   float mean_on = centre - value;
   float mean_off = value - centre;
-  // (uchar)float in OpenCV: truncation (the values are < 256 here).
-  on_sum += mean_on > 0.f ? static_cast<int>(static_cast<uint8_t>(static_cast<int>(mean_on))) : 0;
-  off_sum += mean_off > 0.f ? static_cast<int>(static_cast<uint8_t>(static_cast<int>(mean_off))) : 0;
+  on_sum += ResponseByte(mean_on);
+  off_sum += ResponseByte(mean_off);
 }
 
 /// All six scales at pixel (y, x) of an h x w image, with corners clamped to the
