@@ -29,6 +29,7 @@ bench: setup
 	$(PYTHON) -m bench.loader_bench --repeats 5 --batches 30 --methods none,cutout,hide_and_seek,cutmix,mixup,cutmix_mixup,saliencymix,saliency_occlusion,keep_cutout,keep_paste,keep_cutmix
 	$(PYTHON) -m bench.saliency_bench --repeats 15
 	$(PYTHON) -m bench.kernels_bench
+	$(PYTHON) -m bench.bank_bench --repeats 9
 	$(PYTHON) -m bench.ops_bench
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from kernels.apply import erase, lam_from_boxes
-from kernels.boxes import centred_box, cutout_boxes, hide_and_seek_boxes
+from kernels.boxes import cutout_boxes, hide_and_seek_boxes
 
 P_KEEP_PATCH = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 CUTOUT_HOLES = (1, 2, 4, 6, 8)

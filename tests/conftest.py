@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,22 @@ def cuda_devices() -> int:
 
 #: GPU-only tests: they run where a GPU is lent and are skipped (and reported as such) elsewhere.
 requires_gpu = pytest.mark.skipif(cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")
+
+
+def build_emulation(tmp_dir, name: str):
+    """``tests/cuda_emulation/<name>.cc`` (the unchanged ``.cuh`` kernels, each block run as host threads)
+    compiled with g++ into a shared library and loaded; the test is skipped where there is no g++."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("needs g++ to build the host emulation")
+    root = Path(__file__).resolve().parents[1]
+    so = Path(tmp_dir) / f"{name}.so"
+    subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+                    f"-I{root / 'tests' / 'cuda_emulation'}", f"-I{root / 'dali_ops' / 'csrc'}",
+                    str(root / "tests" / "cuda_emulation" / f"{name}.cc"), "-o", str(so)], check=True)
+    return ctypes.CDLL(str(so))
+

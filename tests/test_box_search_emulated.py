@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import build_emulation
 
 import oracles as ref
 
@@ -33,14 +33,7 @@ class Sample(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("needs g++ to build the host emulation")
-    so = tmp_path_factory.mktemp("emu") / "box_search_emu.so"
-    subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
-                    f"-I{ROOT / 'tests' / 'cuda_emulation'}", f"-I{ROOT / 'dali_ops' / 'csrc'}",
-                    str(ROOT / "tests" / "cuda_emulation" / "box_search_emu.cc"), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
+    lib = build_emulation(tmp_path_factory.mktemp("emu"), "box_search_emu")
     lib.emu_box_search.argtypes = [ctypes.POINTER(Sample), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                    ctypes.c_int, ctypes.c_double, ctypes.c_int]
     return lib

@@ -12,26 +12,19 @@ only a GPU shows (races the emulation's barriers hide, nvcc's code, launch limit
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import build_emulation
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("needs g++ to build the host emulation")
-    so = tmp_path_factory.mktemp("emu") / "saliency_emu.so"
-    subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
-                    f"-I{ROOT / 'tests' / 'cuda_emulation'}", f"-I{ROOT / 'dali_ops' / 'csrc'}",
-                    str(ROOT / "tests" / "cuda_emulation" / "saliency_emu.cc"), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
+    lib = build_emulation(tmp_path_factory.mktemp("emu"), "saliency_emu")
     lib.emu_fine_grained_saliency.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
                                               ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
                                               ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_void_p),
