@@ -3,11 +3,13 @@
 Two measurements, each against the same method with image saliency (OpenCV's map in the graph):
 
 * **step**: training-step time -- forward, cross entropy, backward, SGD step -- of ``saliency_occlusion`` with
-  image saliency vs the same step feeding the bank: :class:`pipelines.feedback.SaliencyTap` hooks (NormGrad at
-  ``layer1.0.conv1``; also attention at ``layer4`` and the input gradient) and ``loader.feedback`` with the
-  push *included* (the grid reduction, and the background write waited for inside the timed region).
-  Batches are fetched beforehand, so the loader is not timed. Ratios use the process's CPU time (all its
-  threads, ``--threads 1`` for torch: the step's work on a shared machine); wall times are stored too.
+  image saliency (the plain step: the map is made in the loader) vs the same step feeding the bank:
+  :class:`pipelines.feedback.SaliencyTap` hooks (NormGrad at ``layer1.0.conv1``; also attention at ``layer4``
+  and the input gradient) and ``loader.feedback`` with the push *included* (the grid reduction, and the
+  background write waited for inside the timed region). One model and, per round, one batch for every
+  variant, the order rotated each round; batches fetched beforehand, so the loader is not timed. Ratios use
+  the process's CPU time (all its threads, ``--threads 1`` for torch: the step's work on a shared machine);
+  wall times are stored too.
 * **loader**: images/s of the loader alone in epoch 1, image saliency vs bank maps (the bank filled in
   epoch 0 by pushes of every served row, so most rows of epoch 1 read a map and skip the image saliency).
   Fresh loaders per repeat, alternating, ``--warmup`` batches dropped.
@@ -19,7 +21,6 @@ Targets: step bank / image <= 1.03; loader bank / image >= 0.95. The bank's size
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -58,9 +59,7 @@ def main(argv=None):
 
     # -- fill the bank in epoch 0 (every served row pushes a smooth random map), keep batches for the steps
     n_steps = args.repeats + 1
-    image_loader, bank_loader = loader("image"), loader("bank")
-    image_batches = [b for _, b in zip(range(n_steps), image_loader)]
-    image_loader.close()
+    bank_loader = loader("bank")
     bank_batches = []
     for batch in bank_loader:
         bank_loader.feedback(batch, torch.rand(batch.images.shape[0], 8, 8))
@@ -69,37 +68,33 @@ def main(argv=None):
     state = bank_loader.state_dict()  # every push written (the state is epoch 1, batch 0)
     bank_loader.close()
 
-    # -- step cost ----------------------------------------------------------------------------------
+    # -- step cost: one model, one batch per round for every variant, the order rotated each round ---------
     torch.manual_seed(0)
-    base = torchvision.models.resnet18(weights=None, num_classes=image_loader.num_classes).train()
-    names = ["image", "bank_normgrad", "bank_attention", "bank_input_grad"]
+    model = torchvision.models.resnet18(weights=None, num_classes=bank_loader.num_classes).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    taps = {"image": None, "bank_normgrad": "normgrad:layer1.0.conv1", "bank_attention": "attention:layer4",
+            "bank_input_grad": "input_grad"}
+    taps = {name: spec and SaliencyTap.parse(spec, model) for name, spec in taps.items()}
+    names = list(taps)
 
-    def make(name):
-        model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        tap = None if name == "image" else SaliencyTap.parse(
-            {"bank_normgrad": "normgrad:layer1.0.conv1", "bank_attention": "attention:layer4",
-             "bank_input_grad": "input_grad"}[name], model)
+    def step(name, batch):
+        tap = taps[name]
+        opt.zero_grad(set_to_none=True)
+        images = batch.images if tap is None else tap.watch(batch.images)
+        loss = soft_cross_entropy(model(images), batch.targets).mean()
+        loss.backward()
+        if tap is not None:
+            bank_loader.feedback(batch, tap.maps())
+            bank_loader._bank_writer.flush()  # the push's background write, counted in the step
+        opt.step()
 
-        def step(batch):
-            opt.zero_grad(set_to_none=True)
-            images = batch.images if tap is None else tap.watch(batch.images)
-            loss = soft_cross_entropy(model(images), batch.targets).mean()
-            loss.backward()
-            if tap is not None:
-                bank_loader.feedback(batch, tap.maps())
-                bank_loader._bank_writer.flush()  # the push's background write, counted in the step
-            opt.step()
-        return step
-
-    steps = {name: make(name) for name in names}
     cpu = {name: [] for name in names}
     wall = {name: [] for name in names}
     for i in range(n_steps):
-        for name in names:
-            batch = (image_batches if name == "image" else bank_batches)[i]
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
             t, c = time.perf_counter(), time.process_time()
-            steps[name](batch)
+            step(name, bank_batches[i])
             if i > 0:  # the first round is the warm-up
                 wall[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)

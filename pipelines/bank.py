@@ -270,8 +270,8 @@ def _weights(out: int, start, extent, full, grid: int) -> np.ndarray:
     w = np.zeros((start.shape[0], out, grid))
     rows = np.arange(start.shape[0])[:, None]
     cols = np.arange(out)[None, :]
-    np.add.at(w, (rows, cols, i0), 1.0 - t)
-    np.add.at(w, (rows, cols, i1), t)
+    w[rows, cols, i1] = t  # each (row, col) once per assignment; i0 == i1 only at the clamped end, where t = 0
+    w[rows, cols, i0] += 1.0 - t
     return w
 
 
