@@ -142,27 +142,26 @@ class BankFile:
         os.pwrite(fd, text.ljust(HEADER_BYTES, b" "), 0)
 
     def _wait_for_header(self, timeout: float) -> None:
+        """Another process is creating the file: wait for its header (a foreign file fails at once)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self.header().get("magic") == MAGIC:
-                    return
-            except (OSError, ValueError):
-                pass
+        while not self.header():
             if time.monotonic() > deadline:
                 raise ValueError(f"saliency bank {self.path} exists but holds no bank header after {timeout:.0f} s "
-                                 f"(not a bank file, or its creator died): delete it or give another path")
+                                 f"(its creator died?): delete it or give another path")
             time.sleep(0.05)
 
     def header(self) -> dict:
+        """The file's header; ``{}`` while its creator has not written it yet (the bytes are still zeros)."""
         with open(self.path, "rb") as f:
             raw = f.read(HEADER_BYTES)
+        if not raw.strip(b"\0"):
+            return {}
         try:
-            header = json.loads(raw.decode().strip() or "{}")
+            header = json.loads(raw.decode())
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"{self.path} is not a saliency bank file (no JSON header)") from None
-        if header and header.get("magic") != MAGIC:
-            raise ValueError(f"{self.path} is not a saliency bank file (header {str(header)[:80]})")
+            header = None
+        if not isinstance(header, dict) or header.get("magic") != MAGIC:
+            raise ValueError(f"{self.path} is not a saliency bank file: give the loader another bank path")
         return header
 
     @property

@@ -176,6 +176,16 @@ def test_epoch_slots_and_forgetting(tmp_path):
         BankFile(file.path, 4, G, "another")
 
 
+def test_foreign_file_is_refused_at_once(tmp_path):
+    import time
+
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a bank")
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="photo.jpg is not a saliency bank file"):
+        BankFile(tmp_path / "photo.jpg", 4, G, "fp")
+    assert time.monotonic() - start < 5  # no wait for a header that will never come
+
+
 def test_bank_options_are_checked():
     with pytest.raises(ValueError, match="bank fallback"):
         SaliencyBank(fallback="zeros")
