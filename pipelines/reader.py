@@ -46,9 +46,6 @@ META_FIELDS = (("label", np.int64, False, 1), ("sample_id", np.int64, False, 1),
                ("crop", np.int32, True, 4), ("flip", np.int32, True, 1), ("lam", np.float32, True, 1),
                ("partner", np.int32, True, 1), ("map_source", np.int32, True, 1), ("map_age", np.int32, True, 1),
                ("boxes", np.int32, True, -1))
-#: ``meta["map_source"]`` values: the row's saliency came from the bank, or not (image saliency, the
-#: ``"uniform"`` fallback, the model's own map, or a method without saliency)
-MAP_OTHER, MAP_BANK = 0, 1
 
 
 @dataclass(frozen=True)
