@@ -46,6 +46,7 @@ import torch.nn.functional as F
 import torchvision
 
 from pipelines import OcclusionLoader
+from pipelines.feedback import SaliencyTap
 from pipelines.methods import METHODS, get_method
 
 #: The ImageNet recipe (Goyal et al. 2017; torchvision references/classification) and the demo's.
@@ -146,9 +147,7 @@ def parse_args(argv=None):
     if args.saliency != "image" and args.amp and args.feedback == "step":
         p.error("--saliency with a model's map runs without --amp for now (its step has no autocast / scaler); "
                 "--feedback bank runs with it")
-    if args.feedback == "bank" and args.saliency == "image":
-        p.error("--feedback bank needs a model's map: --saliency normgrad:LAYER, attention:LAYER or input_grad")
-    if args.feedback == "bank" and args.saliency.partition(":")[0] not in ("normgrad", "attention", "input_grad"):
+    if args.feedback == "bank" and args.saliency.partition(":")[0] not in SaliencyTap.KINDS:
         p.error(f"--feedback bank takes the maps the training step already has: --saliency normgrad:LAYER, "
                 f"attention:LAYER or input_grad, got {args.saliency!r}")
     if args.feedback == "bank" and args.fresh:
@@ -554,8 +553,6 @@ def fit(args, d: Dist) -> float:
     else:
         opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
     if args.feedback == "bank":
-        from pipelines.feedback import SaliencyTap
-
         step_fn = partial(train_step, tap=SaliencyTap.parse(args.saliency, getattr(model, "module", model)))
     steps = len(train)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -38,7 +38,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,6 +60,19 @@ def make_stamp(epoch, batch):
 def stamp_epoch(stamp):
     """The epoch of a stamp (-1 for :data:`EMPTY`)."""
     return np.asarray(stamp, np.int64) >> 32
+
+
+def _views(path, num_samples: int, grid: int, mode: str):
+    """The file's ``stamps`` ``(n, 2)`` int64 and ``cells`` ``(n, 2, g, g)`` uint8 as memory maps."""
+    return (np.memmap(path, np.int64, mode, HEADER_BYTES, (num_samples, 2)),
+            np.memmap(path, np.uint8, mode, HEADER_BYTES + 16 * num_samples, (num_samples, 2, grid, grid)))
+
+
+def latest_before(stamps, epoch):
+    """Per row of ``stamps`` ``(n, 2)``: the slot of the latest push made before ``epoch`` (what a read in
+    ``epoch`` uses, and what a push in ``epoch`` merges into), and whether there is one."""
+    usable = (stamps >= 0) & (stamp_epoch(stamps) < epoch)
+    return np.argmax(np.where(usable, stamps, np.iinfo(np.int64).min), axis=1), usable.any(axis=1)
 
 
 def dataset_fingerprint(names, labels) -> str:
@@ -115,7 +127,7 @@ class BankFile:
         else:
             try:
                 os.ftruncate(fd, size)
-                stamps = np.memmap(self.path, np.int64, "r+", HEADER_BYTES, (self.num_samples, 2))
+                stamps, _ = _views(self.path, self.num_samples, self.grid, "r+")
                 stamps[:] = EMPTY
                 stamps.flush()
                 del stamps
@@ -132,9 +144,7 @@ class BankFile:
         if self.path.stat().st_size != size:
             raise ValueError(f"saliency bank {self.path} has {self.path.stat().st_size} bytes, expected {size}: "
                              f"a truncated or foreign file")
-        self.stamps = np.memmap(self.path, np.int64, "r+", HEADER_BYTES, (self.num_samples, 2))
-        self.cells = np.memmap(self.path, np.uint8, "r+", HEADER_BYTES + 16 * self.num_samples,
-                               (self.num_samples, 2, self.grid, self.grid))
+        self.stamps, self.cells = _views(self.path, self.num_samples, self.grid, "r+")
 
     def _write_header(self, fd, generation: str) -> None:
         text = json.dumps({"magic": MAGIC, "format": FORMAT, "num_samples": self.num_samples, "grid": self.grid,
@@ -211,8 +221,8 @@ class BankFile:
             if same.size:  # pushed before in this epoch (another copy): merge in place
                 target = base = int(same[0])
             else:
-                older = np.where(slots >= 0, slots, np.iinfo(np.int64).min)
-                base = int(np.argmax(older)) if (slots >= 0).any() else None
+                latest, found = latest_before(slots[None], stamp_epoch(stamp))
+                base = int(latest[0]) if found[0] else None
                 target = 1 - base if base is not None else 0
             merged = self.cells[s, base].copy() if base is not None else np.zeros_like(new)
             covered = new > 0
@@ -237,9 +247,7 @@ class BankReader:
 
     def _open(self):
         if self._maps is None:
-            n, g = self.num_samples, self.grid
-            self._maps = (np.memmap(self.path, np.int64, "r", HEADER_BYTES, (n, 2)),
-                          np.memmap(self.path, np.uint8, "r", HEADER_BYTES + 16 * n, (n, 2, g, g)))
+            self._maps = _views(self.path, self.num_samples, self.grid, "r")
         return self._maps
 
     def lookup(self, ids, epoch: int):
@@ -248,9 +256,7 @@ class BankReader:
         stamps_all, cells_all = self._open()
         ids = np.asarray(ids, np.int64)
         stamps = np.array(stamps_all[ids])
-        usable = (stamps >= 0) & (stamp_epoch(stamps) < epoch)
-        slot = np.argmax(np.where(usable, stamps, np.iinfo(np.int64).min), axis=1)
-        found = usable.any(axis=1)
+        slot, found = latest_before(stamps, epoch)
         cells = np.array(cells_all[ids, slot])
         cells[~found] = 0
         age = np.where(found, epoch - stamp_epoch(stamps[np.arange(ids.size), slot]), -1)
@@ -359,8 +365,7 @@ class BankWriter:
         self.rows = int(rows_per_batch)
         self.distributed = distributed
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saliency-bank")
-        self._pending: list = []
-        self._lock = threading.Lock()
+        self._pending: list = []  # futures of the writes not yet waited for (push and flush: the caller's thread)
         local_world = os.environ.get("LOCAL_WORLD_SIZE")
         self.local_world = int(local_world) if local_world and distributed else 1
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.local_world > 1 else 0
@@ -372,35 +377,30 @@ class BankWriter:
         g = self.file.grid
         ids = ids.to(torch.int64)
         stamps = stamps.to(torch.int64)
-        event = None
+        event = work = gathered = None
         if self.distributed:
-            work, parts = self._all_gather(ids, stamps, cells)
-        else:
-            work = None
-            if cells.is_cuda:
-                host = torch.empty(cells.shape, dtype=torch.uint8, pin_memory=True)
-                host.copy_(cells, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record(torch.cuda.current_stream(cells.device))
-                cells = host
-            parts = [(ids, stamps, cells)]
+            work, gathered = self._all_gather(ids, stamps, cells)
+        elif cells.is_cuda:
+            host = torch.empty(cells.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(cells, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(cells.device))
+            cells = host
 
         def write():
             if event is not None:
                 event.synchronize()
             if work is not None:
                 work.wait()
+            parts = [(ids, stamps, cells)] if gathered is None else [self._unpack(t) for t in gathered]
             for part in parts:
-                if callable(part):
-                    part = part()
                 pid, pst, pcells = (np.asarray(t.cpu()) for t in part)
                 keep = pid >= 0
                 if self.local_world > 1:
                     keep &= pid % self.local_world == self.local_rank
                 self.file.write(pid[keep], pst[keep], pcells.reshape(-1, g, g)[keep])
 
-        with self._lock:
-            self._pending.append(self._pool.submit(write))
+        self._pending.append(self._pool.submit(write))
 
     def _all_gather(self, ids, stamps, cells):
         """One asynchronous all-gather of ``[id, stamp, cells]`` rows padded to the batch's row count."""
@@ -417,21 +417,20 @@ class BankWriter:
         packed[:n, :16] = head.contiguous().view(torch.uint8).reshape(n, 16)
         packed[:n, 16:] = cells.reshape(n, g * g).to(device)
         out = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
-        work = dist.all_gather(out, packed, async_op=True)
+        return dist.all_gather(out, packed, async_op=True), out
 
-        def unpack(t):
-            def part():
-                host = t.cpu()
-                head = host[:, :16].contiguous().view(torch.int64).reshape(-1, 2)
-                return head[:, 0], head[:, 1], host[:, 16:]
-            return part
+    @staticmethod
+    def _unpack(packed):
+        """A gathered rank's rows back to ``(ids, stamps, cells)`` (padding rows have id -1)."""
+        import torch
 
-        return work, [unpack(t) for t in out]
+        host = packed.cpu()
+        head = host[:, :16].contiguous().view(torch.int64).reshape(-1, 2)
+        return head[:, 0], head[:, 1], host[:, 16:]
 
     def flush(self) -> None:
         """Wait for every push so far to be in the file (raises a push's error here)."""
-        with self._lock:
-            pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
         for future in pending:
             future.result()
         self.file.flush()

@@ -98,6 +98,16 @@ def normgrad_map(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.vector_norm(g.float(), dim=1) * torch.linalg.vector_norm(x.float(), dim=1)).detach()
 
 
+def input_gradient_map(g: torch.Tensor) -> torch.Tensor:
+    """KeepAugment's map: ``max_c |g|`` of an ``(N, C, H, W)`` gradient at the images."""
+    return g.detach().abs().amax(dim=1)
+
+
+def attention_map(x: torch.Tensor) -> torch.Tensor:
+    """Attentive CutMix's map: the channel mean of an ``(N, C, h, w)`` feature map, float32."""
+    return x.detach().float().mean(dim=1)
+
+
 class NormGrad:
     """NormGrad saliency at the output of ``layer`` (Fong & Vedaldi 2019, arXiv 1910.10651, Eq. 1; Rebuffi et
     al. 2020, arXiv 2004.02866): ``s = ||g|| * ||x||`` per location, ``g`` the gradient of the ground-truth
@@ -139,7 +149,7 @@ class InputGradient:
         x = x.requires_grad_(True)
         with preserved(self.model), torch.enable_grad():
             (g,) = torch.autograd.grad(_objective(self.model(x), labels, self.target), x)
-        s = g.abs().amax(dim=1)
+        s = input_gradient_map(g)
         if self.scale != 1.0:
             s = F.interpolate(s[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
         return s.float().detach()
@@ -244,7 +254,7 @@ class Attention:
     def __call__(self, images, labels=None):
         with preserved(self.model), capture(self.module) as out:
             self.model(images)
-        return out[0].float().mean(dim=1)
+        return attention_map(out[0])
 
 
 class SaliencyStep:
@@ -284,6 +294,8 @@ class SaliencyStep:
                              "saliency=NormGrad(model, layer, target='loss')")
         self.model, self.optimizer, self.loader, self.saliency = model, optimizer, loader, saliency
         self.free = bool(free)
+        # the free step reads NormGrad off its own backward, as the bank's feed does
+        self._tap = SaliencyTap(model, "normgrad", saliency.layer) if self.free else None
         self.aux_weight = float(aux_weight)
         self.prepare = prepare or (lambda x: x)
 
@@ -316,16 +328,11 @@ class SaliencyStep:
     def _free(self, batch, valid, denom):
         device = valid.device
         b = batch.images.shape[0] // 2
-        grads = []
-        with capture(self.saliency.module) as out:
-            logits = self.model(self.prepare(batch.images[:b]))
-        act = out[0]
-        act.register_hook(grads.append)  # the gradient of the training loss at the layer, this backward's
+        logits = self.model(self._tap.watch(self.prepare(batch.images[:b])))
         loss0 = self._loss(logits, batch.targets[:b].to(device), valid[:b], denom)
-        loss0.backward()
-        maps = normgrad_map(act.detach(), grads[0])
-        del act, out, logits
-        batch = self.loader.occlude(batch, maps)
+        loss0.backward()  # the gradient of the training loss at the layer: this backward's
+        del logits
+        batch = self.loader.occlude(batch, self._tap.maps())
         loss1 = self._loss(self.model(self.prepare(batch.images[b:])), batch.targets[b:].to(device), valid[b:],
                            denom)
         loss1.backward()
@@ -367,7 +374,7 @@ class SaliencyTap:
             return
         self._armed = False
         if self.kind == "attention":
-            self._act = out.detach().float().mean(dim=1)
+            self._act = attention_map(out)
         else:
             self._act = out.detach()
             if out.requires_grad:
@@ -392,7 +399,7 @@ class SaliencyTap:
             if grad is None:
                 raise RuntimeError("input_grad: no gradient at the images; call watch() before the forward and "
                                    "maps() after the loss's backward()")
-            out = grad.detach().abs().amax(dim=1).float()
+            out = input_gradient_map(grad).float()
         elif self.kind == "attention":
             if self._act is None:
                 raise RuntimeError(f"attention: {self.layer} did not run since watch()")

@@ -48,14 +48,15 @@ class GraphContext:
     """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and the
     nodes copies of one crop share (joint copies: one saliency map)."""
 
-    def __init__(self, device: str, dtype: str, fill: list[float], policy: str | None, fallback: str | None = None):
+    def __init__(self, device: str, dtype: str, fill: list[float], policy: str | None):
         self.device = device
         self.dtype = dtype
         self.fill = fill
         self.policy = policy
-        self.fallback = fallback  # the saliency bank's fallback (None: no bank)
         self.shared: dict = {}
-        self.bank = None  # the current crop's ("bank_map", "bank_use") nodes
+        # the current crop's saliency-bank nodes ("bank_map", "bank_use"; the latter None with the "uniform"
+        # fallback), None without a bank
+        self.bank = None
 
     def on(self, node):
         """A CPU input node moved to the graph's device."""
@@ -81,7 +82,7 @@ class GraphContext:
             else:
                 bank_map, use = self.bank
                 prior = self.on(bank_map) * (1.0 / 255.0)  # float32: the arithmetic promotes the uint8 map
-                if self.fallback == "image":
+                if use is not None:  # the "image" fallback
                     prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=use) + prior
                 self.shared["saliency"] = prior
         return self.shared["saliency"]
@@ -132,7 +133,6 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     decoder = "mixed" if device == "gpu" else "cpu"
     layout = source.layout()
     policy = cfg.auto_augment if cfg.train else None
-    fallback = source.bank.fallback if source.bank is not None and cfg.train else None
     import dali_ops
 
     dali_ops.load()  # fn.occlusion: normalize_occlude for every method, saliency and search ops
@@ -153,14 +153,14 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
-        g = GraphContext(device, dtype, fill_value, policy, fallback)
+        g = GraphContext(device, dtype, fill_value, policy)
         images, searched, draws, sources = [], [], [], []
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]
             if shared_crop and c > 0:
                 u8 = base
             else:
-                if fallback is not None:
+                if Slot("bank_map", c) in nodes:
                     g.bank = (nodes[Slot("bank_map", c)], nodes.get(Slot("bank_use", c)))
                 if not shared_crop:
                     g.shared = {}  # each copy has its own crop: nothing to share

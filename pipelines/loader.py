@@ -380,7 +380,6 @@ class OcclusionLoader:
         base = root if root.is_dir() else root.parent
         names = [os.path.relpath(p, base) for p in paths]
         self._bank = BankFile(spec.path, len(paths), spec.grid, dataset_fingerprint(names, labels))
-        self._bank_spec = spec
         self._bank_fresh = True  # emptied before the first batch unless load_state_dict restores it
         import torch.distributed as dist
 
