@@ -357,14 +357,15 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
 
 
 # -- the model's saliency (issue 11): kept apart from the plain step above ---------------------------
-def model_saliency_method(method, source: str = "model"):
-    """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's."""
+def model_saliency_method(method, source: str = "model", bank=None):
+    """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's
+    (``saliency="bank"``, kept in the file ``bank``)."""
     import dataclasses
 
     if "saliency" not in method.options():
         raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
                          f"keep_cutmix, saliencymix), got {method}")
-    return dataclasses.replace(method, saliency=source)
+    return dataclasses.replace(method, saliency=source, bank=bank)
 
 
 def make_saliency_step(model, train, args, device, lr):
@@ -499,11 +500,11 @@ def make_loaders(args, d: Dist, root: Path):
     threads = args.workers or max(1, (os.cpu_count() or 1) // d.world)
     common = dict(output_size=args.image_size, device="gpu" if d.device.type == "cuda" else "cpu",
                   device_id=d.device.index if d.device.type == "cuda" else None, seed=args.seed,
-                  num_threads=threads, py_workers=args.reader_workers, shard_id=d.rank, num_shards=d.world)
+                  runtime=dict(num_threads=threads, py_workers=args.reader_workers), shard_id=d.rank,
+                  num_shards=d.world)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
-                            label_smoothing=args.label_smoothing, last_batch="drop",
-                            bank=bank_path(args, d) if args.feedback == "bank" else None, **common)
+                            label_smoothing=args.label_smoothing, last_batch="drop", **common)
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes,
                           last_batch="pad", **common)
     return train, val
@@ -538,7 +539,7 @@ def fit(args, d: Dist) -> float:
                              "runs under torchrun")
         args.method = model_saliency_method(args.method)
     elif args.saliency != "image":
-        args.method = model_saliency_method(args.method, "bank")
+        args.method = model_saliency_method(args.method, "bank", bank_path(args, d))
     train, val = make_loaders(args, d, root)
     model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
     if d.enabled:
@@ -613,8 +614,8 @@ def evaluate_checkpoint(args, d: Dist):
         return None
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=ckpt["num_classes"],
                           output_size=size, device="gpu" if d.device.type == "cuda" else "cpu",
-                          device_id=d.device.index, seed=args.seed, num_threads=args.workers,
-                          py_workers=args.reader_workers, last_batch="pad")
+                          device_id=d.device.index, seed=args.seed, last_batch="pad",
+                          runtime=dict(num_threads=args.workers, py_workers=args.reader_workers))
     if not args.occlusion_sweep:
         top1 = evaluate(model, val, d)
         print(f"{path}: val top-1 {100 * top1:.2f}%", flush=True)

@@ -51,7 +51,7 @@ def main(argv=None):
 
     root = ensure_demo_data() / "train"
     bank_path = Path(tempfile.mkdtemp(prefix="bank-bench-")) / "bank.bin"
-    common = dict(output_size=args.size, device="cpu", seed=0, num_threads=2, py_workers=1, verify="none")
+    common = dict(output_size=args.size, device="cpu", seed=0, runtime=dict(num_threads=2, py_workers=1, verify="none"))
 
     def loader(source):
         kw = dict(saliency="bank", bank=SaliencyBank(bank_path)) if source == "bank" else {}

@@ -49,7 +49,7 @@ def main(argv=None):
     from pipelines.feedback import EarlyHead, InputGradient, NormGrad, SaliencyStep, soft_cross_entropy
 
     root = ensure_demo_data() / "train"
-    common = dict(output_size=args.size, device="cpu", seed=0, num_threads=2, py_workers=1, verify="none")
+    common = dict(output_size=args.size, device="cpu", seed=0, runtime=dict(num_threads=2, py_workers=1, verify="none"))
     joint = dict(copies=2, copy_mode="joint", p_keep_image=(1.0, 0.0))
     loaders = {
         "joint_image": OcclusionLoader(root, args.batch, "saliency_occlusion", **joint, **common),

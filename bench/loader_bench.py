@@ -63,9 +63,10 @@ def ours(root, args, method, **kw):
 
     if method == "attentive_cutmix":
         kw.update(checkpoint=attention_checkpoint(args), arch=args.attention_arch)
-    loader = OcclusionLoader(root, args.batch_size, method, device=args.device, num_threads=args.workers,
-                             py_workers=args.reader_workers, seed=0, verify="none", last_batch="drop",
-                             output_size=args.image_size, **kw)
+    loader = OcclusionLoader(root, args.batch_size, method, device=args.device, seed=0, last_batch="drop",
+                             output_size=args.image_size, runtime=dict(num_threads=args.workers,
+                                                                       py_workers=args.reader_workers, verify="none"),
+                             **kw)
 
     def batches():
         while True:

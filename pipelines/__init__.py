@@ -3,7 +3,7 @@
 ``OcclusionLoader`` and ``Batch`` are imported lazily, so ``python -m pipelines.verify`` and
 ``python -m pipelines.demo_data`` do not pay for importing DALI and torch.
 """
-__all__ = ["Batch", "OcclusionLoader", "SaliencyBank"]
+__all__ = ["Batch", "OcclusionLoader", "Runtime", "SaliencyBank"]
 
 
 def __getattr__(name):
@@ -15,6 +15,10 @@ def __getattr__(name):
         from pipelines.loader import OcclusionLoader
 
         return OcclusionLoader
+    if name == "Runtime":
+        from pipelines.runtime import Runtime
+
+        return Runtime
     if name == "SaliencyBank":
         from pipelines.bank import SaliencyBank
 

@@ -85,7 +85,8 @@ def dataset_fingerprint(names, labels) -> str:
 
 @dataclass(frozen=True)
 class SaliencyBank:
-    """How a loader keeps the model's maps (``OcclusionLoader(..., bank=SaliencyBank(...))``).
+    """How a loader keeps the model's maps: the ``bank`` option of a method with ``saliency="bank"``
+    (``OcclusionLoader(root, 256, "keep_cutout", saliency="bank", bank=SaliencyBank(...))``).
 
     ``path``: the bank file (``None``: a new file in a temporary folder, one process only). Ranks of one
     node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
@@ -99,6 +100,8 @@ class SaliencyBank:
     fallback: str = "image"
 
     def __post_init__(self):
+        if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
+            raise ValueError(f"bank path must be a file path (str or os.PathLike) or None, got {self.path!r}")
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 2 <= self.grid <= 255:
             raise ValueError(f"bank grid must be an integer in [2, 255], got {self.grid!r}")
         if self.fallback not in FALLBACKS:

@@ -25,19 +25,18 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _int_at_least(name: str, value, low: int) -> None:
+def check_int_at_least(name: str, value, low: int) -> None:
     if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def check_loader_args(*, batch_size, train, seed, prefetch, num_threads, py_workers, dtype, shuffle,
-                      num_classes, max_image_pixels) -> None:
+def check_loader_args(*, batch_size, train, seed, dtype, shuffle, num_classes) -> None:
     """Validate the loader's method-independent arguments; raise ``ValueError``/``TypeError`` naming one.
 
     ``train`` and ``shuffle`` must be real booleans: ``train="False"`` is a truthy string and would
     silently train with augmentation, so no other type is accepted.
     """
-    _int_at_least("batch_size", batch_size, 1)
+    check_int_at_least("batch_size", batch_size, 1)
     if not isinstance(train, (bool, np.bool_)):
         raise TypeError(f"train must be True or False, got {train!r} ({type(train).__name__})")
     if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
@@ -45,16 +44,10 @@ def check_loader_args(*, batch_size, train, seed, prefetch, num_threads, py_work
     if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"seed must be an integer in [0, 2**64) (NumPy SeedSequence entropy; DALI gets a "
                          f"seed derived from it), got {seed!r}")
-    _int_at_least("prefetch", prefetch, 1)
-    if num_threads is not None:
-        _int_at_least("num_threads", num_threads, 1)
-    _int_at_least("py_workers", py_workers, 1)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if num_classes is not None:
-        _int_at_least("num_classes", num_classes, 1)
-    if max_image_pixels is not None:
-        _int_at_least("max_image_pixels", max_image_pixels, 1)
+        check_int_at_least("num_classes", num_classes, 1)
 
 
 #: An inferred class count above ``LABEL_SLACK + LABEL_SPREAD * (distinct labels)`` is taken for a typo.

@@ -41,7 +41,7 @@ def describe_failure(exc: BaseException, source, epoch: int, batch: int) -> Fail
     text = str(exc)
     where = f"epoch {epoch}, batch {batch}"
     hint = ("Find all unreadable files with `python -m pipelines.verify ROOT` (it fully decodes them), "
-            "or construct the loader with verify='full' (the default).")
+            "or construct the loader with runtime=Runtime(verify='full') (the default).")
     found = _BAD_IMAGE.findall(text) if _WORKER_EXC.search(text) or "BadImageError" in text else []
     if found:
         path, _, reason = found[-1].partition(": ")

@@ -26,32 +26,16 @@ from __future__ import annotations
 from nvidia.dali import fn, pipeline_def, types
 
 from dali_ops import mixing
+from pipelines.methods.base import IMAGENET_MEAN, IMAGENET_STD
 from pipelines.reader import ImageSource, Slot
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def fill_values(fill) -> list[float]:
-    """Per-channel fill in normalised units: ``"mean"`` -> 0, or a pixel value (scalar or RGB) in [0, 255]."""
-    if isinstance(fill, str):
-        if fill != "mean":
-            raise ValueError(f"fill must be 'mean' or a pixel value in [0, 255] (scalar or 3 values), got {fill!r}")
-        return [0.0, 0.0, 0.0]
-    values = [float(fill)] * 3 if isinstance(fill, (int, float)) else [float(v) for v in fill]
-    if len(values) != 3 or not all(0.0 <= v <= 255.0 for v in values):
-        raise ValueError(f"fill must be 'mean' or a pixel value in [0, 255] (scalar or 3 values), got {fill!r}")
-    return [(v / 255.0 - m) / s for v, m, s in zip(values, IMAGENET_MEAN, IMAGENET_STD)]
-
 
 class GraphContext:
     """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and the
     nodes copies of one crop share (joint copies: one saliency map)."""
 
-    def __init__(self, device: str, dtype: str, fill: list[float], policy: str | None):
+    def __init__(self, device: str, dtype: str, policy: str | None):
         self.device = device
         self.dtype = dtype
-        self.fill = fill
         self.policy = policy
         self.shared: dict = {}
         # the current crop's saliency-bank nodes ("bank_map", "bank_use"; the latter None with the "uniform"
@@ -62,12 +46,13 @@ class GraphContext:
         """A CPU input node moved to the graph's device."""
         return node.gpu() if self.device == "gpu" else node
 
-    def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror):
-        """ImageNet mean/std normalisation to CHW fused with erasing ``boxes`` (``fill``), or pasting
-        (and with ``blend``, blending) the ``partner`` row's pixels: :func:`dali_ops.mixing.normalize_occlude`."""
+    def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror, fill=0.0):
+        """ImageNet mean/std normalisation to CHW fused with erasing ``boxes`` (with ``fill``, per channel in
+        normalised units), or pasting (and with ``blend``, blending) the ``partner`` row's pixels:
+        :func:`dali_ops.mixing.normalize_occlude`."""
         return mixing.normalize_occlude(u8, boxes, partner, blend, mirror=mirror,
                                         mean=[m * 255 for m in IMAGENET_MEAN], std=[s * 255 for s in IMAGENET_STD],
-                                        fill=self.fill, dtype=self.dtype, device=self.device)
+                                        fill=fill, dtype=self.dtype, device=self.device)
 
     def saliency(self, u8, mirror):
         """The saliency map the row's search reads; one map per crop, shared by joint copies. Without a bank:
@@ -116,8 +101,7 @@ class GraphContext:
 
 
 def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, batch_size: int,
-                   num_threads: int, py_workers: int, dtype: str = "float32", fill="mean", prefetch: int = 2,
-                   seed: int = 0):
+                   num_threads: int, py_workers: int, dtype: str = "float32", prefetch: int = 2, seed: int = 0):
     """Build the pipeline of ``source``; outputs are the packed meta, one image per copy, then (for a method
     that searches its boxes in the graph) one boxes output per copy, or (for a method deferred to the
     training side, ``saliency="model"``) per copy its :attr:`~pipelines.methods.base.Method.inputs` in order,
@@ -129,7 +113,6 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     cfg = source.cfg
     method = cfg.method
     size = cfg.output_size
-    fill_value = fill_values(fill)
     decoder = "mixed" if device == "gpu" else "cpu"
     layout = source.layout()
     policy = cfg.auto_augment if cfg.train else None
@@ -153,7 +136,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
-        g = GraphContext(device, dtype, fill_value, policy)
+        g = GraphContext(device, dtype, policy)
         images, searched, draws, sources = [], [], [], []
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]

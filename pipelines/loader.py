@@ -23,12 +23,13 @@ from pipelines.bank import BankFile, BankReader, BankWriter, SaliencyBank, datas
 from pipelines.batch import Batch
 from pipelines.checks import check_loader_args, check_spawn_safe_main, infer_num_classes
 from pipelines.errors import dead_worker, describe_failure
-from pipelines.graph import build_pipeline, fill_values
+from pipelines.graph import build_pipeline
 from pipelines.imagefiles import scan_image_folder, read_file_list
 from pipelines.lifecycle import worker_setup_for
 from pipelines.methods import get_method
 from pipelines.params import AugmentConfig
 from pipelines.reader import ImageSource, unpack_meta
+from pipelines.runtime import Runtime
 from pipelines.seeding import pipeline_seed
 
 __all__ = ["Batch", "OcclusionLoader"]
@@ -56,55 +57,41 @@ class OcclusionLoader:
             :mod:`pipelines.methods`. An option the method does not have is a ``ValueError`` listing its options.
         train: random-resized-crop + flip + the method (True) or the validation transform (resize shorter
             side to 256, centre crop 224, nothing else).
+        output_size: side of the output crops (224).
         copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.params`);
             ``p_keep_image`` is one probability or one per copy (joint training: ``(1.0, 0.0)``).
         auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9) or ``"auto_augment"`` (ImageNet policy), DALI's
             ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come from DALI's
             seeded generator, not the reader's.
-        fill: erase value of the erasing methods: ``"mean"`` (0 after normalisation) or a pixel value
-            (scalar or RGB) in [0, 255].
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
-        output_size: side of the output crops (224).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
             ``torch.cuda.current_device()``, which is ``LOCAL_RANK`` once a ``torchrun`` script called
             ``torch.cuda.set_device``). The pipeline, any CUDA work and the output tensors live on it.
         seed: every random choice derives from it (same seed, same batches); an integer in [0, 2**64).
             DALI's own operators get a seed derived from (seed, shard_id, start epoch, start batch).
         shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.reader`.
-        num_threads: DALI CPU threads; py_workers: reader worker processes; prefetch: DALI queue depth.
         dtype: ``"float32"`` or ``"float16"`` images.
-        verify: ``"full"`` (default) decodes every file before the first batch (truncated and corrupt
-            data) and raises one error listing all bad files; a file that decoded cleanly is remembered
-            by size and mtime (:func:`pipelines.verify.verify_cached`), so later runs only ``stat`` it.
-            ``"header"`` checks headers only (misses corrupt scan data); ``"none"`` skips the check (a bad
-            file then stops the epoch where it is met).
-        max_image_pixels: Pillow's decompression-bomb limit for the header checks, here and in the reader
-            workers (Pillow's default, 89.5 Mpx; ``None`` = no limit).
-        bank: for a method with ``saliency="bank"``: a :class:`pipelines.bank.SaliencyBank` (file path, grid,
-            fallback) or just its path (``None``: a temporary file, one process only). The loader starts with
-            an empty bank unless :meth:`load_state_dict` restores one; :meth:`feedback` fills it.
-        **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``).
+        runtime: how the loader runs, not what it yields: DALI threads, reader workers, queue depth and the
+            checks of the image files (:class:`pipelines.runtime.Runtime`, or a dict of its fields).
+        **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``; ``fill`` for the
+            erasing methods; ``saliency`` and, with ``saliency="bank"``, ``bank`` for the saliency-guided ones).
     """
 
-    def __init__(self, root, batch_size: int, method="none", *, train: bool = True, copies: int = 1,
-                 copy_mode: str = "joint", p_keep_image=0.0, auto_augment: str | None = None, fill="mean",
-                 label_smoothing: float = 0.0, num_classes: int | None = None, output_size: int = 224,
-                 device: str = "auto", device_id: int | None = None, seed: int = 0, shard_id: int = 0,
-                 num_shards: int = 1, shuffle: bool | None = None, last_batch: str = "partial",
-                 num_threads: int | None = None, py_workers: int = 2, prefetch: int = 2, dtype: str = "float32",
-                 verify: str = "full", max_image_pixels: int | None = 89_478_485, bank=None, **options):
-        check_loader_args(batch_size=batch_size, train=train, seed=seed, prefetch=prefetch,
-                          num_threads=num_threads, py_workers=py_workers, dtype=dtype, shuffle=shuffle,
-                          num_classes=num_classes, max_image_pixels=max_image_pixels)
+    def __init__(self, root, batch_size: int, method="none", *, train: bool = True, output_size: int = 224,
+                 copies: int = 1, copy_mode: str = "joint", p_keep_image=0.0, auto_augment: str | None = None,
+                 label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
+                 device_id: int | None = None, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
+                 shuffle: bool | None = None, last_batch: str = "partial", dtype: str = "float32",
+                 runtime: Runtime | dict | None = None, **options):
+        check_loader_args(batch_size=batch_size, train=train, seed=seed, dtype=dtype, shuffle=shuffle,
+                          num_classes=num_classes)
+        self.runtime = runtime = Runtime.of(runtime)
         self.method = get_method(method, **options)
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
-        fill_values(fill)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if verify not in ("full", "header", "none"):
-            raise ValueError(f"verify must be 'full', 'header' or 'none', got {verify!r}")
         root = Path(root)
         if root.is_file():
             paths, labels = read_file_list(root)
@@ -112,11 +99,11 @@ class OcclusionLoader:
         else:
             paths, labels, self.classes = scan_image_folder(root)
         self.num_classes = infer_num_classes(labels, paths, num_classes, root)
-        if verify != "none":
+        if runtime.verify != "none":
             from pipelines.verify import find_bad_images, pixel_limit, verify_cached
 
-            with pixel_limit(max_image_pixels):
-                if verify == "full":
+            with pixel_limit(runtime.max_image_pixels):
+                if runtime.verify == "full":
                     bad, _ = verify_cached(paths, workers=max(2, os.cpu_count() or 2))
                 else:
                     bad = find_bad_images(paths, full=False, workers=max(2, os.cpu_count() or 2))
@@ -135,22 +122,17 @@ class OcclusionLoader:
             self.device_id = None
         self.root = root
         self.batch_size = int(batch_size)
-        self.fill = fill
         self.label_smoothing = float(label_smoothing)
         self.dtype = dtype
-        self.num_threads = int(num_threads or max(1, os.cpu_count() or 1))
-        self.py_workers = int(py_workers)
-        self.prefetch = int(prefetch)
         self.seed = int(seed)
         self._train_step = self.method.train_step if train else None
         self._source_args = dict(paths=paths, labels=labels, batch_size=batch_size, cfg=self.cfg,
                                  seed=seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
         self._bank = self._bank_writer = None
-        if bank is not None or (train and self.method.reads_bank):
-            self._open_bank(bank, paths, labels, root, copies, num_shards, last_batch)
+        if train and self.method.reads_bank:
+            self._open_bank(self.method.bank or SaliencyBank(), paths, labels, root, copies, num_shards, last_batch)
         self._source = ImageSource(**self._source_args)
-        self._max_image_pixels = max_image_pixels  # also applied in the reader workers
         self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
         self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
@@ -196,8 +178,8 @@ class OcclusionLoader:
         if not 0 <= state["batch"] <= len(self):
             raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {len(self)}]")
         if ("bank" in state) != ("bank" in mine):
-            raise ValueError("cannot resume: " + ("the state_dict has a saliency bank and this loader none (give it "
-                             "bank=... and a method with saliency='bank')" if "bank" in state else
+            raise ValueError("cannot resume: " + ("the state_dict has a saliency bank and this loader none (give its "
+                             "method saliency='bank' and bank=...)" if "bank" in state else
                              "this loader has a saliency bank and the state_dict none"))
         if "bank" in state:
             for key in ("path", "grid", "fingerprint", "generation"):
@@ -283,14 +265,13 @@ class OcclusionLoader:
             maps = torch.nn.functional.interpolate(maps[:, None], size=(s, s), mode="bilinear",
                                                    align_corners=False)[:, 0]
         maps = maps.cpu().numpy()
-        fill = fill_values(self.fill)
         names = [spec.name for spec in self.method.inputs]
         images, boxes, partner = [], [], []
         for c in range(m):
             rows = slice(c * b, (c + 1) * b)
             draws = {k: batch.meta["draw." + k][rows].numpy() for k in names}
             sources = batch.meta["source_images"][rows] if "source_images" in batch.meta else None
-            img, bx, pr = self.method.occlude(batch.images[rows], maps[rows], draws, fill, sources)
+            img, bx, pr = self.method.occlude(batch.images[rows], maps[rows], draws, sources)
             images.append(img)
             boxes.append(bx)
             partner.append(np.where(pr >= 0, pr + c * b, -1))
@@ -362,11 +343,8 @@ class OcclusionLoader:
         """The saliency bank's file (``None`` without one)."""
         return self._bank
 
-    def _open_bank(self, bank, paths, labels, root: Path, copies: int, num_shards: int, last_batch: str) -> None:
-        if not (self.cfg.train and self.method.reads_bank):
-            raise ValueError(f"bank= needs a training loader whose method reads it (saliency='bank'); this loader's "
-                             f"method is {self.method}" + ("" if self.cfg.train else " with train=False"))
-        spec = bank if isinstance(bank, SaliencyBank) else SaliencyBank(bank)
+    def _open_bank(self, spec: SaliencyBank, paths, labels, root: Path, copies: int, num_shards: int,
+                   last_batch: str) -> None:
         self._bank_dir = None
         if spec.path is None:
             if num_shards > 1:
@@ -433,14 +411,14 @@ class OcclusionLoader:
         check_spawn_safe_main()  # before any worker is spawned
         self._pending_failure = None
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
-        source.worker_setup = worker_setup_for(self._max_image_pixels)  # read by ImageSource.__setstate__
+        source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
         if self._bank is not None:  # the bank's reads of the next epoch wait for this epoch's pushes
             stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
         if stop_at is not None:
             source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe = build_pipeline(source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
-                                    num_threads=self.num_threads, py_workers=self.py_workers,
-                                    dtype=self.dtype, fill=self.fill, prefetch=self.prefetch,
+                                    num_threads=self.runtime.threads, py_workers=self.runtime.py_workers,
+                                    dtype=self.dtype, prefetch=self.runtime.prefetch,
                                     seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
         self._pipe.build()
         self._pipe_pos = (epoch, batch)

@@ -17,7 +17,7 @@ Families at output side ``S`` (all sizes scale with ``S``; the figures are for 2
 How the occluded batches are made (the least invasive exact route): the validation loader
 (``train=False``: resize 256 / centre crop 224, scaled, no occlusion) gives the normalised images once;
 each condition erases its boxes on a copy with :func:`kernels.apply.erase` (fill 0 after normalisation =
-the dataset mean, the loader's ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
+the dataset mean, the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
 functions the training methods use -- drawn from ``default_rng([seed, condition, batch])``, so every
 condition is reproducible and independent of the others. The occluded share is the exact erased area
 (:func:`kernels.apply.lam_from_boxes`), averaged over the images.

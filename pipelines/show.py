@@ -36,8 +36,8 @@ def first_batch(root, method: str, *, rows: int = 6, size: int = 160, copies: in
     if (root / "train").is_dir():
         root = root / "train"
     loader = OcclusionLoader(root, rows, method, copies=copies, copy_mode=copy_mode, p_keep_image=p_keep_image,
-                             auto_augment=auto_augment, output_size=size, device="cpu", seed=seed, num_threads=1,
-                             py_workers=1, verify="none")
+                             auto_augment=auto_augment, output_size=size, device="cpu", seed=seed,
+                             runtime=dict(num_threads=1, py_workers=1, verify="none"))
     loader.set_epoch(epoch)
     batch = next(iter(loader))
     classes = loader.classes

@@ -6,7 +6,7 @@
 Prints one ``path: reason`` line per bad file. Exit status 0 when every file is readable, 1 when
 some are not, 2 when the dataset itself cannot be listed (missing root, no class folders, a bad
 file list). By default every file is fully decoded (catches truncated and corrupt data);
-``--header-only`` checks only what the loader's default ``verify="header"`` checks.
+``--header-only`` checks only what the loader's ``Runtime(verify="header")`` checks.
 """
 from __future__ import annotations
 

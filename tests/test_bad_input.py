@@ -18,8 +18,7 @@ STD = np.array([0.229, 0.224, 0.225]) * 255
 
 def loader(root, **kw):
     kw.setdefault("device", "cpu")
-    kw.setdefault("num_threads", 2)
-    kw.setdefault("py_workers", 1)
+    kw["runtime"] = {"num_threads": 2, "py_workers": 1, **kw.get("runtime", {})}
     kw.setdefault("output_size", 48)
     return OcclusionLoader(root, 4, **kw)
 
@@ -48,7 +47,7 @@ def test_verify_cli_bad_root(tmp_path, capsys):
 def test_loader_refuses_bad_files_before_the_first_batch(bad_images_dir, mode, kinds):
     root, files = bad_images_dir
     with pytest.raises(ValueError) as err:
-        loader(root, verify=mode)
+        loader(root, runtime=dict(verify=mode))
     for kind in kinds:
         assert str(files[kind]) in str(err.value)
     assert "pipelines.verify" in str(err.value)
@@ -61,7 +60,7 @@ def test_truncated_file_met_during_an_epoch_is_named(bad_images_dir, tmp_path):
         shutil.copy(p, tmp_path / "x" / f"{i}.jpg")
     shutil.copy(files["truncated"], tmp_path / "x" / "truncated.jpg")
     with pytest.raises(RuntimeError, match="truncated.jpg"):
-        for _ in loader(tmp_path, verify="none"):
+        for _ in loader(tmp_path, runtime=dict(verify="none")):
             pass
 
 

@@ -202,8 +202,8 @@ def bank_loader(root, bank_spec, copies=1, copy_mode="joint", **kw):
     from pipelines.loader import OcclusionLoader
 
     return OcclusionLoader(root, BATCH, "saliency_occlusion", saliency="bank", size=WIN, jitter=0,
-                           copies=copies, copy_mode=copy_mode, output_size=SIZE, device="cpu", num_threads=2,
-                           py_workers=1, seed=3, num_classes=3, verify="none", bank=bank_spec, **kw)
+                           copies=copies, copy_mode=copy_mode, output_size=SIZE, device="cpu", seed=3, num_classes=3,
+                           runtime=dict(num_threads=2, py_workers=1, verify="none"), bank=bank_spec, **kw)
 
 
 def hot_spot_maps(batch, points):
@@ -317,12 +317,16 @@ def test_loader_bank_errors(tiny_dataset, tmp_path):
     from pipelines.loader import OcclusionLoader
 
     plain = OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", output_size=64, device="cpu",
-                            num_classes=3, verify="none")
+                            num_classes=3, runtime=dict(verify="none"))
     batch = next(iter(plain))
     with pytest.raises(ValueError, match="feedback needs a training loader whose method reads the saliency bank"):
         plain.feedback(batch, torch.zeros(4, 8, 8))
-    with pytest.raises(ValueError, match="bank= needs a training loader whose method reads it"):
-        OcclusionLoader(tiny_dataset / "train", 4, "cutout", device="cpu", verify="none", bank=tmp_path / "b")
+    with pytest.raises(ValueError, match="method 'cutout' has no option.*bank"):
+        OcclusionLoader(tiny_dataset / "train", 4, "cutout", device="cpu", bank=tmp_path / "b")
+    with pytest.raises(ValueError, match="bank is the file of saliency='bank'; saliency_occlusion has saliency='image'"):
+        OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", device="cpu", bank=tmp_path / "b")
+    with pytest.raises(ValueError, match="bank path must be a file path"):
+        OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", saliency="bank", device="cpu", bank=3)
     with pytest.raises(ValueError, match="saliency must be one of"):
         OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", saliency="banks", device="cpu")
     loader = bank_loader(tiny_dataset / "train", None, copies=2, copy_mode="batch_aug")
@@ -443,8 +447,8 @@ def test_empty_bank_equals_image_saliency(tiny_dataset, tmp_path, method, opts):
     saliency row by row: the batch equals ``saliency="image"``'s bit for bit (images, boxes, lam, targets)."""
     from pipelines.loader import OcclusionLoader
 
-    common = dict(output_size=64, device="cpu", num_threads=2, py_workers=1, seed=7, num_classes=3, verify="none",
-                  copies=2, copy_mode="batch_aug", **opts)
+    common = dict(output_size=64, device="cpu", seed=7, num_classes=3,
+                  runtime=dict(num_threads=2, py_workers=1, verify="none"), copies=2, copy_mode="batch_aug", **opts)
     image = next(iter(OcclusionLoader(tiny_dataset / "train", 4, method, **common)))
     bank = next(iter(OcclusionLoader(tiny_dataset / "train", 4, method, saliency="bank", bank=tmp_path / "b.bin",
                                      **common)))

@@ -19,7 +19,7 @@ TRAIN_SCRIPT = """
 import sys
 if __name__ == "__main__":
     from pipelines import OcclusionLoader
-    loader = OcclusionLoader(sys.argv[1], 2, device="cpu", num_threads=1, py_workers=2, output_size=32)
+    loader = OcclusionLoader(sys.argv[1], 2, device="cpu", runtime=dict(num_threads=1, py_workers=2), output_size=32)
     batch = next(iter(loader))
     print("ready", batch.images.shape[0], flush=True)
     import time
@@ -91,7 +91,7 @@ def test_reader_workers_and_tracker_exit_when_the_training_process_is_killed(tin
 NO_GUARD = """
 import sys
 from pipelines import OcclusionLoader
-loader = OcclusionLoader(sys.argv[1], 2, device="cpu", num_threads=1, py_workers=1, output_size=32)
+loader = OcclusionLoader(sys.argv[1], 2, device="cpu", runtime=dict(num_threads=1, py_workers=1), output_size=32)
 for batch in loader:
     pass
 print("done")
@@ -118,7 +118,7 @@ def test_guarded_script_with_loader_built_at_top_level_still_runs(tiny_dataset, 
     script.write_text(textwrap.dedent("""
         import sys
         from pipelines import OcclusionLoader
-        loader = OcclusionLoader(sys.argv[1], 8, device="cpu", num_threads=1, py_workers=1, output_size=32)
+        loader = OcclusionLoader(sys.argv[1], 8, device="cpu", runtime=dict(num_threads=1, py_workers=1), output_size=32)
         if __name__ == "__main__":
             print(sum(1 for _ in loader))
     """))

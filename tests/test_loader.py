@@ -18,8 +18,8 @@ SIZE = 64
 def make(root, batch=4, **kw):
     kw.setdefault("output_size", SIZE)
     kw.setdefault("device", "cpu")
-    kw.setdefault("num_threads", 2)
-    kw.setdefault("py_workers", 1)
+    if isinstance(kw.get("runtime", {}), dict):  # a Runtime object is passed as it is
+        kw["runtime"] = {"num_threads": 2, "py_workers": 1, **kw.get("runtime", {})}
     return OcclusionLoader(root, batch, **kw)
 
 
@@ -246,9 +246,11 @@ def test_float16_output(structured_root):
 @pytest.mark.parametrize("kw, match", [
     (dict(copies=0), "copies"), (dict(method="cutout", size=0), "size"), (dict(p=1.5), "p must"),
     (dict(p_keep_image=-0.1), "p_keep_image"), (dict(method="no_such_method"), "unknown method"),
-    (dict(mode="pair"), "mode"), (dict(copy_mode="x"), "copy_mode"), (dict(fill="red"), "fill"),
-    (dict(fill=300), "fill"), (dict(num_shards=2, shard_id=2), "shard_id"), (dict(last_batch="keep"), "last_batch"),
-    (dict(label_smoothing=1.0), "label_smoothing"), (dict(verify="quick"), "verify"),
+    (dict(mode="pair"), "mode"), (dict(copy_mode="x"), "copy_mode"),
+    (dict(method="cutout", fill="red"), "fill"), (dict(method="hide_and_seek", fill=300), "fill"),
+    (dict(method="cutout", fill=(1, 2)), "fill"), (dict(fill=0), "no option.*fill"), (dict(num_shards=2, shard_id=2), "shard_id"), (dict(last_batch="keep"), "last_batch"),
+    (dict(label_smoothing=1.0), "label_smoothing"), (dict(runtime=dict(verify="quick")), "verify"),
+    (dict(runtime=dict(threads=2)), "no field.*threads"),
     (dict(p_keep_patch=2.0), "p_keep_patch"), (dict(holes=0), "holes"),
 ])
 def test_bad_arguments_raise_clear_errors(structured_root, kw, match):
@@ -259,3 +261,31 @@ def test_bad_arguments_raise_clear_errors(structured_root, kw, match):
 def test_bad_batch_size(structured_root):
     with pytest.raises(ValueError, match="batch_size"):
         make(structured_root, batch=0)
+
+
+def test_loader_arguments_are_not_method_options():
+    """The loader's own keyword arguments say what a batch is (issue 10: about 15 of them); every option of a
+    method (``fill``, ``saliency``, ``bank``, ...) goes to the method, and how the loader runs goes in
+    ``runtime``, so no name can mean two things."""
+    import inspect
+
+    from pipelines.methods import REGISTRY
+
+    params = inspect.signature(OcclusionLoader).parameters
+    own = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    assert len(own) <= 17, own
+    for cls in REGISTRY.values():
+        assert not set(own) & set(cls.options()), (cls.name, set(own) & set(cls.options()))
+
+
+def test_runtime_is_the_loaders_and_leaves_batches_unchanged(structured_root):
+    from pipelines import Runtime
+
+    a = make(structured_root, batch=4, method="cutout", size=16, seed=2, runtime=dict(prefetch=1, py_workers=1))
+    b = make(structured_root, batch=4, method="cutout", size=16, seed=2,
+             runtime=Runtime(num_threads=1, py_workers=2, prefetch=3, verify="header"))
+    assert a.runtime == Runtime(num_threads=2, py_workers=1, prefetch=1)
+    assert b.runtime.py_workers == 2 and b.runtime.verify == "header"
+    for x, y in zip(epoch(a), epoch(b)):
+        torch.testing.assert_close(x.images, y.images, rtol=0, atol=0)
+        torch.testing.assert_close(x.meta["boxes"], y.meta["boxes"], rtol=0, atol=0)

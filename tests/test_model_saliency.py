@@ -82,11 +82,11 @@ class FragmentContext:
     def saliency(self, u8, mirror):
         return self.maps_node
 
-    def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror):
+    def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror, fill=0.0):
         if boxes is None:
             return u8
         if partner is None:
-            return mixing.erase_boxes(u8, boxes, fill=0.0)
+            return mixing.erase_boxes(u8, boxes, fill=fill)
         return mixing.paste_boxes(u8, boxes, partner_index=partner)
 
 

@@ -51,7 +51,7 @@ def test_show_draws_the_batch_the_loader_gives(tiny_dataset):
 
     batch, classes = first_batch(tiny_dataset, "cutout", rows=3, size=48, seed=3)
     loader = OcclusionLoader(tiny_dataset / "train", 3, "cutout", output_size=48, device="cpu", seed=3,
-                             num_threads=1, py_workers=1, verify="none")
+                             runtime=dict(num_threads=1, py_workers=1, verify="none"))
     ref = next(iter(loader))
     loader.close()
     assert torch.equal(batch.images, ref.images) and torch.equal(batch.meta["boxes"], ref.meta["boxes"])

@@ -24,8 +24,7 @@ from pipelines.imagefiles import BadImageError, probe_image, scan_image_folder
 
 def make(root, batch=4, **kw):
     kw.setdefault("device", "cpu")
-    kw.setdefault("num_threads", 1)
-    kw.setdefault("py_workers", 1)
+    kw["runtime"] = {"num_threads": 1, "py_workers": 1, **kw.get("runtime", {})}
     kw.setdefault("output_size", 32)
     return OcclusionLoader(root, batch, **kw)
 
@@ -69,7 +68,7 @@ def scan_corrupted(path, seed=3):
 def test_corrupt_scan_data_is_refused_by_default_and_passes_the_header_check(flat_root):
     bad = scan_corrupted(flat_root / "a" / "rotten.jpg")
     assert probe_image(bad).width == 500  # the header is intact: the old default let it through
-    make(flat_root, verify="header")
+    make(flat_root, runtime=dict(verify="header"))
     with pytest.raises(ValueError) as err:
         make(flat_root)  # default verify="full"
     assert str(bad) in str(err.value) and "corrupt or truncated" in str(err.value)
@@ -188,7 +187,7 @@ def test_symlink_loops_are_walked_once_and_keep_their_labels(flat_root):
 def test_file_broken_mid_epoch_is_named_after_the_good_batches(flat_root, damage):
     from pipelines.errors import ReaderFileError
 
-    ld = make(flat_root, batch=2, shuffle=False, verify="none")
+    ld = make(flat_root, batch=2, shuffle=False, runtime=dict(verify="none"))
     it = iter(ld)
     served = [next(it)]
     victim = flat_root / "b" / "3.jpg"  # sample 11, batch 5
@@ -209,7 +208,7 @@ def test_file_broken_mid_epoch_is_named_after_the_good_batches(flat_root, damage
 def test_dead_worker_is_reported_as_a_dead_worker(flat_root):
     from pipelines.errors import ReaderWorkerDied
 
-    ld = make(flat_root, batch=2, verify="none")
+    ld = make(flat_root, batch=2, runtime=dict(verify="none"))
     it = iter(ld)
     next(it)
     # the loader checks these before each run (pipelines.errors.dead_worker): DALI's pool must expose them
@@ -238,9 +237,10 @@ def test_dead_worker_is_reported_as_a_dead_worker(flat_root):
 
 @pytest.mark.parametrize("kw, name", [
     (dict(seed=-1), "seed"), (dict(seed=2 ** 64), "seed"), (dict(seed="1"), "seed"), (dict(seed=1.0), "seed"),
-    (dict(prefetch=0), "prefetch"), (dict(num_threads=-1), "num_threads"), (dict(py_workers=0), "py_workers"),
+    (dict(runtime=dict(prefetch=0)), "prefetch"), (dict(runtime=dict(num_threads=-1)), "num_threads"),
+    (dict(runtime=dict(py_workers=0)), "py_workers"),
     (dict(dtype="float64"), "dtype"), (dict(train="False"), "train"), (dict(shuffle=1), "shuffle"),
-    (dict(num_classes=0), "num_classes"), (dict(max_image_pixels=0), "max_image_pixels"),
+    (dict(num_classes=0), "num_classes"), (dict(runtime=dict(max_image_pixels=0)), "max_image_pixels"),
 ])
 def test_bad_arguments_fail_in_init_naming_the_argument(tmp_path, kw, name):
     # The root does not exist: the argument must be refused before any file is looked at.
@@ -295,9 +295,9 @@ def test_decompression_bomb_limit_is_explained_and_reaches_the_workers(flat_root
     from pipelines.errors import ReaderFileError
 
     with pytest.raises(ValueError, match="max_image_pixels"):
-        make(flat_root, max_image_pixels=500)  # 40x50 = 2000 px > 2 x 500: Pillow's bomb error
-    assert make(flat_root, max_image_pixels=None).dataset_size == 16
-    ld = make(flat_root, max_image_pixels=500, verify="none", batch=16)  # only the workers see the files
+        make(flat_root, runtime=dict(max_image_pixels=500))  # 40x50 = 2000 px > 2 x 500: Pillow's bomb error
+    assert make(flat_root, runtime=dict(max_image_pixels=None)).dataset_size == 16
+    ld = make(flat_root, runtime=dict(max_image_pixels=500, verify="none"), batch=16)  # only the workers see them
     with pytest.raises(ReaderFileError, match="max_image_pixels"):
         next(iter(ld))
 
@@ -305,7 +305,7 @@ def test_decompression_bomb_limit_is_explained_and_reaches_the_workers(flat_root
 # -- case 11: a file replaced after its header was cached ----------------------------------------------------
 
 def test_replaced_file_is_cropped_from_its_new_geometry(flat_root):
-    ld = make(flat_root, batch=2, shuffle=False, verify="none")
+    ld = make(flat_root, batch=2, shuffle=False, runtime=dict(verify="none"))
     for _ in ld:  # epoch 0: the worker probes and caches every header (40x50)
         pass
     victim = flat_root / "b" / "7.jpg"  # sample 15, last of 8 batches: epoch 1 has not read it yet

@@ -21,6 +21,9 @@ from typing import ClassVar
 import numpy as np
 
 MODES = ("elem", "batch")
+#: torchvision's ImageNet mean / std, the graph's normalisation (an erased pixel's ``fill`` is in its units)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class Method:
         """The fragment of a deferred copy: ``(the row's image, its source image or None)``."""
         return g.normalize(u8, mirror=mirror), None
 
-    def occlude(self, images, maps, draws: dict, fill, sources=None) -> tuple:
+    def occlude(self, images, maps, draws: dict, sources=None) -> tuple:
         """The training-side search + apply of one copy (see :class:`pipelines.methods.saliency.SaliencyGuided`)."""
         raise NotImplementedError(f"{self.name} has no training-side occlusion")
 
@@ -184,3 +187,38 @@ class Method:
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                    if getattr(self, f.name) != f.default]
         return self.name + (":" + ",".join(changed) if changed else "")
+
+
+def fill_values(fill) -> list[float]:
+    """Per-channel fill in normalised units: ``"mean"`` -> 0, or a pixel value (scalar or RGB) in [0, 255]."""
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"fill must be 'mean' or a pixel value in [0, 255] (scalar or 3 values), got {fill!r}")
+        return [0.0, 0.0, 0.0]
+    try:
+        values = [float(fill)] * 3 if np.ndim(fill) == 0 else [float(v) for v in fill]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(0.0 <= v <= 255.0 for v in values):
+        raise ValueError(f"fill must be 'mean' or a pixel value in [0, 255] (scalar or 3 values), got {fill!r}")
+    return [(v / 255.0 - m) / s for v, m, s in zip(values, IMAGENET_MEAN, IMAGENET_STD)]
+
+
+@dataclass(frozen=True)
+class Erasing(Method):
+    """A method that erases its boxes. ``fill``: ``"mean"`` (0 after normalisation: Cutout's and
+    Hide-and-Seek's reference codes and Fong & Vedaldi erase after ``Normalize``, i.e. with the dataset mean)
+    or a pixel value (scalar or RGB) in [0, 255]."""
+
+    fill: object = "mean"
+
+    def __post_init__(self):
+        fill_values(self.fill)
+        if not isinstance(self.fill, str) and np.ndim(self.fill) == 1:  # a list or array: hashable, as the options
+            object.__setattr__(self, "fill", tuple(float(v) for v in self.fill))
+        super().__post_init__()
+
+    @property
+    def fill_value(self) -> list[float]:
+        """``fill`` per channel in normalised units (what the graph's erase writes)."""
+        return fill_values(self.fill)

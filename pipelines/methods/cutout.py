@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.boxes import cutout_boxes
-from pipelines.methods.base import CopyPlan, InputSpec, Method, check_int
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec, Method, check_int
 
 
 @dataclass(frozen=True)
-class Cutout(Method):
+class Cutout(Erasing):
     """``holes`` squares of side ``size`` erased, centres uniform over the image, boxes clipped at the
     border (the reference's ``np.clip(y -+ length // 2, 0, h)``), filled after normalisation (the
-    reference multiplies by a 0-mask after ``Normalize``: the dataset mean).
+    reference multiplies by a 0-mask after ``Normalize``: the dataset mean; ``fill`` as :class:`Erasing`).
 
     Defaults: ``holes=1, size=56`` -- Fong & Vedaldi's S = 56 at 224 px (the Cutout paper's ImageNet-scale
     choice is not published; its CIFAR setting is one 16 px square on 32 px images). ``lam`` is 1: the
@@ -36,7 +36,7 @@ class Cutout(Method):
         return erase_plan(self, rng, rows, p_keep_image, boxes)
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror), None
+        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror, fill=self.fill_value), None
 
 
 def erase_plan(method: Method, rng, rows: int, p_keep_image: float, boxes: np.ndarray) -> CopyPlan:

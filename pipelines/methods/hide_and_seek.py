@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.boxes import hide_and_seek_boxes
-from pipelines.methods.base import InputSpec, Method, check_probability
+from pipelines.methods.base import Erasing, InputSpec, check_probability
 from pipelines.methods.cutout import erase_plan
 
 #: kkanshul/Hide-and-Seek's patch sides at 224 px (0 = the image is not hidden).
@@ -17,10 +17,11 @@ FONG_VEDALDI_PATCH_SIZES = (56,)
 
 
 @dataclass(frozen=True)
-class HideAndSeek(Method):
+class HideAndSeek(Erasing):
     """Per image a patch side ``S`` drawn from ``patch_sizes`` (0 = hide nothing), a grid of ``S x S`` cells
     anchored at (0, 0) with the last row/column clipped, each cell hidden with probability
-    ``1 - p_keep_patch``; filled after normalisation (the reference's mask multiply, the dataset mean).
+    ``1 - p_keep_patch``; filled after normalisation (the reference's mask multiply, the dataset mean;
+    ``fill`` as :class:`~pipelines.methods.base.Erasing`).
 
     Default ``patch_sizes=(0, 16, 32, 44, 56)``: the reference code's list, i.e. the paper's own method
     (its best ImageNet classification setting mixes the sizes). With it one image in five draws side 0
@@ -50,4 +51,4 @@ class HideAndSeek(Method):
         return erase_plan(self, rng, rows, p_keep_image, boxes)
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror), None
+        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror, fill=self.fill_value), None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import CopyPlan, InputSpec, check_choice, check_int, check_positive, check_probability
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec, check_choice, check_int, check_positive, check_probability
 from pipelines.methods.saliency import SaliencyGuided, eager_box_search, partner_and_cutmix_side
 
 MAP_INDEX = InputSpec("map_index", np.int32)
@@ -68,16 +68,17 @@ class _Keep(SaliencyGuided):
 
 
 @dataclass(frozen=True)
-class KeepCutout(_Keep):
+class KeepCutout(_Keep, Erasing):
     """Selective-cut: a Cutout box whose region score is below the ``tau``-quantile (an unimportant region)
-    is erased. Defaults: ``size=56`` (Fong & Vedaldi's S at 224 px), ``tau=0.6`` (the paper's), 32 tries."""
+    is erased (``fill``, as :class:`~pipelines.methods.base.Erasing`). Defaults: ``size=56`` (Fong & Vedaldi's S
+    at 224 px), ``tau=0.6`` (the paper's), 32 tries."""
 
     name = "keep_cutout"
     inputs = (MAP_INDEX, TRIES)
 
     def graph(self, g, u8, mirror, nodes):
         boxes = self._search(g, g.saliency(u8, mirror), nodes, "cut")
-        return g.normalize(u8, boxes, mirror=mirror), boxes
+        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value), boxes
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class KeepPaste(_Keep):
         # paste source, as in the graph fragment below
         return g.normalize(g.augment(u8), mirror=mirror), g.normalize(u8, mirror=mirror)
 
-    def occlude(self, images, maps, draws, fill, sources=None):
+    def occlude(self, images, maps, draws, sources=None):
         if sources is None:
             raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
         boxes = eager_box_search(maps, draws[self.search_draws], draws["map_index"], **self.search_kwargs(draws))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from kernels.boxes import cutmix_side
+from pipelines.bank import SaliencyBank
 from pipelines.methods.base import Method, check_choice
 
 SALIENCY_SOURCES = ("image", "model", "bank")
@@ -93,15 +94,25 @@ def partner_and_cutmix_side(method: Method, rng, rows: int, size: int):
 
 @dataclass(frozen=True)
 class SaliencyGuided(Method):
-    """A method whose boxes are searched on a saliency map: in the graph (``saliency="image"``,
-    ``searched = True``) or on the training side with the model's map (``saliency="model"``)."""
+    """A method whose boxes are searched on a saliency map: in the graph (``saliency="image"`` or ``"bank"``,
+    ``searched = True``) or on the training side with the model's map (``saliency="model"``).
+
+    ``bank`` (``saliency="bank"`` only): the saliency bank, a :class:`pipelines.bank.SaliencyBank` (file,
+    grid, fallback) or just its file's path; ``None``: a temporary file, one process only. The loader
+    opens it and starts it empty unless ``load_state_dict`` restores it."""
 
     searched = True
 
     saliency: str = "image"
+    bank: SaliencyBank | None = None
 
     def check(self):
         check_choice("saliency", self.saliency, SALIENCY_SOURCES)
+        if self.bank is not None:
+            if self.saliency != "bank":
+                raise ValueError(f"bank is the file of saliency='bank'; {self.name} has saliency={self.saliency!r}")
+            if not isinstance(self.bank, SaliencyBank):
+                object.__setattr__(self, "bank", SaliencyBank(self.bank))
 
     @property
     def deferred(self) -> bool:
@@ -120,13 +131,13 @@ class SaliencyGuided(Method):
     search_draws: ClassVar[str] = ""
     paste_partner: ClassVar[str | None] = None
 
-    def occlude(self, images: torch.Tensor, maps: np.ndarray, draws: dict, fill, sources=None) -> tuple:
+    def occlude(self, images: torch.Tensor, maps: np.ndarray, draws: dict, sources=None) -> tuple:
         """Search and apply on one copy: ``images`` (B, 3, S, S) clean normalised rows, ``maps`` (B, S, S)
         float32, ``draws`` the copy's host draws by InputSpec name. Returns the occluded images,
         ``(B, 1, 4)`` boxes and the within-copy partner (-1: none)."""
         boxes = eager_box_search(maps, draws[self.search_draws], draws["map_index"], **self.search_kwargs(draws))
         if self.paste_partner is None:
-            return erase_rows(images, boxes, fill), boxes, np.full(len(images), -1, np.int32)
+            return erase_rows(images, boxes, self.fill_value), boxes, np.full(len(images), -1, np.int32)
         partner = np.asarray(draws[self.paste_partner], np.int32)
         partner = np.where(boxes[:, 0, 0] >= 0, partner, -1).astype(np.int32)
         return paste_rows(images, boxes, partner), boxes, partner

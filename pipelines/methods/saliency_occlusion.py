@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import CopyPlan, InputSpec, check_int
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec, check_int
 from pipelines.methods.saliency import SaliencyGuided
 
 MAP_INDEX = InputSpec("map_index", np.int32)
@@ -15,13 +15,13 @@ JITTER = InputSpec("jitter", np.int32, (2,))
 
 
 @dataclass(frozen=True)
-class SaliencyOcclusion(SaliencyGuided):
+class SaliencyOcclusion(SaliencyGuided, Erasing):
     """Erase the ``size`` x ``size`` window of largest saliency (the first maximum of the box-filtered map on
     the ``stride`` grid, S = 56, T = 1 in the paper), moved by a jitter uniform over the integer shifts in
     ``[-jitter, jitter]`` that keep the window inside the image (tau = 16). Clipping a uniform draw
     instead would pile the draws that leave the image onto the border shift. The host draws two uniform
     integers per row; ``fn.occlusion.box_search`` turns them into the shift once the window is known.
-    Filled after normalisation (``fill``); ``lam`` is 1."""
+    Filled after normalisation (``fill``, as :class:`~pipelines.methods.base.Erasing`); ``lam`` is 1."""
 
     name = "saliency_occlusion"
     inputs = (MAP_INDEX, JITTER)
@@ -57,4 +57,4 @@ class SaliencyOcclusion(SaliencyGuided):
         sal = g.saliency(u8, mirror)
         boxes = mixing.max_window(sal, self.size, self.stride, g.on(nodes[JITTER]), nodes[MAP_INDEX],
                                   jitter=self.jitter, device=g.device)
-        return g.normalize(u8, boxes, mirror=mirror), boxes
+        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value), boxes
