@@ -1,4 +1,4 @@
-"""Cost of the loader's default corrupt-file check (``verify="full"``), per million ImageNet-sized JPEGs.
+"""Cost of the loader's default corrupt-file check (``Runtime(verify="full")``), per million ImageNet-sized JPEGs.
 
 First run over a dataset: every file is fully decoded (Pillow, strict, DCT-domain 1/8 scaling) on the
 loader's thread pool; later runs only ``stat`` each file against the verification cache. Both are
