@@ -279,8 +279,8 @@ def _open_checked(path: str, data: bytes | None = None) -> Image.Image:
     except UnidentifiedImageError:
         raise BadImageError(path, "not a recognised image format") from None
     except Image.DecompressionBombError as exc:
-        raise BadImageError(path, f"{exc} -- if the image is genuine, allow it with "
-                                  f"OcclusionLoader(..., runtime=Runtime(max_image_pixels=N)) (or None for no limit)") from None
+        raise BadImageError(path, f"{exc} -- if the image is genuine, allow it with OcclusionLoader(..., "
+                                  f"runtime=Runtime(max_image_pixels=N)) (or None for no limit)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadImageError(path, f"unreadable header ({_describe(exc)})") from None
     if img.format not in DECODABLE_FORMATS:

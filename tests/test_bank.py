@@ -323,7 +323,7 @@ def test_loader_bank_errors(tiny_dataset, tmp_path):
         plain.feedback(batch, torch.zeros(4, 8, 8))
     with pytest.raises(ValueError, match="method 'cutout' has no option.*bank"):
         OcclusionLoader(tiny_dataset / "train", 4, "cutout", device="cpu", bank=tmp_path / "b")
-    with pytest.raises(ValueError, match="bank is the file of saliency='bank'; saliency_occlusion has saliency='image'"):
+    with pytest.raises(ValueError, match="bank is the file of saliency='bank'; saliency_occlusion has saliency='im"):
         OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", device="cpu", bank=tmp_path / "b")
     with pytest.raises(ValueError, match="bank path must be a file path"):
         OcclusionLoader(tiny_dataset / "train", 4, "saliency_occlusion", saliency="bank", device="cpu", bank=3)

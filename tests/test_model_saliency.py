@@ -15,7 +15,7 @@ from nvidia.dali import fn, pipeline_def
 
 from dali_ops import mixing
 from pipelines.methods import get_method
-from test_loader import SIZE, box_mask, make
+from test_loader import MEAN, SIZE, STD, box_mask, make
 
 B, M = 6, 2
 S = 16  # window / region side at 64 px
@@ -117,7 +117,8 @@ def graph_fragment(method, images, maps, draws, sources=None):
     return np.array(out.as_tensor()), np.array(boxes.as_tensor())
 
 
-CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S)),
+RED = (255, 0, 0)  # keep_cutout's fill: the erase value of the training side and of the graph follow the method
+CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S, fill=RED)),
          ("saliencymix", {}), ("keep_cutmix", dict(size=S)), ("keep_paste", dict(size=S))]
 
 
@@ -156,7 +157,8 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
         if method == "saliency_occlusion":
             assert contains(box, spots[r]) and box[2] - box[0] == S and (imgs[r][:, mask] == 0).all()
         elif method == "keep_cutout":
-            assert not contains(box, spots[r]) and (imgs[r][:, mask] == 0).all()
+            assert not contains(box, spots[r])
+            np.testing.assert_allclose(imgs[r][:, mask], ((np.array(RED) - MEAN) / STD)[:, None], atol=1e-5)
         elif paste_back:  # the important region (with the hot spot) back from the un-augmented image
             # Gong et al.'s rule: the first candidate region scoring above the tau-quantile (here 0: only
             # regions holding the hot spot score > 0), else the best-scoring one -- so the box holds the spot
