@@ -158,7 +158,8 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
             assert contains(box, spots[r]) and box[2] - box[0] == S and (imgs[r][:, mask] == 0).all()
         elif method == "keep_cutout":
             assert not contains(box, spots[r])
-            np.testing.assert_allclose(imgs[r][:, mask], ((np.array(RED) - MEAN) / STD)[:, None], atol=1e-5)
+            red = np.broadcast_to(((np.array(RED) - MEAN) / STD)[:, None], imgs[r][:, mask].shape)
+            np.testing.assert_allclose(imgs[r][:, mask], red, atol=1e-5)
         elif paste_back:  # the important region (with the hot spot) back from the un-augmented image
             # Gong et al.'s rule: the first candidate region scoring above the tau-quantile (here 0: only
             # regions holding the hot spot score > 0), else the best-scoring one -- so the box holds the spot
