@@ -25,9 +25,11 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_int_at_least(name: str, value, low: int) -> None:
-    if not is_int(value) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+def check_int(name: str, value, lo: int = 1) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer (not a bool) >= ``lo``."""
+    if not is_int(value) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
 
 
 def check_loader_args(*, batch_size, train, seed, dtype, shuffle, num_classes) -> None:
@@ -36,7 +38,7 @@ def check_loader_args(*, batch_size, train, seed, dtype, shuffle, num_classes) -
     ``train`` and ``shuffle`` must be real booleans: ``train="False"`` is a truthy string and would
     silently train with augmentation, so no other type is accepted.
     """
-    check_int_at_least("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size)
     if not isinstance(train, (bool, np.bool_)):
         raise TypeError(f"train must be True or False, got {train!r} ({type(train).__name__})")
     if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
@@ -47,7 +49,7 @@ def check_loader_args(*, batch_size, train, seed, dtype, shuffle, num_classes) -
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if num_classes is not None:
-        check_int_at_least("num_classes", num_classes, 1)
+        check_int("num_classes", num_classes)
 
 
 #: An inferred class count above ``LABEL_SLACK + LABEL_SPREAD * (distinct labels)`` is taken for a typo.

@@ -27,7 +27,8 @@ import numpy as np
 
 from kernels.crops import center_crop_window, random_resized_crop
 from pipelines.methods import Method, get_method
-from pipelines.methods.base import check_choice, check_int, check_probability
+from pipelines.checks import check_int
+from pipelines.methods.base import check_choice, check_probability
 
 COPY_MODES = ("joint", "batch_aug")
 #: DALI's ``nvidia.dali.auto_aug`` policies the graph can run on the uint8 crop.

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipelines.checks import check_int_at_least
+from pipelines.checks import check_int
 
 VERIFY_MODES = ("full", "header", "none")
 #: Pillow's own default decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), in pixels.
@@ -43,13 +43,13 @@ class Runtime:
 
     def __post_init__(self):
         if self.num_threads is not None:
-            check_int_at_least("num_threads", self.num_threads, 1)
-        check_int_at_least("py_workers", self.py_workers, 1)
-        check_int_at_least("prefetch", self.prefetch, 1)
+            check_int("num_threads", self.num_threads)
+        check_int("py_workers", self.py_workers)
+        check_int("prefetch", self.prefetch)
         if self.verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
         if self.max_image_pixels is not None:
-            check_int_at_least("max_image_pixels", self.max_image_pixels, 1)
+            check_int("max_image_pixels", self.max_image_pixels)
 
     @property
     def threads(self) -> int:

@@ -28,7 +28,8 @@ import torch
 
 from kernels.apply import cell_edges, lam_from_cells, paste_cells
 from kernels.search import topk_cells
-from pipelines.methods.base import CopyPlan, Method, check_int
+from pipelines.checks import check_int
+from pipelines.methods.base import CopyPlan, Method
 
 _TRUNKS: dict = {}  # (checkpoint, arch) -> frozen trunk, loaded once per process on first use
 

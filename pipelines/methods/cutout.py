@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.boxes import cutout_boxes
-from pipelines.methods.base import CopyPlan, Erasing, InputSpec, Method, check_int
+from pipelines.checks import check_int
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec, Method
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import (CopyPlan, Erasing, InputSpec, check_choice, check_int, check_positive,
-                                    check_probability)
+from pipelines.checks import check_int
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec, check_choice, check_positive, check_probability
 from pipelines.methods.saliency import SaliencyGuided, eager_box_search, partner_and_cutmix_side
 
 MAP_INDEX = InputSpec("map_index", np.int32)

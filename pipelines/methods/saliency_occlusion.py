@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.methods.base import CopyPlan, Erasing, InputSpec, check_int
+from pipelines.checks import check_int
+from pipelines.methods.base import CopyPlan, Erasing, InputSpec
 from pipelines.methods.saliency import SaliencyGuided
 
 MAP_INDEX = InputSpec("map_index", np.int32)
