@@ -34,7 +34,7 @@ bench: setup
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
 
 # the README's pictures: one grid per method family on the demo data (160 px, seed 0), and the loader benchmark plot
-SHOW = $(PYTHON) -m pipelines.show $$($(PYTHON) -m pipelines.demo_data) --size 160 --rows 4 --copies 2
+SHOW = $(PYTHON) -m pipelines.tools.show $$($(PYTHON) -m pipelines.data.demo_data) --size 160 --rows 4 --copies 2
 pictures: setup
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
 	$(SHOW) --method "hide_and_seek:patch_sizes=(40,)" --p-keep-image 1.0,0.0 --out docs/grid_hide_and_seek.png

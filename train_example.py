@@ -42,11 +42,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import torchvision
 
-from pipelines import OcclusionLoader
-from pipelines.feedback import SaliencyTap
+from kernels.labels import soft_cross_entropy
+from pipelines import OcclusionLoader, SaliencyTap
 from pipelines.methods import METHODS, get_method
 
 #: The ImageNet recipe (Goyal et al. 2017; torchvision references/classification) and the demo's.
@@ -116,7 +115,7 @@ def parse_args(argv=None):
                    help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
                         "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
     p.add_argument("--feedback", default="step", choices=("step", "bank"),
-                   help="how the model's map reaches the method: step (this very batch, pipelines.feedback."
+                   help="how the model's map reaches the method: step (this very batch, pipelines.saliency.extractors."
                         "SaliencyStep) or bank (hooks on the normal step push it into the loader's saliency bank; "
                         "it steers the sample's next visit in the graph: no extra pass, any copies, torchrun)")
     p.add_argument("--bank", type=Path, default=None,
@@ -250,13 +249,6 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total) / total))
 
 
-def soft_cross_entropy(logits, targets, valid):
-    """Mean over valid rows of ``-sum(targets * log_softmax(logits))`` (float32 even under autocast)."""
-    loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
-    valid = valid.to(loss.device, torch.float32)
-    return (loss * valid).sum() / valid.sum().clamp_min(1.0)
-
-
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +282,7 @@ class Trainer:
 def train_step(t: Trainer, batch, tap=None) -> torch.Tensor:
     """One optimiser step on one batch; returns the loss as a device tensor (no host sync).
 
-    With ``tap`` (:class:`pipelines.feedback.SaliencyTap`, ``--feedback bank``) the model's map of the batch is
+    With ``tap`` (:class:`pipelines.saliency.extractors.SaliencyTap`, ``--feedback bank``) the model's map of the batch is
     read off this very forward / backward and pushed into the loader's saliency bank: one map per sample with
     joint copies (the first copy's rows, which hold the crop the copies share: the clean ones in Fong &
     Vedaldi's joint training), one per row with ``batch_aug``."""
@@ -372,7 +364,7 @@ def make_saliency_step(model, train, args, device, lr):
     """The optimizer (with an early head's parameters) and the step of ``--saliency``: Fong & Vedaldi's free
     joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0`` (the clean copy's own backward
     gives the map), else the fresh path (an extra pass for the map)."""
-    from pipelines.feedback import EarlyHead, SaliencyStep, parse_saliency
+    from pipelines.saliency import EarlyHead, SaliencyStep, parse_saliency
 
     saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
     trained = model
@@ -388,7 +380,7 @@ def make_saliency_step(model, train, args, device, lr):
 
 
 def saliency_train_step(t, batch, step) -> torch.Tensor:
-    """``train_step`` with the model's saliency of this very batch (``pipelines.feedback.SaliencyStep``
+    """``train_step`` with the model's saliency of this very batch (``pipelines.saliency.extractors.SaliencyStep``
     occludes the batch on the training side and takes the optimizer step)."""
     loss, _ = step(batch)
     t.sched.step()
@@ -476,7 +468,7 @@ def load_checkpoint(t: Trainer, path: Path) -> None:
 # ------------------------------------------------------------------------------------------------
 def data_root(args) -> Path:
     if args.demo or args.data is None:
-        from pipelines.demo_data import ensure_demo_data
+        from pipelines.data.demo_data import ensure_demo_data
 
         return ensure_demo_data()
     return args.data
@@ -603,7 +595,7 @@ def fit(args, d: Dist) -> float:
 
 def evaluate_checkpoint(args, d: Dist):
     """``--evaluate CKPT``: clean top-1 on the validation split, and with ``--occlusion-sweep`` the sweep
-    of :mod:`pipelines.occlusion_sweep` (JSON + PNG). One process (rank 0 does the work)."""
+    of :mod:`pipelines.tools.occlusion_sweep` (JSON + PNG). One process (rank 0 does the work)."""
     path = checkpoint_path(args.evaluate)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(ckpt["arch"], ckpt["num_classes"], d.device, False)
@@ -620,7 +612,7 @@ def evaluate_checkpoint(args, d: Dist):
         top1 = evaluate(model, val, d)
         print(f"{path}: val top-1 {100 * top1:.2f}%", flush=True)
         return top1
-    from pipelines.occlusion_sweep import plot_sweep, run_sweep
+    from pipelines.tools.occlusion_sweep import plot_sweep, run_sweep
 
     result = run_sweep(model, val, d.device, size, seed=args.seed)
     result["checkpoint"] = str(path)

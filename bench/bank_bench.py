@@ -4,7 +4,7 @@ Two measurements, each against the same method with image saliency (OpenCV's map
 
 * **step**: training-step time -- forward, cross entropy, backward, SGD step -- of ``saliency_occlusion`` with
   image saliency (the plain step: the map is made in the loader) vs the same step feeding the bank:
-  :class:`pipelines.feedback.SaliencyTap` hooks (NormGrad at ``layer1.0.conv1``; also attention at ``layer4``
+  :class:`pipelines.saliency.extractors.SaliencyTap` hooks (NormGrad at ``layer1.0.conv1``; also attention at ``layer4``
   and the input gradient) and ``loader.feedback`` with the push *included* (the grid reduction, and the
   background write waited for inside the timed region). One model and, per round, one batch for every
   variant, the order rotated each round; batches fetched beforehand, so the loader is not timed. Ratios use
@@ -45,9 +45,10 @@ def main(argv=None):
 
     from bench.loader_bench import measure
     from pipelines import OcclusionLoader
-    from pipelines.bank import SaliencyBank
-    from pipelines.demo_data import ensure_demo_data
-    from pipelines.feedback import SaliencyTap, soft_cross_entropy
+    from pipelines.saliency.bank import SaliencyBank
+    from pipelines.data.demo_data import ensure_demo_data
+    from kernels.labels import soft_cross_entropy
+    from pipelines import SaliencyTap
 
     root = ensure_demo_data() / "train"
     bank_path = Path(tempfile.mkdtemp(prefix="bank-bench-")) / "bank.bin"

@@ -11,7 +11,7 @@ Configurations, timed round-robin (load drift hits them alike), median of ``--re
 * ``joint_image``: Fong & Vedaldi joint training, ``copies=2, joint, p_keep_image=(1.0, 0.0)``,
   ``saliency_occlusion`` with image saliency: one step on the 2B batch;
 * ``joint_free``: the same with ``saliency="model"`` and the free joint step (NormGrad of the clean copy's
-  loss at ``layer1.0.conv1`` from its own backward; :class:`pipelines.feedback.SaliencyStep`);
+  loss at ``layer1.0.conv1`` from its own backward; :class:`pipelines.saliency.extractors.SaliencyStep`);
 * ``plain``: ``keep_cutout``, one copy, image saliency: one step on B rows;
 * ``input_grad``, ``input_grad_half``, ``early_head``: ``keep_cutout`` with ``saliency="model"`` and a fresh
   KeepAugment map (input gradient at full / half resolution, early head after ``layer1``).
@@ -45,8 +45,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from pipelines import OcclusionLoader
-    from pipelines.demo_data import ensure_demo_data
-    from pipelines.feedback import EarlyHead, InputGradient, NormGrad, SaliencyStep, soft_cross_entropy
+    from pipelines.data.demo_data import ensure_demo_data
+    from kernels.labels import soft_cross_entropy
+    from pipelines import EarlyHead, InputGradient, NormGrad, SaliencyStep
 
     root = ensure_demo_data() / "train"
     common = dict(output_size=args.size, device="cpu", seed=0, runtime=dict(num_threads=2, py_workers=1, verify="none"))

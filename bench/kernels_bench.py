@@ -11,7 +11,7 @@ image sizes, commit) are written with the results. CPU only: no GPU timing is re
 
 (a) CutMix box sampling + paste on a (64, 3, 224, 224) float32 torch batch:
     ours ("elem": one box and partner per row; "batch": one box) is ``kernels.boxes.cutmix_box`` + the
-    training side's paste (``pipelines.methods.saliency.paste_rows``, a new batch), beside the official
+    training side's paste (``kernels.apply.occlude``, a new batch), beside the official
     CutMix step restated literally (``np.random.beta`` + ``torch.randperm`` + ``rand_bbox`` + slicing, in
     place, one box per batch), torchvision ``transforms.v2.CutMix`` (one box per batch, clones, one-hot
     labels) and timm ``Mixup`` in cutmix mode ("batch" and the per-sample "elem" loop; in place, soft
@@ -112,7 +112,7 @@ def bench_cutmix(args, res):
     import torch
     from torchvision.transforms import v2
 
-    from pipelines.methods.saliency import paste_rows
+    from kernels.apply import box_mask, occlude
 
     B, C, H, W = args.batch, 3, 224, 224
     gen = np.random.default_rng(0)
@@ -124,23 +124,27 @@ def bench_cutmix(args, res):
     np.random.seed(1)
     torch.manual_seed(1)
 
+    def paste(boxes, perm):  # the training side's rule: kernels.apply.occlude with the partner's pixels
+        return occlude(ours_x, box_mask(torch.from_numpy(boxes), H, W), partner=torch.from_numpy(perm))
+
     def ours_elem():
         boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
-        return paste_rows(ours_x, boxes[:, None], rng.permutation(B)), lam
+        return paste(boxes[:, None], rng.permutation(B)), lam
 
     def ours_elem_targets():
         boxes, lam = mix.cutmix_box(rng, H, W, 1.0, n=B)
         perm = rng.permutation(B)
-        return paste_rows(ours_x, boxes[:, None], perm), labels.soft_targets(y, y[perm], lam, 1000)
+        targets = labels.soft_targets(yt, yt[perm], torch.from_numpy(lam), 1000)
+        return paste(boxes[:, None], perm), targets
 
     def ours_batch():
         box, lam = mix.cutmix_box(rng, H, W, 1.0)
-        return paste_rows(ours_x, np.broadcast_to(box, (B, 1, 4)), rng.permutation(B)), lam
+        return paste(np.broadcast_to(box, (B, 1, 4)), rng.permutation(B)), lam
 
     cases = {
-        "ours_elem (cutmix_box n=B + paste_rows, new batch)": ours_elem,
+        "ours_elem (cutmix_box n=B + kernels.apply.occlude, new batch)": ours_elem,
         "ours_elem + soft_targets(1000)": ours_elem_targets,
-        "ours_batch (one box + paste_rows, new batch)": ours_batch,
+        "ours_batch (one box + kernels.apply.occlude, new batch)": ours_batch,
         "clovaai official (per batch, in place)": lambda: clovaai_cutmix_step(xt, yt),
     }
     tv = v2.CutMix(num_classes=1000)
@@ -163,7 +167,7 @@ def bench_cutmix(args, res):
 # ----------------------------------------------------------------------------------- (b) max window
 def search(maps, draws, **kwargs):
     """The plugin's CPU box_search on every map, called as the training side calls it: (N, 4) boxes."""
-    from pipelines.methods.saliency import eager_box_search
+    from pipelines.methods.saliency_guided import eager_box_search
 
     return eager_box_search(maps, draws, np.arange(len(maps), dtype=np.int32), **kwargs)[:, 0]
 

@@ -222,7 +222,7 @@ def data_root(args):
         if not root.is_dir():
             raise ValueError(f"--data {root}: not a folder")
         return root / "train" if (root / "train").is_dir() else root
-    from pipelines.demo_data import make_imagenet_like
+    from pipelines.data.demo_data import make_imagenet_like
 
     return make_imagenet_like(n=args.images) / "train"
 
@@ -275,7 +275,7 @@ def main(argv=None):
         for child in multiprocessing.active_children():
             child.kill()
         os._exit(0)
-    from pipelines.imagefiles import scan_image_folder
+    from pipelines.data.imagefiles import scan_image_folder
 
     files = [Path(f) for f in scan_image_folder(root)[0]]
     mean_kb = float(np.mean([f.stat().st_size for f in files]) / 1024)

@@ -27,7 +27,7 @@ from bench.common import conditions, summary, write_json
 def photos(n, size):
     from PIL import Image
 
-    from pipelines.demo_data import ensure_demo_data
+    from pipelines.data.demo_data import ensure_demo_data
 
     root = ensure_demo_data()
     files = sorted((root / "train").rglob("*.jpg"))[:n]

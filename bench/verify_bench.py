@@ -22,9 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--out", default="results/verify_bench.json")
     args = p.parse_args(argv)
-    from pipelines.demo_data import make_imagenet_like
-    from pipelines.imagefiles import scan_image_folder
-    from pipelines.verify import find_bad_images, verify_cached
+    from pipelines.data.demo_data import make_imagenet_like
+    from pipelines.data.imagefiles import scan_image_folder
+    from pipelines.data.verify import find_bad_images, verify_cached
 
     root = make_imagenet_like(n=args.images) / "train"
     paths, _, _ = scan_image_folder(root)

@@ -17,9 +17,9 @@ normalisation, as in the reference codes) is applied elsewhere.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from kernels.checks import check_int, check_positive
 
 __all__ = ["centred_box", "cutout_boxes", "hide_and_seek_boxes", "cutmix_box", "cutmix_box_for_lam", "cutmix_side",
            "pad_boxes"]
@@ -35,17 +35,11 @@ def centred_box(cy, cx, half_h, half_w, height: int, width: int) -> np.ndarray:
                      np.clip(cy + half_h, 0, height), np.clip(cx + half_w, 0, width)], axis=-1).astype(np.int32)
 
 
-def _check_size(name: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def cutout_boxes(rng: np.random.Generator, n: int, height: int, width: int, holes: int = 1,
                  size: int = 56) -> np.ndarray:
     """``(n, holes, 4)`` Cutout squares of side ``size`` with uniform centres, clipped at the border."""
-    holes = _check_size("holes", holes)
-    size = _check_size("size", size)
+    holes = check_int("holes", holes)
+    size = check_int("size", size)
     cy = rng.integers(0, height, size=(n, holes))
     cx = rng.integers(0, width, size=(n, holes))
     return centred_box(cy, cx, size // 2, size // 2, height, width)
@@ -114,15 +108,10 @@ def cutmix_box(rng, H: int, W: int, alpha: float = 1.0, n: int | None = None):
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    for name, v in (("H", H), ("W", W)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite float > 0 (Beta(alpha, alpha)), got {alpha!r}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
-        raise ValueError(f"n must be None (one box per batch) or an int >= 0, got {n!r}")
-    H, W = int(H), int(W)
+    H, W = check_int("H", H), check_int("W", W)
+    check_positive("alpha", alpha)
+    if n is not None:
+        check_int("n", n, lo=0)
     lam = np.asarray(rng.beta(alpha, alpha, size=n), dtype=np.float64)
     boxes, lam_c = cutmix_box_for_lam(rng, H, W, lam)
     if n is None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-# The loader's verification cache (pipelines.verify.verify_cached) goes to a throw-away folder, not ~/.cache;
+# The loader's verification cache (pipelines.data.verify.verify_cached) goes to a throw-away folder, not ~/.cache;
 # subprocesses started by the tests inherit it.
 os.environ["DALI_OCCLUSION_CACHE"] = tempfile.mkdtemp(prefix="dali-occlusion-verified-")
 
@@ -80,7 +80,7 @@ def tiny_dataset(tmp_path_factory):
     Returns the dataset root: ``root/train/<class>/`` holds 8 images per class and
     ``root/val/<class>/`` 2 per class (classes ``00_disc``, ``01_square``, ``02_triangle``).
     """
-    from pipelines.demo_data import ensure_demo_data
+    from pipelines.data.demo_data import ensure_demo_data
 
     return ensure_demo_data(tmp_path_factory.mktemp("tiny") / "data", train_per_class=8, val_per_class=2,
                             num_classes=3, width_range=(64, 120), height_range=(64, 120), workers=1)
@@ -92,7 +92,7 @@ def demo_root(tmp_path_factory):
 
     Returns the dataset root (``root/train/<class>/``, ``root/val/<class>/``).
     """
-    from pipelines.demo_data import ensure_demo_data
+    from pipelines.data.demo_data import ensure_demo_data
 
     return ensure_demo_data(tmp_path_factory.mktemp("demo") / "data", train_per_class=4, val_per_class=2)
 

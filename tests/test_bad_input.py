@@ -9,8 +9,8 @@ from PIL import Image, ImageOps
 
 from conftest import READABLE_ODD, UNREADABLE
 from pipelines import OcclusionLoader
-from pipelines.imagefiles import probe_image
-from pipelines.verify import main as verify_main
+from pipelines.data.imagefiles import probe_image
+from pipelines.data.verify import main as verify_main
 
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
 STD = np.array([0.229, 0.224, 0.225]) * 255
@@ -50,7 +50,7 @@ def test_loader_refuses_bad_files_before_the_first_batch(bad_images_dir, mode, k
         loader(root, runtime=dict(verify=mode))
     for kind in kinds:
         assert str(files[kind]) in str(err.value)
-    assert "pipelines.verify" in str(err.value)
+    assert "pipelines.data.verify" in str(err.value)
 
 
 def test_truncated_file_met_during_an_epoch_is_named(bad_images_dir, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.bank import (BankFile, BankReader, SaliencyBank, make_stamp, push_cells, read_window,
+from pipelines.saliency.bank import (BankFile, BankReader, SaliencyBank, make_stamp, push_cells, read_window,
                             stamp_epoch)
 
 G = 22

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.demo_data import MARKER_NAME, ensure_demo_data
-from pipelines.imagefiles import scan_image_folder
+from pipelines.data.demo_data import MARKER_NAME, ensure_demo_data
+from pipelines.data.imagefiles import scan_image_folder
 
 
 def digest(root):
@@ -107,7 +107,7 @@ def test_tiny_dataset_fixture(tiny_dataset):
 
 
 def test_imagenet_like_sizes_and_weight(tmp_path):
-    from pipelines.demo_data import make_imagenet_like
+    from pipelines.data.demo_data import make_imagenet_like
 
     root = make_imagenet_like(tmp_path / "inet", n=5, num_classes=2, workers=1)
     files = sorted((root / "train").rglob("*.jpg"))
@@ -120,7 +120,7 @@ def test_imagenet_like_sizes_and_weight(tmp_path):
 
 
 def test_cli_prints_the_root(tmp_path, capsys):
-    from pipelines.demo_data import main
+    from pipelines.data.demo_data import main
 
     assert main(["--root", str(tmp_path / "h"), "--train-per-class", "1", "--val-per-class", "0",
                  "--num-classes", "2"]) == 0

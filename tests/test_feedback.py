@@ -1,4 +1,4 @@
-"""Model saliency extractors (pipelines.feedback) against plain autograd restatements of the papers'
+"""Model saliency extractors (pipelines.saliency.extractors) against plain autograd restatements of the papers'
 definitions on a torchvision ResNet-18: Fong & Vedaldi's Eq. 1 with hooks + retain_grad + norms,
 KeepAugment's input gradient with torch.autograd.grad, its low-resolution pipeline with F.interpolate,
 and the model state (.grad, training, buffers) untouched."""
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipelines.feedback import Attention, EarlyHead, InputGradient, NormGrad, parse_saliency
+from pipelines.saliency.extractors import Attention, EarlyHead, InputGradient, NormGrad, parse_saliency
 
 N, SIDE, K = 4, 64, 10
 

@@ -118,7 +118,7 @@ def checkpoint_file(folder: Path) -> str:
 
 
 def dataset(folder: Path) -> Path:
-    from pipelines.demo_data import ensure_demo_data
+    from pipelines.data.demo_data import ensure_demo_data
 
     root = ensure_demo_data(folder / "data", train_per_class=8, val_per_class=2, num_classes=3,
                             width_range=(64, 120), height_range=(64, 120), workers=1)

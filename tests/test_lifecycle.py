@@ -138,7 +138,7 @@ def test_script_piped_on_stdin_is_refused(tiny_dataset, tmp_path):
 
 
 def test_main_guard_detection_reads_the_usual_spellings(tmp_path):
-    from pipelines.checks import _in_main_guard
+    from pipelines.loader.lifecycle import _in_main_guard
 
     script = tmp_path / "s.py"
     script.write_text("import x\n"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kernels.apply import lam_from_boxes
-from pipelines.occlusion_sweep import condition_boxes, sweep_conditions
+from pipelines.tools.occlusion_sweep import condition_boxes, sweep_conditions
 
 REPO = Path(__file__).resolve().parents[1]
 

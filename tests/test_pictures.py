@@ -1,4 +1,4 @@
-"""Pictures: ``pipelines.show`` draws a grid for every registered method from the loader's own batch, and
+"""Pictures: ``pipelines.tools.show`` draws a grid for every registered method from the loader's own batch, and
 ``bench.plot`` draws benchmark JSONs."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_denormalise_inverts_the_loader_normalisation():
-    from pipelines.graph import IMAGENET_MEAN, IMAGENET_STD
-    from pipelines.show import denormalise
+    from pipelines.loader.graph import IMAGENET_MEAN, IMAGENET_STD
+    from pipelines.tools.show import denormalise
 
     rgb = np.random.default_rng(0).random((2, 5, 7, 3)).astype(np.float32)
     norm = ((rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(0, 3, 1, 2)
@@ -34,7 +34,7 @@ def attention_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_show_writes_a_grid_for_every_method(method, tiny_dataset, tmp_path, attention_checkpoint):
-    from pipelines.show import main
+    from pipelines.tools.show import main
 
     spec = method
     if method == "attentive_cutmix":
@@ -47,7 +47,7 @@ def test_show_writes_a_grid_for_every_method(method, tiny_dataset, tmp_path, att
 def test_show_draws_the_batch_the_loader_gives(tiny_dataset):
     """The grid is of the loader's batch 0 (same seed, same boxes), and every row's box list is what is drawn."""
     from pipelines import OcclusionLoader
-    from pipelines.show import first_batch
+    from pipelines.tools.show import first_batch
 
     batch, classes = first_batch(tiny_dataset, "cutout", rows=3, size=48, seed=3)
     loader = OcclusionLoader(tiny_dataset / "train", 3, "cutout", output_size=48, device="cpu", seed=3,

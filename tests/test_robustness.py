@@ -17,7 +17,7 @@ from PIL import Image
 
 import pipelines.loader as loader_module
 from pipelines import OcclusionLoader
-from pipelines.imagefiles import BadImageError, probe_image, scan_image_folder
+from pipelines.data.imagefiles import BadImageError, probe_image, scan_image_folder
 
 # New names of issue 14 are imported inside the tests, so each test fails on its own on the old code.
 
@@ -75,7 +75,7 @@ def test_corrupt_scan_data_is_refused_by_default_and_passes_the_header_check(fla
 
 
 def test_verification_is_cached_by_size_and_mtime(flat_root, tmp_path):
-    from pipelines.verify import verify_cached
+    from pipelines.data.verify import verify_cached
 
     paths, _, _ = scan_image_folder(flat_root)
     cache = tmp_path / "cache"
@@ -91,7 +91,7 @@ def test_verification_is_cached_by_size_and_mtime(flat_root, tmp_path):
 # -- case 3: DALI's seed per shard and start position -------------------------------------------------------
 
 def test_dali_seed_differs_per_shard_and_start_position(flat_root, monkeypatch):
-    from pipelines.seeding import pipeline_seed
+    from pipelines.loader.seeding import pipeline_seed
 
     seen = []
     real = loader_module.build_pipeline
@@ -185,7 +185,7 @@ def test_symlink_loops_are_walked_once_and_keep_their_labels(flat_root):
 
 @pytest.mark.parametrize("damage", ["delete", "empty"])
 def test_file_broken_mid_epoch_is_named_after_the_good_batches(flat_root, damage):
-    from pipelines.errors import ReaderFileError
+    from pipelines.loader.errors import ReaderFileError
 
     ld = make(flat_root, batch=2, shuffle=False, runtime=dict(verify="none"))
     it = iter(ld)
@@ -206,12 +206,12 @@ def test_file_broken_mid_epoch_is_named_after_the_good_batches(flat_root, damage
 
 
 def test_dead_worker_is_reported_as_a_dead_worker(flat_root):
-    from pipelines.errors import ReaderWorkerDied
+    from pipelines.loader.errors import ReaderWorkerDied
 
     ld = make(flat_root, batch=2, runtime=dict(verify="none"))
     it = iter(ld)
     next(it)
-    # the loader checks these before each run (pipelines.errors.dead_worker): DALI's pool must expose them
+    # the loader checks these before each run (pipelines.loader.errors.dead_worker): DALI's pool must expose them
     assert [p.pid for p in ld._pipe._py_pool.pool._processes]
     me = os.getpid()
     workers = []
@@ -292,7 +292,7 @@ def test_typo_label_is_refused_unless_num_classes_is_given(flat_root, tmp_path):
 
 
 def test_decompression_bomb_limit_is_explained_and_reaches_the_workers(flat_root):
-    from pipelines.errors import ReaderFileError
+    from pipelines.loader.errors import ReaderFileError
 
     with pytest.raises(ValueError, match="max_image_pixels"):
         make(flat_root, runtime=dict(max_image_pixels=500))  # 40x50 = 2000 px > 2 x 500: Pillow's bomb error

@@ -22,7 +22,7 @@ SIZES = [(224, 224), (193, 257), (64, 80), (17, 23), (375, 500)]
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    from pipelines.demo_data import ensure_demo_data
+    from pipelines.data.demo_data import ensure_demo_data
 
     root = ensure_demo_data(tmp_path_factory.mktemp("demo"), train_per_class=1, val_per_class=0, num_classes=4)
     return [np.asarray(Image.open(p).convert("RGB")) for p in sorted((root / "train").rglob("*.jpg"))]

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from conftest import READABLE_ODD, UNREADABLE
-from pipelines.imagefiles import (
+from pipelines.data.imagefiles import (
     IMAGE_EXTENSIONS, BadImageError, check_image, probe_image, read_file_list, scan_image_folder,
 )
-from pipelines.verify import find_bad_images, main as verify_main
+from pipelines.data.verify import find_bad_images, main as verify_main
 
 
 def _img(path, size=(8, 6), fmt=None):

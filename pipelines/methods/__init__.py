@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 
 from pipelines.methods.attentive_cutmix import AttentiveCutMix
-from pipelines.methods.base import CopyPlan, InputSpec, Method
+from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
 from pipelines.methods.cutmix import CutMix
 from pipelines.methods.cutmix_mixup import CutMixMixUp
 from pipelines.methods.cutout import Cutout
@@ -27,7 +27,7 @@ REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
     SaliencyOcclusion, KeepCutout, KeepPaste, KeepCutMix)}
 METHODS = tuple(REGISTRY)
 
-__all__ = ["REGISTRY", "METHODS", "Method", "CopyPlan", "InputSpec", "get_method", "parse_method",
+__all__ = ["REGISTRY", "METHODS", "Method", "CopyPlan", "Fragment", "InputSpec", "get_method", "parse_method",
            *(cls.__name__ for cls in REGISTRY.values())]
 
 

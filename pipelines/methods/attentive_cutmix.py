@@ -12,8 +12,10 @@ graph produced, with the array kernels of :mod:`kernels`:
    ``classifiers/mixup_classification.py::_features``; the paper's code xden2331/attentive_cutmix takes the
    last channel instead, a bug);
 3. the top-``top_k`` cells (6 of 49) are **kept** (:func:`kernels.search.topk_cells`), every other cell
-   comes from the partner (:func:`kernels.apply.paste_cells`), the cell grid upsampled nearest to the image;
-4. ``lam = k / 49`` (exactly :func:`kernels.apply.lam_from_cells` when the side is a multiple of the grid).
+   comes from the partner (:func:`kernels.apply.cell_mask` + :func:`kernels.apply.occlude`), the cell grid
+   upsampled nearest to the image;
+4. ``lam = k / 49`` (the exact share of the kept pixels, :func:`kernels.apply.lam_from_mask`, when the side is a
+   multiple of the grid).
 
 The partner (a permutation of the copy's rows, openmixup's ``randperm``) and which rows are mixed are drawn
 on the host with every other parameter of the batch (:meth:`plan`), so a resumed run mixes alike.
@@ -25,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
-from kernels.apply import cell_edges, lam_from_cells, paste_cells
+from kernels.apply import cell_edges, cell_mask, lam_from_mask, occlude
+from kernels.checks import check_int
 from kernels.search import topk_cells
-from pipelines.checks import check_int
 from pipelines.methods.base import CopyPlan, Method
 
 _TRUNKS: dict = {}  # (checkpoint, arch) -> frozen trunk, loaded once per process on first use
@@ -53,15 +56,12 @@ class AttentiveCutMix(Method):
                              f"(nothing is downloaded), got {self.checkpoint!r}")
         object.__setattr__(self, "checkpoint", str(self.checkpoint))
         check_int("top_k", self.top_k, lo=0)
-        if check_int("input_size", self.input_size) < 32:
-            raise ValueError(f"input_size must be an integer >= 32, got {self.input_size!r}")
+        check_int("input_size", self.input_size, lo=32)
         self.trunk()  # a checkpoint that does not fit arch fails here, before any batch
 
-    def plan(self, rng, rows, size, p_keep_image):
-        perm = rng.permutation(rows).astype(np.int32)
-        apply = self.applied(rng, rows, p_keep_image)
+    def draw(self, rng, rows, size):
         plan = CopyPlan.whole(rows)
-        plan.partner = np.where(apply, perm, -1).astype(np.int32)
+        plan.partner = rng.permutation(rows).astype(np.int32)
         return plan
 
     def trunk(self) -> torch.nn.Module:
@@ -80,9 +80,10 @@ class AttentiveCutMix(Method):
                                                 align_corners=False)
         return trunk(x).mean(1)
 
-    def train_step(self, batch, rng=None):
+    def train_step(self, batch, targets):
         """The mixed batch: rows with a partner (``meta["partner"]``, a batch row) keep their top-k cells and
-        take the rest from the partner; ``lam``, ``boxes`` (the pasted cells) and ``targets`` follow."""
+        take the rest from the partner; ``lam``, ``boxes`` (the pasted cells) and the soft ``targets`` (the
+        loader's rule, ``targets(labels, partner_labels, lam)``) follow."""
         images = batch.images
         n, _, h, w = images.shape
         partner = batch.meta["partner"].numpy().astype(np.int64)
@@ -91,28 +92,19 @@ class AttentiveCutMix(Method):
             raise ValueError(f"top_k={self.top_k} exceeds the {att.shape[1]}x{att.shape[2]} attention grid")
         keep, _ = topk_cells(att, self.top_k)
         from_partner = ~keep
-        lam = lam_from_cells(from_partner, h, w, partner)
-        if images.is_cuda:  # CuPy arrays through DLPack run the CUDA kernel on the same memory
-            import cupy
-
-            src = cupy.from_dlpack(images.contiguous())
-            mixed = torch.from_dlpack(paste_cells(src, cupy.asarray(partner), cupy.asarray(from_partner),
-                                                  layout="NCHW"))
-        else:
-            mixed = torch.from_numpy(paste_cells(images.contiguous().numpy(), partner, from_partner, layout="NCHW"))
-        lam_t = torch.as_tensor(lam, dtype=batch.targets.dtype, device=batch.targets.device)[:, None]
-        src_rows = torch.as_tensor(np.where(partner >= 0, partner, np.arange(n)), device=batch.targets.device)
-        targets = lam_t * batch.targets + (1 - lam_t) * batch.targets[src_rows]
-        return batch.replace(images=mixed, targets=targets,
-                             meta={"lam": torch.from_numpy(lam.astype(np.float32)),
-                                   "boxes": torch.from_numpy(_cell_boxes(from_partner, partner, h, w))})
+        partner_t = torch.as_tensor(partner, device=images.device)
+        mask = cell_mask(torch.as_tensor(from_partner, device=images.device), h, w) & (partner_t >= 0)[:, None, None]
+        mixed = occlude(images, mask, partner=partner_t)
+        lam = lam_from_mask(mask).to(torch.float32).cpu()
+        labels = batch.labels
+        partner_labels = labels[torch.as_tensor(np.where(partner >= 0, partner, np.arange(n)), device=labels.device)]
+        return batch.replace(images=mixed, targets=targets(labels, partner_labels, lam).to(batch.targets.device),
+                             meta={"lam": lam, "boxes": torch.from_numpy(_cell_boxes(from_partner, partner, h, w))})
 
 
 def load_trunk(checkpoint, arch: str = "resnet50") -> torch.nn.Module:
     """A torchvision classifier built without weights, loaded from ``checkpoint`` (a state dict or a
     dict holding ``"state_dict"`` / ``"model"``), cut before its global pooling; eval mode, frozen."""
-    import torchvision
-
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"checkpoint must be a torchvision checkpoint file, {path} does not exist")

@@ -1,9 +1,10 @@
 """What a method is: its options, its host-side draws, its DALI graph fragment and its training-side step.
 
 Modelled on kornia's augmentation package (STYLE.md): a method's options are a frozen dataclass
-validated on construction; :meth:`Method.plan` draws every random parameter of one copy of a batch on
-the host from the batch's generator (a pure function of ``(seed, epoch, batch, shard)``), and
-:meth:`Method.graph` only applies them, so a batch can be replayed and every parameter is recorded in
+validated on construction; :meth:`Method.draw` draws every random parameter of one copy of a batch on the
+host from the batch's generator (a pure function of ``(seed, epoch, batch, shard)``), the base class gates
+the rows (``p``, ``mode``, ``p_keep_image``: :meth:`Method.plan`, kornia's ``batch_prob``) and
+:meth:`Method.graph` only applies the draws, so a batch can be replayed and every parameter is recorded in
 ``meta``. The loader, the reader and the graph call these hooks and never test a method's name.
 
 The draws of one copy come back as a :class:`CopyPlan`: the boxes, ``lam`` (share of the row's own
@@ -14,11 +15,12 @@ reader sends exactly those, and the graph hands the fragment exactly those nodes
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
+
+from kernels.checks import check_choice, check_probability
 
 MODES = ("elem", "batch")
 #: torchvision's ImageNet mean / std, the graph's normalisation (an erased pixel's ``fill`` is in its units)
@@ -28,11 +30,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One per-copy input of a method's graph fragment: a ``(B, *shape)`` array of ``dtype`` per batch."""
+    """One per-copy input of a method's graph fragment: a ``(B, *shape)`` array of ``dtype`` per batch.
+    ``whole``: its value on a row the gate leaves whole (``None``: the draw stays, unread)."""
 
     name: str
     dtype: type = np.int32
     shape: tuple = ()
+    whole: object = None
 
 
 @dataclass
@@ -49,29 +53,33 @@ class CopyPlan:
     inputs: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def whole(cls, rows: int, k: int = 0) -> "CopyPlan":
-        """Every row left whole: no box, ``lam = 1``, no partner."""
-        return cls(np.full((rows, k, 4), -1, np.int32), np.ones(rows, np.float32), np.full(rows, -1, np.int32))
+    def whole(cls, rows: int, k: int = 0, inputs: dict | None = None) -> "CopyPlan":
+        """Every row left whole (no box, ``lam = 1``, no partner), with the fragment's ``inputs``."""
+        return cls(np.full((rows, k, 4), -1, np.int32), np.ones(rows, np.float32), np.full(rows, -1, np.int32),
+                   dict(inputs or {}))
+
+    def gated(self, apply: np.ndarray) -> "CopyPlan":
+        """The rows of ``apply`` (B,) bool as drawn, the others whole: no box, ``lam = 1``, no partner, and
+        each input at its :attr:`InputSpec.whole`."""
+        keep = apply.astype(bool)
+        inputs = {spec: (a if spec.whole is None else
+                         np.where(keep.reshape((-1,) + (1,) * (np.ndim(a) - 1)), a, spec.whole).astype(spec.dtype))
+                  for spec, a in self.inputs.items()}
+        return CopyPlan(np.where(keep[:, None, None], self.boxes, -1).astype(np.int32),
+                        np.where(keep, self.lam, 1.0).astype(np.float32),
+                        np.where(keep, self.partner, -1).astype(np.int32), inputs)
 
 
-def check_probability(name: str, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
+class Fragment(NamedTuple):
+    """What a copy's graph fragment hands the loader: its normalised CHW ``image``; ``boxes`` the fragment
+    searched in the graph ((1, 4) per row: ``meta["boxes"]`` and ``lam`` come from them); or, when the map
+    comes from the training side, ``draws`` (its input nodes by :class:`InputSpec`, for ``loader.occlude``)
+    and ``source`` (the un-augmented rows the map describes, when the image is not them)."""
 
-
-def check_positive(name: str, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
-    return value
+    image: object
+    boxes: object = None
+    draws: dict | None = None
+    source: object = None
 
 
 @dataclass(frozen=True)
@@ -79,22 +87,15 @@ class Method:
     """Base of every method. ``p``: probability that a row (``mode="elem"``) or a whole batch and copy
     (``mode="batch"``, the reference codes' one draw per batch) is augmented.
 
-    Class attributes a method sets:
-
-    * ``name`` -- the registry name (``OcclusionLoader(method=name)``);
-    * ``inputs`` -- the :class:`InputSpec` of each per-copy array its graph fragment reads (empty: the
-      graph only normalises, the method acts on the training side or not at all);
-    * ``searched`` -- the fragment searches the boxes in the graph and returns them (``meta["boxes"]``
-      and ``lam`` then come from the graph's boxes, the exact kept area);
-    * ``policy_inside`` -- the fragment runs the ``auto_augment`` policy itself (KeepAugment's
-      selective-paste pastes around it); for every other method the graph runs it before the fragment.
-    """
+    Class attributes a method sets: ``name`` (the registry name) and ``inputs``, the :class:`InputSpec` of
+    each per-copy array its graph fragment reads (empty: the graph only normalises; the method acts on the
+    training side, :meth:`train_step`, or not at all)."""
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple] = ()
-    searched: ClassVar[bool] = False
-    policy_inside: ClassVar[bool] = False
     modes: ClassVar[tuple] = MODES
+    #: where the map the method searches comes from (:mod:`pipelines.saliency`); None: the method searches none
+    source: ClassVar = None
 
     p: float = 1.0
     mode: str = "elem"
@@ -121,9 +122,13 @@ class Method:
 
     # -- host-side draws ------------------------------------------------------------------------
     def plan(self, rng: np.random.Generator, rows: int, size: int, p_keep_image: float) -> CopyPlan:
-        """The draws of one copy (``rows`` samples, ``size`` x ``size`` output, each row left whole
-        with probability ``p_keep_image``)."""
-        self.applied(rng, rows, p_keep_image)  # keeps the stream aligned with the methods that draw
+        """The draws of one copy (``rows`` samples, ``size`` x ``size`` output): the method's :meth:`draw`
+        for every row, then the gate (:meth:`applied`); a row the gate leaves out is whole."""
+        plan = self.draw(rng, rows, size)
+        return plan.gated(self.applied(rng, rows, p_keep_image))
+
+    def draw(self, rng: np.random.Generator, rows: int, size: int) -> CopyPlan:
+        """The method's own draws, as if every row were augmented (the gate comes after, in :meth:`plan`)."""
         return CopyPlan.whole(rows)
 
     def applied(self, rng: np.random.Generator, rows: int, p_keep_image: float) -> np.ndarray:
@@ -139,43 +144,22 @@ class Method:
         return self.mode == "batch"
 
     # -- graph ----------------------------------------------------------------------------------
-    def graph(self, g, u8, mirror, nodes: dict):
-        """The fragment of one copy: ``(normalised CHW image, searched boxes or None)``.
+    def prepare(self, g, u8):
+        """The uint8 crop the fragment starts from: after the loader's ``auto_augment`` policy when there is
+        one (timm's order: crop, flip, policy, then the method). A method that places the policy itself
+        (KeepAugment's selective-paste) returns ``u8`` untouched."""
+        return u8 if g.policy is None else g.augment(u8)
 
-        ``g`` is the graph's context (:class:`pipelines.graph.GraphContext`: device, normalisation,
-        shared saliency), ``u8`` the HWC uint8 crop, ``mirror`` the row's flip, ``nodes`` the arrays of
-        :attr:`inputs` as DALI CPU nodes keyed by their :class:`InputSpec`."""
-        return g.normalize(u8, mirror=mirror), None
+    def graph(self, g, u8, mirror, nodes: dict) -> Fragment:
+        """The fragment of one copy. ``g`` is the graph's context (:class:`pipelines.loader.graph.GraphContext`:
+        device, normalisation, the crop's saliency map), ``u8`` the HWC uint8 crop (:meth:`prepare`d),
+        ``mirror`` the row's flip, ``nodes`` the arrays of :attr:`inputs` as DALI CPU nodes keyed by their
+        :class:`InputSpec`."""
+        return Fragment(g.clean(u8, mirror))
 
     # -- training side --------------------------------------------------------------------------
-    @property
-    def deferred(self) -> bool:
-        """The method's search and apply run on the training side with the model's saliency
-        (``saliency="model"``): the graph only normalises the copy's rows and outputs the method's
-        :attr:`inputs` (its host draws), and ``loader.occlude(batch, maps)`` calls :meth:`occlude`."""
-        return False
-
-    @property
-    def reads_bank(self) -> bool:
-        """The method's searches read the saliency bank (``saliency="bank"``): the reader hands each crop's
-        map from the bank to the graph, and ``loader.feedback(batch, maps)`` fills it."""
-        return False
-
-    #: with ``deferred``: the graph also outputs each copy's rows as they were before the method's own
-    #: policy (``meta["source_images"]``), the image the saliency describes and the paste source
-    #: (KeepAugment's selective-paste)
-    source_output: ClassVar[bool] = False
-
-    def deferred_graph(self, g, u8, mirror):
-        """The fragment of a deferred copy: ``(the row's image, its source image or None)``."""
-        return g.normalize(u8, mirror=mirror), None
-
-    def occlude(self, images, maps, draws: dict, sources=None) -> tuple:
-        """The training-side search + apply of one copy (see :class:`pipelines.methods.saliency.SaliencyGuided`)."""
-        raise NotImplementedError(f"{self.name} has no training-side occlusion")
-
     train_step = None
-    """``train_step(batch, rng) -> Batch`` for a method that needs the training side (a model), else None."""
+    """``train_step(batch) -> Batch`` for a method that needs the training side (a model), else None."""
 
     def __str__(self):
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)

@@ -8,10 +8,11 @@ import numpy as np
 
 from kernels.apply import lam_from_boxes
 from kernels.boxes import cutmix_box
-from pipelines.methods.base import CopyPlan, InputSpec, Method, check_positive
+from kernels.checks import check_positive
+from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
 
-PARTNER = InputSpec("partner", np.int32)
-PASTE_BOXES = InputSpec("boxes", np.int32, (-1, 4))
+PARTNER = InputSpec("partner", np.int32, whole=-1)
+PASTE_BOXES = InputSpec("boxes", np.int32, (-1, 4), whole=-1)
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,13 @@ class CutMix(Method):
     def check(self):
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
 
-    def plan(self, rng, rows, size, p_keep_image):
+    def draw(self, rng, rows, size):
         perm = rng.permutation(rows).astype(np.int32)
         boxes, _ = cutmix_box(rng, size, size, self.alpha, n=None if self.per_batch() else rows)
-        return paste_plan(self, rng, rows, size, p_keep_image, perm, np.broadcast_to(boxes, (rows, 4)))
+        boxes = np.broadcast_to(boxes, (rows, 4)).astype(np.int32)[:, None]
+        # lam: the exact kept area of the box (kernels.apply.lam_from_boxes; the gate sets 1 on rows left whole)
+        lam = lam_from_boxes(boxes, size, size, perm).astype(np.float32)
+        return CopyPlan(boxes, lam, perm, {PARTNER: perm, PASTE_BOXES: boxes})
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[PASTE_BOXES]), g.on(nodes[PARTNER]), mirror=mirror), None
-
-
-def paste_plan(method: Method, rng, rows: int, size: int, p_keep_image: float, perm: np.ndarray,
-               boxes: np.ndarray) -> CopyPlan:
-    """Plan of a box-pasting method: rows not augmented get no partner and no box; ``lam`` is the exact
-    kept area of the box (:func:`kernels.apply.lam_from_boxes`)."""
-    apply = method.applied(rng, rows, p_keep_image)
-    partner = np.where(apply, perm, -1).astype(np.int32)
-    boxes = np.where(apply[:, None], boxes, -1).astype(np.int32)[:, None]
-    lam = lam_from_boxes(boxes, size, size, partner).astype(np.float32)
-    return CopyPlan(boxes, lam, partner, {PARTNER: partner, PASTE_BOXES: boxes})
+        return Fragment(g.normalize(u8, g.on(nodes[PASTE_BOXES]), g.on(nodes[PARTNER]), mirror=mirror))

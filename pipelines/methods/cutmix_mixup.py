@@ -9,7 +9,8 @@ from typing import ClassVar
 import numpy as np
 
 from kernels.boxes import cutmix_box_for_lam
-from pipelines.methods.base import CopyPlan, InputSpec, Method, check_positive, check_probability
+from kernels.checks import check_bool, check_positive, check_probability
+from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
 
 PARTNER = InputSpec("partner", np.int32)
 BOXES = InputSpec("boxes", np.int32, (1, 4))
@@ -48,10 +49,11 @@ class CutMixMixUp(Method):
         object.__setattr__(self, "mixup_alpha", check_positive("mixup_alpha", self.mixup_alpha))
         object.__setattr__(self, "cutmix_alpha", check_positive("cutmix_alpha", self.cutmix_alpha))
         object.__setattr__(self, "switch_prob", check_probability("switch_prob", self.switch_prob))
-        if not isinstance(self.correct_lam, (bool, np.bool_)):
-            raise ValueError(f"correct_lam must be True or False, got {self.correct_lam!r}")
+        object.__setattr__(self, "correct_lam", check_bool("correct_lam", self.correct_lam))
 
     def plan(self, rng, rows, size, p_keep_image):
+        # timm's gate, not the base class's: one mixing draw per batch / pair / row, drawn among its other draws
+        # (timm's order), and a pair's two rows gated together
         n = {"batch": 1, "pair": rows // 2, "elem": rows}[self.mode]
         use_cutmix = rng.random(n) < self.switch_prob
         lam = np.where(use_cutmix, rng.beta(self.cutmix_alpha, self.cutmix_alpha, size=n),
@@ -76,4 +78,4 @@ class CutMixMixUp(Method):
         return CopyPlan(boxes, lam, partner, {PARTNER: partner, BOXES: boxes, BLEND: blend})
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[BOXES]), g.on(nodes[PARTNER]), nodes[BLEND], mirror=mirror), None
+        return Fragment(g.normalize(u8, g.on(nodes[BOXES]), g.on(nodes[PARTNER]), nodes[BLEND], mirror=mirror))

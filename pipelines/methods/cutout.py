@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.boxes import cutout_boxes
-from pipelines.checks import check_int
-from pipelines.methods.base import CopyPlan, Erasing, InputSpec, Method
+from kernels.checks import check_int
+from pipelines.methods.base import CopyPlan, Erasing, Fragment, InputSpec, Method
+
+BOXES = InputSpec("boxes", np.int32, (-1, 4), whole=-1)
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Cutout(Erasing):
     """
 
     name = "cutout"
-    inputs = (InputSpec("boxes", np.int32, (-1, 4)),)
+    inputs = (BOXES,)
 
     holes: int = 1
     size: int = 56
@@ -32,21 +34,20 @@ class Cutout(Erasing):
         check_int("holes", self.holes)
         check_int("size", self.size)
 
-    def plan(self, rng, rows, size, p_keep_image):
-        boxes = cutout_boxes(rng, 1 if self.per_batch() else rows, size, size, self.holes, self.size)
-        return erase_plan(self, rng, rows, p_keep_image, boxes)
+    def draw(self, rng, rows, size):
+        return erase_plan(rows, cutout_boxes(rng, 1 if self.per_batch() else rows, size, size, self.holes, self.size))
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror, fill=self.fill_value), None
+        return erase_fragment(self, g, u8, mirror, nodes)
 
 
-def erase_plan(method: Method, rng, rows: int, p_keep_image: float, boxes: np.ndarray) -> CopyPlan:
-    """The plan of an erasing method from its drawn boxes ((1, K, 4) in ``mode="batch"``): rows not
-    augmented get no box; ``lam`` stays 1, no partner."""
-    apply = method.applied(rng, rows, p_keep_image)
+def erase_plan(rows: int, boxes: np.ndarray) -> CopyPlan:
+    """The draws of an erasing method: its boxes ((1, K, 4) in ``mode="batch"``, shared by the rows); ``lam``
+    stays 1, no partner."""
     boxes = np.repeat(boxes, rows, axis=0) if boxes.shape[0] != rows else boxes
-    boxes[~apply] = -1
-    plan = CopyPlan.whole(rows, boxes.shape[1])
-    plan.boxes = boxes
-    plan.inputs[method.inputs[0]] = boxes
-    return plan
+    return CopyPlan(boxes, np.ones(rows, np.float32), np.full(rows, -1, np.int32), {BOXES: boxes})
+
+
+def erase_fragment(method: Method, g, u8, mirror, nodes) -> Fragment:
+    """Normalise and erase the drawn boxes with the method's ``fill``."""
+    return Fragment(g.normalize(u8, g.on(nodes[BOXES]), mirror=mirror, fill=method.fill_value))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from kernels.boxes import hide_and_seek_boxes
-from pipelines.methods.base import Erasing, InputSpec, check_probability
-from pipelines.methods.cutout import erase_plan
+from kernels.checks import check_int, check_probability
+from pipelines.methods.base import Erasing
+from pipelines.methods.cutout import BOXES, erase_fragment, erase_plan
 
 #: kkanshul/Hide-and-Seek's patch sides at 224 px (0 = the image is not hidden).
 REFERENCE_PATCH_SIZES = (0, 16, 32, 44, 56)
@@ -30,25 +29,22 @@ class HideAndSeek(Erasing):
     """
 
     name = "hide_and_seek"
-    inputs = (InputSpec("boxes", np.int32, (-1, 4)),)
+    inputs = (BOXES,)
 
     patch_sizes: tuple = REFERENCE_PATCH_SIZES
     p_keep_patch: float = 0.5
 
     def check(self):
         sizes = self.patch_sizes
-        if isinstance(sizes, (int, np.integer)):
-            sizes = (sizes,)
-        if not isinstance(sizes, (tuple, list)) or not sizes or any(
-                isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in sizes):
+        sizes = (sizes,) if not isinstance(sizes, (tuple, list)) else sizes
+        if not sizes:
             raise ValueError(f"patch_sizes must be a non-empty tuple of integers >= 0, got {self.patch_sizes!r}")
-        object.__setattr__(self, "patch_sizes", tuple(int(s) for s in sizes))
+        object.__setattr__(self, "patch_sizes", tuple(check_int("patch_sizes", s, lo=0) for s in sizes))
         object.__setattr__(self, "p_keep_patch", check_probability("p_keep_patch", self.p_keep_patch))
 
-    def plan(self, rng, rows, size, p_keep_image):
-        boxes = hide_and_seek_boxes(rng, 1 if self.per_batch() else rows, size, size, self.patch_sizes,
-                                    self.p_keep_patch)
-        return erase_plan(self, rng, rows, p_keep_image, boxes)
+    def draw(self, rng, rows, size):
+        return erase_plan(rows, hide_and_seek_boxes(rng, 1 if self.per_batch() else rows, size, size,
+                                                    self.patch_sizes, self.p_keep_patch))
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[self.inputs[0]]), mirror=mirror, fill=self.fill_value), None
+        return erase_fragment(self, g, u8, mirror, nodes)

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dali_ops import mixing
-from pipelines.checks import check_int
-from pipelines.methods.base import CopyPlan, Erasing, InputSpec, check_choice, check_positive, check_probability
-from pipelines.methods.saliency import SaliencyGuided, eager_box_search, partner_and_cutmix_side
+import torch
 
-MAP_INDEX = InputSpec("map_index", np.int32)
+from dali_ops import mixing
+from kernels.apply import box_mask, occlude
+from kernels.checks import check_choice, check_int, check_positive, check_probability
+from pipelines.methods.base import CopyPlan, Erasing, Fragment, InputSpec
+from pipelines.methods.saliency_guided import SaliencyGuided, eager_box_search, partner_and_cutmix_side
+
+MAP_INDEX = InputSpec("map_index", np.int32, whole=-1)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
-PARTNER = InputSpec("partner", np.int32)
+PARTNER = InputSpec("partner", np.int32, whole=-1)
 SIZE = InputSpec("size", np.int32)
 POLICIES = ("auto_augment", "rand_augment")
 
@@ -48,12 +51,9 @@ class _Keep(SaliencyGuided):
         cx = rng.integers(0, size, size=(n, self.max_tries))
         return np.broadcast_to(np.stack([cy, cx], -1), (rows, self.max_tries, 2)).astype(np.int32)
 
-    def plan(self, rng, rows, size, p_keep_image):
-        tries = self._tries(rng, rows, size)
-        apply = self.applied(rng, rows, p_keep_image)
-        plan = CopyPlan.whole(rows, 1)
-        plan.inputs = {MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32), TRIES: tries}
-        return plan
+    def draw(self, rng, rows, size):
+        return CopyPlan.whole(rows, 1, {MAP_INDEX: np.arange(rows, dtype=np.int32),
+                                        TRIES: self._tries(rng, rows, size)})
 
     search_draws = "tries"
     selective = "cut"
@@ -63,9 +63,10 @@ class _Keep(SaliencyGuided):
         size = np.asarray(draws["size"], np.int32) if "size" in draws else self.size
         return dict(method=f"keep_{self.selective}", size=size, tau=repr(float(self.tau)))
 
-    def _search(self, g, sal, nodes, selective, size=None):
-        return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=self.size if size is None else size,
-                               tau=self.tau, selective=selective, device=g.device)
+    def search(self, g, sal, nodes):
+        size = nodes[SIZE] if SIZE in nodes else self.size
+        return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=size, tau=self.tau,
+                               selective=self.selective, device=g.device)
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,8 @@ class KeepCutout(_Keep, Erasing):
     name = "keep_cutout"
     inputs = (MAP_INDEX, TRIES)
 
-    def graph(self, g, u8, mirror, nodes):
-        boxes = self._search(g, g.saliency(u8, mirror), nodes, "cut")
-        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value), boxes
+    def apply(self, g, u8, mirror, nodes, boxes):
+        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,6 @@ class KeepPaste(_Keep):
 
     name = "keep_paste"
     inputs = (MAP_INDEX, TRIES)
-    policy_inside = True
 
     policy: str = "auto_augment"
 
@@ -101,33 +100,35 @@ class KeepPaste(_Keep):
         check_choice("policy", self.policy, POLICIES)
 
     selective = "paste"
-    source_output = True  # saliency="model": the un-augmented rows travel in meta["source_images"]
-
-    def deferred_graph(self, g, u8, mirror):
-        # the row is the policy's output; the un-augmented crop is what the saliency describes and the
-        # paste source, as in the graph fragment below
-        return g.normalize(g.augment(u8), mirror=mirror), g.normalize(u8, mirror=mirror)
-
-    def occlude(self, images, maps, draws, sources=None):
-        if sources is None:
-            raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
-        boxes = eager_box_search(maps, draws[self.search_draws], draws["map_index"], **self.search_kwargs(draws))
-        out = images.clone()
-        h, w = images.shape[-2:]
-        for r, (y0, x0, y1, x1) in enumerate(boxes[:, 0]):
-            if y0 >= 0:  # inside the important region, the un-augmented pixels (paste_boxes(augmented, boxes, u8))
-                ys, xs = slice(max(y0, 0), min(y1, h)), slice(max(x0, 0), min(x1, w))
-                out[r, :, ys, xs] = sources[r, :, ys, xs]
-        return out, boxes, np.full(len(images), -1, np.int32)
 
     @property
     def default_policy(self):
         return self.policy
 
+    def prepare(self, g, u8):
+        return u8  # the policy runs inside the fragment, around the pasted region
+
     def graph(self, g, u8, mirror, nodes):
-        augmented = g.augment(u8)  # before the search's ops: the policy draws as in method="none"
-        boxes = self._search(g, g.saliency(u8, mirror), nodes, "paste")
-        return g.normalize(mixing.paste_boxes(augmented, boxes, u8, device=g.device), mirror=mirror), boxes
+        g.augment(u8)  # the policy's ops first: they draw their seeds as in method="none"
+        return super().graph(g, u8, mirror, nodes)
+
+    def apply(self, g, u8, mirror, nodes, boxes):
+        return g.normalize(mixing.paste_boxes(g.augment(u8), boxes, u8, device=g.device), mirror=mirror)
+
+    def defer(self, g, u8, mirror, nodes):
+        # the row is the policy's output; the un-augmented crop is what the saliency describes and the paste
+        # source (meta["source_images"]), as in the graph's apply
+        return Fragment(g.normalize(g.augment(u8), mirror=mirror), draws=nodes, source=g.clean(u8, mirror))
+
+    def occlude(self, images, maps, draws, sources=None):
+        if sources is None:
+            raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
+        boxes = eager_box_search(maps.cpu().numpy(), draws[self.search_draws], draws["map_index"],
+                                 **self.search_kwargs(draws))
+        boxes = torch.from_numpy(boxes).to(images.device)
+        # inside the important region, the un-augmented pixels (the graph's paste_boxes(augmented, boxes, u8))
+        out = occlude(images, box_mask(boxes, *images.shape[-2:]), source=sources)
+        return out, boxes, torch.full((len(images),), -1, dtype=torch.int32, device=images.device)
 
 
 @dataclass(frozen=True)
@@ -150,16 +151,12 @@ class KeepCutMix(_Keep):
         super().check()
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
 
-    def plan(self, rng, rows, size, p_keep_image):
+    def draw(self, rng, rows, size):
         perm, side = partner_and_cutmix_side(self, rng, rows, size)
-        tries = self._tries(rng, rows, size)
-        apply = self.applied(rng, rows, p_keep_image)
-        plan = CopyPlan.whole(rows, 1)
-        plan.partner = np.where(apply, perm, -1).astype(np.int32)
-        plan.inputs = {PARTNER: plan.partner, MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32),
-                       TRIES: tries, SIZE: side}
+        plan = CopyPlan.whole(rows, 1, {PARTNER: perm, MAP_INDEX: np.arange(rows, dtype=np.int32),
+                                        TRIES: self._tries(rng, rows, size), SIZE: side})
+        plan.partner = perm
         return plan
 
-    def graph(self, g, u8, mirror, nodes):
-        boxes = self._search(g, g.saliency(u8, mirror), nodes, "cut", size=nodes[SIZE])
-        return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror), boxes
+    def apply(self, g, u8, mirror, nodes, boxes):
+        return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror)

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.methods.base import CopyPlan, InputSpec, Method, check_positive
+from kernels.checks import check_positive
+from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
 
-PARTNER = InputSpec("partner", np.int32)
+PARTNER = InputSpec("partner", np.int32, whole=-1)
 NO_BOXES = InputSpec("boxes", np.int32, (0, 4))
-BLEND = InputSpec("blend", np.float32)
+BLEND = InputSpec("blend", np.float32, whole=1.0)
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,12 @@ class MixUp(Method):
     def check(self):
         object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
 
-    def plan(self, rng, rows, size, p_keep_image):
+    def draw(self, rng, rows, size):
         perm = rng.permutation(rows).astype(np.int32)
-        lam = rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows)
-        apply = self.applied(rng, rows, p_keep_image)
-        return blend_plan(rows, apply, perm, np.broadcast_to(lam, (rows,)))
+        lam = np.broadcast_to(rng.beta(self.alpha, self.alpha, size=1 if self.per_batch() else rows),
+                              (rows,)).astype(np.float32)
+        boxes = np.full((rows, 0, 4), -1, np.int32)
+        return CopyPlan(boxes, lam, perm, {PARTNER: perm, NO_BOXES: boxes, BLEND: lam})
 
     def graph(self, g, u8, mirror, nodes):
-        return g.normalize(u8, g.on(nodes[NO_BOXES]), g.on(nodes[PARTNER]), nodes[BLEND], mirror=mirror), None
-
-
-def blend_plan(rows: int, apply, perm, lam, boxes=None) -> CopyPlan:
-    """Plan of a blending method: applied rows take ``lam`` of their own image and ``1 - lam`` of the
-    partner's (outside ``boxes``, which take the partner's pixels, where given); the rest stay whole."""
-    partner = np.where(apply, perm, -1).astype(np.int32)
-    lam = np.where(apply, lam, 1.0).astype(np.float32)
-    boxes = np.full((rows, 0, 4), -1, np.int32) if boxes is None else boxes
-    return CopyPlan(boxes, lam, partner, {PARTNER: partner, NO_BOXES: boxes, BLEND: lam})
+        return Fragment(g.normalize(u8, g.on(nodes[NO_BOXES]), g.on(nodes[PARTNER]), nodes[BLEND], mirror=mirror))

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_ops import mixing
-from pipelines.checks import check_int
+from kernels.checks import check_int
 from pipelines.methods.base import CopyPlan, Erasing, InputSpec
-from pipelines.methods.saliency import SaliencyGuided
+from pipelines.methods.saliency_guided import SaliencyGuided
 
-MAP_INDEX = InputSpec("map_index", np.int32)
+MAP_INDEX = InputSpec("map_index", np.int32, whole=-1)
 JITTER = InputSpec("jitter", np.int32, (2,))
 
 
@@ -41,21 +41,19 @@ class SaliencyOcclusion(SaliencyGuided, Erasing):
         if self.size > size:
             raise ValueError(f"size (the S x S window) must be <= output_size={size}, got {self.size}")
 
-    def plan(self, rng, rows, size, p_keep_image):
+    def draw(self, rng, rows, size):
         draws = rng.integers(0, 2 ** 31 - 1, size=(1 if self.per_batch() else rows, 2))
-        apply = self.applied(rng, rows, p_keep_image)
-        plan = CopyPlan.whole(rows, 1)
-        plan.inputs = {MAP_INDEX: np.where(apply, np.arange(rows), -1).astype(np.int32),
-                       JITTER: np.broadcast_to(draws, (rows, 2)).astype(np.int32)}
-        return plan
+        return CopyPlan.whole(rows, 1, {MAP_INDEX: np.arange(rows, dtype=np.int32),
+                                        JITTER: np.broadcast_to(draws, (rows, 2)).astype(np.int32)})
 
     search_draws = "jitter"
 
     def search_kwargs(self, draws):
         return dict(method="max_window", size=self.size, stride=self.stride, jitter=self.jitter)
 
-    def graph(self, g, u8, mirror, nodes):
-        sal = g.saliency(u8, mirror)
-        boxes = mixing.max_window(sal, self.size, self.stride, g.on(nodes[JITTER]), nodes[MAP_INDEX],
-                                  jitter=self.jitter, device=g.device)
-        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value), boxes
+    def search(self, g, sal, nodes):
+        return mixing.max_window(sal, self.size, self.stride, g.on(nodes[JITTER]), nodes[MAP_INDEX],
+                                 jitter=self.jitter, device=g.device)
+
+    def apply(self, g, u8, mirror, nodes, boxes):
+        return g.normalize(u8, boxes, mirror=mirror, fill=self.fill_value)

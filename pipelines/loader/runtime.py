@@ -3,7 +3,7 @@
 The loader's own arguments say what a batch is (method, copies, size, seed, shard, ...); these say how
 the work is spread and guarded: DALI's CPU threads, the reader's worker processes, the queue depth, and
 the checks on the image files. No draw depends on them (every random choice comes from the seed, see
-:mod:`pipelines.params`), so a run can retune them without changing its batches.
+:mod:`pipelines.loader.plan`), so a run can retune them without changing its batches.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipelines.checks import check_int
+from kernels.checks import check_choice, check_int
 
 VERIFY_MODES = ("full", "header", "none")
 #: Pillow's own default decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), in pixels.
@@ -29,7 +29,7 @@ class Runtime:
 
     ``verify``: ``"full"`` (default) decodes every file before the first batch (truncated and corrupt data)
     and raises one error listing all bad files; a file that decoded cleanly is remembered by size and mtime
-    (:func:`pipelines.verify.verify_cached`), so later runs only ``stat`` it. ``"header"`` checks headers only
+    (:func:`pipelines.data.verify.verify_cached`), so later runs only ``stat`` it. ``"header"`` checks headers only
     (misses corrupt scan data); ``"none"`` skips the check (a bad file then stops the epoch where it is met).
     ``max_image_pixels``: Pillow's decompression-bomb limit for the checks and in the reader workers
     (Pillow's default, 89.5 Mpx; ``None``: no limit).
@@ -46,8 +46,7 @@ class Runtime:
             check_int("num_threads", self.num_threads)
         check_int("py_workers", self.py_workers)
         check_int("prefetch", self.prefetch)
-        if self.verify not in VERIFY_MODES:
-            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
+        check_choice("verify", self.verify, VERIFY_MODES)
         if self.max_image_pixels is not None:
             check_int("max_image_pixels", self.max_image_pixels)
 

@@ -3,8 +3,8 @@ normalise + occlude operator.
 
 One code path for both devices: ``device="gpu"`` decodes with nvJPEG (``"mixed"``) and runs every later op
 on the GPU of ``device_id``, ``device="cpu"`` runs the same ops on the CPU. Every parameter comes from the
-reader (:mod:`pipelines.reader`) as CPU inputs, which DALI accepts as argument inputs of GPU ops; the
-reader's :meth:`~pipelines.reader.ImageSource.layout` says what each output is.
+reader (:mod:`pipelines.loader.source`) as CPU inputs, which DALI accepts as argument inputs of GPU ops; the
+reader's :meth:`~pipelines.loader.source.ImageSource.layout` says what each output is.
 
 * ``copy_mode="joint"`` (and any single copy): ROI decode of the crop window (``decoders.image_slice``:
   libjpeg-turbo / nvJPEG decode only what the crop needs), resize to the output size; the copies share
@@ -18,29 +18,51 @@ below; every fragment ends in ``fn.occlusion.normalize_occlude`` (:func:`dali_op
 pasting or blending the partner row's normalised pixels -- each output value written once.
 
 ``auto_augment`` runs the policy (DALI's ``auto_aug``) on the flipped uint8 crop (timm's order: crop,
-flip, policy), before the fragment, unless the method runs it inside its fragment (KeepAugment's
-selective-paste); the flip then happens before the policy and the fragment sees ``mirror`` 0.
+flip, policy), before the fragment (:meth:`~pipelines.methods.base.Method.prepare`); the fragment then sees
+``mirror`` 0.
+
+The graph's outputs are named (:class:`Output`): the packed meta, per copy its image, and per the copy's
+fragment its searched boxes, or its draws and source image when its map comes from the training side.
 """
 from __future__ import annotations
 
-from nvidia.dali import fn, pipeline_def, types
+from typing import NamedTuple
 
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.auto_aug import auto_augment, rand_augment
+
+import dali_ops
 from dali_ops import mixing
+from pipelines.loader.source import ImageSource, Slot
 from pipelines.methods.base import IMAGENET_MEAN, IMAGENET_STD
-from pipelines.reader import ImageSource, Slot
+
+
+class Output(NamedTuple):
+    """The name of one pipeline output: ``field`` (``"meta"``, ``"image"``, ``"boxes"``, ``"draw"`` or
+    ``"source"``), the copy it belongs to and, for a draw, its :class:`~pipelines.methods.InputSpec`."""
+
+    field: str
+    copy: int = 0
+    spec: object = None
+
 
 class GraphContext:
-    """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and the
-    nodes copies of one crop share (joint copies: one saliency map)."""
+    """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and what the
+    copies of one crop share (the clean image, the augmented crop, the saliency map)."""
 
-    def __init__(self, device: str, dtype: str, policy: str | None):
+    def __init__(self, device: str, dtype: str, policy: str | None, source):
         self.device = device
         self.dtype = dtype
         self.policy = policy
+        self.source = source  # the method's saliency source (None: the method searches no map)
+        self.mean = [m * 255 for m in IMAGENET_MEAN]
+        self.std = [s * 255 for s in IMAGENET_STD]
+        self.new_crop({})
+
+    def new_crop(self, nodes: dict) -> None:
+        """Start a crop: nothing shared yet; ``nodes`` its saliency source's reader arrays by name."""
         self.shared: dict = {}
-        # the current crop's saliency-bank nodes ("bank_map", "bank_use"; the latter None with the "uniform"
-        # fallback), None without a bank
-        self.bank = None
+        self.crop_nodes = nodes
 
     def on(self, node):
         """A CPU input node moved to the graph's device."""
@@ -50,39 +72,23 @@ class GraphContext:
         """ImageNet mean/std normalisation to CHW fused with erasing ``boxes`` (with ``fill``, per channel in
         normalised units), or pasting (and with ``blend``, blending) the ``partner`` row's pixels:
         :func:`dali_ops.mixing.normalize_occlude`."""
-        return mixing.normalize_occlude(u8, boxes, partner, blend, mirror=mirror,
-                                        mean=[m * 255 for m in IMAGENET_MEAN], std=[s * 255 for s in IMAGENET_STD],
+        return mixing.normalize_occlude(u8, boxes, partner, blend, mirror=mirror, mean=self.mean, std=self.std,
                                         fill=fill, dtype=self.dtype, device=self.device)
 
-    def saliency(self, u8, mirror):
-        """The saliency map the row's search reads; one map per crop, shared by joint copies. Without a bank:
-        the fine-grained saliency of the image as the row sees it (``mirror`` applied inside the op, no
-        flipped copy). With a bank (:mod:`pipelines.bank`): the reader's re-cropped map (uint8, scaled to
-        [0, 1]), and for the rows it has none the fallback -- with ``"image"`` the image saliency, computed
-        for those rows only (the op's ``skip`` leaves zeros on the others, and the reader sends zeros for
-        the fallback rows, so the sum is one or the other); with ``"uniform"`` the reader's noise."""
-        if "saliency" not in self.shared:
-            if self.bank is None:
-                self.shared["saliency"] = fn.occlusion.fine_grained_saliency(u8, mirror=mirror)
-            else:
-                bank_map, use = self.bank
-                prior = self.on(bank_map) * (1.0 / 255.0)  # float32: the arithmetic promotes the uint8 map
-                if use is not None:  # the "image" fallback
-                    prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=use) + prior
-                self.shared["saliency"] = prior
-        return self.shared["saliency"]
+    def clean(self, u8, mirror):
+        """The crop normalised with nothing applied, once per crop (joint copies share it)."""
+        if "clean" not in self.shared:
+            self.shared["clean"] = self.normalize(u8, mirror=mirror)
+        return self.shared["clean"]
 
-    def saliency_of_normalized(self, u8, mirror):
-        """The fine-grained saliency OpenCV computes on the row's mean/std-normalised float32 HWC image, the
-        array SaliencyMix's official code hands it (``saliency_bbox``: ``img.cpu().numpy().transpose(1, 2,
-        0)``). The image is ``crop_mirror_normalize``'s, which :meth:`normalize` equals bit for bit: the
-        pixels the row's model input is made of. One map per crop, shared by joint copies."""
-        if "saliency_of_normalized" not in self.shared:
-            hwc = fn.crop_mirror_normalize(u8, mirror=mirror, mean=[m * 255 for m in IMAGENET_MEAN],
-                                           std=[s * 255 for s in IMAGENET_STD], dtype=types.FLOAT,
-                                           output_layout="HWC")
-            self.shared["saliency_of_normalized"] = fn.occlusion.fine_grained_saliency(hwc)
-        return self.shared["saliency_of_normalized"]
+    def saliency(self, u8, mirror):
+        """The map the crop's search reads, from the method's source (one per crop, shared by joint copies);
+        None when the source's map is not in the graph (the model's: the training side searches)."""
+        if not self.source.in_graph:
+            return None
+        if "saliency" not in self.shared:
+            self.shared["saliency"] = self.source.graph_map(self, u8, mirror, self.crop_nodes)
+        return self.shared["saliency"]
 
     def augment(self, u8):
         """The policy on uint8 HWC images: DALI's RandAugment (n=2, m=9, the KeepAugment / timm ImageNet
@@ -90,35 +96,23 @@ class GraphContext:
         (Fong & Vedaldi) and differ only by the method's draws."""
         if "augmented" not in self.shared:
             if self.policy == "rand_augment":
-                from nvidia.dali.auto_aug import rand_augment
-
                 self.shared["augmented"] = rand_augment.rand_augment(u8, n=2, m=9)
             else:
-                from nvidia.dali.auto_aug import auto_augment
-
                 self.shared["augmented"] = auto_augment.auto_augment(u8, policy_name="image_net")
         return self.shared["augmented"]
 
 
 def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, batch_size: int,
                    num_threads: int, py_workers: int, dtype: str = "float32", prefetch: int = 2, seed: int = 0):
-    """Build the pipeline of ``source``; outputs are the packed meta, one image per copy, then (for a method
-    that searches its boxes in the graph) one boxes output per copy, or (for a method deferred to the
-    training side, ``saliency="model"``) per copy its :attr:`~pipelines.methods.base.Method.inputs` in order,
-    then (``source_output``) one source image per copy."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu' here, got {device!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    """The pipeline of ``source`` and the :class:`Output` name of each of its outputs, in order."""
     cfg = source.cfg
     method = cfg.method
     size = cfg.output_size
     decoder = "mixed" if device == "gpu" else "cpu"
     layout = source.layout()
     policy = cfg.auto_augment if cfg.train else None
-    import dali_ops
-
     dali_ops.load()  # fn.occlusion: normalize_occlude for every method, saliency and search ops
+    names: list[Output] = []
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if device == "gpu" else None, seed=seed,
@@ -136,46 +130,35 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
-        g = GraphContext(device, dtype, policy)
-        images, searched, draws, sources = [], [], [], []
+        g = GraphContext(device, dtype, policy, method.source)
+        outputs = {Output("meta"): nodes[Slot("meta")]}
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]
-            if shared_crop and c > 0:
-                u8 = base
-            else:
-                if Slot("bank_map", c) in nodes:
-                    g.bank = (nodes[Slot("bank_map", c)], nodes.get(Slot("bank_use", c)))
+            if c == 0 or not shared_crop:  # a new crop
+                g.new_crop({slot.spec.name: node for slot, node in nodes.items()
+                            if slot.kind == "saliency" and slot.copy == c})
                 if not shared_crop:
-                    g.shared = {}  # each copy has its own crop: nothing to share
                     anchor, shape = nodes[Slot("crop_anchor", c)], nodes[Slot("crop_shape", c)]
                     base = fn.resize(full, size=(size, size), roi_start=fn.cast(anchor, dtype=types.FLOAT),
                                      roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
                                      interp_type=types.INTERP_LINEAR, antialias=True)
                 if policy is not None:
                     base = fn.flip(base, horizontal=mirror)  # timm's order: flip, then the policy
-                    if not method.policy_inside:
-                        base = g.augment(base)
-                u8 = base
             if policy is not None:
                 mirror = 0
             specs = {slot.spec: node for slot, node in nodes.items() if slot.kind == "input" and slot.copy == c}
-            if not specs:  # validation, or a method without graph inputs: normalise (once for shared copies)
-                img = images[0] if shared_crop and c > 0 else g.normalize(u8, mirror=mirror)
-                boxes = None
-            elif method.deferred:  # the model's saliency: the training side searches and applies
-                if shared_crop and c > 0 and not method.source_output:
-                    img = images[0]
-                else:
-                    img, source_img = method.deferred_graph(g, u8, mirror)
-                    if method.source_output:
-                        sources.append(source_img)
-                boxes = None
-                draws += [specs[spec] for spec in method.inputs]  # the host draws, for loader.occlude
-            else:
-                img, boxes = method.graph(g, u8, mirror, specs)
-            images.append(img)
-            if boxes is not None:
-                searched.append(boxes)
-        return (nodes[Slot("meta")], *images, *searched, *draws, *sources)
+            if not cfg.train:  # validation: the clean crop
+                outputs[Output("image", c)] = g.clean(base, mirror)
+                continue
+            part = method.graph(g, method.prepare(g, base), mirror, specs)
+            outputs[Output("image", c)] = part.image
+            if part.boxes is not None:
+                outputs[Output("boxes", c)] = part.boxes
+            for spec, node in (part.draws or {}).items():
+                outputs[Output("draw", c, spec)] = node
+            if part.source is not None:
+                outputs[Output("source", c)] = part.source
+        names.extend(outputs)
+        return tuple(outputs.values())
 
-    return pipe()
+    return pipe(), names

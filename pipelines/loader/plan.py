@@ -25,14 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.checks import check_choice, check_int, check_probability
 from kernels.crops import center_crop_window, random_resized_crop
 from pipelines.methods import Method, get_method
-from pipelines.checks import check_int
-from pipelines.methods.base import check_choice, check_probability
 
 COPY_MODES = ("joint", "batch_aug")
 #: DALI's ``nvidia.dali.auto_aug`` policies the graph can run on the uint8 crop.
 AUTO_AUGMENTS = ("rand_augment", "auto_augment")
+#: torchvision's ``RandomResizedCrop`` defaults (area share and aspect ratio) and flip probability
+SCALE = (0.08, 1.0)
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+FLIP_P = 0.5
+#: the validation transform: shorter side resized to this, then the centre crop of the output size
+VAL_RESIZE = 256
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,6 @@ class AugmentConfig:
     copies: int = 1
     copy_mode: str = "joint"
     p_keep_image: tuple = (0.0,)
-    scale: tuple = (0.08, 1.0)
-    ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
-    flip_p: float = 0.5
-    val_resize: int = 256
     auto_augment: str | None = None
 
     def __post_init__(self):
@@ -67,11 +68,6 @@ class AugmentConfig:
             raise ValueError(f"p_keep_image must be one probability or one per copy ({self.copies}), got "
                              f"{self.p_keep_image!r}")
         object.__setattr__(self, "p_keep_image", tuple(check_probability("p_keep_image", v) for v in keep))
-        check_probability("flip_p", self.flip_p)
-        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
-            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
-        if len(self.ratio) != 2 or not 0.0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {self.ratio!r}")
         policy = self.auto_augment
         if policy is not None:
             check_choice("auto_augment", policy, AUTO_AUGMENTS)
@@ -100,17 +96,16 @@ def plan_batch(cfg: AugmentConfig, rng: np.random.Generator, heights, widths) ->
     widths = np.asarray(widths)
     b, m, s = heights.size, cfg.copies, cfg.output_size
     if not cfg.train:
-        crop = np.repeat(center_crop_window(heights, widths, cfg.val_resize, s)[:, None], m, axis=1)
+        crop = np.repeat(center_crop_window(heights, widths, VAL_RESIZE, s)[:, None], m, axis=1)
         flip = np.zeros((b, m), np.int32)
         plans = [None] * m
     else:
         if cfg.copy_mode == "joint":
-            crop = np.repeat(random_resized_crop(rng, heights, widths, cfg.scale, cfg.ratio)[:, None], m, axis=1)
-            flip = np.repeat((rng.random(b) < cfg.flip_p)[:, None], m, axis=1)
+            crop = np.repeat(random_resized_crop(rng, heights, widths, SCALE, RATIO)[:, None], m, axis=1)
+            flip = np.repeat((rng.random(b) < FLIP_P)[:, None], m, axis=1)
         else:
-            crop = np.stack([random_resized_crop(rng, heights, widths, cfg.scale, cfg.ratio)
-                             for _ in range(m)], axis=1)
-            flip = rng.random((b, m)) < cfg.flip_p
+            crop = np.stack([random_resized_crop(rng, heights, widths, SCALE, RATIO) for _ in range(m)], axis=1)
+            flip = rng.random((b, m)) < FLIP_P
         plans = [cfg.method.plan(rng, b, s, cfg.p_keep_image[c]) for c in range(m)]
     k = max([p.boxes.shape[1] for p in plans if p is not None], default=0)
     boxes = np.full((b, m, k, 4), -1, np.int32)

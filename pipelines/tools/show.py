@@ -1,7 +1,7 @@
 """Pictures of what a method does: a grid of augmented samples straight from :class:`~pipelines.OcclusionLoader`.
 
-    python -m pipelines.show ROOT --method cutmix --out grid.png
-    python -m pipelines.show ROOT --method hide_and_seek:patch_sizes=(56,) --copies 2 --p-keep-image 1.0,0.0 --out hs.png
+    python -m pipelines.tools.show ROOT --method cutmix --out grid.png
+    python -m pipelines.tools.show ROOT --method hide_and_seek:patch_sizes=(56,) --copies 2 --p-keep-image 1.0,0.0 --out hs.png
 
 ``ROOT`` is an ImageFolder tree (or a dataset root with ``train/``). One row per sample, one column per copy
 (copies side by side); each image is de-normalised (ImageNet mean/std) exactly as the loader returned it
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.graph import IMAGENET_MEAN, IMAGENET_STD
+from pipelines.loader import OcclusionLoader
+from pipelines.methods.base import IMAGENET_MEAN, IMAGENET_STD
 
 
 def denormalise(images) -> np.ndarray:
@@ -30,8 +31,6 @@ def denormalise(images) -> np.ndarray:
 def first_batch(root, method: str, *, rows: int = 6, size: int = 160, copies: int = 1, copy_mode: str = "joint",
                 p_keep_image=0.0, auto_augment=None, seed: int = 0, epoch: int = 0):
     """Batch ``0`` of ``epoch`` of a CPU loader on ``root`` (a train split, or a root holding ``train/``)."""
-    from pipelines import OcclusionLoader
-
     root = Path(root)
     if (root / "train").is_dir():
         root = root / "train"

@@ -3,7 +3,7 @@
 DALI reports a reader-worker exception as a bare ``Exception`` whose text is the worker's traceback,
 raised by the ``run()`` of an *earlier* batch than the one being read (the workers run ``prefetch``
 batches ahead). The old message blamed that earlier batch's innocent files. Here the worker's
-:class:`~pipelines.imagefiles.BadImageError` is found in the traceback text, its file is located in
+:class:`~pipelines.data.imagefiles.BadImageError` is found in the traceback text, its file is located in
 the serving order (so the batches before it can still be served, see ``OcclusionLoader._run``), and
 a dead worker is reported as such.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipelines.imagefiles import BadImageError
+from pipelines.data.imagefiles import BadImageError
 
-# The last line of a worker traceback: "pipelines.imagefiles.BadImageError: <path>: <reason>"
+# The last line of a worker traceback: "pipelines.data.imagefiles.BadImageError: <path>: <reason>"
 _BAD_IMAGE = re.compile(r"^\S*BadImageError: (.*)$", re.MULTILINE)
 _WORKER_EXC = re.compile(r"Exception traceback received from worker", re.IGNORECASE)
 _DEAD_WORKER = ("Worker data receiving interrupted", "Cannot receive data from the pool that has been closed",
@@ -37,10 +37,10 @@ class Failure:
 
 def describe_failure(exc: BaseException, source, epoch: int, batch: int) -> Failure:
     """Classify the exception of ``run()`` for batch ``batch`` of ``epoch``; ``source`` is the loader's
-    :class:`~pipelines.reader.ImageSource` (paths and serving order)."""
+    :class:`~pipelines.loader.source.ImageSource` (paths and serving order)."""
     text = str(exc)
     where = f"epoch {epoch}, batch {batch}"
-    hint = ("Find all unreadable files with `python -m pipelines.verify ROOT` (it fully decodes them), "
+    hint = ("Find all unreadable files with `python -m pipelines.data.verify ROOT` (it fully decodes them), "
             "or construct the loader with runtime=Runtime(verify='full') (the default).")
     found = _BAD_IMAGE.findall(text) if _WORKER_EXC.search(text) or "BadImageError" in text else []
     if found:

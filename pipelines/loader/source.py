@@ -30,11 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.bank import BankReader, read_window
-from pipelines.imagefiles import BadImageError, probe_image
-from pipelines.lifecycle import on_worker_start
+from kernels.checks import check_choice, check_int
+from pipelines.data.imagefiles import BadImageError, probe_image
+from pipelines.loader.lifecycle import on_worker_start
+from pipelines.loader.plan import AugmentConfig, batch_rng, plan_batch
 from pipelines.methods import InputSpec
-from pipelines.params import AugmentConfig, batch_rng, plan_batch
+from pipelines.saliency.base import CropInfo, SlotSpec
 
 LAST_BATCH_POLICIES = ("partial", "drop", "pad")
 
@@ -51,13 +52,13 @@ META_FIELDS = (("label", np.int64, False, 1), ("sample_id", np.int64, False, 1),
 @dataclass(frozen=True)
 class Slot:
     """One output of the source, as the graph receives it: ``"encoded"`` (the file bytes), ``"meta"`` (the
-    packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"``, or a copy's
+    packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"``, a copy's
     ``"input"`` of the method's graph fragment (``spec``, :class:`pipelines.methods.InputSpec`), or a crop's
-    ``"bank_map"`` (its saliency re-cropped from the bank, uint8) / ``"bank_use"`` (1 where that map is used)."""
+    ``"saliency"`` array of the method's saliency source (``spec``, :class:`pipelines.saliency.base.SlotSpec`)."""
 
     kind: str
     copy: int | None = None
-    spec: InputSpec | None = None
+    spec: InputSpec | SlotSpec | None = None
 
 
 def pack_meta(params: dict) -> np.ndarray:
@@ -96,27 +97,22 @@ class ImageSource:
     """Picklable batch callback for ``fn.external_source(batch=True, batch_info=True, parallel=True)``.
 
     Reads the encoded bytes of each row, probes its (EXIF-oriented) size from the header and draws
-    the batch's augmentation parameters with :func:`pipelines.params.plan_batch`.
+    the batch's augmentation parameters with :func:`pipelines.loader.plan.plan_batch`.
     """
 
     def __init__(self, paths, labels, batch_size: int, cfg: AugmentConfig, *, seed: int = 0,
                  shuffle: bool = True, shard_id: int = 0, num_shards: int = 1,
-                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0,
-                 bank: BankReader | None = None):
+                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0):
         if len(paths) != len(labels):
             raise ValueError(f"paths and labels differ in length: {len(paths)} vs {len(labels)}")
         if len(paths) == 0:
             raise ValueError("the dataset is empty: no image files to read")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
-            raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
-        if not isinstance(shard_id, (int, np.integer)) or not 0 <= shard_id < num_shards:
-            raise ValueError(f"shard_id must be in [0, num_shards={num_shards}), got {shard_id!r}")
+        check_int("batch_size", batch_size)
+        check_int("num_shards", num_shards)
+        check_int("shard_id", shard_id, lo=0, hi=num_shards - 1)
         if num_shards > len(paths):
             raise ValueError(f"num_shards={num_shards} exceeds the dataset size {len(paths)}")
-        if last_batch not in LAST_BATCH_POLICIES:
-            raise ValueError(f"last_batch must be one of {LAST_BATCH_POLICIES}, got {last_batch!r}")
+        check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
         self.paths = [os.fspath(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.batch_size = int(batch_size)
@@ -128,7 +124,9 @@ class ImageSource:
         self.last_batch = last_batch
         self.start_epoch = int(start_epoch)
         self.start_batch = int(start_batch)
-        self.bank = bank
+        # the method's saliency source, when it sends the graph arrays from here (the saliency bank)
+        source = cfg.method.source if cfg.train else None
+        self.saliency = source if source is not None and source.slots() else None
         self._sizes = np.full((len(self.paths), 2), -1, np.int32)  # (height, width) once probed
         self._stamps = np.full((len(self.paths), 2), -1, np.int64)  # (size, mtime_ns) of that probe
         if not 0 <= self.start_batch <= self.batches_per_epoch():
@@ -216,32 +214,26 @@ class ImageSource:
         b, m = ids.size, self.cfg.copies
         params["map_source"] = np.zeros((b, m), np.int32)
         params["map_age"] = np.full((b, m), -1, np.int32)
-        if self.bank is not None and self.cfg.train:
-            self._read_bank(params, epoch, batch)
+        if self.saliency is not None:
+            self._read_saliency(params, epoch, batch)
         return encoded, params
 
-    def _read_bank(self, p: dict, epoch: int, batch: int) -> None:
-        """Each crop's map from the saliency bank (:mod:`pipelines.bank`), re-cropped to its window and flip at
-        the output size; rows with no pushed cell in their window (and pad rows) fall back."""
-        cells, age, found = self.bank.lookup(p["sample_id"], epoch)
-        size, m = self.cfg.output_size, self.cfg.copies
-        p["bank_map"], p["bank_use"] = [], []
-        noise = np.random.default_rng([self.seed, epoch, batch, self.shard_id, 1])  # apart from the method's draws
-        for c in range(m):
-            if c > 0 and self.cfg.copy_mode == "joint":  # the copies share the crop and so the map
-                p["bank_map"].append(p["bank_map"][0])
-                p["bank_use"].append(p["bank_use"][0])
+    def _read_saliency(self, p: dict, epoch: int, batch: int) -> None:
+        """Each crop's arrays from the method's saliency source (:meth:`pipelines.saliency.base.SaliencySource.read`),
+        once per crop: joint copies share the crop and so its map."""
+        rng = np.random.default_rng([self.seed, epoch, batch, self.shard_id, 1])  # apart from the method's draws
+        p["saliency"] = []
+        for c in range(self.cfg.copies):
+            if c > 0 and self.cfg.copy_mode == "joint":
+                p["saliency"].append(p["saliency"][0])
             else:
-                maps, covered = read_window(cells, p["crop"][:, c], p["flip"][:, c], p["image_size"], size)
-                use = found & covered & (p["valid"] > 0)
-                out = np.round(maps * 255).astype(np.uint8)
-                # a fallback row's map: noise ("uniform"), or zeros that the graph adds to its image saliency
-                out[~use] = (noise.integers(0, 256, size=(int((~use).sum()), size, size), dtype=np.uint8)
-                             if self.bank.fallback == "uniform" else 0)
-                p["bank_map"].append(out)
-                p["bank_use"].append(use.astype(np.int32))
-            p["map_source"][:, c] = p["bank_use"][c]
-            p["map_age"][:, c] = np.where(p["bank_use"][c] > 0, age, -1)
+                info = CropInfo(p["sample_id"], p["crop"][:, c], p["flip"][:, c], p["image_size"], p["valid"], epoch,
+                                self.cfg.output_size)
+                read = self.saliency.read(info, rng)
+                p["saliency"].append(read.arrays)
+                from_source, age = read.from_source, read.age
+            p["map_source"][:, c] = from_source
+            p["map_age"][:, c] = age
 
     def layout(self) -> tuple[Slot, ...]:
         """The source's outputs, in order: the file bytes and the packed meta, then per copy its crop and
@@ -250,12 +242,11 @@ class ImageSource:
         slots = [Slot("encoded"), Slot("meta")]
         shared = cfg.copy_mode == "joint" or cfg.copies == 1
         specs = cfg.method.inputs if cfg.train else ()
-        bank = self.bank is not None and cfg.train
+        arrays = self.saliency.slots() if self.saliency is not None else ()
         for c in range(cfg.copies):
             if c == 0 or not shared:
                 slots += [Slot("crop_anchor", c), Slot("crop_shape", c), Slot("mirror", c)]
-                slots += [Slot("bank_map", c)] if bank else []
-                slots += [Slot("bank_use", c)] if bank and self.bank.fallback == "image" else []
+                slots += [Slot("saliency", c, spec) for spec in arrays]
             slots += [Slot("input", c, spec) for spec in specs]
         return tuple(slots)
 
@@ -281,8 +272,8 @@ class ImageSource:
                 outputs.append(np.ascontiguousarray(p["crop"][:, slot.copy, 2:]))
             elif slot.kind == "mirror":
                 outputs.append(np.ascontiguousarray(p["flip"][:, slot.copy], np.int32))
-            elif slot.kind in ("bank_map", "bank_use"):
-                outputs.append(p[slot.kind][slot.copy])
+            elif slot.kind == "saliency":
+                outputs.append(np.ascontiguousarray(p["saliency"][slot.copy][slot.spec.name], slot.spec.dtype))
             else:
                 outputs.append(np.ascontiguousarray(p["inputs"][slot.copy][slot.spec], slot.spec.dtype))
         return tuple(outputs)

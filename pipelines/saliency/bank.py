@@ -2,7 +2,7 @@
 (DESIGN.md section 4, ``bank``).
 
 The training loop hands back maps it already has (NormGrad from hooks on its normal backward, the
-attention of its forward: :class:`pipelines.feedback.SaliencyTap`) with ``loader.feedback(batch, maps)``;
+attention of its forward: :class:`pipelines.saliency.extractors.SaliencyTap`) with ``loader.feedback(batch, maps)``;
 the bank keeps one small grid per sample in *source-image* coordinates, and on the sample's next visit
 the reader re-crops it to the new crop window and flip and hands it to the graph's search operators.
 
@@ -37,13 +37,22 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import dataclasses
 import os
+import shutil
+import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from nvidia.dali import fn
+
+from kernels.checks import check_choice, check_int
+from pipelines.saliency.base import Channel, CropInfo, SaliencySource, SlotSpec, SourceRead
 
 FALLBACKS = ("image", "uniform")
 HEADER_BYTES = 4096
@@ -84,9 +93,9 @@ def dataset_fingerprint(names, labels) -> str:
 
 
 @dataclass(frozen=True)
-class SaliencyBank:
-    """How a loader keeps the model's maps: the ``bank`` option of a method with ``saliency="bank"``
-    (``OcclusionLoader(root, 256, "keep_cutout", saliency="bank", bank=SaliencyBank(...))``).
+class BankSaliency(SaliencySource):
+    """The saliency bank as a method's source (``saliency=BankSaliency(path)``, or the shorthand
+    ``saliency="bank", bank=path``): how a loader keeps the model's maps.
 
     ``path``: the bank file (``None``: a new file in a temporary folder, one process only). Ranks of one
     node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
@@ -95,21 +104,73 @@ class SaliencyBank:
     information: i.i.d. uniform noise from the batch's seed, so the search picks among the candidates at
     random, as the unguided method would)."""
 
+    name = "bank"
+
     path: str | os.PathLike | None = None
     grid: int = 22
     fallback: str = "image"
+    #: bound by :meth:`attach`: the reader workers' view of the file (opened lazily in each worker)
+    reader: "BankReader | None" = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self):
         if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
             raise ValueError(f"bank path must be a file path (str or os.PathLike) or None, got {self.path!r}")
-        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 2 <= self.grid <= 255:
-            raise ValueError(f"bank grid must be an integer in [2, 255], got {self.grid!r}")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"bank fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        check_int("bank grid", self.grid, lo=2, hi=255)
+        check_choice("bank fallback", self.fallback, FALLBACKS)
 
     @staticmethod
     def bytes_per_sample(grid: int) -> int:
         return 2 * grid * grid + 2 * 8
+
+    # -- reader side ----------------------------------------------------------------------------
+    def slots(self):
+        # the re-cropped map (uint8, 1/255 units) and, with the image fallback, the rows it is used on
+        return (SlotSpec("bank_map", np.uint8),) + ((SlotSpec("bank_use", np.int32),) if self.fallback == "image"
+                                                    else ())
+
+    def read(self, crop: CropInfo, rng):
+        """The crop's map from the bank, re-cropped to its window and flip at the output size; rows with no
+        pushed cell in their window (and pad rows) fall back: zeros that the graph adds to their image saliency
+        (``"image"``), or noise from ``rng`` (``"uniform"``)."""
+        cells, age, found = self.reader.lookup(crop.sample_id, crop.epoch)
+        maps, covered = read_window(cells, crop.crop, crop.flip, crop.image_size, crop.size)
+        use = found & covered & (crop.valid > 0)
+        out = np.round(maps * 255).astype(np.uint8)
+        out[~use] = (rng.integers(0, 256, size=(int((~use).sum()), crop.size, crop.size), dtype=np.uint8)
+                     if self.fallback == "uniform" else 0)
+        arrays = {"bank_map": out, "bank_use": use.astype(np.int32)}
+        return SourceRead({s.name: arrays[s.name] for s in self.slots()}, use, np.where(use, age, -1))
+
+    # -- graph side -----------------------------------------------------------------------------
+    def graph_map(self, g, u8, mirror, nodes):
+        prior = g.on(nodes["bank_map"]) * (1.0 / 255.0)  # float32: the arithmetic promotes the uint8 map
+        if self.fallback == "image":  # the fallback rows' image saliency; skip leaves zeros on the others
+            prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=nodes["bank_use"]) + prior
+        return prior
+
+    # -- loader side ----------------------------------------------------------------------------
+    def attach(self, dataset, *, rows_per_batch: int, num_shards: int, last_batch: str):
+        temp_dir = None
+        path = self.path
+        if path is None:
+            if num_shards > 1:
+                raise ValueError("a saliency bank shared by shards needs a path every rank of a node can open: "
+                                 "bank=BankSaliency('/local/disk/bank.bin') or bank='/local/disk/bank.bin'")
+            temp_dir = tempfile.mkdtemp(prefix="occlusion-bank-")
+            path = Path(temp_dir) / "bank.bin"
+        if num_shards > 1 and last_batch == "partial":
+            raise ValueError("a saliency bank with num_shards > 1 needs last_batch='drop' or 'pad': every rank must "
+                             "push the same number of batches (the pushes are all-gathered)")
+        n = len(dataset.paths)
+        file = BankFile(path, n, self.grid, dataset_fingerprint(dataset.names(), dataset.labels))
+        distributed = num_shards > 1 and dist.is_available() and dist.is_initialized()
+        bound = dataclasses.replace(self, path=path)
+        object.__setattr__(bound, "reader", BankReader(path, n, self.grid, self.fallback))
+        return bound, Bank(file, BankWriter(file, rows_per_batch, distributed), temp_dir)
+
+
+#: the name the bank's spec had before it became a source (``pipelines.SaliencyBank``)
+SaliencyBank = BankSaliency
 
 
 class BankFile:
@@ -121,7 +182,7 @@ class BankFile:
     def __init__(self, path, num_samples: int, grid: int, fingerprint: str, *, timeout: float = 120.0):
         self.path = Path(path)
         self.num_samples, self.grid, self.fingerprint = int(num_samples), int(grid), fingerprint
-        size = HEADER_BYTES + self.num_samples * SaliencyBank.bytes_per_sample(self.grid)
+        size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -313,7 +374,6 @@ def push_cells(maps, crop, flip, image_size, grid: int):
     ``image_size`` ``(n, 2)`` and was flipped by ``flip``. Returns ``(n, grid, grid)`` uint8: ``1 + round(254
     s)`` on the cells whose centre lies in the window (``s`` the cell's area average over its part inside the
     window, divided by the largest such cell of the row), 0 elsewhere."""
-    import torch
 
     maps = maps.detach().to(torch.float64)
     n, h, w = maps.shape
@@ -375,7 +435,6 @@ class BankWriter:
 
     def push(self, ids, stamps, cells) -> None:
         """``ids``/``stamps`` (n,) int64 CPU tensors, ``cells`` (n, g, g) uint8 on any device."""
-        import torch
 
         g = self.file.grid
         ids = ids.to(torch.int64)
@@ -407,8 +466,6 @@ class BankWriter:
 
     def _all_gather(self, ids, stamps, cells):
         """One asynchronous all-gather of ``[id, stamp, cells]`` rows padded to the batch's row count."""
-        import torch
-        import torch.distributed as dist
 
         g = self.file.grid
         device = cells.device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -425,7 +482,6 @@ class BankWriter:
     @staticmethod
     def _unpack(packed):
         """A gathered rank's rows back to ``(ids, stamps, cells)`` (padding rows have id -1)."""
-        import torch
 
         host = packed.cpu()
         head = host[:, :16].contiguous().view(torch.int64).reshape(-1, 2)
@@ -443,3 +499,59 @@ class BankWriter:
             self.flush()
         finally:
             self._pool.shutdown(wait=True)
+
+
+class Bank(Channel):
+    """The loader's side of a saliency bank: the file, its background writer, the sync before each epoch's reads,
+    its place in ``state_dict()``, and the temporary folder of a bank without a path."""
+
+    def __init__(self, file: BankFile, writer: BankWriter, temp_dir: str | None):
+        self.file, self.writer, self.temp_dir = file, writer, temp_dir
+        self.fresh = True  # emptied before the first batch unless restore() resumes it
+
+    def before_epoch(self, epoch: int) -> None:
+        """Every push of the previous epochs is in the file, on every rank (the reads of ``epoch`` use them)."""
+        if self.fresh:
+            self.file.clear()
+            self.fresh = False
+        self.writer.flush()
+        if self.writer.distributed:
+            dist.barrier()
+
+    def state(self) -> dict:
+        self.writer.flush()
+        return {"bank": {"path": str(self.file.path), "generation": self.file.generation, "grid": self.file.grid,
+                         "fingerprint": self.file.fingerprint}}
+
+    def restore(self, state: dict, epoch: int, batch: int) -> None:
+        """The bank the state names, unchanged since (same generation); the pushes it holds from the resumed
+        position on are forgotten (the run makes them again)."""
+        mine = self.state()["bank"]
+        for key in ("path", "grid", "fingerprint", "generation"):
+            if state["bank"].get(key) != mine[key]:
+                raise ValueError(f"cannot resume: the state_dict's saliency bank has {key}="
+                                 f"{state['bank'].get(key)!r}, this loader's bank has {mine[key]!r}"
+                                 + (" (the bank file was emptied or replaced since the state was saved)"
+                                    if key == "generation" else ""))
+        self.file.forget_since(int(make_stamp(epoch, batch)))
+        self.fresh = False
+
+    def push(self, meta: dict, rows, maps) -> None:
+        """The maps of batch ``rows`` reduced to the bank's grid on their device (:func:`push_cells`), stamped
+        with the rows' position, written in the background."""
+        g = self.file.grid
+        if len(rows):
+            cells = push_cells(maps, meta["crop"][rows].numpy(), meta["flip"][rows].numpy(),
+                               meta["image_size"][rows].numpy(), g)
+        else:
+            cells = torch.zeros((0, g, g), dtype=torch.uint8, device=maps.device)
+        position = meta["position"][rows].numpy()
+        stamps = torch.from_numpy(make_stamp(position[:, 0], position[:, 1]))
+        self.writer.push(meta["sample_id"][rows].to(torch.int64), stamps, cells)
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.temp_dir is not None:  # a temporary bank goes with its loader
+                shutil.rmtree(self.temp_dir, ignore_errors=True)

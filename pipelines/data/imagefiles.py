@@ -196,7 +196,7 @@ def read_file_list(path: PathLike, root: PathLike | None = None) -> tuple[list[s
 
     Raises ``FileNotFoundError`` naming the list when it does not exist and ``ValueError`` naming
     the list and the 1-based line number for a malformed line. File existence is not checked
-    (see :mod:`pipelines.verify`).
+    (see :mod:`pipelines.data.verify`).
     """
     list_path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(list_path):

@@ -16,8 +16,8 @@ Families at output side ``S`` (all sizes scale with ``S``; the figures are for 2
 
 How the occluded batches are made (the least invasive exact route): the validation loader
 (``train=False``: resize 256 / centre crop 224, scaled, no occlusion) gives the normalised images once;
-each condition erases its boxes on a copy with :func:`kernels.apply.erase` (fill 0 after normalisation =
-the dataset mean, the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
+each condition erases its boxes on a copy with the training side's erase rule (:func:`kernels.apply.occlude`,
+fill 0 after normalisation = the dataset mean, the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
 functions the training methods use -- drawn from ``default_rng([seed, condition, batch])``, so every
 condition is reproducible and independent of the others. The occluded share is the exact erased area
 (:func:`kernels.apply.lam_from_boxes`), averaged over the images.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kernels.apply import erase, lam_from_boxes
+from kernels.apply import box_mask, lam_from_boxes, occlude
 from kernels.boxes import cutout_boxes, hide_and_seek_boxes
 
 P_KEEP_PATCH = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -73,15 +73,15 @@ def run_sweep(model: torch.nn.Module, loader, device, size: int, seed: int = 0) 
     """Top-1 of ``model`` on every condition of :func:`sweep_conditions` over the batches of ``loader``
     (a ``train=False`` :class:`~pipelines.OcclusionLoader`; pad rows masked)."""
     model.eval()
-    batches = [(b.images.cpu().numpy(), b.labels.cpu(), b.meta["valid"].bool()) for b in loader]
+    batches = [(b.images, b.labels.cpu(), b.meta["valid"].bool()) for b in loader]
     results = []
     for ci, cond in enumerate(sweep_conditions(size)):
         correct = total = 0
         share = 0.0
         for bi, (images, labels, valid) in enumerate(batches):
             boxes = condition_boxes(cond, np.random.default_rng([seed, ci, bi]), images.shape[0], size)
-            occluded = erase(images, boxes, 0.0, layout="NCHW") if boxes.shape[1] else images
-            pred = model(torch.from_numpy(occluded).to(device)).argmax(1).cpu()
+            mask = box_mask(torch.as_tensor(boxes, device=images.device), size, size)
+            pred = model(occlude(images, mask, fill=0.0).to(device)).argmax(1).cpu()
             correct += int(((pred == labels) & valid).sum())
             total += int(valid.sum())
             share += float((1.0 - lam_from_boxes(boxes, size, size))[valid.numpy()].sum())

@@ -1,7 +1,7 @@
 """List the unreadable image files of a dataset before training spends an epoch on them.
 
-    python -m pipelines.verify ROOT [--header-only] [--workers N]
-    python -m pipelines.verify --list FILE [--root DIR]
+    python -m pipelines.data.verify ROOT [--header-only] [--workers N]
+    python -m pipelines.data.verify --list FILE [--root DIR]
 
 Prints one ``path: reason`` line per bad file. Exit status 0 when every file is readable, 1 when
 some are not, 2 when the dataset itself cannot be listed (missing root, no class folders, a bad
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image
 
-from pipelines.imagefiles import BadImageError, check_image, read_file_list, scan_image_folder
+from pipelines.data.imagefiles import BadImageError, check_image, read_file_list, scan_image_folder
 
 
 _CHUNK = 64  # files per pool task

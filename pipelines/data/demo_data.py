@@ -23,8 +23,8 @@ fine texture) for throughput benchmarks, where decode cost should resemble Image
 
 CLI::
 
-    python -m pipelines.demo_data [--root R] [--train-per-class N] [--val-per-class N] [--seed S]
-    python -m pipelines.demo_data --imagenet-like 2000 [--root R]
+    python -m pipelines.data.demo_data [--root R] [--train-per-class N] [--val-per-class N] [--seed S]
+    python -m pipelines.data.demo_data --imagenet-like 2000 [--root R]
 
 prints the dataset root.
 """
@@ -543,7 +543,7 @@ def make_imagenet_like(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.demo_data", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipelines.data.demo_data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=None, help="output folder (default: $DALI_OCCLUSION_CACHE/demo "
                     "or ~/.cache/dali_occlusion/demo; imagenet_like instead of demo with --imagenet-like)")
     ap.add_argument("--train-per-class", type=int, default=60)

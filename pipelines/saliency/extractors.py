@@ -20,10 +20,6 @@ compute the saliency of a different function (running statistics) early in train
   after an early block, trained with weight 0.3, whose input gradient is the saliency.
 * :class:`Attention` -- Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048): the channel mean of a
   layer's features, here from the model being trained.
-* :class:`SaliencyStep` -- a training step that computes the maps of the batch and applies the loader's
-  method with :meth:`pipelines.loader.OcclusionLoader.occlude`; with ``copies=2, joint,
-  p_keep_image=(1.0, 0.0)`` and ``free=True`` it is Fong & Vedaldi's joint step where the NormGrad of the
-  clean copy comes from the training backward itself (no extra pass).
 * :class:`SaliencyTap` -- NormGrad, attention or the input gradient read off the normal training step by
   hooks, for the saliency bank (``loader.feedback``): model saliency at no extra pass for every method.
 """
@@ -35,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyStep", "SaliencyTap", "normgrad_map",
-           "parse_saliency", "soft_cross_entropy"]
+from kernels.labels import soft_cross_entropy
+
+__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyTap", "normgrad_map", "parse_saliency"]
 
 TARGETS = ("label", "loss")
 
@@ -222,7 +219,7 @@ class EarlyHead(nn.Module):
         self._features = None
         logits = self(feats)
         if targets is not None:
-            return -(targets * F.log_softmax(logits.float(), 1)).sum(1).mean()
+            return soft_cross_entropy(logits, targets).mean()
         return F.cross_entropy(logits.float(), labels.long())
 
     def __call__(self, *args, **kwargs):
@@ -255,89 +252,6 @@ class Attention:
         with preserved(self.model), capture(self.module) as out:
             self.model(images)
         return attention_map(out[0])
-
-
-class SaliencyStep:
-    """One training step with the model's saliency of this very batch (DESIGN.md section 4):
-    ``step = SaliencyStep(model, optimizer, loader, NormGrad(model, "layer1.0.conv1", target="loss"))``, then
-    ``loss, batch = step(batch)`` per batch of a loader whose method has ``saliency="model"``.
-
-    * Free joint step (``free=True``, the default when it applies: ``copies=2, copy_mode="joint",
-      p_keep_image=(1.0, 0.0)`` and a :class:`NormGrad` with ``target="loss"``): Fong & Vedaldi's joint
-      training (arXiv 1910.10651). Forward and backward the clean copy first (its loss weighted by its
-      share of the 2B valid rows, so its gradient is exactly its part of the joint batch's gradient), read
-      NormGrad at ``saliency.layer`` from that very backward (a tensor hook on the activation: no extra
-      pass), ``loader.occlude`` the second copy with it, forward and backward that copy, one optimizer
-      step. Without BatchNorm the update equals one step on the 2B batch; with BatchNorm each half is
-      normalised with its own B-row statistics (the one difference).
-    * Fresh path (any other extractor, or ``free=False``): the maps come from an extra forward/backward of
-      the extractor on the clean rows (joint copies: the first copy's rows, shared by the copies), then
-      ``loader.occlude`` and a plain step on the whole batch. An :class:`EarlyHead` adds its
-      :meth:`~EarlyHead.aux_loss` with weight ``aux_weight`` (KeepAugment's 0.3); give its parameters to
-      the optimizer.
-
-    ``prepare``: images -> what the model takes (device, memory format). ``valid`` rows of ``meta`` weight
-    the loss (pad rows count zero)."""
-
-    def __init__(self, model, optimizer, loader, saliency, *, free: bool | None = None, aux_weight: float = 0.3,
-                 prepare=None):
-        cfg = loader.cfg
-        if not (cfg.train and cfg.method.deferred):
-            raise ValueError(f"loader: SaliencyStep needs a training loader whose method has saliency='model', "
-                             f"got {cfg.method}")
-        joint_clean = cfg.copies == 2 and cfg.copy_mode == "joint" and cfg.p_keep_image == (1.0, 0.0)
-        can_free = joint_clean and isinstance(saliency, NormGrad) and saliency.target == "loss"
-        if free is None:
-            free = can_free
-        if free and not can_free:
-            raise ValueError("free=True needs copies=2, copy_mode='joint', p_keep_image=(1.0, 0.0) and "
-                             "saliency=NormGrad(model, layer, target='loss')")
-        self.model, self.optimizer, self.loader, self.saliency = model, optimizer, loader, saliency
-        self.free = bool(free)
-        # the free step reads NormGrad off its own backward, as the bank's feed does
-        self._tap = SaliencyTap(model, "normgrad", saliency.layer) if self.free else None
-        self.aux_weight = float(aux_weight)
-        self.prepare = prepare or (lambda x: x)
-
-    def _loss(self, logits, targets, valid, denom):
-        return (soft_cross_entropy(logits, targets) * valid).sum() / denom
-
-    def __call__(self, batch):
-        device = next(self.model.parameters()).device
-        valid = batch.meta["valid"].to(device, torch.float32)
-        denom = valid.sum().clamp_min(1.0)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.free:
-            return self._free(batch, valid, denom)
-        m, n = self.loader.cfg.copies, batch.images.shape[0]
-        b = n // m
-        rows = b if self.loader.cfg.copy_mode == "joint" else n  # joint copies share their map
-        # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
-        clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
-        maps = self.saliency(clean, batch.labels[:rows].to(clean.device))
-        batch = self.loader.occlude(batch, maps)
-        images = self.prepare(batch.images)
-        loss = self._loss(self.model(images), batch.targets.to(device), valid, denom)
-        if isinstance(self.saliency, EarlyHead):
-            loss = loss + self.aux_weight * self.saliency.aux_loss(images, batch.labels.to(device),
-                                                                   batch.targets.to(device))
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), batch
-
-    def _free(self, batch, valid, denom):
-        device = valid.device
-        b = batch.images.shape[0] // 2
-        logits = self.model(self._tap.watch(self.prepare(batch.images[:b])))
-        loss0 = self._loss(logits, batch.targets[:b].to(device), valid[:b], denom)
-        loss0.backward()  # the gradient of the training loss at the layer: this backward's
-        del logits
-        batch = self.loader.occlude(batch, self._tap.maps())
-        loss1 = self._loss(self.model(self.prepare(batch.images[b:])), batch.targets[b:].to(device), valid[b:],
-                           denom)
-        loss1.backward()
-        self.optimizer.step()
-        return (loss0 + loss1).detach(), batch
 
 
 class SaliencyTap:
@@ -441,8 +355,3 @@ def parse_saliency(text: str, model: nn.Module, num_classes: int | None = None):
         return Attention(model, arg or "layer4")
     raise ValueError(f"saliency must be image, normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER] or "
                      f"attention[:LAYER], got {text!r}")
-
-
-def soft_cross_entropy(logits, targets):
-    """Per-row soft-target cross entropy."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)

@@ -1,0 +1,79 @@
+"""What a loader reads: the samples of an ImageFolder tree or a ``path label`` list, their class count, and the
+check of their files (:class:`~pipelines.loader.runtime.Runtime`'s ``verify``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data.imagefiles import read_file_list, scan_image_folder
+from pipelines.data.verify import find_bad_images, pixel_limit, verify_cached
+
+#: An inferred class count above ``LABEL_SLACK + LABEL_SPREAD * (distinct labels)`` is taken for a typo.
+LABEL_SLACK = 1000
+LABEL_SPREAD = 10
+
+
+class Dataset:
+    """The samples of ``root`` (class-folder root ``root/<class>/<image>`` or a text file of ``path label``
+    lines): ``paths``, ``labels`` (int64), ``classes`` (folder names, None for a list) and ``num_classes``."""
+
+    def __init__(self, root, num_classes: int | None, runtime):
+        self.root = Path(root)
+        if self.root.is_file():
+            self.paths, labels = read_file_list(self.root)
+            self.classes = None
+        else:
+            self.paths, labels, self.classes = scan_image_folder(self.root)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.num_classes = infer_num_classes(self.labels, self.paths, num_classes, self.root)
+        if runtime.verify != "none":
+            self._verify(runtime)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def names(self) -> list[str]:
+        """The sample paths relative to the dataset's folder (what a bank's dataset fingerprint hashes)."""
+        base = self.root if self.root.is_dir() else self.root.parent
+        return [os.path.relpath(p, base) for p in self.paths]
+
+    def _verify(self, runtime) -> None:
+        """Refuse a dataset with unreadable files, listing them, before any batch."""
+        workers = max(2, os.cpu_count() or 2)
+        with pixel_limit(runtime.max_image_pixels):
+            if runtime.verify == "full":
+                bad, _ = verify_cached(self.paths, workers=workers)
+            else:
+                bad = find_bad_images(self.paths, full=False, workers=workers)
+        if bad:
+            listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise ValueError(f"{len(bad)} unreadable image file(s) under {self.root}:\n{listing}{more}\n"
+                             "Remove or fix them (`python -m pipelines.data.verify ROOT` lists them).")
+
+
+def infer_num_classes(labels, paths, num_classes, source) -> int:
+    """``num_classes`` when given, else ``max(labels) + 1`` -- unless that is implausibly large.
+
+    A typo label (``100000000`` in a list of labels 0..9) would otherwise allocate targets of 100M
+    classes per row (800 MB for two rows) without a word. When the largest label exceeds
+    ``1000 + 10 * (number of distinct labels)`` and ``num_classes`` was not given, raise naming the
+    label and its first file; passing ``num_classes`` explicitly accepts any label below it.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise ValueError(f"{source} lists no samples")
+    top = int(labels.max())
+    if num_classes is not None:
+        if top >= int(num_classes):
+            raise ValueError(f"num_classes={num_classes} but the labels of {source} go up to {top} "
+                             f"({paths[int(np.argmax(labels))]})")
+        return int(num_classes)
+    distinct = int(np.unique(labels).size)
+    if top + 1 > LABEL_SLACK + LABEL_SPREAD * distinct:
+        raise ValueError(f"label {top} of {paths[int(np.argmax(labels))]} (in {source}) is far above the others "
+                         f"({distinct} distinct labels): a typo? Fix it, or pass num_classes= explicitly "
+                         f"(targets then have that many columns)")
+    return top + 1

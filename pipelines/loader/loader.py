@@ -1,0 +1,279 @@
+"""``OcclusionLoader``: a DataLoader-like iterator over a DALI pipeline with occlusion augmentation.
+
+Rows are copy-major: row ``c * B + i`` is copy ``c`` of sample ``i`` of the batch (Fong & Vedaldi's M copies of
+a batch, concatenated on the device). Each batch unpacks as ``images, targets`` and also carries ``labels`` and
+``meta`` (DESIGN.md section 5). The method (:mod:`pipelines.methods`) decides what happens to each copy; the
+loader builds and runs the pipeline, keeps its position (resume), and hands the model's side to its
+:class:`~pipelines.loader.training_side.TrainingSide`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from kernels.checks import check_bool, check_choice, check_int
+from pipelines.loader.batch import Batch
+from pipelines.loader.dataset import Dataset
+from pipelines.loader.errors import dead_worker, describe_failure
+from pipelines.loader.graph import build_pipeline
+from pipelines.loader.lifecycle import check_spawn_safe_main, worker_setup_for
+from pipelines.loader.outputs import BatchAssembler
+from pipelines.loader.plan import AugmentConfig
+from pipelines.loader.runtime import Runtime
+from pipelines.loader.seeding import pipeline_seed
+from pipelines.loader.source import ImageSource
+from pipelines.loader.training_side import TrainingSide
+from pipelines.methods import get_method
+
+__all__ = ["Batch", "OcclusionLoader"]
+
+#: Seeds are NumPy ``SeedSequence`` entropy; capped at 64 bits so that a seed is one machine word in
+#: ``state_dict()`` and in logs. DALI gets a 63-bit seed derived from it (:mod:`pipelines.loader.seeding`).
+SEED_LIMIT = 2 ** 64
+DTYPES = ("float32", "float16")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"gpu"`` when CUDA is usable, else ``"cpu"``."""
+    check_choice("device", device, DEVICES)
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("device='gpu' was requested but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+class OcclusionLoader:
+    """Iterate augmented batches of an ImageFolder tree (or a ``path label`` file list).
+
+    Args:
+        root: class-folder root (``root/<class>/<image>``) or a text file of ``path label`` lines.
+        batch_size: samples per batch before copies (rows per batch are ``batch_size * copies``).
+        method: a registry name (:data:`pipelines.methods.METHODS`) with its options as keyword arguments,
+            a ``"name:key=value,..."`` string, or a method object (``CutMix(alpha=1.0)``); see
+            :mod:`pipelines.methods`. An option the method does not have is a ``ValueError`` listing its options.
+        train: random-resized-crop + flip + the method (True) or the validation transform (resize shorter
+            side to 256, centre crop 224, nothing else).
+        output_size: side of the output crops (224).
+        copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.loader.plan`);
+            ``p_keep_image`` is one probability or one per copy (joint training: ``(1.0, 0.0)``).
+        auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9) or ``"auto_augment"`` (ImageNet policy), DALI's
+            ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come from DALI's
+            seeded generator, not the reader's.
+        label_smoothing: timm-style smoothing of the soft targets.
+        num_classes: K of the targets (default: the number of class folders / max label + 1).
+        device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
+            ``torch.cuda.current_device()``, which is ``LOCAL_RANK`` once a ``torchrun`` script called
+            ``torch.cuda.set_device``). The pipeline, any CUDA work and the output tensors live on it.
+        seed: every random choice derives from it (same seed, same batches); an integer in [0, 2**64).
+            DALI's own operators get a seed derived from (seed, shard_id, start epoch, start batch).
+        shard_id, num_shards, shuffle, last_batch: see :mod:`pipelines.loader.source`.
+        dtype: ``"float32"`` or ``"float16"`` images.
+        runtime: how the loader runs, not what it yields: DALI threads, reader workers, queue depth and the
+            checks of the image files (:class:`pipelines.loader.runtime.Runtime`, or a dict of its fields).
+        **options: the method's options (e.g. ``alpha=1.0, p=0.5`` for ``"cutmix"``; ``fill`` for the
+            erasing methods; ``saliency`` and, with ``saliency="bank"``, ``bank`` for the saliency-guided ones).
+    """
+
+    def __init__(self, root, batch_size: int, method="none", *, train: bool = True, output_size: int = 224,
+                 copies: int = 1, copy_mode: str = "joint", p_keep_image=0.0, auto_augment: str | None = None,
+                 label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
+                 device_id: int | None = None, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
+                 shuffle: bool | None = None, last_batch: str = "partial", dtype: str = "float32",
+                 runtime: Runtime | dict | None = None, **options):
+        self.batch_size = check_int("batch_size", batch_size)
+        train = check_bool("train", train)
+        shuffle = check_bool("shuffle", shuffle, optional=True)
+        self.seed = check_int("seed", seed, lo=0, hi=SEED_LIMIT - 1)
+        self.dtype = check_choice("dtype", dtype, DTYPES)
+        if num_classes is not None:
+            check_int("num_classes", num_classes)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.runtime = Runtime.of(runtime)
+        self.method = get_method(method, **options)
+        self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
+                                 copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
+        self.data = Dataset(root, num_classes, self.runtime)
+        self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
+        self.device = resolve_device(device)
+        if device_id is not None:
+            check_int("device_id", device_id, lo=0)
+        self.device_id = None if self.device != "gpu" else (
+            torch.cuda.current_device() if device_id is None else int(device_id))
+        self._channel = None
+        if train and self.method.source is not None:  # the source binds to the dataset (the bank opens its file)
+            bound, self._channel = self.method.source.attach(self.data, rows_per_batch=self.batch_size * copies,
+                                                             num_shards=num_shards, last_batch=last_batch)
+            if bound is not self.method.source:
+                self.cfg = dataclasses.replace(self.cfg, method=self.method.with_source(bound))
+        self._training = TrainingSide(self.cfg, self.num_classes, label_smoothing, self._channel)
+        self._source_args = dict(paths=self.data.paths, labels=self.data.labels, batch_size=self.batch_size,
+                                 cfg=self.cfg, seed=self.seed, shuffle=train if shuffle is None else shuffle,
+                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
+        self._source = ImageSource(**self._source_args)
+        self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
+        self._pending_failure = None  # a reader failure to raise once the batches before it are served
+        self._epoch = 0      # epoch the next batch belongs to
+        self._batch = 0      # batches of that epoch already served
+        self._pipe = self._assemble = None
+        self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+
+    # -- DataLoader-like surface -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._source.batches_per_epoch()
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.data)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next iteration at the beginning of ``epoch``."""
+        self._epoch, self._batch = check_int("epoch", epoch, lo=0), 0
+
+    def state_dict(self) -> dict:
+        """Position to resume from: the next batch to serve, plus what must match on resume; with a saliency
+        bank, also the bank (its path and generation), every push so far written first."""
+        state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+                 "dataset_size": self.dataset_size, "batch_size": self.batch_size,
+                 "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+        if self._channel is not None:
+            state.update(self._channel.state())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``; the method's saliency source resumes its own part (the bank: the file the
+        state names, unchanged since)."""
+        mine = self.state_dict()
+        for key in ("seed", "dataset_size", "batch_size", "shard_id", "num_shards"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"cannot resume: state_dict has {key}={state.get(key)!r}, this loader has {mine[key]!r}")
+        if not 0 <= state["batch"] <= len(self):
+            raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {len(self)}]")
+        if ("bank" in state) != ("bank" in mine):
+            raise ValueError("cannot resume: " + ("the state_dict has a saliency bank and this loader none (give its "
+                             "method saliency='bank' and bank=...)" if "bank" in state else
+                             "this loader has a saliency bank and the state_dict none"))
+        if self._channel is not None:
+            self._channel.restore(state, int(state["epoch"]), int(state["batch"]))
+        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self):
+        token = self._claim_iterator()
+        try:
+            if self._batch >= len(self):
+                self._epoch, self._batch = self._epoch + 1, 0
+            if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
+                if self._channel is not None:
+                    self._channel.before_epoch(self._epoch)
+                self._build(self._epoch, self._batch)
+            while self._batch < len(self):
+                self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
+                batch = self._training.step(self._assemble(self._run()))
+                self._batch += 1
+                self._pipe_pos = (self._epoch, self._batch)
+                yield batch
+            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain. With a
+            # channel (the bank) it ended with the epoch: the next one is read once this epoch's pushes are in.
+            self._epoch, self._batch = self._epoch + 1, 0
+            self._pipe_pos = (self._epoch, 0) if self._channel is None else None
+        finally:
+            if self._live_iter is token:
+                self._live_iter = None
+
+    def _claim_iterator(self):
+        """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
+        nested ``for`` over the same loader would never end), so the second is refused. An iterator stops
+        being live when it is exhausted, closed, or garbage-collected (``break`` out of a ``for`` loop)."""
+        if self._live_iter is not None:
+            raise RuntimeError(
+                "this OcclusionLoader is already being iterated: one loader serves one position, so a second "
+                "live iterator (zip(L, L), a nested `for` over the same loader, or an unfinished iter(L) kept "
+                "in a variable) would steal its batches. Finish or close() the first iterator, or build a "
+                "second loader.")
+        token = object()
+        self._live_iter = token
+        return token
+
+    # -- the model in the loop -------------------------------------------------------------------
+    def training_side(self) -> TrainingSide:
+        """The object the training loop holds: ``occlude``, ``feedback`` and the soft-target rule."""
+        return self._training
+
+    def occlude(self, batch: Batch, maps: torch.Tensor) -> Batch:
+        """:meth:`TrainingSide.occlude <pipelines.loader.training_side.TrainingSide.occlude>`."""
+        return self._training.occlude(batch, maps)
+
+    def feedback(self, batch: Batch, maps: torch.Tensor, rows=None) -> None:
+        """:meth:`TrainingSide.feedback <pipelines.loader.training_side.TrainingSide.feedback>`."""
+        self._training.feedback(batch, maps, rows)
+
+    @property
+    def bank(self):
+        """The saliency bank's file (``None`` without one)."""
+        return getattr(self._channel, "file", None)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _run(self):
+        dead = dead_worker(self._pipe, self._epoch, self._batch)
+        if dead is not None:
+            self.close()
+            raise dead
+        try:
+            return self._pipe.run()
+        except StopIteration:
+            pending, self._pending_failure = self._pending_failure, None
+            self.close()
+            if pending is not None:  # the batches before the bad file were served: now its error
+                raise pending.error from None
+            raise RuntimeError(f"the reader ended epoch {self._epoch} early at batch {self._batch}") from None
+        except BaseException as exc:
+            # Drop the pipeline whatever happened (a KeyboardInterrupt too): its queues may have moved past
+            # the recorded position, so the next iteration rebuilds at (self._epoch, self._batch).
+            self.close()
+            pending, self._pending_failure = self._pending_failure, None
+            if not isinstance(exc, Exception):
+                raise
+            failure = describe_failure(exc, self._source, self._epoch, self._batch)
+            if pending is not None or failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
+                raise failure.error from exc
+            # The workers met the bad file a few batches ahead: serve the good batches before it first.
+            stop = (failure.bad_batch[0] - self._epoch) * len(self) + failure.bad_batch[1] - self._batch
+            self._build(self._epoch, self._batch, stop_at=stop)
+            self._pending_failure = failure
+            return self._run()
+
+    def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
+        self.close()
+        check_spawn_safe_main()  # before any worker is spawned
+        self._pending_failure = None
+        source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
+        source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
+        if self._channel is not None:  # the source's reads of the next epoch wait for this epoch's pushes
+            stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
+        if stop_at is not None:
+            source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
+        self._pipe, names = build_pipeline(
+            source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
+            num_threads=self.runtime.threads, py_workers=self.runtime.py_workers, dtype=self.dtype,
+            prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
+        self._pipe.build()
+        target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
+        self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
+        self._pipe_pos = (epoch, batch)
+
+    def close(self) -> None:
+        """Stop the pipeline and its reader processes."""
+        if self._pipe is not None:
+            del self._pipe
+            self._pipe = None
+
+    def __del__(self):
+        try:
+            self.close()
+            if getattr(self, "_channel", None) is not None:
+                self._channel.close()
+        except Exception:
+            pass
