@@ -12,7 +12,7 @@
 * :func:`cutmix_box` -- CutMix's box and the lambda corrected to the exact kept area.
 
 Boxes are ``(N, K, 4)`` int32 ``(y0, x0, y1, x1)``, half-open, padded with -1. The exact kept area of any
-box list is :func:`kernels.apply.lam_from_boxes`. The fill (the dataset mean, i.e. 0 after mean/std
+box list is :func:`kernels.areas.lam_from_boxes`. The fill (the dataset mean, i.e. 0 after mean/std
 normalisation, as in the reference codes) is applied elsewhere.
 """
 from __future__ import annotations

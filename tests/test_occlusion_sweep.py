@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels.apply import lam_from_boxes
+from kernels.areas import lam_from_boxes
 from pipelines.tools.occlusion_sweep import condition_boxes, sweep_conditions
 
 REPO = Path(__file__).resolve().parents[1]

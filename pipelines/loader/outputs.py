@@ -16,7 +16,7 @@ import torch
 from nvidia.dali import types
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
-from kernels.apply import lam_from_boxes
+from kernels.areas import lam_from_boxes
 from pipelines.loader.batch import Batch
 from pipelines.loader.graph import Output
 from pipelines.loader.source import unpack_meta

@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchvision
 
-from kernels.apply import cell_edges, cell_mask, lam_from_mask, occlude
+from kernels.areas import cell_edges
 from kernels.checks import check_int
 from kernels.search import topk_cells
 from pipelines.methods.base import CopyPlan, Method
@@ -64,26 +62,34 @@ class AttentiveCutMix(Method):
         plan.partner = rng.permutation(rows).astype(np.int32)
         return plan
 
-    def trunk(self) -> torch.nn.Module:
+    # torch and torchvision are imported inside the training-side functions: the reader workers unpickle this
+    # method and never need them (see pipelines.methods.saliency_guided)
+    def trunk(self):
         key = (self.checkpoint, self.arch)
         if key not in _TRUNKS:
             _TRUNKS[key] = load_trunk(self.checkpoint, self.arch)
         return _TRUNKS[key]
 
-    @torch.no_grad()
-    def attention(self, images: torch.Tensor) -> torch.Tensor:
+    def attention(self, images):
         """``(N, Gh, Gw)`` channel-mean attention of the frozen trunk on the resized batch."""
+        import torch
+
         trunk = self.trunk().to(images.device)
         x = images.float()
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                                                 align_corners=False)
-        return trunk(x).mean(1)
+        with torch.no_grad():
+            return trunk(x).mean(1)
 
     def train_step(self, batch, targets):
         """The mixed batch: rows with a partner (``meta["partner"]``, a batch row) keep their top-k cells and
         take the rest from the partner; ``lam``, ``boxes`` (the pasted cells) and the soft ``targets`` (the
         loader's rule, ``targets(labels, partner_labels, lam)``) follow."""
+        import torch
+
+        from kernels.apply import cell_mask, lam_from_mask, occlude
+
         images = batch.images
         n, _, h, w = images.shape
         partner = batch.meta["partner"].numpy().astype(np.int64)
@@ -102,9 +108,12 @@ class AttentiveCutMix(Method):
                              meta={"lam": lam, "boxes": torch.from_numpy(_cell_boxes(from_partner, partner, h, w))})
 
 
-def load_trunk(checkpoint, arch: str = "resnet50") -> torch.nn.Module:
+def load_trunk(checkpoint, arch: str = "resnet50"):
     """A torchvision classifier built without weights, loaded from ``checkpoint`` (a state dict or a
     dict holding ``"state_dict"`` / ``"model"``), cut before its global pooling; eval mode, frozen."""
+    import torch
+    import torchvision
+
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"checkpoint must be a torchvision checkpoint file, {path} does not exist")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.apply import lam_from_boxes
+from kernels.areas import lam_from_boxes
 from kernels.boxes import cutmix_box
 from kernels.checks import check_positive
 from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
@@ -35,7 +35,7 @@ class CutMix(Method):
         perm = rng.permutation(rows).astype(np.int32)
         boxes, _ = cutmix_box(rng, size, size, self.alpha, n=None if self.per_batch() else rows)
         boxes = np.broadcast_to(boxes, (rows, 4)).astype(np.int32)[:, None]
-        # lam: the exact kept area of the box (kernels.apply.lam_from_boxes; the gate sets 1 on rows left whole)
+        # lam: the exact kept area of the box (kernels.areas.lam_from_boxes; the gate sets 1 on rows left whole)
         lam = lam_from_boxes(boxes, size, size, perm).astype(np.float32)
         return CopyPlan(boxes, lam, perm, {PARTNER: perm, PASTE_BOXES: boxes})
 

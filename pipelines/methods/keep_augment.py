@@ -16,13 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import torch
-
 from dali_ops import mixing
-from kernels.apply import box_mask, occlude
 from kernels.checks import check_choice, check_int, check_positive, check_probability
 from pipelines.methods.base import CopyPlan, Erasing, Fragment, InputSpec
-from pipelines.methods.saliency_guided import SaliencyGuided, eager_box_search, partner_and_cutmix_side
+from pipelines.methods.saliency_guided import SaliencyGuided, partner_and_cutmix_side
 
 MAP_INDEX = InputSpec("map_index", np.int32, whole=-1)
 TRIES = InputSpec("tries", np.int32, (-1, 2))
@@ -121,11 +118,13 @@ class KeepPaste(_Keep):
         return Fragment(g.normalize(g.augment(u8), mirror=mirror), draws=nodes, source=g.clean(u8, mirror))
 
     def occlude(self, images, maps, draws, sources=None):
+        import torch  # the training side only (see pipelines.methods.saliency_guided)
+
+        from kernels.apply import box_mask, occlude
+
         if sources is None:
             raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
-        boxes = eager_box_search(maps.cpu().numpy(), draws[self.search_draws], draws["map_index"],
-                                 **self.search_kwargs(draws))
-        boxes = torch.from_numpy(boxes).to(images.device)
+        boxes = self.eager_search(maps, draws).to(images.device)
         # inside the important region, the un-augmented pixels (the graph's paste_boxes(augmented, boxes, u8))
         out = occlude(images, box_mask(boxes, *images.shape[-2:]), source=sources)
         return out, boxes, torch.full((len(images),), -1, dtype=torch.int32, device=images.device)

@@ -1,6 +1,10 @@
 """The base of the saliency-guided methods (SaliencyMix, Fong & Vedaldi's saliency occlusion, KeepAugment,
 KeepCutMix): a search on a saliency map, then an apply, in the graph or on the training side.
 
+Method modules import torch only inside their training-side functions: the reader workers unpickle the methods,
+and a worker without torch starts in about a second with about 130 MB where one with torch (and torchvision)
+takes three seconds and 800 MB (``/usr/bin/time python -c "import torchvision"`` on this machine).
+
 Where the map comes from is the method's ``saliency`` option, a source object
 (:mod:`pipelines.saliency.sources`: ``ImageSaliency``, ``ModelSaliency``, ``BankSaliency``, or any
 :class:`~pipelines.saliency.base.SaliencySource`) or its shorthand ``"image"`` / ``"model"`` / ``"bank"``. A source
@@ -17,10 +21,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 import dali_ops
-from kernels.apply import box_mask, occlude
 from kernels.boxes import cutmix_side
 from pipelines.methods.base import Fragment, Method
 from pipelines.saliency.sources import saliency_source
@@ -102,13 +104,22 @@ class SaliencyGuided(Method):
         """``fn.occlusion.box_search``'s arguments for this method (as its graph fragment passes them)."""
         raise NotImplementedError
 
-    def occlude(self, images: torch.Tensor, maps: torch.Tensor, draws: dict, sources=None) -> tuple:
+    def eager_search(self, maps, draws: dict):
+        """The graph's search on the training side: ``(B, 1, 4)`` int32 boxes (a CPU tensor) of ``maps``."""
+        import torch
+
+        return torch.from_numpy(eager_box_search(maps.cpu().numpy(), draws[self.search_draws], draws["map_index"],
+                                                 **self.search_kwargs(draws)))
+
+    def occlude(self, images, maps, draws: dict, sources=None) -> tuple:
         """Search and apply on one copy: ``images`` (B, 3, S, S) clean normalised rows, ``maps`` (B, S, S)
         float32, ``draws`` the copy's host draws by InputSpec name (NumPy). Returns the occluded images,
         ``(B, 1, 4)`` int32 boxes and the within-copy partner (-1: none), both on the images' device."""
-        boxes = eager_box_search(maps.cpu().numpy(), draws[self.search_draws], draws["map_index"],
-                                 **self.search_kwargs(draws))
-        boxes = torch.from_numpy(boxes).to(images.device)
+        import torch  # the training side only: the reader workers unpickle the methods and never import torch
+
+        from kernels.apply import box_mask, occlude
+
+        boxes = self.eager_search(maps, draws).to(images.device)
         mask = box_mask(boxes, *images.shape[-2:])
         if self.paste_partner is None:
             partner = torch.full((len(images),), -1, dtype=torch.int32, device=images.device)

@@ -20,14 +20,15 @@ each condition erases its boxes on a copy with the training side's erase rule (:
 fill 0 after normalisation = the dataset mean, the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
 functions the training methods use -- drawn from ``default_rng([seed, condition, batch])``, so every
 condition is reproducible and independent of the others. The occluded share is the exact erased area
-(:func:`kernels.apply.lam_from_boxes`), averaged over the images.
+(:func:`kernels.areas.lam_from_boxes`), averaged over the images.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from kernels.apply import box_mask, lam_from_boxes, occlude
+from kernels.apply import box_mask, occlude
+from kernels.areas import lam_from_boxes
 from kernels.boxes import cutout_boxes, hide_and_seek_boxes
 
 P_KEEP_PATCH = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
