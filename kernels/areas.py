@@ -12,7 +12,7 @@ import numpy as np
 
 from kernels.checks import check_int
 
-from . import _twin
+from . import _xp
 
 __all__ = ["lam_from_boxes", "lam_from_cells", "cell_edges", "as_row_boxes"]
 
@@ -75,7 +75,7 @@ def lam_from_boxes(boxes, H: int, W: int, partner_index=None):
         ``(N,)`` float64 (``(4,)`` / ``(N, 4)`` boxes are one box per row; a ``(4,)`` box gives ``(1,)``).
     """
     H, W = _check_hw(H, W)
-    xp = _twin.array_module(boxes, partner_index)
+    xp = _xp.array_module(boxes, partner_index)
     b = xp.asarray(boxes)
     n_rows = b.shape[0] if b.ndim >= 2 else 1
     b = as_row_boxes(b, n_rows, xp).astype(xp.int64)
@@ -132,7 +132,7 @@ def lam_from_cells(cells, H: int, W: int, partner_index=None):
     cells count with their true size. Rows whose ``partner_index`` is -1 get 1.
     """
     H, W = _check_hw(H, W)
-    xp = _twin.array_module(cells)
+    xp = _xp.array_module(cells)
     m = xp.asarray(cells)
     if m.ndim != 3 or m.dtype != xp.bool_:
         raise ValueError(f"cells must be a bool array of shape (N, Gh, Gw), got shape {tuple(m.shape)} "

@@ -13,7 +13,7 @@ import numpy as np
 
 from kernels.checks import check_int
 
-from . import _twin
+from . import _xp
 
 __all__ = ["topk_cells"]
 
@@ -42,7 +42,7 @@ def topk_cells(attention, k: int = 6):
     Returns:
         ``(mask, lam)``: ``(N, Gh, Gw)`` bool with exactly k True per row, and the float ``k / (Gh * Gw)``.
     """
-    xp = _twin.array_module(attention)
+    xp = _xp.array_module(attention)
     a = xp.asarray(attention)
     if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < 1 or a.dtype.kind not in "fiub":
         raise ValueError(f"attention must be a real (N, Gh, Gw) array, got shape {tuple(a.shape)} dtype {a.dtype}")

@@ -129,6 +129,13 @@ def cuda_devices() -> int:
         return 0
 
 
+def torch_devices() -> list[str]:
+    """The devices a torch rule is checked on: the CPU, and CUDA where torch sees a GPU."""
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 #: GPU-only tests: they run where a GPU is lent and are skipped (and reported as such) elsewhere.
 requires_gpu = pytest.mark.skipif(cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")
 

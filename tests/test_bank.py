@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.saliency.bank import (BankFile, BankReader, SaliencyBank, make_stamp, push_cells, read_window,
-                            stamp_epoch)
+from pipelines.saliency.bank import BankFile, BankReader, SaliencyBank, make_stamp, read_window, stamp_epoch
+from pipelines.saliency.bank_writer import push_cells
 
 G = 22
 

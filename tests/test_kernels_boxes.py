@@ -88,14 +88,14 @@ def test_plan_batch_mode_cutmix_is_the_reference_step_for_a_fixed_seed(alpha):
     drawn from the batch generator after the documented crop, flip and partner draws."""
     from kernels.crops import random_resized_crop
     from pipelines.methods import get_method
-    from pipelines.loader.plan import AugmentConfig, batch_rng, plan_batch
+    from pipelines.loader.plan import RATIO, SCALE, AugmentConfig, batch_rng, plan_batch
 
     heights, widths = np.array([300, 480, 224, 375, 500, 333]), np.array([400, 360, 224, 500, 281, 500])
     cfg = AugmentConfig(method=get_method("cutmix", mode="batch", alpha=alpha))
     for batch_index in range(5):
         plan = plan_batch(cfg, batch_rng(11, 0, batch_index, 0), heights, widths)
         replay = batch_rng(11, 0, batch_index, 0)
-        random_resized_crop(replay, heights, widths, cfg.scale, cfg.ratio)
+        random_resized_crop(replay, heights, widths, SCALE, RATIO)
         replay.random(len(heights))  # flips
         perm = replay.permutation(len(heights))
         rbox, rlam = ref.clovaai_cutmix_batch(replay, cfg.output_size, cfg.output_size, alpha)

@@ -65,13 +65,13 @@ def contains(box, yx):
 
 class FragmentContext:
     """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the
-    clean normalised row, the saliency is the given map, and normalise = the graph's erase / paste ops."""
+    clean normalised row, the saliency is the given map, and normalise = the graph's paste op (an erase pastes
+    a constant image of the fill)."""
 
     device = "cpu"
 
-    def __init__(self, maps_node, augmented=None):
-        self.maps_node = maps_node
-        self.augmented = augmented
+    def __init__(self, maps_node, n, shape, augmented=None):
+        self.maps_node, self.n, self.shape, self.augmented = maps_node, n, shape, augmented
 
     def augment(self, u8):  # KeepAugment's selective-paste: the policy's output, given
         return self.augmented
@@ -86,7 +86,10 @@ class FragmentContext:
         if boxes is None:
             return u8
         if partner is None:
-            return mixing.erase_boxes(u8, boxes, fill=fill)
+            value = np.broadcast_to(np.asarray(fill, np.float32).reshape(-1, 1, 1), self.shape)
+            fills = fn.external_source(source=lambda: [np.ascontiguousarray(value)] * self.n, batch=True,
+                                       layout="CHW")
+            return mixing.paste_boxes(u8, boxes, fills)
         return mixing.paste_boxes(u8, boxes, partner_index=partner)
 
 
@@ -105,11 +108,11 @@ def graph_fragment(method, images, maps, draws, sources=None):
         sal = fn.external_source(source=lambda: list(maps), batch=True)
         nodes = {s: fn.external_source(source=rows_of(draws[s.name]), batch=True) for s in specs}
         if sources is None:
-            out, boxes = method.graph(FragmentContext(sal), img, 0, nodes)
+            part = method.graph(FragmentContext(sal, n, images.shape[1:]), img, 0, nodes)
         else:
             src = fn.external_source(source=lambda: list(sources), batch=True, layout="CHW")
-            out, boxes = method.graph(FragmentContext(sal, augmented=img), src, 0, nodes)
-        return out, boxes
+            part = method.graph(FragmentContext(sal, n, images.shape[1:], augmented=img), src, 0, nodes)
+        return part.image, part.boxes
 
     p = pipe()
     p.build()

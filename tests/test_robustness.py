@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-import pipelines.loader as loader_module
+import pipelines.loader.loader as loader_module
 from pipelines import OcclusionLoader
 from pipelines.data.imagefiles import BadImageError, probe_image, scan_image_folder
 
