@@ -3,7 +3,7 @@
 
 The box searches of the saliency-guided methods (SaliencyMix's peak, Fong & Vedaldi's max window,
 KeepAugment's selective cut / paste) are the plugin's ``fn.occlusion.box_search`` operator
-(``dali_ops/csrc/box_ops.cc`` on the CPU, ``dali_ops/csrc/kernels/box_search.cuh`` on the GPU), which the
+(``dali_ops/csrc/box_search/``: ``box_search_cpu.cc`` on the CPU, ``box_search_gpu.cuh`` on the GPU), which the
 graph runs and the training side calls eagerly (:func:`pipelines.methods.saliency.eager_box_search`);
 ``tests/oracles.py`` restates each rule in plain NumPy to check it.
 """
