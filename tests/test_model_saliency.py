@@ -64,8 +64,9 @@ def contains(box, yx):
 
 
 class FragmentContext:
-    """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the
-    clean normalised row, the saliency is the given map, and normalise = the graph's erase / paste ops."""
+    """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the row's
+    uint8 pixels (:func:`crops_of` the clean normalised row), the saliency is the given map, and normalise is
+    the graph's own ``normalize_occlude`` (erase / paste fused with the normalisation)."""
 
     device = "cpu"
 
@@ -83,11 +84,15 @@ class FragmentContext:
         return self.maps_node
 
     def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror, fill=0.0):
-        if boxes is None:
-            return u8
-        if partner is None:
-            return mixing.erase_boxes(u8, boxes, fill=fill)
-        return mixing.paste_boxes(u8, boxes, partner_index=partner)
+        return mixing.normalize_occlude(u8, boxes, partner, blend, mirror=mirror, mean=list(MEAN), std=list(STD),
+                                        fill=fill)
+
+
+def crops_of(rows):
+    """The HWC uint8 pixels whose mean/std normalisation the (N, 3, H, W) rows are (the normalisation of a
+    uint8 value is off it by far less than half a level, so rounding the inverse recovers it)."""
+    u8 = np.rint(rows.astype(np.float64) * STD[:, None, None] + MEAN[:, None, None]).astype(np.uint8)
+    return np.ascontiguousarray(u8.transpose(0, 2, 3, 1))
 
 
 def graph_fragment(method, images, maps, draws, sources=None):
@@ -101,13 +106,13 @@ def graph_fragment(method, images, maps, draws, sources=None):
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, exec_dynamic=True)
     def pipe():
-        img = fn.external_source(source=lambda: list(images), batch=True, layout="CHW")
+        img = fn.external_source(source=rows_of(crops_of(images)), batch=True, layout="HWC")
         sal = fn.external_source(source=lambda: list(maps), batch=True)
         nodes = {s: fn.external_source(source=rows_of(draws[s.name]), batch=True) for s in specs}
         if sources is None:
             out, boxes = method.graph(FragmentContext(sal), img, 0, nodes)
         else:
-            src = fn.external_source(source=lambda: list(sources), batch=True, layout="CHW")
+            src = fn.external_source(source=rows_of(crops_of(sources)), batch=True, layout="HWC")
             out, boxes = method.graph(FragmentContext(sal, augmented=img), src, 0, nodes)
         return out, boxes
 
