@@ -29,11 +29,16 @@ P = ctypes.c_void_p
 I = ctypes.c_int
 
 
+class SearchParams(ctypes.Structure):
+    """box_search's parameters (dali_ops/csrc/box_search/box_search_params.h)."""
+    _fields_ = [("method", I), ("size", I), ("stride", I), ("jitter", I), ("tau", ctypes.c_double), ("quantize", I)]
+
+
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     shim = Path(__file__).resolve().parent / "cpu_kernels" / "cpu_kernels.cc"
     lib = build_shared(tmp_path_factory.mktemp("cpu_kernels"), "cpu_kernels", [shim, *sorted(CSRC.glob("*/*_cpu.cc"))])
-    lib.cpu_box_search.argtypes = [I, I, I, I, ctypes.c_double, I, P, I, I, P, I, P]
+    lib.cpu_box_search.argtypes = [ctypes.POINTER(SearchParams), P, I, I, P, I, P]
     lib.cpu_paste_boxes.argtypes = [P, P, P, I, I, I, I, I, P, I]
     lib.cpu_normalize_occlude.argtypes = [P, I, P, I, ctypes.c_float, P, I, I, I, I, P, P, P, I, P]
     lib.cpu_fine_grained_saliency_u8.argtypes = [P, I, I, I, I, P]
@@ -60,8 +65,9 @@ def search(lib, sal, draws, method, size=0, stride=1, jitter=0, tau=0.6, quantiz
     sal = np.ascontiguousarray(sal, np.float32)
     draws = np.ascontiguousarray(draws, np.int32)
     box = np.zeros(4, np.int32)
-    lib.cpu_box_search(METHODS[method], size, stride, jitter, tau, int(quantize), ptr(sal), *sal.shape, ptr(draws),
-                       draws.shape[0] if draws.ndim == 2 else 1, ptr(box))
+    params = SearchParams(METHODS[method], size, stride, jitter, tau, int(quantize))
+    lib.cpu_box_search(ctypes.byref(params), ptr(sal), *sal.shape, ptr(draws), draws.shape[0] if draws.ndim == 2 else 1,
+                       ptr(box))
     return box
 
 

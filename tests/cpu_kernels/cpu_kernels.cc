@@ -16,17 +16,10 @@ namespace k = occlusion::kernels;
 
 extern "C" {
 
-void cpu_box_search(int method, int size, int stride, int jitter, double tau, int quantize, const float *map,
-                    int H, int W, const int32_t *draws, int tries, int32_t *box) {
-  k::SearchParams p;
-  p.method = method;
-  p.size = size;
-  p.stride = stride;
-  p.jitter = jitter;
-  p.tau = tau;
-  p.quantize = quantize;
+void cpu_box_search(const k::SearchParams *params, const float *map, int H, int W, const int32_t *draws, int tries,
+                    int32_t *box) {
   k::SearchScratch scratch;
-  k::BoxSearchCpu(p, map, H, W, draws, tries, scratch, box);
+  k::BoxSearchCpu(*params, map, H, W, draws, tries, scratch, box);
 }
 
 void cpu_paste_boxes(const void *in, void *out, const void *partner, int elem_bytes, int chw, int H, int W,

@@ -10,15 +10,7 @@
 
 #include <cstdint>
 
-// Guarded as in fine_grained_saliency/fine_grained_saliency_math.h: each DALI-free header compiles on its own (tests/gpu_check,
-// tests/cuda_emulation) and the two may meet in one translation unit.
-#ifndef OCC_HOST_DEV
-#ifdef __CUDACC__
-#define OCC_HOST_DEV __host__ __device__
-#else
-#define OCC_HOST_DEV
-#endif
-#endif
+#include "common/host_dev.h"
 
 namespace occlusion {
 namespace kernels {

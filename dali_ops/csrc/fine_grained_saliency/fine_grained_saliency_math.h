@@ -42,13 +42,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef OCC_HOST_DEV
-#ifdef __CUDACC__
-#define OCC_HOST_DEV __host__ __device__
-#else
-#define OCC_HOST_DEV
-#endif
-#endif
+#include "common/host_dev.h"
 
 namespace occlusion {
 namespace fgs {
