@@ -7,7 +7,7 @@ STAMP := build/.setup-stamp
 .PHONY: setup build demo test bench pictures clean gpu-vectors gpu-check
 
 # Python dependencies are pinned in pyproject.toml; torch/torchvision wheels come from this machine's disk.
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard dali_ops/csrc/* dali_ops/csrc/kernels/*)
+$(STAMP): pyproject.toml CMakeLists.txt $(shell find dali_ops/csrc -type f)
 	# cupy-cuda13x replaces cupy-cuda12x (both install the `cupy` package): one CUDA stack (README: The CUDA stack)
 	-$(PIP) uninstall -y cupy-cuda12x
 	$(PIP) install "scikit-build-core>=0.10" "nvidia-dali-cuda120==2.4.0" "torch==2.14.1" "torchvision==0.29.1"
@@ -49,7 +49,7 @@ clean:
 
 # GPU check without DALI (issue 9). gpu-vectors (here, with DALI): inputs and CPU-operator outputs of every
 # CUDA kernel as small .npz files in tests/gpu_vectors/ (committed). gpu-check (on a GPU machine with torch,
-# nvcc, CuPy and numba-cuda, no DALI): builds dali_ops/csrc/kernels/*.cuh into a torch extension for sm_90,
+# nvcc, CuPy and numba-cuda, no DALI): builds dali_ops/csrc/*/*_gpu.cuh into a torch extension for sm_90,
 # checks it and the Numba kernels bit for bit, times each per 256 x 224^2 batch -> $(OUT)/gpu_check.json.
 OUT ?= results
 

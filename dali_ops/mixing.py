@@ -7,21 +7,26 @@ map -- cannot drive them. These operators take every tensor as a regular input i
 
 Implementations:
 
-* apply (:func:`erase_boxes`, :func:`paste_boxes`): the plugin's C++/CUDA operators
-  ``fn.occlusion.erase_boxes`` / ``fn.occlusion.paste_boxes`` (``dali_ops/csrc/box_ops.*``) on both
-  devices -- one sample per pool thread as row memcpy + box fill on the CPU, one launch per batch on the
-  GPU; the partner row is an index into the batch, so CutMix needs no ``fn.permute_batch`` copy.
+* normalise + apply (:func:`normalize_occlude`): the plugin's ``fn.occlusion.normalize_occlude``
+  (``dali_ops/csrc/normalize_occlude/``), ``crop_mirror_normalize`` fused with erasing or pasting the
+  boxes -- the graph's erase and paste.
+* apply (:func:`paste_boxes`): the plugin's C++/CUDA operator ``fn.occlusion.paste_boxes``
+  (``dali_ops/csrc/paste_boxes/``) on both devices -- one sample per pool thread as row memcpy on the
+  CPU, one launch per batch on the GPU; the partner row is an index into the batch, so CutMix needs no
+  ``fn.permute_batch`` copy.
 * search (:func:`saliency_peak_box`, :func:`max_window`, :func:`keep_box`): the plugin's
-  ``fn.occlusion.box_search`` on both devices -- C++ with one map per pool thread on the CPU; on the GPU
-  one launch per batch, one thread block per row (``dali_ops/csrc/kernels/box_search.cuh``, DALI-free),
-  giving the CPU operator's boxes bit for bit. ``map_index`` is a CPU input on both. (DALI's
+  ``fn.occlusion.box_search`` on both devices -- C++ with one map per pool thread on the CPU
+  (``dali_ops/csrc/box_search/box_search_cpu.cc``); on the GPU one launch per batch, one thread block per
+  row (``dali_ops/csrc/box_search/box_search_gpu.cuh``, DALI-free), giving the CPU operator's boxes bit
+  for bit. ``map_index`` is a CPU input on both. (DALI's
   ``numba_function`` is not used: DALI 2.4's GPU numba plugin refuses a CUDA 13 toolkit.) Tests check the
   CPU operator against the NumPy oracles of ``tests/oracles.py`` and the GPU one against the CPU one.
 
 Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``device="gpu"`` needs a GPU):
 
-* :func:`erase_boxes` -- Cutout / Hide-and-Seek / Fong & Vedaldi fill (DeVries & Taylor 2017,
-  uoguelph-mlrg/Cutout ``util/cutout.py``: fill 0 after normalisation).
+* :func:`normalize_occlude` -- normalisation fused with the Cutout / Hide-and-Seek / Fong & Vedaldi fill
+  (DeVries & Taylor 2017, uoguelph-mlrg/Cutout ``util/cutout.py``: fill 0 after normalisation) or the
+  CutMix / SaliencyMix paste, and MixUp's blend.
 * :func:`paste_boxes` -- CutMix / SaliencyMix paste at the same location (Yun et al. 2019 Algorithm A1,
   clovaai/CutMix-PyTorch ``train.py``: ``input[:, :, y0:y1, x0:x1] = input[rand_index, :, y0:y1, x0:x1]``).
 * :func:`saliency_peak_box` -- SaliencyMix box (Uddin et al. 2021, ``saliency_bbox`` of the official code).
@@ -31,7 +36,8 @@ Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``de
   centres drawn upstream and given as an input.
 
 Determinism (STYLE.md): every random quantity (cut sizes, jitter, candidate centres) is an input drawn
-upstream from a seeded generator; the operators are pure functions of their inputs.
+upstream from a seeded generator; the operators are pure functions of their inputs (DALI
+``StatelessOperator``s: a pipeline built with ``enable_checkpointing=True`` can save and restore them).
 
 Images are ``"CHW"`` (after ``crop_mirror_normalize``) or ``"HWC"`` (decoded) -- the layout travels with
 the data -- uint8, float16 or float32. Saliency maps ``(H, W)`` float32. Boxes ``(K, 4)`` int32
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["normalize_occlude", "erase_boxes", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
+__all__ = ["normalize_occlude", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
 
 def _check(name, value, allowed):
     if value not in allowed:
@@ -116,19 +122,6 @@ def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mir
     return _plugin().normalize_occlude(*inputs, mirror=mirror, mean=_channel_values("mean", mean),
                                        std=_channel_values("std", std), fill=_channel_values("fill", fill), device=_device(device),
                                        dtype=types.FLOAT if dtype == "float32" else types.FLOAT16, **extra)
-
-
-def erase_boxes(images, boxes, fill=0.0, *, device: str = "cpu"):
-    """Fill each sample's boxes with ``fill`` (Cutout, Hide-and-Seek, Fong & Vedaldi occlusion).
-
-    Args:
-        images: ``CHW`` / ``HWC`` samples (uint8, float16 or float32; the layout must be set).
-        boxes: ``(K, 4)`` int32 samples (``y0, x0, y1, x1``, -1 padded; may overflow the border).
-        fill: scalar or per-channel values in the images' units (0 after normalisation = the dataset mean,
-            as the reference codes; integers in [0, 255] for uint8).
-        device: ``"cpu"`` or ``"gpu"`` (inputs on that device).
-    """
-    return _plugin().erase_boxes(images, boxes, fill=_channel_values("fill", fill), device=_device(device))
 
 
 def paste_boxes(images, boxes, partners=None, partner_index=None, *, device: str = "cpu"):

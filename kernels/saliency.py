@@ -21,7 +21,8 @@ opencv-contrib-python-headless 5.0.0 exactly:
    ``final = uint8(255 * (on + off) / max(max on, max off))``;
 6. returned as ``final * float32(1/255)`` (what OpenCV 5 returns).
 
-The DALI operator ``fn.occlusion.fine_grained_saliency`` (``dali_ops/csrc/fine_grained_saliency.*``)
+The DALI operator ``fn.occlusion.fine_grained_saliency`` (``dali_ops/csrc/fine_grained_saliency/``: the
+CPU kernel ``fine_grained_saliency_cpu.cc``, the CUDA kernels ``fine_grained_saliency_gpu.cuh``)
 computes the same numbers on CPU and GPU; ``tests/test_saliency.py`` checks this module, the
 operator and OpenCV against each other. Images are RGB here (OpenCV is given the BGR version).
 

@@ -3,7 +3,7 @@
 
 The box searches of the saliency-guided methods (SaliencyMix's peak, Fong & Vedaldi's max window,
 KeepAugment's selective cut / paste) are the plugin's ``fn.occlusion.box_search`` operator
-(``dali_ops/csrc/box_ops.cc`` on the CPU, ``dali_ops/csrc/kernels/box_search.cuh`` on the GPU), which the
+(``dali_ops/csrc/box_search/``: ``box_search_cpu.cc`` on the CPU, ``box_search_gpu.cuh`` on the GPU), which the
 graph runs and the training side calls eagerly (:func:`pipelines.methods.saliency_guided.eager_box_search`);
 ``tests/oracles.py`` restates each rule in plain NumPy to check it.
 """
@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.checks import check_int
-
-from . import _xp
+from . import _twin
 
 __all__ = ["topk_cells"]
+
+
+def _int_arg(name, value, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo \
+            or (hi is not None and value > hi):
+        span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an int {span}, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -42,12 +48,12 @@ def topk_cells(attention, k: int = 6):
     Returns:
         ``(mask, lam)``: ``(N, Gh, Gw)`` bool with exactly k True per row, and the float ``k / (Gh * Gw)``.
     """
-    xp = _xp.array_module(attention)
+    xp = _twin.array_module(attention)
     a = xp.asarray(attention)
     if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < 1 or a.dtype.kind not in "fiub":
         raise ValueError(f"attention must be a real (N, Gh, Gw) array, got shape {tuple(a.shape)} dtype {a.dtype}")
     n_rows, gh, gw = a.shape
-    k = check_int("k", k, 0, gh * gw)
+    k = _int_arg("k", k, 0, gh * gw)
     flat = a.reshape(n_rows, gh * gw).astype(xp.float64)
     if bool(xp.isnan(flat).any()):
         raise ValueError("attention contains NaN")

@@ -140,20 +140,30 @@ def torch_devices() -> list[str]:
 requires_gpu = pytest.mark.skipif(cuda_devices() == 0, reason="needs a CUDA device and a plugin built with CUDA")
 
 
-def build_emulation(tmp_dir, name: str):
-    """``tests/cuda_emulation/<name>.cc`` (the unchanged ``.cuh`` kernels, each block run as host threads)
-    compiled with g++ into a shared library and loaded; the test is skipped where there is no g++."""
+#: the plugin's C++ sources; includes name their folder from here ("common/boxes.h")
+CSRC = Path(__file__).resolve().parents[1] / "dali_ops" / "csrc"
+#: the flags CMakeLists.txt compiles the numerics-sensitive CPU kernels with (no FMA contraction)
+CXXFLAGS = ["-std=c++20", "-O1", "-ffp-contract=off"]
+
+
+def build_shared(tmp_dir, name: str, sources, include_dirs=()):
+    """``sources`` compiled with g++ (:data:`CXXFLAGS`, include path ``dali_ops/csrc`` and ``include_dirs``) into
+    ``tmp_dir/<name>.so`` and loaded with ctypes; the test is skipped where there is no g++."""
     import ctypes
     import shutil
     import subprocess
 
     cxx = shutil.which("g++")
     if cxx is None:
-        pytest.skip("needs g++ to build the host emulation")
-    root = Path(__file__).resolve().parents[1]
+        pytest.skip(f"needs g++ to build {name}")
     so = Path(tmp_dir) / f"{name}.so"
-    subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
-                    f"-I{root / 'tests' / 'cuda_emulation'}", f"-I{root / 'dali_ops' / 'csrc'}",
-                    str(root / "tests" / "cuda_emulation" / f"{name}.cc"), "-o", str(so)], check=True)
+    subprocess.run([cxx, *CXXFLAGS, "-shared", "-fPIC", *[f"-I{d}" for d in (*include_dirs, CSRC)],
+                    *map(str, sources), "-o", str(so)], check=True)
     return ctypes.CDLL(str(so))
 
+
+def build_emulation(tmp_dir, name: str):
+    """``tests/cuda_emulation/<name>.cc`` (the unchanged ``*_gpu.cuh`` kernels, each block run as host threads)
+    compiled with g++ into a shared library and loaded; the test is skipped where there is no g++."""
+    emu = Path(__file__).resolve().parent / "cuda_emulation"
+    return build_shared(tmp_dir, name, [emu / f"{name}.cc"], [emu])

@@ -1,4 +1,4 @@
-"""The GPU ``box_search`` kernel (``dali_ops/csrc/kernels/box_search.cuh``) run on the host, against the CPU
+"""The GPU ``box_search`` kernel (``dali_ops/csrc/box_search/box_search_gpu.cuh``) run on the host, against the CPU
 operator: every method, odd and 224^2 maps, ties, -1 rows, maps smaller than the window.
 
 No GPU is needed: ``tests/cuda_emulation/cuda_runtime.h`` runs each thread block as 256 host threads with a

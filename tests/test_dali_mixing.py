@@ -55,23 +55,6 @@ def images_of(rng, dtype, shape):
     return rng.standard_normal(shape).astype(dtype)
 
 
-@pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "uint8"), ("CHW", "float16"),
-                                           ("HWC", "float32")])
-def test_erase_boxes_matches_sliced_oracle(rng, layout, dtype):
-    n, H, W = 4, 13, 17
-    x = images_of(rng, dtype, (n, 3, H, W))
-    boxes = random_boxes(rng, n, 3, H, W)
-    fill = [0.5, -1.0, 2.0] if dtype != "uint8" else [124, 116, 104]
-    feed = x if layout == "CHW" else x.transpose(0, 2, 3, 1)
-    (out,) = run_op([list(np.ascontiguousarray(feed)), list(boxes)],
-                    lambda im, b: mixing.erase_boxes(im, b, fill), n, layouts=(layout,), num_threads=2)
-    expect = ref.erase_nchw(x, boxes, np.array(fill, x.dtype))
-    for i in range(n):
-        got = out[i] if layout == "CHW" else out[i].transpose(2, 0, 1)
-        np.testing.assert_array_equal(got, expect[i])
-        assert got.dtype == x.dtype
-
-
 @pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "uint8"), ("CHW", "float16")])
 def test_paste_boxes_by_partner_index_matches_clovaai_slicing(rng, layout, dtype):
     n, H, W = 5, 11, 14
@@ -103,12 +86,11 @@ def test_paste_boxes_from_another_batch_row_by_row(rng):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda im, b: mixing.erase_boxes(im, b, [1.0, 2.0]), "fill"),
     (lambda im, b: mixing.paste_boxes(im, b, partner_index=fn.constant(idata=7, dtype=types.INT32)),
      "partner_index"),
-    (lambda im, b: mixing.erase_boxes(fn.reshape(im, layout=""), b), "layout"),
+    (lambda im, b: mixing.paste_boxes(fn.reshape(im, layout=""), b, im), "layout"),
 ])
-def test_apply_operators_reject_bad_inputs_naming_them(rng, make, match):
+def test_paste_boxes_rejects_bad_inputs_naming_them(rng, make, match):
     x = list(images_of(rng, "float32", (2, 3, 5, 6)))
     boxes = list(random_boxes(rng, 2, 1, 5, 6))
     with pytest.raises(RuntimeError, match=match):
@@ -172,6 +154,10 @@ def test_normalize_occlude_rejects_bad_arguments(rng):
         run_op([x], lambda im: mixing.normalize_occlude(im, mean=[0], std=[0.0]), 2, layouts=("HWC",))
     with pytest.raises(RuntimeError, match="mean"):
         run_op([x], lambda im: mixing.normalize_occlude(im, mean=[1, 2], std=[1]), 2, layouts=("HWC",))
+    boxes = list(random_boxes(rng, 2, 1, 5, 6))
+    with pytest.raises(RuntimeError, match="`fill` has 2 values"):
+        run_op([x, boxes], lambda im, b: mixing.normalize_occlude(im, b, mean=[0], std=[1], fill=[1.0, 2.0]), 2,
+               layouts=("HWC",))
     with pytest.raises(ValueError, match="dtype"):
         mixing.normalize_occlude(None, mean=0, std=1, dtype="int8")
 
@@ -365,8 +351,8 @@ def test_keep_box_threshold_decisions_equal_numpy_quantile_on_tied_maps(selectiv
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: mixing.erase_boxes(None, None, fill="red"), "fill"),
-    (lambda: mixing.erase_boxes(None, None, fill=[]), "fill"),
+    (lambda: mixing.normalize_occlude(None, None, mean=0, std=1, fill="red"), "fill"),
+    (lambda: mixing.normalize_occlude(None, None, mean=0, std=1, fill=[]), "fill"),
     (lambda: mixing.paste_boxes(None, None, None, 0, device="tpu"), "device"),
     (lambda: mixing.paste_boxes(None, None), "partner"),
     (lambda: mixing.max_window(None, 0), "size"),
@@ -383,38 +369,33 @@ def test_bad_arguments(call, match):
 
 
 # ------------------------------------------------------------------------------------------------------
-# GPU operators (run where a GPU is lent): the CUDA apply kernel and the GPU search path against the CPU
+# GPU operators (run where a GPU is lent): the CUDA paste kernel and the GPU search path against the CPU
 # operators and the NumPy oracles on the same inputs.
 # ------------------------------------------------------------------------------------------------------
 @requires_gpu
 @pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "uint8"), ("CHW", "float16")])
-def test_gpu_apply_operators_equal_the_oracles(rng, layout, dtype):
+def test_gpu_paste_boxes_equals_the_oracle(rng, layout, dtype):
     n, H, W = 6, 19, 23
     x = images_of(rng, dtype, (n, 3, H, W))
     feed = list(np.ascontiguousarray(x if layout == "CHW" else x.transpose(0, 2, 3, 1)))
     boxes = random_boxes(rng, n, 3, H, W)
     partner = np.array([2, -1, 0, 5, 5, 1], np.int32)
-    fill = [0.5, -1.0, 2.0] if dtype != "uint8" else [124, 116, 104]
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=0, seed=0)
     def pipe():
         im = fn.external_source(source=_feeder(feed), batch=True, layout=layout).gpu()
         b = fn.external_source(source=_feeder(list(boxes)), batch=True).gpu()
         idx = fn.external_source(source=_feeder(list(partner)), batch=True).gpu()
-        return (mixing.erase_boxes(im, b, fill, device="gpu"),
-                mixing.paste_boxes(im, b, partner_index=idx, device="gpu"))
+        return mixing.paste_boxes(im, b, partner_index=idx, device="gpu")
 
     p = pipe()
     p.build()
-    erased, pasted = (o.as_cpu() for o in p.run())
-    expect_erase = ref.erase_nchw(x, boxes, np.array(fill, x.dtype))
-    expect_paste = ref.paste_nchw(x, partner, np.where(partner[:, None, None] < 0, -1, boxes))
+    (pasted,) = p.run()
+    pasted = pasted.as_cpu()
+    expect = ref.paste_nchw(x, partner, np.where(partner[:, None, None] < 0, -1, boxes))
     for i in range(n):
-        got_e, got_p = np.array(erased[i]), np.array(pasted[i])
-        if layout == "HWC":
-            got_e, got_p = got_e.transpose(2, 0, 1), got_p.transpose(2, 0, 1)
-        np.testing.assert_array_equal(got_e, expect_erase[i])
-        np.testing.assert_array_equal(got_p, expect_paste[i])
+        got = np.array(pasted[i])
+        np.testing.assert_array_equal(got if layout == "CHW" else got.transpose(2, 0, 1), expect[i])
 
 
 def _search_both(sal, draws, index, kwargs, devices=("cpu", "gpu")):

@@ -64,14 +64,15 @@ def contains(box, yx):
 
 
 class FragmentContext:
-    """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the
-    clean normalised row, the saliency is the given map, and normalise = the graph's paste op (an erase pastes
-    a constant image of the fill)."""
+    """A GraphContext for running a method's own graph fragment on given rows: the 'uint8 crop' is the row's
+    uint8 pixels (:func:`crops_of` the clean normalised row), the saliency is the given map, and normalise is
+    the graph's own ``normalize_occlude`` (erase / paste fused with the normalisation)."""
 
     device = "cpu"
 
-    def __init__(self, maps_node, n, shape, augmented=None):
-        self.maps_node, self.n, self.shape, self.augmented = maps_node, n, shape, augmented
+    def __init__(self, maps_node, augmented=None):
+        self.maps_node = maps_node
+        self.augmented = augmented
 
     def augment(self, u8):  # KeepAugment's selective-paste: the policy's output, given
         return self.augmented
@@ -83,14 +84,15 @@ class FragmentContext:
         return self.maps_node
 
     def normalize(self, u8, boxes=None, partner=None, blend=None, *, mirror, fill=0.0):
-        if boxes is None:
-            return u8
-        if partner is None:
-            value = np.broadcast_to(np.asarray(fill, np.float32).reshape(-1, 1, 1), self.shape)
-            fills = fn.external_source(source=lambda: [np.ascontiguousarray(value)] * self.n, batch=True,
-                                       layout="CHW")
-            return mixing.paste_boxes(u8, boxes, fills)
-        return mixing.paste_boxes(u8, boxes, partner_index=partner)
+        return mixing.normalize_occlude(u8, boxes, partner, blend, mirror=mirror, mean=list(MEAN), std=list(STD),
+                                        fill=fill)
+
+
+def crops_of(rows):
+    """The HWC uint8 pixels whose mean/std normalisation the (N, 3, H, W) rows are (the normalisation of a
+    uint8 value is off it by far less than half a level, so rounding the inverse recovers it)."""
+    u8 = np.rint(rows.astype(np.float64) * STD[:, None, None] + MEAN[:, None, None]).astype(np.uint8)
+    return np.ascontiguousarray(u8.transpose(0, 2, 3, 1))
 
 
 def graph_fragment(method, images, maps, draws, sources=None):
@@ -104,14 +106,14 @@ def graph_fragment(method, images, maps, draws, sources=None):
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, exec_dynamic=True)
     def pipe():
-        img = fn.external_source(source=lambda: list(images), batch=True, layout="CHW")
+        img = fn.external_source(source=rows_of(crops_of(images)), batch=True, layout="HWC")
         sal = fn.external_source(source=lambda: list(maps), batch=True)
         nodes = {s: fn.external_source(source=rows_of(draws[s.name]), batch=True) for s in specs}
         if sources is None:
-            part = method.graph(FragmentContext(sal, n, images.shape[1:]), img, 0, nodes)
+            part = method.graph(FragmentContext(sal), img, 0, nodes)
         else:
-            src = fn.external_source(source=lambda: list(sources), batch=True, layout="CHW")
-            part = method.graph(FragmentContext(sal, n, images.shape[1:], augmented=img), src, 0, nodes)
+            src = fn.external_source(source=rows_of(crops_of(sources)), batch=True, layout="HWC")
+            part = method.graph(FragmentContext(sal, augmented=img), src, 0, nodes)
         return part.image, part.boxes
 
     p = pipe()
@@ -198,7 +200,7 @@ def test_eager_search_in_a_fresh_process():
     """The training side's eager search where no pipeline has loaded the plugin yet: it loads the plugin
     before DALI's dynamic mode is first imported (after it, ``ndd.occlusion`` does not exist)."""
     code = ("import numpy as np\n"
-            "from pipelines.methods.saliency_guided import eager_box_search\n"
+            "from pipelines.methods.saliency import eager_box_search\n"
             "sal = np.zeros((1, 8, 8), np.float32)\n"
             "sal[0, 6, 6] = 1\n"
             "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
@@ -255,8 +257,7 @@ def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
     second copy, forward+backward, one step == one step on the 2B batch (no BatchNorm)."""
     import copy
 
-    from kernels.labels import soft_cross_entropy
-    from pipelines import NormGrad, SaliencyStep
+    from pipelines.feedback import NormGrad, SaliencyStep, soft_cross_entropy
 
     torch.manual_seed(0)
     model = NoBatchNorm()
@@ -301,8 +302,7 @@ def test_fresh_step_with_the_early_head(structured_root):
 
     import torchvision
 
-    from kernels.labels import soft_cross_entropy
-    from pipelines import EarlyHead, SaliencyStep
+    from pipelines.feedback import EarlyHead, SaliencyStep, soft_cross_entropy
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3)

@@ -32,7 +32,7 @@ def test_library_built_for_other_dali_is_refused(monkeypatch, tmp_path):
 
 
 def test_every_cu_file_is_built_when_a_cuda_compiler_exists():
-    """The normal build compiles every ``csrc/*.cu`` whenever CMake can find nvcc (PATH or CUDACXX): each GPU
+    """The normal build compiles every ``csrc/<operator>/*.cu`` whenever CMake can find nvcc (PATH or CUDACXX): each GPU
     operator a ``.cu`` file registers is registered with DALI (compiling needs no GPU)."""
     import os
     import re
@@ -46,7 +46,7 @@ def test_every_cu_file_is_built_when_a_cuda_compiler_exists():
 
     assert dali_ops.build_info().get("cuda") == "1"
     csrc = Path(dali_ops.__file__).parent / "csrc"
-    names = {n for f in csrc.glob("*.cu") for n in re.findall(r"DALI_REGISTER_OPERATOR\((\w+)", f.read_text())}
+    names = {n for f in csrc.glob("*/*.cu") for n in re.findall(r"DALI_REGISTER_OPERATOR\((\w+)", f.read_text())}
     assert names and names <= set(backend.RegisteredGPUOps())
 
 

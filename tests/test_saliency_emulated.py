@@ -1,7 +1,7 @@
-"""The GPU fine-grained saliency kernels (``dali_ops/csrc/kernels/fine_grained_saliency.cuh``) run on the host,
-through their own launch sequence (``LaunchFineGrainedSaliency``), against the CPU operator's maps (the
-committed GPU vectors) and OpenCV: uint8 input at full and reduced resolution, float32 input (SaliencyMix's
-official call), mirrored, odd sizes.
+"""The GPU fine-grained saliency kernels (``dali_ops/csrc/fine_grained_saliency/fine_grained_saliency_gpu.cuh``)
+run on the host, through their own launch sequence (``LaunchFineGrainedSaliency``), against the CPU operator's
+maps (the committed GPU vectors) and OpenCV: uint8 input at full and reduced resolution, float32 input
+(SaliencyMix's official call), mirrored, odd sizes.
 
 No GPU is needed: ``tests/cuda_emulation`` runs each thread block as host threads with barriers for
 ``__syncthreads``, block-wide exchanges for the warp shuffles and ``cub::BlockScan``, and the kernel source is

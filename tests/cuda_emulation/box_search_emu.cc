@@ -1,5 +1,5 @@
-// box_search.cuh's kernel on the host (see cuda_runtime.h here): a C entry point for ctypes.
-#include "kernels/box_search.cuh"
+// box_search_gpu.cuh's kernel on the host (see cuda_runtime.h here): a C entry point for ctypes.
+#include "box_search/box_search_gpu.cuh"
 
 extern "C" int emu_box_search(occlusion::kernels::SearchSample *samples, int n, int method, int size,
                               int stride, int jitter, double tau, int quantize) {

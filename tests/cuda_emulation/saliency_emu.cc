@@ -1,8 +1,8 @@
-// fine_grained_saliency.cuh's kernels on the host (see cuda_runtime.h here), through its own
+// fine_grained_saliency_gpu.cuh's kernels on the host (see cuda_runtime.h here), through its own
 // FgsPlan / FgsAssignScratch / LaunchFineGrainedSaliency: a C entry point for ctypes.
 #include <vector>
 
-#include "kernels/fine_grained_saliency.cuh"
+#include "fine_grained_saliency/fine_grained_saliency_gpu.cuh"
 
 /// n non-empty images (uint8 RGB, or float32 when `float_input`), each H[i] x W[i] x 3, into out[i].
 extern "C" int emu_fine_grained_saliency(const void *const *images, int float_input, const int *H,

@@ -29,7 +29,7 @@ TORCH_NVCC_FLAGS = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSION
 
 
 def build(build_dir: Path, verbose: bool = False, arch: str = "9.0"):
-    """Compile ``tests/gpu_check/ext.cu`` (+ ``dali_ops/csrc/kernels/*.cuh``) and import it.
+    """Compile ``tests/gpu_check/ext.cu`` (+ ``dali_ops/csrc/*/*_gpu.cuh``) and import it.
 
     Returns ``(module, seconds)``. Only ``arch`` is compiled (SASS, no PTX): the check machine is one
     H200, and one architecture keeps the build well inside the check's time budget. With ninja (what

@@ -1,4 +1,4 @@
-// The plugin's CUDA kernels (dali_ops/csrc/kernels/*.cuh, DALI-free) as a small torch extension, for
+// The plugin's CUDA kernels (dali_ops/csrc/*/*_gpu.cuh, DALI-free) as a small torch extension, for
 // `make gpu-check` on a GPU machine without DALI.  Each function builds the per-sample descriptors
 // the DALI operator would build, uploads them, and calls the same entry point on torch's current
 // stream; inputs are CUDA tensors (lists of tensors for ragged batches).
@@ -10,10 +10,10 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/apply_boxes.cuh"
-#include "kernels/box_search.cuh"
-#include "kernels/fine_grained_saliency.cuh"
-#include "kernels/normalize_occlude.cuh"
+#include "box_search/box_search_gpu.cuh"
+#include "fine_grained_saliency/fine_grained_saliency_gpu.cuh"
+#include "normalize_occlude/normalize_occlude_gpu.cuh"
+#include "paste_boxes/paste_boxes_gpu.cuh"
 
 namespace {
 
@@ -163,18 +163,17 @@ torch::Tensor NormalizeOcclude(const torch::Tensor &images, const torch::Tensor 
 }
 
 template <typename T>
-torch::Tensor ApplyTyped(const torch::Tensor &images, const torch::Tensor &boxes,
-                         const torch::Tensor &partner, const torch::Tensor &fill, bool chw) {
+torch::Tensor PasteTyped(const torch::Tensor &images, const torch::Tensor &boxes, const torch::Tensor &partner,
+                         bool chw) {
   const auto dev = images.device();
   const int n = static_cast<int>(images.size(0));
   const int C = static_cast<int>(chw ? images.size(1) : images.size(3));
   const int H = static_cast<int>(chw ? images.size(2) : images.size(1));
   const int W = static_cast<int>(chw ? images.size(3) : images.size(2));
   auto out = torch::empty_like(images);
-  const bool paste = partner.numel() > 0;
   const int64_t sample = static_cast<int64_t>(H) * W * C;
   const T *base = reinterpret_cast<const T *>(images.data_ptr());
-  std::vector<k::ApplyDesc<T>> descs(n);
+  std::vector<k::PasteDesc<T>> descs(n);
   std::vector<const T *> ptrs(n);
   for (int i = 0; i < n; i++) {
     auto &d = descs[i];
@@ -182,7 +181,7 @@ torch::Tensor ApplyTyped(const torch::Tensor &images, const torch::Tensor &boxes
     d.out = reinterpret_cast<T *>(out.data_ptr()) + i * sample;
     d.K = static_cast<int>(boxes.size(1));
     d.boxes = boxes.data_ptr<int32_t>() + i * 4 * d.K;
-    d.index = paste ? partner.data_ptr<int32_t>() + i : nullptr;
+    d.index = partner.data_ptr<int32_t>() + i;
     d.H = H;
     d.W = W;
     d.C = C;
@@ -190,28 +189,26 @@ torch::Tensor ApplyTyped(const torch::Tensor &images, const torch::Tensor &boxes
   }
   auto stream = c10::cuda::getCurrentCUDAStream();
   auto dd = Upload(descs, dev);
-  torch::Tensor dp;
-  if (paste) dp = Upload(ptrs, dev);
-  Check(k::LaunchApplyBoxes<T>(reinterpret_cast<const k::ApplyDesc<T> *>(dd.data_ptr()), n,
-                               static_cast<int64_t>(H) * W,
-                               paste ? reinterpret_cast<const T *const *>(dp.data_ptr()) : nullptr,
-                               paste ? n : 0,
-                               paste ? nullptr : reinterpret_cast<const T *>(fill.data_ptr()), chw, stream),
-        "apply_boxes");
+  auto dp = Upload(ptrs, dev);
+  Check(k::LaunchPasteBoxes<T>(reinterpret_cast<const k::PasteDesc<T> *>(dd.data_ptr()), n,
+                               static_cast<int64_t>(H) * W, reinterpret_cast<const T *const *>(dp.data_ptr()), n,
+                               chw, stream),
+        "paste_boxes");
   return out;
 }
 
-/// images (N, C, H, W) or (N, H, W, C) uint8 / float16 / float32; boxes (N, K, 4) int32; partner (N,)
-/// int32 (paste from the batch) or empty (erase with fill, (C,) of the images' type).
-torch::Tensor ApplyBoxes(const torch::Tensor &images, const torch::Tensor &boxes, const torch::Tensor &partner,
-                         const torch::Tensor &fill, bool chw) {
+/// images (N, C, H, W) or (N, H, W, C) uint8 / float16 / float32; boxes (N, K, 4) int32; partner (N,) int32:
+/// the row of the batch each row pastes from (-1: none).
+torch::Tensor PasteBoxes(const torch::Tensor &images, const torch::Tensor &boxes, const torch::Tensor &partner,
+                         bool chw) {
   TORCH_CHECK(images.is_cuda() && images.is_contiguous() && images.dim() == 4, "images: contiguous 4-D CUDA");
   CheckCuda(boxes, "boxes", torch::kInt32);
+  CheckCuda(partner, "partner", torch::kInt32);
   c10::cuda::CUDAGuard guard(images.device());
   switch (images.scalar_type()) {
-    case torch::kUInt8: return ApplyTyped<uint8_t>(images, boxes, partner, fill, chw);
-    case torch::kFloat16: return ApplyTyped<__half>(images, boxes, partner, fill, chw);
-    case torch::kFloat32: return ApplyTyped<float>(images, boxes, partner, fill, chw);
+    case torch::kUInt8: return PasteTyped<uint8_t>(images, boxes, partner, chw);
+    case torch::kFloat16: return PasteTyped<__half>(images, boxes, partner, chw);
+    case torch::kFloat32: return PasteTyped<float>(images, boxes, partner, chw);
     default: TORCH_CHECK(false, "images: uint8, float16 or float32");
   }
   return {};
@@ -223,5 +220,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_search", &BoxSearch, "fn.occlusion.box_search's CUDA kernel");
   m.def("fine_grained_saliency", &FineGrainedSaliency, "fn.occlusion.fine_grained_saliency's CUDA kernels");
   m.def("normalize_occlude", &NormalizeOcclude, "fn.occlusion.normalize_occlude's CUDA kernel");
-  m.def("apply_boxes", &ApplyBoxes, "fn.occlusion.erase_boxes / paste_boxes' CUDA kernel");
+  m.def("paste_boxes", &PasteBoxes, "fn.occlusion.paste_boxes' CUDA kernel");
 }

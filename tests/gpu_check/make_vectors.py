@@ -2,7 +2,7 @@
 
 Runs here (with DALI and the plugin): every CUDA kernel of the plugin gets inputs and the output of
 its CPU operator on them, so ``make gpu-check`` on a GPU machine without DALI can check the DALI-free
-kernels (``dali_ops/csrc/kernels/*.cuh``) bit for bit against the CPU operators. Deterministic (fixed
+kernels (``dali_ops/csrc/*/*_gpu.cuh``) bit for bit against the CPU operators. Deterministic (fixed
 seeds): regenerating gives the same files. One file per operator in ``tests/gpu_vectors/``; keys are
 ``<case>.<field>`` (ragged batches as one key per sample), ``<case>.kwargs`` a JSON string.
 
@@ -167,7 +167,7 @@ def normalize_vectors(occ):
     return store
 
 
-def apply_vectors(occ):
+def paste_vectors(occ):
     store = {}
     rng = np.random.default_rng(13)
     n, H, W = 6, 19, 23
@@ -177,15 +177,12 @@ def apply_vectors(occ):
         feed = np.ascontiguousarray(x if layout == "CHW" else x.transpose(0, 2, 3, 1))
         boxes = _boxes(rng, n, 3, H, W)
         partner = np.array([2, -1, 0, 5, 5, 1], np.int32)
-        fill = [0.5, -1.0, 2.0] if dtype != "uint8" else [124.0, 116.0, 104.0]
-        erased, pasted = _run(lambda im, b, i: (occ.erase_boxes(im, b, fill=fill), occ.paste_boxes(im, b, im, i)),
-                              [list(feed), list(boxes), list(partner)], n, layouts=(layout,))
+        (pasted,) = _run(lambda im, b, i: occ.paste_boxes(im, b, im, i), [list(feed), list(boxes), list(partner)], n,
+                         layouts=(layout,))
         case = f"{layout}_{dtype}"
         _put(store, case, "image", feed)
         _put(store, case, "boxes", boxes)
         _put(store, case, "partner", partner)
-        _put(store, case, "fill", np.array(fill, np.float32))
-        _put(store, case, "erased", np.stack(erased))
         _put(store, case, "pasted", np.stack(pasted))
     return store
 
@@ -206,7 +203,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for name, make in (("box_search", box_search_vectors), ("saliency", saliency_vectors),
-                       ("normalize_occlude", normalize_vectors), ("apply_boxes", apply_vectors)):
+                       ("normalize_occlude", normalize_vectors), ("paste_boxes", paste_vectors)):
         store = make(occ)
         np.savez_compressed(out / f"{name}.npz", **store)
         print(f"{name}: {len(store)} arrays, {(out / f'{name}.npz').stat().st_size / 1e6:.2f} MB")

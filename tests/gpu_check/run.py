@@ -1,6 +1,6 @@
 """``make gpu-check``: the plugin's CUDA kernels and the Numba/CuPy kernels on a GPU machine without DALI.
 
-1. builds ``dali_ops/csrc/kernels/*.cuh`` (DALI-free) into a torch extension for sm_90 only
+1. builds ``dali_ops/csrc/*/*_gpu.cuh`` (DALI-free) into a torch extension for sm_90 only
    (:mod:`build_ext`);
 2. checks each kernel against ``tests/gpu_vectors/*.npz`` (inputs and the CPU operators' outputs,
    written by ``make gpu-vectors`` where DALI is) -- bit for bit;
@@ -81,19 +81,15 @@ def check_normalize(ext, z, torch, out):
             out[f"normalize_occlude {case} {name}"] = "ok" if ok else "mismatch"
 
 
-def check_apply(ext, z, torch, out):
-    for case in _cases(z, ".erased"):
-        layout, dtype = case.split("_")
+def check_paste(ext, z, torch, out):
+    for case in _cases(z, ".pasted"):
+        layout, _ = case.split("_")
         img = torch.from_numpy(z[f"{case}.image"]).cuda()
         boxes = torch.from_numpy(z[f"{case}.boxes"]).cuda()
-        fill = torch.from_numpy(z[f"{case}.fill"].astype(dtype)).cuda()
         part = torch.from_numpy(z[f"{case}.partner"]).cuda()
-        empty = torch.empty(0, dtype=torch.int32, device="cuda")
-        for name, p in (("erased", empty), ("pasted", part)):
-            got = ext.apply_boxes(img, boxes, p, fill, layout == "CHW").cpu().numpy()
-            want = z[f"{case}.{name}"]
-            ok = np.array_equal(got.view(np.uint8), want.view(np.uint8))
-            out[f"apply_boxes {case} {name}"] = "ok" if ok else "mismatch"
+        got = ext.paste_boxes(img, boxes, part, layout == "CHW").cpu().numpy()
+        ok = np.array_equal(got.view(np.uint8), z[f"{case}.pasted"].view(np.uint8))
+        out[f"paste_boxes {case}"] = "ok" if ok else "mismatch"
 
 
 # ----------------------------------------------------------------------------- Numba / CuPy kernels
@@ -145,7 +141,6 @@ def floors(n, size):
     f = {
         "normalize_occlude float32": px * 3 * (1 + 4),
         "normalize_occlude float16": px * 3 * (1 + 2),
-        "erase_boxes CHW float32": px * 3 * 4 * 2,
         "paste_boxes CHW float32": px * 3 * 4 * 2,
         "fine_grained_saliency": px * 3 + px * 4,
         "fine_grained_saliency float32 input": px * 3 * 4 + px * 4,
@@ -181,8 +176,7 @@ def time_all(ext, torch, n, size, repeats, res):
         "fine_grained_saliency float32 input": lambda: ext.fine_grained_saliency(list(hwc.unbind(0)), [0] * n, 0),
         "normalize_occlude float32": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, False),
         "normalize_occlude float16": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, True),
-        "erase_boxes CHW float32": lambda: ext.apply_boxes(chw, boxes, empty, fill, True),
-        "paste_boxes CHW float32": lambda: ext.apply_boxes(chw, boxes, partner, fill, True),
+        "paste_boxes CHW float32": lambda: ext.paste_boxes(chw, boxes, partner, True),
     }
     fl = floors(n, size)
     for name, f in ops.items():
@@ -246,7 +240,7 @@ def main(argv=None):
         return 1
     print(f"[{time.perf_counter() - t0:6.1f} s] checking against the vectors ...", flush=True)
     for name, f in (("box_search", check_box_search), ("saliency", check_saliency),
-                    ("normalize_occlude", check_normalize), ("apply_boxes", check_apply)):
+                    ("normalize_occlude", check_normalize), ("paste_boxes", check_paste)):
         try:
             with np.load(Path(args.vectors) / f"{name}.npz") as z:
                 f(ext, z, torch, res["checks"])

@@ -1,4 +1,4 @@
-// Host emulation of the one cub primitive fine_grained_saliency.cuh uses (see ../../cuda_runtime.h):
+// Host emulation of the one cub primitive fine_grained_saliency_gpu.cuh uses (see ../../cuda_runtime.h):
 // cub::BlockScan<T, N>::InclusiveSum(value, prefix, total) over the block's threads in linear order,
 // through the block-wide exchange buffer between two barriers (every thread of the block calls it).
 #ifndef OCC_CUDA_EMULATION_CUB_BLOCK_SCAN_CUH_

@@ -1,15 +1,15 @@
-// fn.occlusion.normalize_occlude: checks, the CPU implementation and the schema.  See the header.
+// fn.occlusion.normalize_occlude: checks, the CPU operator on DALI's thread pool and the schema.  See
+// normalize_occlude.h; the CPU kernel is the DALI-free template normalize_occlude_cpu.h, instantiated
+// here for float and float16 (so this file is compiled with -ffp-contract=off, see CMakeLists.txt).
 
-#include "normalize_occlude.h"
-#include "box_inputs.h"
+#include "normalize_occlude/normalize_occlude.h"
 
-#include <algorithm>
 #include <cmath>
 
-#include "dali/core/convert.h"
+#include "common/input_checks.h"
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
-#include "multiversion.h"
+#include "normalize_occlude/normalize_occlude_cpu.h"
 
 namespace occlusion {
 
@@ -22,35 +22,6 @@ std::vector<float> PerChannel(const char *name, const std::vector<float> &v, int
       "normalize_occlude: argument `", name, "` has ", v.size(), " values; the images have ", C,
       " channels (give one value or one per channel)."));
   return v.size() == 1 ? std::vector<float>(C, v[0]) : v;
-}
-
-/// One CHW output row of channel c from HWC row `in` (W pixels, C channels), mirrored or not.
-template <typename T>
-OCC_MULTIVERSION void NormalizeRow(const uint8_t *__restrict__ in, T *__restrict__ out, int x0,
-                                   int x1, int W, int C, int c, bool mirror, float mean,
-                                   float inv_std) {
-  if (mirror) {
-    for (int x = x0; x < x1; x++)
-      out[x] = ::dali::ConvertSat<T>((static_cast<float>(in[(W - 1 - x) * C + c]) - mean) * inv_std);
-  } else {
-    for (int x = x0; x < x1; x++)
-      out[x] = ::dali::ConvertSat<T>((static_cast<float>(in[x * C + c]) - mean) * inv_std);
-  }
-}
-
-/// One CHW output row of channel c blending the row's own pixels (weight w) with the partner's
-/// (weight 1 - w), each normalised and mirrored by its own flag: MixUp's lam * x + (1 - lam) * x[j].
-template <typename T>
-OCC_MULTIVERSION void BlendRow(const uint8_t *__restrict__ in, const uint8_t *__restrict__ pin,
-                               T *__restrict__ out, int x0, int x1, int W, int C, int c, bool mirror,
-                               bool pmirror, float mean, float inv_std, float w) {
-  const float wp = 1.f - w;
-  for (int x = x0; x < x1; x++) {
-    const int xs = mirror ? W - 1 - x : x, xp = pmirror ? W - 1 - x : x;
-    const float a = (static_cast<float>(in[xs * C + c]) - mean) * inv_std;
-    const float b = (static_cast<float>(pin[xp * C + c]) - mean) * inv_std;
-    out[x] = ::dali::ConvertSat<T>(a * w + b * wp);
-  }
 }
 
 }  // namespace
@@ -66,7 +37,7 @@ float NormalizeOcclude<Backend>::Blend(const ::dali::Workspace &ws, int sample) 
 
 template <typename Backend>
 NormalizeOcclude<Backend>::NormalizeOcclude(const ::dali::OpSpec &spec)
-    : ::dali::Operator<Backend>(spec),
+    : ::dali::StatelessOperator<Backend>(spec),
       out_type_(spec.GetArgument<::dali::DALIDataType>("dtype")),
       mean_arg_(spec.GetRepeatedArgument<float>("mean")),
       std_arg_(spec.GetRepeatedArgument<float>("std")),
@@ -136,68 +107,23 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   const std::vector<int> src = indexed_
       ? ReadRowIndex("normalize_occlude", "partner_index", ws.Input<::dali::CPUBackend>(2), n)
       : std::vector<int>(n, -1);
+  const kernels::NormalizeChannels channels{mean_.data(), inv_std_.data(), fill_.data()};
   auto &tp = ws.GetThreadPool();
   if (static_cast<int>(spans_.size()) < tp.NumThreads()) spans_.resize(tp.NumThreads());
   TYPE_SWITCH(out_type_, ::dali::type2id, T, (float, ::dali::float16), (
     for (int i = 0; i < n; i++) {
       auto s = shape.tensor_shape_span(i);
       const int H = static_cast<int>(s[0]), W = static_cast<int>(s[1]), C = static_cast<int>(s[2]);
-      tp.AddWork([&, i, H, W, C](int thread) {
-        const uint8_t *in = images.tensor<uint8_t>(i);
-        T *o = out.mutable_tensor<T>(i);
-        const int64_t plane = static_cast<int64_t>(H) * W;
-        // a row without partner (index -1) is left whole; erase when there is no index at all
-        const bool occlude = has_boxes_ && !(indexed_ && src[i] < 0);
-        const uint8_t *partner = occlude && indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
-        const bool pm = partner && mirror[src[i]];
-        const float w = partner ? blend[i] : 1.f;
-        // the row's own pixels in [x0, x1) of channel c, blended with the partner's when w != 1
-        auto own = [&](T *row, int64_t in_row, int x0, int x1, int c) {
-          if (w != 1.f)
-            BlendRow<T>(in + in_row, partner + in_row, row, x0, x1, W, C, c, mirror[i], pm, mean_[c],
-                        inv_std_[c], w);
-          else
-            NormalizeRow<T>(in + in_row, row, x0, x1, W, C, c, mirror[i], mean_[c], inv_std_[c]);
-        };
-        auto &clipped = spans_[thread];  // this sample's clipped boxes, then one row's spans
-        clipped.clear();
-        if (occlude) {
-          const auto &boxes = ws.Input<::dali::CPUBackend>(1);
-          const int32_t *b = boxes.tensor<int32_t>(i);
-          for (int k = 0; k < static_cast<int>(boxes.shape()[i][0]); k++, b += 4) {
-            Span box;
-            if (ClipBox(b, H, W, box.y0, box.x0, box.y1, box.x1)) clipped.push_back(box);
-          }
-        }
-        const size_t nboxes = clipped.size();
-        for (int y = 0; y < H; y++) {
-          // the row's occluded spans [x0, x1), sorted and merged (overlaps replaced once)
-          clipped.resize(nboxes);
-          for (size_t k = 0; k < nboxes; k++)
-            if (clipped[k].y0 <= y && y < clipped[k].y1) {
-              const Span box = clipped[k];  // a copy: push_back may reallocate
-              clipped.push_back(box);
-            }
-          auto row_begin = clipped.begin() + nboxes;
-          std::sort(row_begin, clipped.end(), [](const Span &a, const Span &b) { return a.x0 < b.x0; });
-          const int64_t in_row = static_cast<int64_t>(y) * W * C;
-          for (int c = 0; c < C; c++) {
-            T *row = o + c * plane + int64_t(y) * W;
-            int x = 0;
-            for (auto it = row_begin; it != clipped.end();) {
-              const int x0 = it->x0;  // > x: spans that overlap or touch were merged below
-              int x1 = it->x1;
-              for (++it; it != clipped.end() && it->x0 <= x1; ++it) x1 = std::max(x1, it->x1);
-              own(row, in_row, x, x0, c);
-              if (partner)
-                NormalizeRow<T>(partner + in_row, row, x0, x1, W, C, c, pm, mean_[c], inv_std_[c]);
-              else
-                std::fill(row + x0, row + x1, ::dali::ConvertSat<T>(fill_[c]));
-              x = x1;
-            }
-            own(row, in_row, x, W, c);
-          }
-        }
+      // a row without partner (index -1) is left whole; erase when there is no index at all
+      const bool occlude = has_boxes_ && !(indexed_ && src[i] < 0);
+      const int K = occlude ? static_cast<int>(ws.Input<::dali::CPUBackend>(1).shape()[i][0]) : 0;
+      const int32_t *boxes = occlude ? ws.Input<::dali::CPUBackend>(1).tensor<int32_t>(i) : nullptr;
+      const uint8_t *partner = occlude && indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
+      const bool pm = partner && mirror[src[i]];
+      tp.AddWork([&, i, H, W, C, K, boxes, partner, pm](int thread) {
+        kernels::NormalizeOccludeCpu<T>(images.tensor<uint8_t>(i), mirror[i], partner, pm, blend[i],
+                                        boxes, K, H, W, C, channels, out.mutable_tensor<T>(i),
+                                        spans_[thread]);
       }, static_cast<int64_t>(H) * W * C);
     }
   ), DALI_FAIL("normalize_occlude: unsupported output type"));  // NOLINT

@@ -5,15 +5,15 @@
 // launch, one thread per output pixel (blockIdx.y = sample), writing all channels.  Output T: float
 // or __half (round to nearest, as DALI's float -> float16 conversion).
 
-#ifndef OCCLUSION_KERNELS_NORMALIZE_OCCLUDE_CUH_
-#define OCCLUSION_KERNELS_NORMALIZE_OCCLUDE_CUH_
+#ifndef OCCLUSION_NORMALIZE_OCCLUDE_NORMALIZE_OCCLUDE_GPU_CUH_
+#define OCCLUSION_NORMALIZE_OCCLUDE_NORMALIZE_OCCLUDE_GPU_CUH_
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "boxes.h"
+#include "common/boxes.h"
 
 namespace occlusion {
 namespace kernels {
@@ -93,4 +93,4 @@ cudaError_t LaunchNormalizeOcclude(const NormDesc *descs, int n, int64_t max_pla
 }  // namespace kernels
 }  // namespace occlusion
 
-#endif  // OCCLUSION_KERNELS_NORMALIZE_OCCLUDE_CUH_
+#endif  // OCCLUSION_NORMALIZE_OCCLUDE_NORMALIZE_OCCLUDE_GPU_CUH_

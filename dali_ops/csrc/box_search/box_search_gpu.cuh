@@ -3,8 +3,8 @@
 // in box_search.cu is a thin shell around LaunchBoxSearch; tests/gpu_check builds this header into
 // a torch extension on a GPU machine without DALI).
 //
-// The rules are those of the CPU operator (box_ops.cc), and every floating-point value that decides
-// a box is computed in the CPU operator's order, so the boxes are identical:
+// The rules are those of the CPU kernel (box_search_cpu.cc), and every floating-point value that
+// decides a box is computed in the CPU kernel's order, so the boxes are identical:
 //   * integral image: float64, row running sums then column running sums, each a sequential chain
 //     per row / per column as on the CPU (a parallel prefix scan would round differently); the
 //     rows (then the columns) of a map run in parallel across the block, the rows read through a
@@ -15,7 +15,7 @@
 //     (first maximum, NaN never wins, a NaN first window keeps the first window as the CPU's
 //     strict `>` scan does), then the jitter uniform over the in-image shifts;
 //   * KeepAugment (Gong et al. 2021, arXiv 2011.11778): region score = saliency sum over the box
-//     clip(c -+ size/2) (Eq. 1) for every pixel; the CPU operator decides "below / above the
+//     clip(c -+ size/2) (Eq. 1) for every pixel; the CPU kernel decides "below / above the
 //     tau-quantile" by counting, which is the same as comparing with numpy.quantile's linear lerp
 //     of the order statistics a = s_(k), b = s_(k+1): v > b and v < a decide at once, otherwise
 //     the lerp decides.  a and b come from an exact radix select over the scores' bit patterns
@@ -26,28 +26,18 @@
 // map (null: the row gets the box (-1, -1, -1, -1)), its draws and output box (device pointers) and
 // a float64 scratch of BoxSearchScratchDoubles(method, H, W) values.
 
-#ifndef OCCLUSION_KERNELS_BOX_SEARCH_CUH_
-#define OCCLUSION_KERNELS_BOX_SEARCH_CUH_
+#ifndef OCCLUSION_BOX_SEARCH_BOX_SEARCH_GPU_CUH_
+#define OCCLUSION_BOX_SEARCH_BOX_SEARCH_GPU_CUH_
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "boxes.h"
+#include "box_search/box_search_params.h"
+#include "common/boxes.h"
 
 namespace occlusion {
 namespace kernels {
-
-enum SearchMethod : int { kSearchPeak = 0, kSearchMaxWindow = 1, kSearchKeepCut = 2, kSearchKeepPaste = 3 };
-
-struct SearchParams {
-  int method = kSearchPeak;
-  int size = 56;     // max_window: window side; keep_*: Cutout box side (half = size / 2)
-  int stride = 1;    // max_window
-  int jitter = 16;   // max_window
-  double tau = 0.6;  // keep_*
-  int quantize = 1;  // peak
-};
 
 struct SearchSample {
   const float *map = nullptr;      // H x W row-major (device); null: box (-1, -1, -1, -1)
@@ -181,7 +171,7 @@ __device__ unsigned long long SelectKey(Shared &sh, const double *s, int64_t n, 
   return prefix;
 }
 
-/// Integral image of `map` into ii ((H+1) x (W+1)), in the CPU operator's order (see the top).
+/// Integral image of `map` into ii ((H+1) x (W+1)), in the CPU kernel's order (see the top).
 __device__ void BlockIntegral(Shared &sh, const float *map, int H, int W, double *ii) {
   const int S = W + 1;
   const int tid = threadIdx.x, nt = blockDim.x;
@@ -399,4 +389,4 @@ inline cudaError_t LaunchBoxSearch(const SearchSample *samples, int n, const Sea
 }  // namespace kernels
 }  // namespace occlusion
 
-#endif  // OCCLUSION_KERNELS_BOX_SEARCH_CUH_
+#endif  // OCCLUSION_BOX_SEARCH_BOX_SEARCH_GPU_CUH_

@@ -2,8 +2,8 @@
 // at load time, so a portable build still runs vectorised.  Only for loops whose results do not
 // depend on the variant (IEEE adds, subtracts, divides and compares of the same operands).
 
-#ifndef OCCLUSION_MULTIVERSION_H_
-#define OCCLUSION_MULTIVERSION_H_
+#ifndef OCCLUSION_COMMON_MULTIVERSION_H_
+#define OCCLUSION_COMMON_MULTIVERSION_H_
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define OCC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -23,4 +23,4 @@ using D8 = double __attribute__((vector_size(64)));
 
 }  // namespace occlusion
 
-#endif  // OCCLUSION_MULTIVERSION_H_
+#endif  // OCCLUSION_COMMON_MULTIVERSION_H_

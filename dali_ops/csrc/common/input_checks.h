@@ -1,30 +1,21 @@
-// Input conventions shared by the box operators (box_ops.*, normalize_occlude.*): the checks of
-// the boxes and row-index inputs, and the clipping of a box to an image.  Host code only.
+// Input checks shared by the DALI shells of the box operators (box_search, normalize_occlude,
+// paste_boxes): the boxes and row-index inputs.  Host code, DALI's types; the rules the checked
+// values then follow (clipping, -1 padding) are DALI-free in common/boxes.h.
 //
 //   boxes        int32 (K, 4) per sample, (y0, x0, y1, x1) half-open in pixels, any K >= 0;
 //                clipped to the image, an empty box (e.g. -1 padding) covers nothing.
 //   row index    int32, one value per sample: a row of another batch (a partner, a map),
 //                -1 for none.
 
-#ifndef OCCLUSION_BOX_INPUTS_H_
-#define OCCLUSION_BOX_INPUTS_H_
+#ifndef OCCLUSION_COMMON_INPUT_CHECKS_H_
+#define OCCLUSION_COMMON_INPUT_CHECKS_H_
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "dali/pipeline/operator/operator.h"
 
 namespace occlusion {
-
-/// Box `box` clipped to H x W; false when it covers no pixel.
-inline bool ClipBox(const int32_t *box, int H, int W, int &y0, int &x0, int &y1, int &x1) {
-  y0 = std::clamp<int>(box[0], 0, H);
-  x0 = std::clamp<int>(box[1], 0, W);
-  y1 = std::clamp<int>(box[2], 0, H);
-  x1 = std::clamp<int>(box[3], 0, W);
-  return y1 > y0 && x1 > x0;
-}
 
 /// `boxes` is int32 (K, 4) per sample, n samples.
 template <typename Backend>
@@ -81,4 +72,4 @@ inline void CheckOneShape(const char *op, const char *what, const ::dali::Tensor
 
 }  // namespace occlusion
 
-#endif  // OCCLUSION_BOX_INPUTS_H_
+#endif  // OCCLUSION_COMMON_INPUT_CHECKS_H_

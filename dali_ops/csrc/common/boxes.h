@@ -1,23 +1,16 @@
 // Box geometry of the plugin, one definition per rule, DALI-free and host + device: shared by the CPU
-// operators (box_ops.cc), the CUDA kernels (kernels/*.cuh), their host emulation (tests/cuda_emulation)
-// and the DALI-free GPU check (tests/gpu_check).  The Python side of the same rules is kernels/boxes.py.
+// kernels (<operator>/*_cpu.*), the CUDA kernels (<operator>/*_gpu.cuh), their host emulation
+// (tests/cuda_emulation), the CPU kernels' test (tests/cpu_kernels) and the DALI-free GPU check
+// (tests/gpu_check).  The Python side of the same rules is kernels/boxes.py.
 // Boxes are (y0, x0, y1, x1) int32, half-open, in pixels.  Integer and add/subtract-only arithmetic:
 // nothing here can be contracted into an FMA, so every caller gets the same values.
 
-#ifndef OCCLUSION_KERNELS_BOXES_H_
-#define OCCLUSION_KERNELS_BOXES_H_
+#ifndef OCCLUSION_COMMON_BOXES_H_
+#define OCCLUSION_COMMON_BOXES_H_
 
 #include <cstdint>
 
-// Guarded as in fine_grained_saliency_math.h: each DALI-free header compiles on its own (tests/gpu_check,
-// tests/cuda_emulation) and the two may meet in one translation unit.
-#ifndef OCC_HOST_DEV
-#ifdef __CUDACC__
-#define OCC_HOST_DEV __host__ __device__
-#else
-#define OCC_HOST_DEV
-#endif
-#endif
+#include "common/host_dev.h"
 
 namespace occlusion {
 namespace kernels {
@@ -34,6 +27,20 @@ OCC_HOST_DEV inline void CentredBox(int cy, int cx, int half_h, int half_w, int 
   box[3] = ClampInt(cx + half_w, 0, W);
 }
 
+/// A box clipped to the image, [y0, y1) x [x0, x1).
+struct ClippedBox {
+  int y0, x0, y1, x1;
+};
+
+/// Box `box` clipped to H x W into `c`; false when it covers no pixel.
+OCC_HOST_DEV inline bool ClipBox(const int32_t *box, int H, int W, ClippedBox &c) {
+  c.y0 = ClampInt(box[0], 0, H);
+  c.x0 = ClampInt(box[1], 0, W);
+  c.y1 = ClampInt(box[2], 0, H);
+  c.x1 = ClampInt(box[3], 0, W);
+  return c.y1 > c.y0 && c.x1 > c.x0;
+}
+
 /// True when pixel (y, x) lies in one of the K boxes; an empty box (e.g. -1 padding) holds none.
 OCC_HOST_DEV inline bool InAnyBox(const int32_t *boxes, int K, int y, int x) {
   for (int k = 0; k < K; k++) {
@@ -45,7 +52,7 @@ OCC_HOST_DEV inline bool InAnyBox(const int32_t *boxes, int K, int y, int x) {
 
 /// Sum of the map over [y0, y1) x [x0, x1) from its (H+1) x (W+1) float64 integral image of row
 /// stride S, in the order ((ii[y1][x1] - ii[y0][x1]) - ii[y1][x0]) + ii[y0][x0].  The CPU's
-/// vectorised loops (box_ops.cc: MaxWindow, RegionScores) write this expression out per row and
+/// vectorised loops (box_search_cpu.cc: MaxWindow, RegionScores) write this expression out per row and
 /// must keep the same order.
 OCC_HOST_DEV inline double BoxSum(const double *ii, int64_t S, int y0, int x0, int y1, int x1) {
   return ii[y1 * S + x1] - ii[y0 * S + x1] - ii[y1 * S + x0] + ii[y0 * S + x0];
@@ -77,4 +84,4 @@ OCC_HOST_DEV inline int QuantizeU8(float v) {
 }  // namespace kernels
 }  // namespace occlusion
 
-#endif  // OCCLUSION_KERNELS_BOXES_H_
+#endif  // OCCLUSION_COMMON_BOXES_H_

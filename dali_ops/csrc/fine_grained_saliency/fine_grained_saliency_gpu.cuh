@@ -1,11 +1,11 @@
-// Fine-grained static saliency on the GPU, DALI-free (see fine_grained_saliency.h for the algorithm
+// Fine-grained static saliency on the GPU, DALI-free (see fine_grained_saliency_math.h for the algorithm
 // and the OpenCV contrib reference it reproduces bit for bit).  One launch per stage for the whole
 // batch (blockIdx.z or blockIdx.y = sample):
 //   gray (+ optional box downsampling) -> blur -> blur -> integral rows (exact integer scan)
 //   -> integral columns (sequential float32 accumulation down each column, which is OpenCV's
 //   order: I[y+1][x+1] = I[y][x+1] + row prefix) -> centre-surround over six scales with
 //   per-sample maxima -> on/off mixing -> optional bilinear upsampling.
-// float32 input (OpenCV's float path, see fine_grained_saliency.h): float gray -> float blur ->
+// float32 input (OpenCV's float path, see fine_grained_saliency_math.h): float gray -> float blur ->
 //   float blur -> integral rows in OpenCV's float addition order (one thread per row) -> the same
 //   integral columns, centre-surround (centre = the float plane's raw bytes) and mixing.
 //
@@ -13,8 +13,8 @@
 // and LaunchFineGrainedSaliency.  The DALI operator (fine_grained_saliency.cu) and the GPU check
 // (tests/gpu_check) both call them.
 
-#ifndef OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_CUH_
-#define OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_CUH_
+#ifndef OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_GPU_CUH_
+#define OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_GPU_CUH_
 
 #include <cuda_runtime.h>
 
@@ -22,7 +22,7 @@
 #include <cub/block/block_scan.cuh>
 #include <vector>
 
-#include "fine_grained_saliency_math.h"
+#include "fine_grained_saliency/fine_grained_saliency_math.h"
 
 namespace occlusion {
 namespace fgs {
@@ -346,4 +346,4 @@ inline cudaError_t LaunchFineGrainedSaliency(const SampleDesc *dev, const std::v
 }  // namespace fgs
 }  // namespace occlusion
 
-#endif  // OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_CUH_
+#endif  // OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_GPU_CUH_

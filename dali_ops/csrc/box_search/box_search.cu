@@ -1,5 +1,5 @@
-// fn.occlusion.box_search on the GPU: the DALI shell around kernels/box_search.cuh (which holds the
-// kernel and knows nothing of DALI).  Setup is shared with the CPU operator (box_ops.cc); here the
+// fn.occlusion.box_search on the GPU: the DALI shell around box_search_gpu.cuh (which holds the
+// kernel and knows nothing of DALI).  Setup is shared with the CPU operator (box_search.cc); here the
 // per-row descriptors (map pointer after `map_index`, draws, output box, scratch) go to the device
 // and the whole batch is one launch on the operator's stream.
 
@@ -7,31 +7,21 @@
 
 #include <vector>
 
-#include "box_ops.h"
+#include "box_search/box_search.h"
+#include "box_search/box_search_gpu.cuh"
 #include "dali/core/cuda_error.h"
 #include "dali/kernels/dynamic_scratchpad.h"
-#include "kernels/box_search.cuh"
 
 namespace occlusion {
 
 void BoxSearchGPU::RunImpl(::dali::Workspace &ws) {
   namespace k = ::occlusion::kernels;
-  using Method = BoxSearchArgs::Method;
   const auto &sal = ws.Input<::dali::GPUBackend>(0);
   const auto &draws = ws.Input<::dali::GPUBackend>(1);
   auto &out = ws.Output<::dali::GPUBackend>(0);
   const int n = sal.num_samples();
   if (n == 0) return;
-  k::SearchParams p;
-  p.method = args_.method == Method::kPeak        ? k::kSearchPeak
-             : args_.method == Method::kMaxWindow ? k::kSearchMaxWindow
-             : args_.method == Method::kKeepCut   ? k::kSearchKeepCut
-                                                  : k::kSearchKeepPaste;
-  p.size = args_.size;
-  p.stride = args_.stride;
-  p.jitter = args_.jitter;
-  p.tau = args_.tau;
-  p.quantize = args_.quantize ? 1 : 0;
+  const k::SearchParams &p = args_;
 
   std::vector<k::SearchSample> samples(n);
   std::vector<int64_t> offset(n, 0);

@@ -1,13 +1,13 @@
 // Fine-grained static saliency: the DALI shell of the CUDA implementation and its registration.
-// The kernels live in kernels/fine_grained_saliency.cuh (DALI-free, see there for the stages);
+// The kernels live in fine_grained_saliency_gpu.cuh (DALI-free, see there for the stages);
 // here: per-sample descriptors, one scratch allocation, the launches on the operator's stream.
 
 #include <cuda_runtime_api.h>
 
 #include "dali/core/cuda_error.h"
 #include "dali/kernels/dynamic_scratchpad.h"
-#include "fine_grained_saliency.h"
-#include "kernels/fine_grained_saliency.cuh"
+#include "fine_grained_saliency/fine_grained_saliency.h"
+#include "fine_grained_saliency/fine_grained_saliency_gpu.cuh"
 
 namespace occlusion {
 

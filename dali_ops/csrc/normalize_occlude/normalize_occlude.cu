@@ -1,17 +1,14 @@
 // fn.occlusion.normalize_occlude, CUDA: the DALI shell; the kernel (one launch for the batch) is
-// DALI-free in kernels/normalize_occlude.cuh.  See normalize_occlude.h for the arithmetic.
+// DALI-free in normalize_occlude_gpu.cuh.  See normalize_occlude_cpu.h for the arithmetic.
 
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 
-#include "dali/core/convert.h"
 #include "dali/core/cuda_error.h"
-#include "dali/core/float16.h"
-#include "dali/core/static_switch.h"
 #include "dali/kernels/dynamic_scratchpad.h"
-#include "kernels/normalize_occlude.cuh"
-#include "normalize_occlude.h"
+#include "normalize_occlude/normalize_occlude.h"
+#include "normalize_occlude/normalize_occlude_gpu.cuh"
 
 namespace occlusion {
 namespace {

@@ -1,20 +1,48 @@
-// The per-pixel arithmetic of the fine-grained static saliency (see fine_grained_saliency.h for the
-// algorithm and the OpenCV contrib reference it reproduces bit for bit), DALI-free: shared by the
-// CPU operator, the CUDA kernels (kernels/fine_grained_saliency.cuh) and the DALI-free GPU check.
+// The fine-grained static saliency and its per-pixel arithmetic, DALI-free.
+//
+// A bit-exact port of OpenCV contrib's StaticSaliencyFineGrained
+// (opencv_contrib modules/saliency/src/staticSaliencyFineGrained.cpp, after Montabone & Soto,
+// "Human detection using a mobile platform and novel features derived from a visual saliency
+// mechanism", IVC 2010), the saliency map SaliencyMix (Uddin et al., ICLR 2021) takes its
+// paste box from.  The steps, as opencv-contrib-python-headless 5.0.0 runs them:
+//
+//   1. gray = cvtColor(BGR2GRAY): fixed point, 15 fractional bits, rounded
+//      (R 9798, G 19235, B 3735; checked against OpenCV 5.0.0 on all 2^24 colours);
+//   2. GaussianBlur(3x3, sigma 0) twice on uint8, BORDER_REFLECT_101: OpenCV's fixed-point path
+//      is exact for the binomial kernel, i.e. (sum of [1 2 1]x[1 2 1] weighted pixels + 8) >> 4;
+//   3. float32 integral image of size (H+1) x (W+1), accumulated like cv::integral:
+//      I[y+1][x+1] = I[y][x+1] + (running sum of row y up to x), in float32;
+//   4. for each neighbourhood n in {12, 24, 48, 28, 56, 112}: corners x-n+1, x+n+1 (same in y)
+//      clamped to the integral image, surround mean = (box - centre) / (area - 1) in float32,
+//      on = centre - mean and off = mean - centre truncated to uint8 where positive;
+//   5. on and off summed over the six scales (uint16), each sum scaled to uint8 by
+//      255 * (sum / max sum) (truncated), final = uint8(255 * (on + off) / max(max on, max off));
+//   6. OpenCV 5 returns final * (1/255) as float32.
+//
+// float32 input (SaliencyMix's official code hands OpenCV the mean/std-normalised float tensor;
+// Uddin et al., arXiv 2006.01791, afm-shahab-uddin/SaliencyMix saliency_bbox): OpenCV never converts
+// it to 8 bits.  Steps 1-3 run on a float32 gray plane (GrayFloat, BlurTapFloat, RowPrefixFloat:
+// opencv-contrib-python-headless 5.0.0's x86-64 roundings and addition order), and step 4 reads the
+// centre value as gray.at<uchar>(y, x): byte x of row y of the float32 buffer, so the responses wrap
+// modulo 256 (ResponseByte).  Steps 4-6 are otherwise shared with the uint8 path.
+//
+// The per-pixel arithmetic is this file's (DALI-free host/device inline functions), shared by the
+// CPU kernel (fine_grained_saliency_cpu.cc), the CUDA kernels (fine_grained_saliency_gpu.cuh), both
+// wrapped by the DALI operator (fine_grained_saliency.{h,cc,cu}), and mirrored by kernels/saliency.py
+// (tests prove all three and OpenCV agree).
+//
+// Optional reduced working resolution (argument max_side): the gray image is box-averaged down so
+// that its longer side is max_side, saliency is computed there, and the uint8 map is resized back
+// to the input size bilinearly.  Both resizes use integer arithmetic (see WorkingSize, AreaSpan,
+// BilinearCoord) so that every backend gives identical numbers.
 
-#ifndef OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_MATH_H_
-#define OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_MATH_H_
+#ifndef OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_MATH_H_
+#define OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_MATH_H_
 
 #include <cmath>
 #include <cstdint>
 
-#ifndef OCC_HOST_DEV
-#ifdef __CUDACC__
-#define OCC_HOST_DEV __host__ __device__
-#else
-#define OCC_HOST_DEV
-#endif
-#endif
+#include "common/host_dev.h"
 
 namespace occlusion {
 namespace fgs {
@@ -222,4 +250,4 @@ OCC_HOST_DEV inline float BilinearUnit(int v00, int v01, int v10, int v11, int f
 }  // namespace fgs
 }  // namespace occlusion
 
-#endif  // OCCLUSION_KERNELS_FINE_GRAINED_SALIENCY_MATH_H_
+#endif  // OCCLUSION_FINE_GRAINED_SALIENCY_FINE_GRAINED_SALIENCY_MATH_H_
