@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _twin
+from kernels.checks import check_int
+
+from . import _xp
 
 __all__ = ["topk_cells"]
-
-
-def _int_arg(name, value, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo \
-            or (hi is not None and value > hi):
-        span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an int {span}, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,12 +42,12 @@ def topk_cells(attention, k: int = 6):
     Returns:
         ``(mask, lam)``: ``(N, Gh, Gw)`` bool with exactly k True per row, and the float ``k / (Gh * Gw)``.
     """
-    xp = _twin.array_module(attention)
+    xp = _xp.array_module(attention)
     a = xp.asarray(attention)
     if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < 1 or a.dtype.kind not in "fiub":
         raise ValueError(f"attention must be a real (N, Gh, Gw) array, got shape {tuple(a.shape)} dtype {a.dtype}")
     n_rows, gh, gw = a.shape
-    k = _int_arg("k", k, 0, gh * gw)
+    k = check_int("k", k, 0, gh * gw)
     flat = a.reshape(n_rows, gh * gw).astype(xp.float64)
     if bool(xp.isnan(flat).any()):
         raise ValueError("attention contains NaN")

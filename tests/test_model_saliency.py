@@ -200,7 +200,7 @@ def test_eager_search_in_a_fresh_process():
     """The training side's eager search where no pipeline has loaded the plugin yet: it loads the plugin
     before DALI's dynamic mode is first imported (after it, ``ndd.occlusion`` does not exist)."""
     code = ("import numpy as np\n"
-            "from pipelines.methods.saliency import eager_box_search\n"
+            "from pipelines.methods.saliency_guided import eager_box_search\n"
             "sal = np.zeros((1, 8, 8), np.float32)\n"
             "sal[0, 6, 6] = 1\n"
             "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
@@ -257,7 +257,8 @@ def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
     second copy, forward+backward, one step == one step on the 2B batch (no BatchNorm)."""
     import copy
 
-    from pipelines.feedback import NormGrad, SaliencyStep, soft_cross_entropy
+    from kernels.labels import soft_cross_entropy
+    from pipelines import NormGrad, SaliencyStep
 
     torch.manual_seed(0)
     model = NoBatchNorm()
@@ -302,7 +303,8 @@ def test_fresh_step_with_the_early_head(structured_root):
 
     import torchvision
 
-    from pipelines.feedback import EarlyHead, SaliencyStep, soft_cross_entropy
+    from kernels.labels import soft_cross_entropy
+    from pipelines import EarlyHead, SaliencyStep
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3)

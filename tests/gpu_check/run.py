@@ -1,17 +1,17 @@
-"""``make gpu-check``: the plugin's CUDA kernels and the Numba/CuPy kernels on a GPU machine without DALI.
+"""``make gpu-check``: the plugin's CUDA kernels and the training side's torch rules on a GPU machine without DALI.
 
 1. builds ``dali_ops/csrc/*/*_gpu.cuh`` (DALI-free) into a torch extension for sm_90 only
    (:mod:`build_ext`);
 2. checks each kernel against ``tests/gpu_vectors/*.npz`` (inputs and the CPU operators' outputs,
    written by ``make gpu-vectors`` where DALI is) -- bit for bit;
-3. runs the Numba CUDA kernels of ``kernels.apply`` on CuPy arrays against their CPU twins (NumPy
-   arrays) -- bit for bit;
+3. runs the training side's torch rules (``kernels.apply``'s erase / paste / cell paste and exact ``lam``,
+   ``kernels.labels``' soft targets) on the GPU against the same calls on the CPU -- bit for bit;
 4. times every kernel per 256 x 224^2 batch with CUDA events (median of ``--repeats``), beside the
    bytes-moved floor at an H200's 4.8 TB/s;
 5. writes ``gpu_check.json`` to ``--out`` (``OUT=dir`` in make; default ``results/``) and exits 1 if any
    equality check failed.
 
-Needs: torch with CUDA, nvcc, CuPy, numba(-cuda), NumPy; nothing else from outside the repo.
+Needs: torch with CUDA, nvcc, NumPy; nothing else from outside the repo.
 """
 from __future__ import annotations
 
@@ -92,30 +92,35 @@ def check_paste(ext, z, torch, out):
         out[f"paste_boxes {case}"] = "ok" if ok else "mismatch"
 
 
-# ----------------------------------------------------------------------------- Numba / CuPy kernels
-def check_numba(out):
-    import cupy as cp
-
-    from kernels import apply
+# ---------------------------------------------------------------------------- the training side's torch rules
+def training_side_cases(torch, n=5, h=33, w=41):
+    """name -> f(device) of the training side's rules on fixed inputs (the CPU call is the GPU call's oracle)."""
+    from kernels import apply, labels
 
     rng = np.random.default_rng(0)
-    imgs_f = rng.standard_normal((5, 3, 33, 41)).astype(np.float32)
-    imgs_u = rng.integers(0, 256, (5, 33, 41, 3), dtype=np.uint8)
-    boxes = rng.integers(-3, 40, (5, 3, 4)).astype(np.int32)
-    partner = np.array([2, -1, 0, 4, 1])
-    cells = rng.random((5, 7, 7)) < 0.5
-    cases = {
-        "erase nchw f32": lambda xp: apply.erase(xp.asarray(imgs_f), xp.asarray(boxes), [0.5, -1.0, 2.0]),
-        "erase nhwc u8": lambda xp: apply.erase(xp.asarray(imgs_u), xp.asarray(boxes), [7, 200, 3]),
-        "paste_cells nchw f32": lambda xp: apply.paste_cells(xp.asarray(imgs_f), xp.asarray(partner), xp.asarray(cells)),
-        "paste_cells nhwc u8": lambda xp: apply.paste_cells(xp.asarray(imgs_u), xp.asarray(partner), xp.asarray(cells)),
+    imgs = torch.from_numpy(rng.standard_normal((n, 3, h, w)).astype(np.float32))
+    boxes = torch.from_numpy(rng.integers(-3, 40, (n, 3, 4)).astype(np.int32))
+    partner = torch.tensor([2, -1, 0, 4, 1])
+    cells = torch.from_numpy(rng.random((n, 7, 7)) < 0.5)
+    y = torch.from_numpy(rng.integers(0, 1000, n))
+    lam = torch.from_numpy(rng.random(n).astype(np.float32))
+    return {
+        "erase f32": lambda d: apply.occlude(imgs.to(d), apply.box_mask(boxes.to(d), h, w), fill=[0.5, -1.0, 2.0]),
+        "erase f16": lambda d: apply.occlude(imgs.half().to(d), apply.box_mask(boxes.to(d), h, w), fill=0.0),
+        "paste partner": lambda d: apply.occlude(imgs.to(d), apply.box_mask(boxes.to(d), h, w), partner=partner.to(d)),
+        "paste cells": lambda d: apply.occlude(imgs.to(d), apply.cell_mask(cells.to(d), h, w), partner=partner.to(d)),
+        "lam_from_mask": lambda d: apply.lam_from_mask(apply.box_mask(boxes.to(d), h, w)),
+        "soft_targets": lambda d: labels.soft_targets(y.to(d), y.flip(0).to(d), lam.to(d), 1000, 0.1),
     }
-    for name, f in cases.items():
+
+
+def check_training_side(torch, out):
+    for name, f in training_side_cases(torch).items():
         try:
-            cpu, gpu = f(np), cp.asnumpy(f(cp))
-            out[f"numba {name}"] = "ok" if cpu.dtype == gpu.dtype and np.array_equal(cpu, gpu) else "mismatch"
+            cpu, gpu = f("cpu"), f("cuda").cpu()
+            out[f"torch {name}"] = "ok" if cpu.dtype == gpu.dtype and torch.equal(cpu, gpu) else "mismatch"
         except Exception as e:  # reported, the other checks go on
-            out[f"numba {name}"] = f"error: {e!r}"
+            out[f"torch {name}"] = f"error: {e!r}"
 
 
 # ---------------------------------------------------------------------------------------- timings
@@ -184,23 +189,19 @@ def time_all(ext, torch, n, size, repeats, res):
             res[name] = {**timed(torch, f, repeats), **fl.get(name, {})}
         except Exception as e:
             res[name] = {"error": repr(e)}
-    try:  # Numba kernels on CuPy arrays
-        import cupy as cp
-
+    try:  # the training side's torch rules on the batch
         from kernels import apply
 
-        cchw = cp.asarray(chw)
-        cboxes = cp.asarray(boxes)
-        cpart = cp.asarray(partner).astype(cp.int64)
-        ccells = cp.asarray(np.random.default_rng(0).random((n, 7, 7)) < 0.5)  # Attentive CutMix's 7 x 7 grid
-        nb = {
-            "numba apply.erase CHW float32": lambda: apply.erase(cchw, cboxes, 0.0),
-            "numba apply.paste_cells CHW float32": lambda: apply.paste_cells(cchw, cpart, ccells),
+        cells = torch.rand((n, 7, 7), device="cuda", generator=g) < 0.5  # Attentive CutMix's 7 x 7 grid
+        rules = {
+            "torch erase CHW float32": lambda: apply.occlude(chw, apply.box_mask(boxes, size, size), fill=0.0),
+            "torch paste cells CHW float32": lambda: apply.occlude(chw, apply.cell_mask(cells, size, size),
+                                                                   partner=partner.long()),
         }
-        for name, f in nb.items():
-            res[name] = timed(torch, lambda f=f: (f(), cp.cuda.get_current_stream().synchronize()), repeats)
+        for name, f in rules.items():
+            res[name] = timed(torch, f, repeats)
     except Exception as e:
-        res["numba timings"] = {"error": repr(e)}
+        res["torch timings"] = {"error": repr(e)}
 
 
 def main(argv=None):
@@ -247,9 +248,9 @@ def main(argv=None):
         except Exception:
             res["checks"][name] = "error: " + traceback.format_exc(limit=3)
     try:
-        check_numba(res["checks"])
+        check_training_side(torch, res["checks"])
     except Exception:
-        res["checks"]["numba"] = "error: " + traceback.format_exc(limit=3)
+        res["checks"]["training side"] = "error: " + traceback.format_exc(limit=3)
     torch.cuda.synchronize()
     save()  # the checks are on disk even if the timings do not finish
     print(f"[{time.perf_counter() - t0:6.1f} s] timing per {args.batch} x {args.size}^2 batch ...", flush=True)
