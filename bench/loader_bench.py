@@ -250,6 +250,8 @@ def main(argv=None):
                         "loader runs each method in the same rounds, as 'base:ours:<method>' (before/after)")
     p.add_argument("--against-pythonpath", default="",
                    help="PYTHONPATH for the --against runs (default: the checkout itself)")
+    p.add_argument("--against-python", default=sys.executable,
+                   help="the interpreter of the --against runs (e.g. one whose editable install is that checkout)")
     p.add_argument("--attention-checkpoint", default="",
                    help="attentive_cutmix extractor checkpoint (default: a random-init one, see attention_checkpoint)")
     p.add_argument("--attention-arch", default="resnet50")
@@ -305,11 +307,11 @@ def main(argv=None):
         # rotated each round, so no contender always runs first (just after the previous round's
         # last one winds down) -- a fixed order biased the `none` baseline that way
         for name in names[r % len(names):] + names[:r % len(names)]:
-            one, cwd, env, flags = name, None, None, passthrough
+            one, cwd, env, flags, python = name, None, None, passthrough, sys.executable
             if name.startswith("base:"):  # an older checkout knows only the options every version had
-                one, cwd, flags = name[len("base:"):], args.against, passthrough[3:]
+                one, cwd, flags, python = name[len("base:"):], args.against, passthrough[3:], args.against_python
                 env = dict(os.environ, PYTHONPATH=args.against_pythonpath or args.against)
-            proc = subprocess.run([sys.executable, "-m", "bench.loader_bench", *flags, "--one", one],
+            proc = subprocess.run([python, "-m", "bench.loader_bench", *flags, "--one", one],
                                   capture_output=True, text=True, cwd=cwd, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
