@@ -296,9 +296,7 @@ def train_step(t: Trainer, batch, tap=None) -> torch.Tensor:
     t.scaler.scale(loss).backward()
     if tap is not None:
         maps = tap.maps()
-        if t.train.cfg.copy_mode == "joint":
-            maps = maps[:maps.shape[0] // t.train.cfg.copies]
-        t.train.feedback(batch, maps)
+        t.train.feedback(batch, maps[:t.train.training_side().map_rows(maps.shape[0])])
     t.scaler.step(t.opt)
     t.scaler.update()
     t.sched.step()

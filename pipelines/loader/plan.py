@@ -54,7 +54,7 @@ class AugmentConfig:
     output_size: int = 224
     copies: int = 1
     copy_mode: str = "joint"
-    p_keep_image: tuple = (0.0,)
+    p_keep_image: object = 0.0
     auto_augment: str | None = None
 
     def __post_init__(self):

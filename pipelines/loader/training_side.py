@@ -37,6 +37,12 @@ class TrainingSide:
         source = self.method.source
         return self.cfg.train and source is not None and not source.in_graph
 
+    def map_rows(self, n: int) -> int:
+        """How many of a batch's ``n`` rows need a map: with joint copies the first copy's ``B`` (the copies share
+        the crop and flip, so one map per sample serves every copy, as the graph's shared saliency does), else
+        every row (``copy_mode="batch_aug"``: each copy has its own crop)."""
+        return n // self.cfg.copies if self.cfg.copy_mode == "joint" else n
+
     def targets(self, labels: torch.Tensor, partner_labels: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """Soft targets ``lam * onehot(y) + (1 - lam) * onehot(y_partner)``, smoothed as timm
         (:func:`kernels.labels.soft_targets`), on the labels' device."""
@@ -68,13 +74,12 @@ class TrainingSide:
         m, s = self.cfg.copies, self.cfg.output_size
         n = batch.images.shape[0]
         b = n // m
-        if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] not in (n, b):
-            raise ValueError(f"maps must be a (N, h, w) tensor with N = {n} rows (or {b}, one per sample of "
-                             f"the joint copies), got {getattr(maps, 'shape', type(maps))}")
+        if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] not in (n, self.map_rows(n)):
+            raise ValueError(f"maps must be a (N, h, w) tensor with N = {n} rows"
+                             + (f" (or {b}, one per sample of the joint copies)" if self.map_rows(n) != n else
+                                " (copy_mode='batch_aug' copies have their own crops: one map per row)")
+                             + f", got {getattr(maps, 'shape', type(maps))}")
         if maps.shape[0] != n:
-            if self.cfg.copy_mode != "joint" and m > 1:
-                raise ValueError(f"maps has {maps.shape[0]} rows; copy_mode='batch_aug' copies have their own "
-                                 f"crops, so give one map per row ({n})")
             maps = maps.repeat(m, 1, 1)
         maps = maps.detach().float()
         if tuple(maps.shape[-2:]) != (s, s):
@@ -119,14 +124,11 @@ class TrainingSide:
         if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
             raise ValueError(f"maps must be a (N, h, w) tensor, got {getattr(maps, 'shape', type(maps))}")
         if rows is None:
-            if maps.shape[0] == n:
-                rows = np.arange(n)
-            elif maps.shape[0] == n // m and (self.cfg.copy_mode == "joint" or m == 1):
-                rows = np.arange(n // m)
-            else:
+            if maps.shape[0] not in (n, self.map_rows(n)):
                 raise ValueError(f"maps has {maps.shape[0]} rows; give one per batch row ({n})"
-                                 + (f", one per sample ({n // m}, joint copies)" if self.cfg.copy_mode == "joint"
-                                    else "") + " or the rows= they belong to")
+                                 + (f", one per sample ({n // m}, joint copies)" if self.map_rows(n) != n else "")
+                                 + " or the rows= they belong to")
+            rows = np.arange(maps.shape[0])
         else:
             rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
             if rows.dtype == bool:

@@ -60,7 +60,7 @@ class SaliencyStep:
             return self._free(batch, valid, denom)
         m, n = self.loader.cfg.copies, batch.images.shape[0]
         b = n // m
-        rows = b if self.loader.cfg.copy_mode == "joint" else n  # joint copies share their map
+        rows = self.loader.training_side().map_rows(n)
         # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
         clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
         maps = self.saliency(clean, batch.labels[:rows].to(clean.device))
