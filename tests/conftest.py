@@ -167,3 +167,16 @@ def build_emulation(tmp_dir, name: str):
     compiled with g++ into a shared library and loaded; the test is skipped where there is no g++."""
     emu = Path(__file__).resolve().parent / "cuda_emulation"
     return build_shared(tmp_dir, name, [emu / f"{name}.cc"], [emu])
+
+
+@pytest.fixture(scope="module")
+def box_search_emu(tmp_path_factory):
+    """The GPU ``box_search`` kernel compiled for the host (tests/cuda_emulation), as a ctypes library."""
+    import ctypes
+
+    from helpers import Sample
+
+    lib = build_emulation(tmp_path_factory.mktemp("emu"), "box_search_emu")
+    lib.emu_box_search.argtypes = [ctypes.POINTER(Sample), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                   ctypes.c_int, ctypes.c_double, ctypes.c_int]
+    return lib

@@ -8,7 +8,7 @@ staticSaliencyFineGrained.cpp``) never converts a float image to 8 bits: ``cvtCo
 float32 gray plane (its ``Mat::zeros(CV_8UC1)`` destination is reallocated), both ``GaussianBlur`` calls and
 ``integral(CV_32F)`` run on floats, and ``getIntensityScaled`` then reads ``gray.at<uchar>(y, x)``: byte ``x``
 of row ``y`` of the float32 buffer (rows of ``4 * W`` bytes, of which the first ``W`` are read). The steps,
-each checked bit for bit against opencv-contrib-python-headless 5.0.0 on x86-64 (``tests/test_saliency.py``;
+each checked bit for bit against opencv-contrib-python-headless 5.0.0 on x86-64 (``tests/dali_ops/test_saliency.py``;
 the roundings of steps 1 and 3 were found by experiment against it, other builds may differ):
 
 1. gray = ``fma(c2, 0.299f, fma(c0, 0.114f, c1 * 0.587f))`` in float32 (a few pixels at the end of a row

@@ -1,5 +1,5 @@
 // The plugin's DALI-free CPU kernels (dali_ops/csrc/<operator>/<operator>_cpu.*) behind a C ABI for
-// ctypes, so tests/test_cpu_kernels.py checks them without DALI.  One sample per call, as the DALI
+// ctypes, so tests/dali_ops/test_cpu_kernels.py checks them without DALI.  One sample per call, as the DALI
 // operators call them from their thread pools; working memory is the call's own.  float16 output is
 // _Float16 (IEEE binary16, round to nearest even): the template the operator instantiates with DALI's
 // float16 computes the same float32 values and converts them with DALI's conversion instead.

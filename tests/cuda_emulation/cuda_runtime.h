@@ -1,6 +1,6 @@
 // Host emulation of the few CUDA device features dali_ops/csrc/box_search/box_search_gpu.cuh and
 // fine_grained_saliency/fine_grained_saliency_gpu.cuh use, so that their kernels can run here (no GPU) in
-// tests/test_box_search_emulated.py and tests/test_saliency_emulated.py: each block runs as one
+// tests/dali_ops/test_box_search_emulated.py and tests/dali_ops/test_saliency_emulated.py: each block runs as one
 // std::thread per thread of the block (1-, 2- or 3-D), __syncthreads is a std::barrier, a warp shuffle
 // is an exchange through a block-wide buffer between two barriers (the kernel calls every shuffle and
 // barrier with the whole block, as the real code must; warps are 32 consecutive linear thread ids),

@@ -2,7 +2,7 @@
 on every run.
 
 ``tests/golden/batches.json`` was recorded at e101538 (before the "one room per stage" restructure, issue 19)
-with ``python tests/test_golden_batches.py --record``. Every field except the images must equal the record
+with ``python tests/loader/test_golden_batches.py --record``. Every field except the images must equal the record
 exactly (a SHA-256 of its bytes: host draws, boxes, ``lam``, partners, soft targets); the images, whose floats
 come from DALI's CPU resize and may differ in the last bit between CPU generations, must equal a 4 x 4
 average-pooled thumbnail of each row and channel to 1e-4 (a moved box, a changed blend or fill changes a
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "batches.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "batches.json"
 SIZE, BATCH, BATCHES = 64, 6, 2
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "gpu_check"))
 
 import run  # noqa: E402  (tests/gpu_check/run.py)
 import oracles as ref  # noqa: E402
-from test_box_search_emulated import emu, emulated  # noqa: E402,F401  (the emu fixture)
+from helpers import emulated_box_search as emulated  # noqa: E402
 
 
 class T:
@@ -95,15 +95,15 @@ def _checks(ext):
     return out
 
 
-def test_gpu_check_reads_the_vectors_and_passes_a_correct_extension(emu):  # noqa: F811
-    out = _checks(FakeExt(emu))
+def test_gpu_check_reads_the_vectors_and_passes_a_correct_extension(box_search_emu):
+    out = _checks(FakeExt(box_search_emu))
     assert len(out) == 20 + 3 + 6 + 3  # saliency: uint8 at max_side 0 and 64, float32
     assert all(v == "ok" for v in out.values()), {k: v for k, v in out.items() if v != "ok"}
 
 
 @pytest.mark.parametrize("broken", ["box_search", "saliency", "normalize", "paste"])
-def test_gpu_check_reports_a_wrong_output(emu, broken):  # noqa: F811
-    out = _checks(FakeExt(emu, corrupt=broken))
+def test_gpu_check_reports_a_wrong_output(box_search_emu, broken):
+    out = _checks(FakeExt(box_search_emu, corrupt=broken))
     assert any(v != "ok" for v in out.values())
 
 

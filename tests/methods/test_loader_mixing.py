@@ -9,30 +9,9 @@ import pytest
 import torch
 
 import oracles as ref
-from test_loader import MEAN, STD, SIZE, box_mask, make
+from helpers import MEAN, SIZE, STD, box_mask, epoch, make, opencv_saliency
 
 S2 = SIZE * SIZE
-
-
-def epoch(loader, n=None):
-    out = []
-    for b in loader:
-        out.append(b)
-        if n is not None and len(out) == n:
-            break
-    return out
-
-
-def uint8_image(norm):
-    """The uint8 HWC image the graph normalised (crop_mirror_normalize is exact up to float rounding)."""
-    return np.rint(norm.numpy().transpose(1, 2, 0) * STD + MEAN).clip(0, 255).astype(np.uint8)
-
-
-def opencv_saliency(norm):
-    """OpenCV contrib StaticSaliencyFineGrained of the row's image (RGB -> BGR for OpenCV)."""
-    ok, sal = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(uint8_image(norm)[:, :, ::-1].copy())
-    assert ok
-    return sal.astype(np.float32)
 
 
 def half_size(lo, hi, peak, size):

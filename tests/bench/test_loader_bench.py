@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--repeats", "1", "--batches", "2", "--warmup", "1", "--batch-size", "4", "--image-size", "48",
          "--workers", "1", "--reader-workers", "1"]
 

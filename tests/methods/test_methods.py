@@ -11,8 +11,7 @@ import torchvision
 
 import oracles as ref
 from pipelines.methods import METHODS, REGISTRY, CutMix, get_method, parse_method
-from test_loader import SIZE, box_mask, make
-from test_loader_mixing import opencv_saliency
+from helpers import SIZE, box_mask, make, opencv_saliency
 
 B, M, NUM_CLASSES, SMOOTH = 6, 2, 3, 0.1
 

@@ -15,7 +15,7 @@ import pytest
 from kernels.areas import lam_from_boxes
 from pipelines.tools.occlusion_sweep import condition_boxes, sweep_conditions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _share(cond, size, n=400):

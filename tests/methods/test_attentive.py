@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 import oracles as ref
-from test_loader import SIZE, make
+from helpers import SIZE, make
 
 
 @pytest.fixture(scope="module")

@@ -8,42 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import MEAN, SIZE, STD, box_mask, epoch, make, reference_pixels
 from pipelines import OcclusionLoader
-
-MEAN = np.array([0.485, 0.456, 0.406]) * 255
-STD = np.array([0.229, 0.224, 0.225]) * 255
-SIZE = 64
-
-
-def make(root, batch=4, **kw):
-    kw.setdefault("output_size", SIZE)
-    kw.setdefault("device", "cpu")
-    if isinstance(kw.get("runtime", {}), dict):  # a Runtime object is passed as it is
-        kw["runtime"] = {"num_threads": 2, "py_workers": 1, **kw.get("runtime", {})}
-    return OcclusionLoader(root, batch, **kw)
-
-
-def reference_pixels(path, crop, flip, size=SIZE):
-    """PIL: decode, crop the recorded window, bilinear resize, flip, normalise (torchvision's way)."""
-    y0, x0, h, w = (int(v) for v in crop)
-    im = Image.open(path).convert("RGB").crop((x0, y0, x0 + w, y0 + h)).resize((size, size), Image.BILINEAR)
-    a = np.asarray(im, np.float64)
-    if flip:
-        a = a[:, ::-1]
-    return ((a - MEAN) / STD).transpose(2, 0, 1)
-
-
-def box_mask(boxes, size=SIZE):
-    mask = np.zeros((size, size), bool)
-    for y0, x0, y1, x1 in np.asarray(boxes):
-        if y0 >= 0:
-            mask[y0:y1, x0:x1] = True
-    return mask
-
-
-def epoch(loader):
-    return [b for b in loader]
-
 
 @pytest.mark.parametrize("kw", [dict(), dict(copies=2, copy_mode="batch_aug"), dict(train=False)])
 def test_pixels_match_pil_reference(structured_root, kw):

@@ -4,8 +4,8 @@ a C ABI for ctypes; the flags of the plugin's build, no FMA contraction) and che
 oracles: ``tests/oracles.py`` (box_search's three methods, paste, normalise + erase / paste / blend),
 ``kernels.saliency`` and ``tests/oracles_saliency.py`` (fine-grained saliency of uint8 and float32 images).
 
-The DALI operators call these very kernels one sample per pool thread; ``tests/test_dali_mixing.py`` and
-``tests/test_saliency.py`` check the operators (argument checks, batching, partner and map indices) on top.
+The DALI operators call these very kernels one sample per pool thread; ``tests/dali_ops/test_dali_mixing.py`` and
+``tests/dali_ops/test_saliency.py`` check the operators (argument checks, batching, partner and map indices) on top.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class SearchParams(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    shim = Path(__file__).resolve().parent / "cpu_kernels" / "cpu_kernels.cc"
+    shim = Path(__file__).resolve().parents[1] / "cpu_kernels" / "cpu_kernels.cc"
     lib = build_shared(tmp_path_factory.mktemp("cpu_kernels"), "cpu_kernels", [shim, *sorted(CSRC.glob("*/*_cpu.cc"))])
     lib.cpu_box_search.argtypes = [ctypes.POINTER(SearchParams), P, I, I, P, I, P]
     lib.cpu_paste_boxes.argtypes = [P, P, P, I, I, I, I, I, P, I]
@@ -189,7 +189,7 @@ def photo(rng, H, W):
 
 @pytest.mark.parametrize("max_side", [0, 40])
 def test_fine_grained_saliency_of_uint8_is_kernels_saliency(lib, max_side):
-    """kernels.saliency.fine_grained (OpenCV contrib's StaticSaliencyFineGrained bit for bit, tests/test_saliency.py)
+    """kernels.saliency.fine_grained (OpenCV contrib's StaticSaliencyFineGrained bit for bit, tests/dali_ops/test_saliency.py)
     at full and reduced resolution; ``mirror`` gives the map of the flipped image."""
     rng = np.random.default_rng(6)
     for H, W in [*SIZES, (120, 90)]:

@@ -63,7 +63,7 @@ def test_plot_draws_the_loader_benchmark(tmp_path):
 
     from bench.plot import entries, main
 
-    src = Path(__file__).resolve().parents[1] / "results" / "loader_bench.json"
+    src = Path(__file__).resolve().parents[2] / "results" / "loader_bench.json"
     payload = json.loads(src.read_text())
     assert [n for n, _ in entries(payload)] == list(payload["results"])
     main([str(src), "--out-dir", str(tmp_path)])

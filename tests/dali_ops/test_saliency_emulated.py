@@ -7,7 +7,7 @@ No GPU is needed: ``tests/cuda_emulation`` runs each thread block as host thread
 ``__syncthreads``, block-wide exchanges for the warp shuffles and ``cub::BlockScan``, and the kernel source is
 compiled unchanged with g++. This checks the kernels' arithmetic and indexing bit for bit; it cannot check what
 only a GPU shows (races the emulation's barriers hide, nvcc's code, launch limits, speed) --
-``tests/test_saliency.py``'s GPU tests and ``make gpu-check`` do that where a GPU is lent.
+``tests/dali_ops/test_saliency.py``'s GPU tests and ``make gpu-check`` do that where a GPU is lent.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from conftest import build_emulation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_emulated_kernels_equal_the_cpu_operator_on_the_gpu_vectors(emu):
 def test_emulated_float_kernels_equal_opencv_on_every_rounding_case(emu):
     """float32 input at widths 1..39 (every case of OpenCV's float gray rounding and integral blocks) and
     heights 1..9, some mirrored: OpenCV's map of the array as it is (through the NumPy oracle, which
-    tests/test_saliency.py proves equal to cv2)."""
+    tests/dali_ops/test_saliency.py proves equal to cv2)."""
     from oracles_saliency import fine_grained_float
 
     rng = np.random.default_rng(4)

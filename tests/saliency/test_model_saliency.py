@@ -15,7 +15,7 @@ from nvidia.dali import fn, pipeline_def
 
 from dali_ops import mixing
 from pipelines.methods import get_method
-from test_loader import MEAN, SIZE, STD, box_mask, make
+from helpers import MEAN, SIZE, STD, box_mask, make
 
 B, M = 6, 2
 S = 16  # window / region side at 64 px
@@ -206,7 +206,7 @@ def test_eager_search_in_a_fresh_process():
             "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
             "                       size=2, jitter=0)\n"
             "print(box.ravel().tolist())\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["[5,", "5,", "7,", "7]"]  # the first of the four windows holding the peak

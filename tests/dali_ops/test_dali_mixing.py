@@ -8,6 +8,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 import oracles as ref
 from conftest import requires_gpu
+from helpers import feeder, search_both
 from dali_ops import mixing
 
 
@@ -17,7 +18,7 @@ def run_op(batches, op, batch_size, layouts=(), num_threads=1):
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=None, seed=0)
     def pipe():
-        nodes = [fn.external_source(source=_feeder(b), batch=True,
+        nodes = [fn.external_source(source=feeder(b), batch=True,
                                     layout=layouts[i] if i < len(layouts) else None)
                  for i, b in enumerate(batches)]
         out = op(*nodes)
@@ -27,12 +28,6 @@ def run_op(batches, op, batch_size, layouts=(), num_threads=1):
     p.build()
     outs = p.run()
     return [[np.array(t) for t in o] for o in outs]
-
-
-def _feeder(batch):
-    def source():
-        return batch
-    return source
 
 
 @pytest.fixture
@@ -117,10 +112,10 @@ def _normalize_occlude_case(rng, device, dtype):
     @pipeline_def(batch_size=n, num_threads=2, device_id=0 if device == "gpu" else None, seed=0)
     def pipe():
         def node(b, layout=None):
-            x = fn.external_source(source=_feeder(b), batch=True, layout=layout)
+            x = fn.external_source(source=feeder(b), batch=True, layout=layout)
             return x.gpu() if device == "gpu" else x
         u8, b, idx = node(imgs, "HWC"), node(list(boxes)), node(list(partner))
-        m = fn.external_source(source=_feeder(mirror), batch=True)
+        m = fn.external_source(source=feeder(mirror), batch=True)
         kw = dict(mirror=m, mean=NORM_MEAN, std=NORM_STD, dtype=dtype, device=device)
         return (fn.crop_mirror_normalize(u8, dtype=kind, output_layout="CHW", mirror=m, mean=NORM_MEAN,
                                          std=NORM_STD),
@@ -383,9 +378,9 @@ def test_gpu_paste_boxes_equals_the_oracle(rng, layout, dtype):
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=0, seed=0)
     def pipe():
-        im = fn.external_source(source=_feeder(feed), batch=True, layout=layout).gpu()
-        b = fn.external_source(source=_feeder(list(boxes)), batch=True).gpu()
-        idx = fn.external_source(source=_feeder(list(partner)), batch=True).gpu()
+        im = fn.external_source(source=feeder(feed), batch=True, layout=layout).gpu()
+        b = fn.external_source(source=feeder(list(boxes)), batch=True).gpu()
+        idx = fn.external_source(source=feeder(list(partner)), batch=True).gpu()
         return mixing.paste_boxes(im, b, partner_index=idx, device="gpu")
 
     p = pipe()
@@ -396,28 +391,6 @@ def test_gpu_paste_boxes_equals_the_oracle(rng, layout, dtype):
     for i in range(n):
         got = np.array(pasted[i])
         np.testing.assert_array_equal(got if layout == "CHW" else got.transpose(2, 0, 1), expect[i])
-
-
-def _search_both(sal, draws, index, kwargs, devices=("cpu", "gpu")):
-    """``fn.occlusion.box_search`` of the same inputs on each device (``index``: map_index or None)."""
-    n = len(draws)
-    outs = {}
-    for device in devices:
-        @pipeline_def(batch_size=n, num_threads=2, device_id=0 if device == "gpu" else None, seed=0)
-        def pipe():
-            def node(b):
-                x = fn.external_source(source=_feeder(b), batch=True)
-                return x.gpu() if device == "gpu" else x
-            inputs = [node(sal), node(draws)]
-            if index is not None:
-                inputs.append(fn.external_source(source=_feeder(index), batch=True))  # a CPU input
-            return mixing._plugin().box_search(*inputs, device=device, **kwargs)
-
-        p = pipe()
-        p.build()
-        (o,) = p.run()
-        outs[device] = np.stack([np.array(t) for t in (o.as_cpu() if hasattr(o, "as_cpu") else o)])
-    return outs
 
 
 def _search_case(rng, case):
@@ -456,7 +429,7 @@ def test_search_cases_run_on_the_cpu_operator(rng):
     """The GPU cases below are valid inputs of the CPU operator (so a GPU failure is the GPU's)."""
     for case in SEARCH_CASES:
         sal, draws, index, kw = _search_case(np.random.default_rng(len(case)), case)
-        out = _search_both(sal, draws, index, kw, devices=("cpu",))["cpu"]
+        out = search_both(sal, draws, index, kw, devices=("cpu",))["cpu"]
         assert out.shape == (len(draws), 1, 4)
         if index is not None:
             assert np.all(out[np.array(index) < 0] == -1)
@@ -467,7 +440,7 @@ def test_search_cases_run_on_the_cpu_operator(rng):
 def test_gpu_box_search_equals_the_cpu_operator(case):
     for seed in range(3):
         sal, draws, index, kw = _search_case(np.random.default_rng(seed * 100 + len(case)), case)
-        outs = _search_both(sal, draws, index, kw)
+        outs = search_both(sal, draws, index, kw)
         np.testing.assert_array_equal(outs["gpu"], outs["cpu"], err_msg=f"{case} seed {seed}")
 
 
@@ -480,7 +453,7 @@ def test_gpu_box_search_large_maps_equal_the_cpu_operator(rng):
                       (dict(method="max_window", size=56, stride=1, jitter=16), rng.integers(0, 2**31 - 1, (4, 2))),
                       (dict(method="keep_cut", size=56, tau="0.6"), rng.integers(0, 224, (4, 32, 2))),
                       (dict(method="keep_paste", size=56, tau="0.6"), rng.integers(0, 224, (4, 32, 2)))]:
-        outs = _search_both(sal, list(draws.astype(np.int32)), None, kw)
+        outs = search_both(sal, list(draws.astype(np.int32)), None, kw)
         np.testing.assert_array_equal(outs["gpu"], outs["cpu"], err_msg=str(kw))
 
 
@@ -497,9 +470,9 @@ def test_gpu_search_with_map_index_equals_the_cpu_operator(rng):
         @pipeline_def(batch_size=n, num_threads=2, device_id=0, seed=0)
         def pipe():
             def node(b):
-                x = fn.external_source(source=_feeder(b), batch=True)
+                x = fn.external_source(source=feeder(b), batch=True)
                 return x.gpu() if device == "gpu" else x
-            s, mi = node(sal), fn.external_source(source=_feeder(index), batch=True)
+            s, mi = node(sal), fn.external_source(source=feeder(index), batch=True)
             return (mixing.saliency_peak_box(s, node(cut), mi, device=device),
                     mixing.max_window(s, 9, 2, node(jitter), mi, jitter=4, device=device),
                     mixing.keep_box(s, node(tries), mi, size=8, tau=0.6, device=device))

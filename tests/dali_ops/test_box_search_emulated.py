@@ -5,89 +5,41 @@ No GPU is needed: ``tests/cuda_emulation/cuda_runtime.h`` runs each thread block
 barrier for ``__syncthreads`` and block-wide exchanges for the warp shuffles, and the kernel source is
 compiled unchanged with g++. This checks the kernel's algorithm (integral order, reductions, tie rules,
 radix select, the quantile decision) bit for bit; it cannot check what only a GPU shows (races the
-emulation's barriers hide, launch limits, speed) -- ``tests/test_dali_mixing.py``'s GPU tests and
+emulation's barriers hide, launch limits, speed) -- ``tests/dali_ops/test_dali_mixing.py``'s GPU tests and
 ``make gpu-check`` do that where a GPU is lent.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import build_emulation
-
 import oracles as ref
+from helpers import emulated_box_search as emulated, search_both
 
-ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}
-
-
-class Sample(ctypes.Structure):
-    _fields_ = [("map", ctypes.c_void_p), ("draws", ctypes.c_void_p), ("box", ctypes.c_void_p),
-                ("scratch", ctypes.c_void_p), ("H", ctypes.c_int), ("W", ctypes.c_int), ("tries", ctypes.c_int),
-                ("size", ctypes.c_int)]
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("emu"), "box_search_emu")
-    lib.emu_box_search.argtypes = [ctypes.POINTER(Sample), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                   ctypes.c_int, ctypes.c_double, ctypes.c_int]
-    return lib
-
-
-def emulated(lib, maps, draws, index, kw, sizes=None):
-    """box_search's GPU kernel on host arrays: maps (list of (H, W) float32), draws, index (-1: none)."""
-    n = len(draws)
-    method = METHODS[kw["method"]]
-    maps = [np.ascontiguousarray(m, np.float32) for m in maps]
-    draws = [np.ascontiguousarray(d, np.int32) for d in draws]
-    out = np.zeros((n, 4), np.int32)
-    keep = []
-    samples = (Sample * n)()
-    for i in range(n):
-        s = samples[i]
-        s.draws = draws[i].ctypes.data
-        s.box = out[i].ctypes.data
-        s.tries = draws[i].shape[0] if draws[i].ndim == 2 else 1
-        s.size = int(sizes[i]) if sizes is not None else -1  # -1: the batch's size
-        if index[i] < 0:
-            continue
-        m = maps[index[i]]
-        s.map, s.H, s.W = m.ctypes.data, m.shape[0], m.shape[1]
-        scratch = np.full((m.shape[0] + 1) * (m.shape[1] + 1) + (m.size if method >= 2 else 0), np.nan)
-        keep.append(scratch)
-        s.scratch = scratch.ctypes.data
-    lib.emu_box_search(samples, n, method, int(kw.get("size", 56)), int(kw.get("stride", 1)),
-                       int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))))
-    return out
-
-
+ROOT = Path(__file__).resolve().parents[2]
 def _ragged(z, key):
     return [z[f"{key}.{i}"] for i in range(int(z[f"{key}.n"]))]
 
 
-def test_emulated_kernel_equals_the_cpu_operator_on_the_gpu_vectors(emu):
+def test_emulated_kernel_equals_the_cpu_operator_on_the_gpu_vectors(box_search_emu):
     """tests/gpu_vectors/box_search.npz holds the CPU operator's boxes (make gpu-vectors)."""
     with np.load(ROOT / "tests" / "gpu_vectors" / "box_search.npz") as z:
         cases = sorted(k[: -len(".kwargs")] for k in z.files if k.endswith(".kwargs"))
         assert len(cases) == 20
         for case in cases:
             kw = json.loads(str(z[f"{case}.kwargs"]))
-            got = emulated(emu, _ragged(z, f"{z[f'{case}.maps']}.map"), _ragged(z, f"{case}.draws"),
+            got = emulated(box_search_emu, _ragged(z, f"{z[f'{case}.maps']}.map"), _ragged(z, f"{case}.draws"),
                            [int(v) for v in z[f"{case}.index"]], kw)
             np.testing.assert_array_equal(got, z[f"{case}.out"], err_msg=case)
 
 
 @pytest.mark.parametrize("method", ["peak_q", "peak_f", "max_window", "keep_cut", "keep_paste"])
-def test_emulated_kernel_equals_the_cpu_operator_on_random_tied_maps(emu, method):
+def test_emulated_kernel_equals_the_cpu_operator_on_random_tied_maps(box_search_emu, method):
     """Fresh inputs through the CPU operator (DALI) and the emulated kernel: few saliency levels (ties at the
     maximum and at the quantile's order statistics), quantile levels at both ends, more rows than threads."""
-    from test_dali_mixing import _search_both
-
     rng = np.random.default_rng(sum(map(ord, method)))
     for trial in range(4):
         big = 300 if trial == 3 else 40  # 300: more rows and columns than the block has threads
@@ -106,17 +58,15 @@ def test_emulated_kernel_equals_the_cpu_operator_on_random_tied_maps(emu, method
             draws = [rng.integers(0, 40, (int(rng.integers(1, 12)), 2)).astype(np.int32) for _ in shapes]
             kw = dict(method=method, size=int(rng.integers(2, 12)),
                       tau=repr(float(rng.choice([0.0, 1.0, 0.5, float(rng.random())]))))
-        cpu = _search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
-        np.testing.assert_array_equal(emulated(emu, sal, draws, index, kw), cpu, err_msg=f"{kw} {shapes} {index}")
+        cpu = search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
+        np.testing.assert_array_equal(emulated(box_search_emu, sal, draws, index, kw), cpu, err_msg=f"{kw} {shapes} {index}")
 
 
 @pytest.mark.parametrize("method", ["keep_cut", "keep_paste"])
-def test_tries_on_the_order_statistics_around_the_quantile(emu, method):
+def test_tries_on_the_order_statistics_around_the_quantile(box_search_emu, method):
     """A try whose score is exactly s_(k) (cut) or s_(k+1) (paste), the two scores numpy.quantile interpolates
     between: counting cannot decide it, the lerp does (it passes when gamma is strictly inside (0, 1)). The
     emulated kernel, the CPU operator and the NumPy restatement (numpy.quantile) must agree."""
-    from test_dali_mixing import _search_both
-
     rng = np.random.default_rng(41 if method == "keep_cut" else 43)
     size, tau = 6, 0.37
     below = method == "keep_cut"
@@ -137,13 +87,13 @@ def test_tries_on_the_order_statistics_around_the_quantile(emu, method):
         draws.append(d)
     kw = dict(method=method, size=size, tau=repr(tau))
     index = list(range(len(sal)))
-    cpu = _search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
+    cpu = search_both(sal, draws, list(np.array(index, np.int32)), kw, devices=("cpu",))["cpu"][:, 0]
     for i, m in enumerate(sal):
         np.testing.assert_array_equal(cpu[i], ref.cutout_box(draws[i][0, 0], draws[i][0, 1], size, *m.shape))
-    np.testing.assert_array_equal(emulated(emu, sal, draws, index, kw), cpu)
+    np.testing.assert_array_equal(emulated(box_search_emu, sal, draws, index, kw), cpu)
 
 
-def test_emulated_kernel_searches_each_rows_own_region_side(emu):
+def test_emulated_kernel_searches_each_rows_own_region_side(box_search_emu):
     """KeepCutMix: a per-row ``size`` (the row's CutMix side, 0 and 1 included) on the GPU kernel, against
     KeepAugment restated (region sums of that side, numpy.quantile)."""
     rng = np.random.default_rng(3)
@@ -151,7 +101,7 @@ def test_emulated_kernel_searches_each_rows_own_region_side(emu):
     maps = [rng.random((H, W)).astype(np.float32) for _ in range(n)]
     sizes = [5, 0, 1, 9, 2, 13]
     draws = [np.stack([rng.integers(0, H, 7), rng.integers(0, W, 7)], -1) for _ in range(n)]
-    got = emulated(emu, maps, draws, list(range(n)), dict(method="keep_cut", size=56, tau=str(tau)), sizes)
+    got = emulated(box_search_emu, maps, draws, list(range(n)), dict(method="keep_cut", size=56, tau=str(tau)), sizes)
     for i in range(n):
         t = ref.keep_pick(ref.keep_scores(maps[i], sizes[i]), draws[i], tau, below=True)
         assert tuple(got[i]) == ref.cutout_box(draws[i][t][0], draws[i][t][1], sizes[i], H, W)
