@@ -23,7 +23,7 @@ opencv-contrib-python-headless 5.0.0 exactly:
 
 The DALI operator ``fn.occlusion.fine_grained_saliency`` (``dali_ops/csrc/fine_grained_saliency/``: the
 CPU kernel ``fine_grained_saliency_cpu.cc``, the CUDA kernels ``fine_grained_saliency_gpu.cuh``)
-computes the same numbers on CPU and GPU; ``tests/test_saliency.py`` checks this module, the
+computes the same numbers on CPU and GPU; ``tests/dali_ops/test_saliency.py`` checks this module, the
 operator and OpenCV against each other. Images are RGB here (OpenCV is given the BGR version).
 
 ``max_side`` (both here and in the operator) trades exactness for speed on large images: the gray
