@@ -30,10 +30,12 @@ for free; pad rows (``meta["valid"] == 0``) are masked out of loss and metrics.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,7 +48,10 @@ import torchvision
 
 from kernels.labels import soft_cross_entropy
 from pipelines import OcclusionLoader, SaliencyTap
+from pipelines.data.demo_data import ensure_demo_data
 from pipelines.methods import METHODS, get_method
+from pipelines.saliency import EarlyHead, SaliencyStep, parse_saliency
+from pipelines.tools.occlusion_sweep import plot_sweep, run_sweep
 
 #: The ImageNet recipe (Goyal et al. 2017; torchvision references/classification) and the demo's.
 RECIPES = {
@@ -115,7 +120,7 @@ def parse_args(argv=None):
                    help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
                         "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
     p.add_argument("--feedback", default="step", choices=("step", "bank"),
-                   help="how the model's map reaches the method: step (this very batch, pipelines.saliency.extractors."
+                   help="how the model's map reaches the method: step (this very batch, pipelines.saliency.step."
                         "SaliencyStep) or bank (hooks on the normal step push it into the loader's saliency bank; "
                         "it steers the sample's next visit in the graph: no extra pass, any copies, torchrun)")
     p.add_argument("--bank", type=Path, default=None,
@@ -350,8 +355,6 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
 def model_saliency_method(method, source: str = "model", bank=None):
     """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's
     (``saliency="bank"``, kept in the file ``bank``)."""
-    import dataclasses
-
     if "saliency" not in method.options():
         raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
                          f"keep_cutmix, saliencymix), got {method}")
@@ -362,8 +365,6 @@ def make_saliency_step(model, train, args, device, lr):
     """The optimizer (with an early head's parameters) and the step of ``--saliency``: Fong & Vedaldi's free
     joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0`` (the clean copy's own backward
     gives the map), else the fresh path (an extra pass for the map)."""
-    from pipelines.saliency import EarlyHead, SaliencyStep, parse_saliency
-
     saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
     trained = model
     if isinstance(saliency, EarlyHead):
@@ -466,8 +467,6 @@ def load_checkpoint(t: Trainer, path: Path) -> None:
 # ------------------------------------------------------------------------------------------------
 def data_root(args) -> Path:
     if args.demo or args.data is None:
-        from pipelines.data.demo_data import ensure_demo_data
-
         return ensure_demo_data()
     return args.data
 
@@ -478,8 +477,6 @@ def bank_path(args, d: Dist) -> Path:
         return args.bank
     if args.save is not None:
         return args.save / "saliency_bank.bin"
-    import tempfile
-
     path = [str(Path(tempfile.mkdtemp(prefix="occlusion-bank-")) / "bank.bin") if d.main else None]
     if d.enabled:
         dist.broadcast_object_list(path, src=0)
@@ -610,8 +607,6 @@ def evaluate_checkpoint(args, d: Dist):
         top1 = evaluate(model, val, d)
         print(f"{path}: val top-1 {100 * top1:.2f}%", flush=True)
         return top1
-    from pipelines.tools.occlusion_sweep import plot_sweep, run_sweep
-
     result = run_sweep(model, val, d.device, size, seed=args.seed)
     result["checkpoint"] = str(path)
     out = args.sweep_out or path.parent / "occlusion_sweep.json"

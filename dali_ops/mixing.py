@@ -1,7 +1,7 @@
 """DALI operators that take saliency maps and boxes as *regular* inputs: search and apply.
 
 Why: named argument inputs of DALI operators (``fn.erase(anchor=, shape=)``, ``fn.multi_paste(in_ids=)``)
-must be CPU nodes (DESIGN.md section 3), so boxes computed inside the graph -- on the GPU from a saliency
+must be CPU nodes (checked with DALI 2.4), so boxes computed inside the graph -- on the GPU from a saliency
 map -- cannot drive them. These operators take every tensor as a regular input instead, so the chain
 ``saliency -> search -> boxes -> apply`` stays on one device.
 
@@ -35,7 +35,7 @@ Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``de
 * :func:`keep_box` -- KeepAugment selective-cut / selective-paste box (Gong et al. 2021), the candidate
   centres drawn upstream and given as an input.
 
-Determinism (STYLE.md): every random quantity (cut sizes, jitter, candidate centres) is an input drawn
+Determinism (DALI's own rule for its operators): every random quantity (cut sizes, jitter, candidate centres) is an input drawn
 upstream from a seeded generator; the operators are pure functions of their inputs (DALI
 ``StatelessOperator``s: a pipeline built with ``enable_checkpointing=True`` can save and restore them).
 
@@ -47,32 +47,23 @@ the data -- uint8, float16 or float32. Saliency maps ``(H, W)`` float32. Boxes `
 from __future__ import annotations
 
 import numpy as np
+from nvidia.dali import fn, types
+from nvidia.dali.data_node import DataNode
+
+import dali_ops
+from kernels.checks import check_choice, check_int, check_probability
 
 __all__ = ["normalize_occlude", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
-
-def _check(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _int_arg(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _plugin():
     """``fn.occlusion`` of the loaded plugin."""
-    import dali_ops
-    from nvidia.dali import fn
-
     dali_ops.load()
     return fn.occlusion
 
 
 def _device(device):
-    return _check("device", device, ("cpu", "gpu"))
+    return check_choice("device", device, ("cpu", "gpu"))
 
 
 def _search(saliency, draws, map_index, device, kwargs):
@@ -109,8 +100,6 @@ def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mir
     Rows without boxes equal ``fn.crop_mirror_normalize``'s output bit for bit; every value is written
     once (no second float copy for the occlusion). ``dtype``: ``"float32"`` or ``"float16"``.
     """
-    from nvidia.dali import types
-
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     if partner_index is not None and boxes is None:
@@ -167,11 +156,9 @@ def max_window(saliency, size: int, stride: int = 1, draws=None, map_index=None,
     the window gets the box ``(-1, -1, -1, -1)`` (no occlusion; an operator cannot raise).
     ``map_index`` as in :func:`saliency_peak_box` (-1: row not occluded).
     """
-    from nvidia.dali import fn, types
-
-    S = _int_arg("size", size, 1)
-    T = _int_arg("stride", stride, 1)
-    jitter = _int_arg("jitter", jitter, 0)
+    S = check_int("size", size)
+    T = check_int("stride", stride)
+    jitter = check_int("jitter", jitter, lo=0)
     device = _device(device)
     if draws is None:
         if jitter > 0:
@@ -197,15 +184,10 @@ def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, se
     counting, on the GPU from the exact order statistics around the quantile (radix select) and the lerp
     without FMA contraction. ``map_index`` as in :func:`saliency_peak_box` (-1: row not occluded).
     """
-    from nvidia.dali import types
-
-    from nvidia.dali.data_node import DataNode
-
     if not isinstance(size, DataNode):  # a CPU node: one side per row (KeepCutMix), checked by the op
-        size = _int_arg("size", size, 2)
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be a quantile level in [0, 1], got {tau!r}")
-    selective = _check("selective", selective, ("cut", "paste"))
+        size = check_int("size", size, lo=2)
+    tau = check_probability("tau", tau)
+    selective = check_choice("selective", selective, ("cut", "paste"))
 
     # tau as a decimal string: DALI's float arguments are float32 (see box_search's schema)
     return _search(saliency, tries, map_index, device,

@@ -2,7 +2,7 @@
 
 Test code (``import oracles`` from a test: pytest puts ``tests/`` on the path, as for ``conftest``);
 library code never imports it, ``bench.kernels_bench`` times one of them as the brute-force contender.
-Each function is written from the reference behaviour (REFERENCES.md), independently of the optimised
+Each function is written from the reference behaviour (the papers' reference code, cited per function), independently of the optimised
 code it checks (the plugin's operators and kernels, ``kernels/``): no integral images, no twins, no
 coordinate compression -- boxes are painted or sliced, windows summed directly.
 """

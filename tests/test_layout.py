@@ -1,4 +1,4 @@
-"""The package layout (DESIGN.md section 7, issue 19): one room per stage of a batch, imports running one way --
+"""The package layout (docs/design.md, issue 19): one room per stage of a batch, imports running one way --
 tools -> loader -> methods -> saliency -> kernels / dali_ops (data beside them, below the loader) -- and reader
 workers that never import torch."""
 from __future__ import annotations

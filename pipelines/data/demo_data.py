@@ -48,6 +48,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from kernels.checks import check_int
+
 #: Bump when the renderer changes, so cached sets made by an older generator are regenerated.
 GENERATOR_VERSION = 2
 
@@ -139,13 +141,8 @@ CLASSES: tuple[ClassSpec, ...] = (
 
 def class_names(num_classes: int = len(CLASSES)) -> list[str]:
     """Folder names of the first ``num_classes`` classes (sorted order == label order)."""
-    _check_num_classes(num_classes)
+    check_int("num_classes", num_classes, lo=1, hi=len(CLASSES))
     return [f"{i:02d}_{CLASSES[i].shape}" for i in range(num_classes)]
-
-
-def _check_num_classes(num_classes: int) -> None:
-    if not 1 <= int(num_classes) <= len(CLASSES):
-        raise ValueError(f"num_classes must be in 1..{len(CLASSES)}, got {num_classes}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,11 +170,9 @@ class DemoParams:
     generator_version: int = GENERATOR_VERSION
 
     def validate(self) -> None:
-        _check_num_classes(self.num_classes)
+        check_int("num_classes", self.num_classes, lo=1, hi=len(CLASSES))
         for name in ("train_per_class", "val_per_class"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+            check_int(name, getattr(self, name), lo=0)
         if self.train_per_class + self.val_per_class == 0:
             raise ValueError("train_per_class + val_per_class must be > 0")
         for name in ("width_range", "height_range"):

@@ -1,4 +1,4 @@
-"""``Batch``: what the loader yields (DESIGN.md section 5), in a module of its own so that the loader and
+"""``Batch``: what the loader yields (the public contract, docs/design.md), in a module of its own so that the loader and
 the methods' training-side steps can both use it without importing each other."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Rows are copy-major: row ``c * B + i`` is copy ``c`` of sample ``i`` of the batch (Fong & Vedaldi's M copies of
 a batch, concatenated on the device). Each batch unpacks as ``images, targets`` and also carries ``labels`` and
-``meta`` (DESIGN.md section 5). The method (:mod:`pipelines.methods`) decides what happens to each copy; the
+``meta`` (:class:`~pipelines.loader.batch.Batch`). The method (:mod:`pipelines.methods`) decides what happens to each copy; the
 loader builds and runs the pipeline, keeps its position (resume), and hands the model's side to its
 :class:`~pipelines.loader.training_side.TrainingSide`.
 """

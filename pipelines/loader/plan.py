@@ -1,6 +1,6 @@
 """Per-batch parameters, drawn on the host from a seeded generator.
 
-Following kornia's split of parameter generation from application (STYLE.md), every random choice of a
+Following kornia's split of parameter generation from application (``kornia/augmentation``), every random choice of a
 batch (crop window, flip, the method's draws, which rows and copies are augmented) is drawn here from
 ``numpy.random.default_rng((seed, epoch, batch_index, shard_id))``. The DALI graph only applies them, so a
 batch is a pure function of that key: workers may run in any order, a resumed run reproduces the rest of

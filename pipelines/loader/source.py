@@ -1,6 +1,6 @@
 """Our reader: a parallel ``fn.external_source`` that owns the sample order.
 
-DESIGN.md section 4: the reader must know which sample it serves (to look up the saliency bank and
+docs/design.md, "Why our own reader": the reader must know which sample it serves (to look up the saliency bank and
 to record ``sample_id``, crop and flip), so the pipeline does not use ``fn.readers.file``.
 
 Order. Epoch ``e`` visits the dataset in ``permutation(N)`` drawn from ``default_rng((seed, e))``

@@ -1,6 +1,6 @@
 """What a method is: its options, its host-side draws, its DALI graph fragment and its training-side step.
 
-Modelled on kornia's augmentation package (STYLE.md): a method's options are a frozen dataclass
+Modelled on kornia's augmentation package (``kornia/augmentation``): a method's options are a frozen dataclass
 validated on construction; :meth:`Method.draw` draws every random parameter of one copy of a batch on the
 host from the batch's generator (a pure function of ``(seed, epoch, batch, shard)``), the base class gates
 the rows (``p``, ``mode``, ``p_keep_image``: :meth:`Method.plan`, kornia's ``batch_prob``) and

@@ -30,14 +30,11 @@ POLICIES = ("auto_augment", "rand_augment")
 
 @dataclass(frozen=True)
 class _Keep(SaliencyGuided):
-    size: int = 56
     tau: float = 0.6
     max_tries: int = 32
 
     def check(self):
         super().check()
-        if check_int("size", self.size) < 2:
-            raise ValueError(f"size (the KeepAugment region side) must be >= 2, got {self.size}")
         object.__setattr__(self, "tau", check_probability("tau", self.tau))
         check_int("max_tries", self.max_tries)
 
@@ -48,26 +45,42 @@ class _Keep(SaliencyGuided):
         cx = rng.integers(0, size, size=(n, self.max_tries))
         return np.broadcast_to(np.stack([cy, cx], -1), (rows, self.max_tries, 2)).astype(np.int32)
 
-    def draw(self, rng, rows, size):
-        return CopyPlan.whole(rows, 1, {MAP_INDEX: np.arange(rows, dtype=np.int32),
-                                        TRIES: self._tries(rng, rows, size)})
-
     search_draws = "tries"
     selective = "cut"
 
-    def search_kwargs(self, draws):
-        # tau as a decimal string, as keep_box passes it (DALI's float arguments are float32)
-        size = np.asarray(draws["size"], np.int32) if "size" in draws else self.size
-        return dict(method=f"keep_{self.selective}", size=size, tau=repr(float(self.tau)))
+    def keep_kwargs(self, side) -> dict:
+        """``box_search``'s arguments with region side ``side`` (an int, or one per row); tau as a decimal
+        string, as ``keep_box`` passes it (DALI's float arguments are float32)."""
+        return dict(method=f"keep_{self.selective}", size=side, tau=repr(float(self.tau)))
 
-    def search(self, g, sal, nodes):
-        size = nodes[SIZE] if SIZE in nodes else self.size
-        return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=size, tau=self.tau,
+    def keep_box(self, g, sal, nodes, side):
+        return mixing.keep_box(sal, g.on(nodes[TRIES]), nodes[MAP_INDEX], size=side, tau=self.tau,
                                selective=self.selective, device=g.device)
 
 
 @dataclass(frozen=True)
-class KeepCutout(_Keep, Erasing):
+class _KeepRegion(_Keep):
+    """Selective cut / paste with a fixed region side ``size``."""
+
+    size: int = 56
+
+    def check(self):
+        super().check()
+        check_int("size", self.size, lo=2)
+
+    def draw(self, rng, rows, size):
+        return CopyPlan.whole(rows, 1, {MAP_INDEX: np.arange(rows, dtype=np.int32),
+                                        TRIES: self._tries(rng, rows, size)})
+
+    def search_kwargs(self, draws):
+        return self.keep_kwargs(self.size)
+
+    def search(self, g, sal, nodes):
+        return self.keep_box(g, sal, nodes, self.size)
+
+
+@dataclass(frozen=True)
+class KeepCutout(_KeepRegion, Erasing):
     """Selective-cut: a Cutout box whose region score is below the ``tau``-quantile (an unimportant region)
     is erased (``fill``, as :class:`~pipelines.methods.base.Erasing`). Defaults: ``size=56`` (Fong & Vedaldi's S
     at 224 px), ``tau=0.6`` (the paper's), 32 tries."""
@@ -80,7 +93,7 @@ class KeepCutout(_Keep, Erasing):
 
 
 @dataclass(frozen=True)
-class KeepPaste(_Keep):
+class KeepPaste(_KeepRegion):
     """Selective-paste: the image goes through the augmentation ``policy`` and a region whose score is above
     the ``tau``-quantile (an important one) is pasted back from the un-augmented image. ``policy``:
     ``"auto_augment"`` (DALI's AutoAugment ImageNet policy, the paper's ImageNet runs) or ``"rand_augment"``
@@ -156,6 +169,12 @@ class KeepCutMix(_Keep):
                                         TRIES: self._tries(rng, rows, size), SIZE: side})
         plan.partner = perm
         return plan
+
+    def search_kwargs(self, draws):
+        return self.keep_kwargs(np.asarray(draws["size"], np.int32))
+
+    def search(self, g, sal, nodes):
+        return self.keep_box(g, sal, nodes, nodes[SIZE])
 
     def apply(self, g, u8, mirror, nodes, boxes):
         return g.normalize(u8, boxes, g.on(nodes[PARTNER]), mirror=mirror)

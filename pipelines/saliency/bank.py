@@ -1,5 +1,5 @@
 """The saliency bank: the model's saliency of every sample, kept from one visit of the sample to the next
-(DESIGN.md section 4, ``bank``).
+(docs/model_saliency.md, "The saliency bank").
 
 The training loop hands back maps it already has (NormGrad from hooks on its normal backward, the
 attention of its forward: :class:`pipelines.saliency.extractors.SaliencyTap`) with ``loader.feedback(batch, maps)``;

@@ -1,5 +1,5 @@
 """Model saliency: the feedback channel from the model being trained to the saliency-guided methods
-(DESIGN.md section 4).
+(docs/model_saliency.md).
 
 Each extractor is a callable ``(images, labels) -> maps``, ``maps`` ``(N, h, w)`` float32 on the images'
 device, that leaves the model as it found it: parameters, ``.grad`` (gradients are taken with
@@ -31,17 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.checks import check_choice, check_fraction, check_int
 from kernels.labels import soft_cross_entropy
 
 __all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyTap", "normgrad_map", "parse_saliency"]
 
 TARGETS = ("label", "loss")
-
-
-def _check_target(target):
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    return target
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -115,7 +110,7 @@ class NormGrad:
         self.model = model
         self.layer = layer
         self.module = _module(model, layer)
-        self.target = _check_target(target)
+        self.target = check_choice("target", target, TARGETS)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with preserved(self.model), torch.enable_grad(), capture(self.module) as out:
@@ -131,11 +126,9 @@ class InputGradient:
     gradient there, bilinear back to full size (``align_corners=False`` both ways)."""
 
     def __init__(self, model: nn.Module, scale: float = 1.0, target: str = "label"):
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < scale <= 1.0:
-            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
         self.model = model
-        self.scale = float(scale)
-        self.target = _check_target(target)
+        self.scale = check_fraction("scale", scale)
+        self.target = check_choice("target", target, TARGETS)
 
     def __call__(self, images, labels):
         h, w = images.shape[-2:]
@@ -168,9 +161,7 @@ class EarlyHead(nn.Module):
     def __init__(self, model: nn.Module, after: str = "layer1", num_classes: int | None = None,
                  channels: int | None = None):
         super().__init__()
-        if num_classes is None or isinstance(num_classes, bool) or not isinstance(num_classes, int) \
-                or num_classes < 1:
-            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        check_int("num_classes", num_classes)
         block = _module(model, after)
         if channels is None:
             for m in reversed(list(block.modules())):
@@ -255,7 +246,7 @@ class Attention:
 
 
 class SaliencyTap:
-    """Maps from the normal training step, with no extra pass: the saliency bank's feed (DESIGN.md section 4,
+    """Maps from the normal training step, with no extra pass: the saliency bank's feed (docs/model_saliency.md,
     ``bank``; ``loader.feedback(batch, tap.maps())``).
 
     * ``"normgrad"`` -- NormGrad (Fong & Vedaldi 2019, arXiv 1910.10651, Eq. 1) at ``layer``'s output from the

@@ -1,4 +1,4 @@
-"""A training step with the model's saliency of this very batch (DESIGN.md section 4, ``fresh`` and ``joint``):
+"""A training step with the model's saliency of this very batch (docs/model_saliency.md, the same-step path):
 the maps from an extractor (:mod:`pipelines.saliency.extractors`), the method applied on the training side
 (``loader.occlude``), one optimizer step."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pipelines.saliency.extractors import EarlyHead, NormGrad, SaliencyTap
 
 
 class SaliencyStep:
-    """One training step with the model's saliency of this very batch (DESIGN.md section 4):
+    """One training step with the model's saliency of this very batch (docs/model_saliency.md):
     ``step = SaliencyStep(model, optimizer, loader, NormGrad(model, "layer1.0.conv1", target="loss"))``, then
     ``loss, batch = step(batch)`` per batch of a loader whose method has ``saliency="model"``.
 
@@ -58,9 +58,7 @@ class SaliencyStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self.free:
             return self._free(batch, valid, denom)
-        m, n = self.loader.cfg.copies, batch.images.shape[0]
-        b = n // m
-        rows = self.loader.training_side().map_rows(n)
+        rows = self.loader.training_side().map_rows(batch.images.shape[0])
         # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
         clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
         maps = self.saliency(clean, batch.labels[:rows].to(clean.device))

@@ -124,7 +124,7 @@ def graph_fragment(method, images, maps, draws, sources=None):
 
 RED = (255, 0, 0)  # keep_cutout's fill: the erase value of the training side and of the graph follow the method
 CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S, fill=RED)),
-         ("saliencymix", {}), ("keep_cutmix", dict(size=S)), ("keep_paste", dict(size=S))]
+         ("saliencymix", {}), ("keep_cutmix", {}), ("keep_paste", dict(size=S))]
 
 
 @pytest.mark.parametrize("method,opts", CASES)
