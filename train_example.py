@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -406,7 +407,12 @@ def evaluate(model, loader, d: Dist, inputs=lambda x: x, autocast=None) -> float
 # checkpoints
 # ------------------------------------------------------------------------------------------------
 def rng_state(device) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global generators' states as tensors and plain values, so a checkpoint loads with
+    ``torch.load(weights_only=True)`` (NumPy's state is an array and a tuple: stored as a tensor and numbers)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)}}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -414,7 +420,8 @@ def rng_state(device) -> dict:
 
 def set_rng_state(state: dict, device) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -446,9 +453,25 @@ def checkpoint_path(path: Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint file as :func:`save_checkpoint` wrote it, unpickled with ``weights_only=True``: tensors, numbers,
+    strings and containers only, so a checkpoint from elsewhere cannot run code when it is read (a pickle may call
+    any function while it loads; PyTorch's weights-only unpickler refuses every global it does not allow)."""
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise SystemExit(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise SystemExit(f"{path} is not a checkpoint of this script: it holds objects other than tensors, numbers "
+                         f"and strings ({reason}). It was not loaded (unpickling it could run code); resume or "
+                         f"evaluate only checkpoints written by train_example.py --save.") from None
+
+
 def load_checkpoint(t: Trainer, path: Path) -> None:
     """Restore everything :func:`save_checkpoint` wrote; this rank gets its own loader position and RNGs."""
-    ckpt = torch.load(checkpoint_path(path), map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     if ckpt["world_size"] != t.d.world:
         raise ValueError(f"--resume {path}: saved with world size {ckpt['world_size']}, running with {t.d.world}; "
                          "exact resume needs the same number of processes (the shards differ otherwise)")
@@ -592,7 +615,7 @@ def evaluate_checkpoint(args, d: Dist):
     """``--evaluate CKPT``: clean top-1 on the validation split, and with ``--occlusion-sweep`` the sweep
     of :mod:`pipelines.tools.occlusion_sweep` (JSON + PNG). One process (rank 0 does the work)."""
     path = checkpoint_path(args.evaluate)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     model = build_model(ckpt["arch"], ckpt["num_classes"], d.device, False)
     model.load_state_dict(ckpt["model"])
     size = ckpt["image_size"]

@@ -74,7 +74,7 @@ def test_torchrun_feedback_bank(tiny_dataset, tmp_path):
     assert len(shares) == 2 and "maps from the bank 0% of rows" in shares[0], out
     share = float(shares[1].split("maps from the bank ")[1].split("%")[0])
     assert share >= 50 and "(mean age 1.00 epochs)" in shares[1], shares[1]
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     banks = [rank["loader"]["bank"] for rank in ckpt["ranks"]]
     assert banks[0]["path"] == banks[1]["path"] == str(tmp_path / "run" / "saliency_bank.bin")
     assert banks[0]["generation"] == banks[1]["generation"]
@@ -90,13 +90,13 @@ def test_resume_gives_bit_identical_weights(tiny_dataset, tmp_path, stop_after, 
     _run([*common, "--save", str(tmp_path / "straight")])
     out = _run([*common, "--save", str(tmp_path / "split"), "--stop-after", str(stop_after)])
     assert f"stopped after step {stop_after}" in out
-    stopped = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    stopped = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert stopped["step"] == stop_after
     loader = stopped["ranks"][0]["loader"]  # the next batch to serve: (epoch, batches served)
     assert (loader["epoch"], loader["batch"]) == position
     _run([*common, "--save", str(tmp_path / "split"), "--resume", str(tmp_path / "split")])
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 12
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
@@ -153,8 +153,34 @@ def test_amp_float16_with_grad_scaler_checkpoints_the_scaler(tiny_dataset, tmp_p
     (``--amp`` alone is bf16 autocast and needs no scaler); the loss read-outs stay finite."""
     out = _run([sys.executable, "train_example.py", "--data", str(tiny_dataset), "--batch-size", "8", "--amp",
                 "--amp-dtype", "float16", "--stop-after", "2", "--save", str(tmp_path), *SMALL])
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["scaler"]["scale"] > 0
     losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines()
               if line.startswith("epoch ") and " step " in line]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+class _Payload:
+    """A pickle that runs a shell command when it is loaded (what a crafted checkpoint could hold)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
+def test_a_crafted_checkpoint_runs_no_code(tiny_dataset, tmp_path, flag):
+    """--resume and --evaluate read checkpoints with weights_only=True: a pickle that would run a command is refused
+    with an error naming the file, and the command never runs."""
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save({"model": _Payload(marker), "step": 0}, folder / "checkpoint.pt")
+    cmd = [sys.executable, "train_example.py", "--data", str(tiny_dataset), flag, str(folder), *SMALL]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode != 0
+    assert "checkpoint.pt is not a checkpoint of this script" in proc.stderr and "not loaded" in proc.stderr
+    assert not marker.exists()
