@@ -18,21 +18,65 @@ would otherwise be Pillow's default in the freshly spawned worker.
 
 Spawn also re-imports the main script in every worker: :func:`check_spawn_safe_main` refuses, before any
 worker starts, a script that would build the loader again in each of them.
+
+A process that ``fork()``s while a loader's pipeline is live hands the child a copy of the pipeline without DALI's
+threads or the reader workers' connections: using it would hang, and destroying it would join threads and release
+shared memory that belong to the parent. So in a forked child every live loader is disowned
+(:func:`track` / the at-fork hook): its pipeline and bank channel are kept, untouched, until the child exits,
+and iterating the loader raises a ``RuntimeError`` saying to build a new loader in the child.
 """
 from __future__ import annotations
 
 import ast
+import ctypes
+import multiprocessing.process
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 
+from nvidia.dali.pipeline import Pipeline
 from PIL import Image
 
 POLL_S = 0.2
 
 _watchdog_started = False
+_live_loaders: weakref.WeakSet = weakref.WeakSet()
+
+
+def track(loader) -> None:
+    """Disown ``loader`` in any child this process forks (it must have a ``disown_after_fork()`` method)."""
+    _live_loaders.add(loader)
+
+
+def _after_fork_in_child() -> None:
+    if not _live_loaders:
+        return
+    for loader in list(_live_loaders):
+        loader.disown_after_fork()
+    _live_loaders.clear()
+    # The reader workers are the parent's children: this process's exit must not terminate and join them (what
+    # multiprocessing's exit handler does with the children it knows of; its own fork start forgets them likewise).
+    multiprocessing.process._children = set()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def keep_until_exit(obj) -> None:
+    """Never clean ``obj`` up in this process (the parent's DALI pipeline in a forked child): one more reference that
+    nothing holds, so neither a collection nor the interpreter's shutdown frees it; out of DALI's list of pipelines to
+    shut down at exit; and without the exit-time finalizers attached to it (DALI closes a pipeline's reader-worker
+    pool from one: in the child that would stop the parent's workers). ``weakref.finalize`` keeps its finalizers in
+    a private registry; ``peek`` / ``detach`` are its public handles on each."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    Pipeline._pipes.discard(weakref.ref(obj))
+    for fin in list(weakref.finalize._registry):
+        info = fin.peek()
+        if info is not None and info[0] is obj:
+            fin.detach()
 
 
 def worker_setup_for(max_image_pixels) -> dict:

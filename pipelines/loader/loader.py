@@ -9,6 +9,7 @@ loader builds and runs the pipeline, keeps its position (resume), and hands the 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 
@@ -17,7 +18,7 @@ from pipelines.loader.batch import Batch
 from pipelines.loader.dataset import Dataset
 from pipelines.loader.errors import dead_worker, describe_failure
 from pipelines.loader.graph import build_pipeline
-from pipelines.loader.lifecycle import check_spawn_safe_main, worker_setup_for
+from pipelines.loader.lifecycle import check_spawn_safe_main, keep_until_exit, track, worker_setup_for
 from pipelines.loader.outputs import BatchAssembler
 from pipelines.loader.plan import AugmentConfig
 from pipelines.loader.runtime import Runtime
@@ -120,6 +121,8 @@ class OcclusionLoader:
         self._batch = 0      # batches of that epoch already served
         self._pipe = self._assemble = None
         self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+        self._forked_from = None  # the parent's pid, in a child forked while this loader lived
+        track(self)
 
     # -- DataLoader-like surface -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -161,6 +164,7 @@ class OcclusionLoader:
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
 
     def __iter__(self):
+        self._check_not_forked()
         token = self._claim_iterator()
         try:
             if self._batch >= len(self):
@@ -216,7 +220,15 @@ class OcclusionLoader:
         return getattr(self._channel, "file", None)
 
     # -- internals -------------------------------------------------------------------------------
+    def _check_not_forked(self) -> None:
+        if self._forked_from is not None:
+            raise RuntimeError(
+                f"this OcclusionLoader was built in process {self._forked_from}, which forked this process: its DALI "
+                f"pipeline's threads and reader workers belong to the parent, so the child cannot use it. Build a new "
+                f"OcclusionLoader in the child (or start your processes with 'spawn' / 'forkserver').")
+
     def _run(self):
+        self._check_not_forked()  # an iterator made before the fork runs on in the child
         dead = dead_worker(self._pipe, self._epoch, self._batch)
         if dead is not None:
             self.close()
@@ -269,6 +281,15 @@ class OcclusionLoader:
         if self._pipe is not None:
             del self._pipe
             self._pipe = None
+
+    def disown_after_fork(self) -> None:
+        """In a forked child: keep the parent's pipeline and bank channel untouched until exit (see
+        :mod:`pipelines.loader.lifecycle`) and refuse to iterate."""
+        self._forked_from = os.getppid()
+        for part in (self._pipe, self._channel):
+            if part is not None:
+                keep_until_exit(part)
+        self._pipe = self._channel = None
 
     def __del__(self):
         try:

@@ -146,3 +146,49 @@ def test_main_guard_detection_reads_the_usual_spellings(tmp_path):
                       "if __name__ == '__main__' and not x.quiet:\n    b = 2\n"
                       "c = 3\n")
     assert [_in_main_guard(str(script), n) for n in (1, 3, 5, 6)] == [False, True, True, False]
+
+
+FORK_SCRIPT = """
+import os, sys
+if __name__ == "__main__":
+    from pipelines import OcclusionLoader
+    loader = OcclusionLoader(sys.argv[1], 3, device="cpu", seed=4, runtime=dict(num_threads=1, py_workers=1),
+                             output_size=32)
+    it = iter(loader)
+    print("parent", next(it).meta["sample_id"].tolist(), flush=True)
+    pid = os.fork()
+    if pid == 0:
+        for use in (lambda: next(it), lambda: next(iter(loader))):  # the live iterator, and a new one
+            try:
+                use()
+                print("child served a batch", flush=True)
+            except RuntimeError as e:
+                print("child refused:", str(e).splitlines()[0], flush=True)
+        sys.exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    for _ in range(3):
+        print("parent", next(it).meta["sample_id"].tolist(), flush=True)
+"""
+
+
+def test_fork_with_a_live_pipeline_refuses_in_the_child_and_leaves_the_parent_whole(tiny_dataset, tmp_path):
+    """Issue 23 class 8: a child forked while the pipeline runs gets a clear error (from an iterator made before the
+    fork and from a new one) and exits cleanly; the parent serves the batches an unforked run serves."""
+    script = tmp_path / "fork_run.py"
+    script.write_text(FORK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tiny_dataset / "train")], capture_output=True, text=True,
+                          timeout=300, env=_env())
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refused = [l for l in lines if l.startswith("child refused:")]
+    assert len(refused) == 2 and all("which forked this process" in l for l in refused), lines
+    assert "child exit 0" in lines and not any(l.startswith("child served") for l in lines)
+    served = [l for l in lines if l.startswith("parent")]
+    from pipelines import OcclusionLoader
+
+    reference = OcclusionLoader(tiny_dataset / "train", 3, device="cpu", seed=4, output_size=32,
+                                runtime=dict(num_threads=1, py_workers=1))
+    expect = [f"parent {b.meta['sample_id'].tolist()}" for _, b in zip(range(4), reference)]
+    reference.close()
+    assert served == expect
