@@ -129,3 +129,21 @@ def emulated_box_search(lib, maps, draws, index, kw, sizes=None):
     lib.emu_box_search(samples, n, method, int(kw.get("size", 56)), int(kw.get("stride", 1)),
                        int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))))
     return out
+
+
+def run_op(batches, op, batch_size, layouts=(), num_threads=1):
+    """Feed per-sample lists through external_source (``layouts[i]`` for input i, if given), apply
+    ``op(*nodes)``, return the outputs as lists."""
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=None, seed=0)
+    def pipe():
+        nodes = [fn.external_source(source=feeder(b), batch=True,
+                                    layout=layouts[i] if i < len(layouts) else None)
+                 for i, b in enumerate(batches)]
+        out = op(*nodes)
+        return tuple(out) if isinstance(out, (tuple, list)) else out
+
+    p = pipe()
+    p.build()
+    outs = p.run()
+    return [[np.array(t) for t in o] for o in outs]

@@ -8,26 +8,8 @@ from nvidia.dali import fn, pipeline_def, types
 
 import oracles as ref
 from conftest import requires_gpu
-from helpers import feeder, search_both
+from helpers import feeder, run_op, search_both
 from dali_ops import mixing
-
-
-def run_op(batches, op, batch_size, layouts=(), num_threads=1):
-    """Feed per-sample lists through external_source (``layouts[i]`` for input i, if given), apply
-    ``op(*nodes)``, return the outputs as lists."""
-
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=None, seed=0)
-    def pipe():
-        nodes = [fn.external_source(source=feeder(b), batch=True,
-                                    layout=layouts[i] if i < len(layouts) else None)
-                 for i, b in enumerate(batches)]
-        out = op(*nodes)
-        return tuple(out) if isinstance(out, (tuple, list)) else out
-
-    p = pipe()
-    p.build()
-    outs = p.run()
-    return [[np.array(t) for t in o] for o in outs]
 
 
 @pytest.fixture

@@ -12,35 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 
-
-def _run(op, batches, n, layouts=()):
-    """Run ``op(*nodes)`` on the CPU over ``batches`` (lists of per-sample arrays); outputs as lists."""
-    from nvidia.dali import fn, pipeline_def
-
-    @pipeline_def(batch_size=n, num_threads=2, device_id=None, seed=0)
-    def pipe():
-        nodes = [fn.external_source(source=_feeder(b), batch=True,
-                                    layout=layouts[i] if i < len(layouts) else None)
-                 for i, b in enumerate(batches)]
-        out = op(*nodes)
-        return tuple(out) if isinstance(out, (tuple, list)) else out
-
-    p = pipe()
-    p.build()
-    return [[np.array(t) for t in o] for o in p.run()]
-
-
-def _feeder(batch):
-    def source():  # no parameter: DALI would pass the iteration number to a one-argument callable
-        return batch
-    return source
+from helpers import run_op  # noqa: E402  (the tests' own CPU-pipeline runner)
 
 
 def _put(store, case, name, values):
@@ -80,7 +61,7 @@ def box_search_vectors(occ):
                 kw = dict(method=method, size=7 if variant != "plain" else 56,
                           tau=repr(float(rng.choice([0.0, 0.3, 0.6, 1.0]))))
             inputs = [sal, draws] + ([list(index)] if index is not None else [])
-            (out,) = _run(lambda *x, kw=kw: occ.box_search(*x, **kw), inputs, n)
+            (out,) = run_op(inputs, lambda *x, kw=kw: occ.box_search(*x, **kw), n)
             case = f"{method}/{variant}"
             store[f"{case}.maps"] = np.array(f"maps/{variant}")
             _put(store, case, "draws", draws)
@@ -105,8 +86,9 @@ def saliency_vectors(occ):
     imgs = _images(rng, [(37, 53), (64, 48), (224, 224), (5, 3), (120, 90)])
     mirror = [0, 1, 1, 0, 1]
     for max_side in (0, 64):
-        (out,) = _run(lambda im, m, s=max_side: occ.fine_grained_saliency(im, mirror=m, max_side=s),
-                      [imgs, [np.int32(v) for v in mirror]], len(imgs), layouts=("HWC",))
+        (out,) = run_op([imgs, [np.int32(v) for v in mirror]],
+                        lambda im, m, s=max_side: occ.fine_grained_saliency(im, mirror=m, max_side=s), len(imgs),
+                        layouts=("HWC",))
         case = f"max_side{max_side}"
         _put(store, case, "image", imgs)
         _put(store, case, "mirror", np.array(mirror, np.int32))
@@ -115,8 +97,8 @@ def saliency_vectors(occ):
     # float32 input: SaliencyMix's official call (the normalised image as OpenCV gets it), full resolution
     norm = [((im.astype(np.float32) / np.float32(255) - np.float32([0.485, 0.456, 0.406]))
              / np.float32([0.229, 0.224, 0.225])).astype(np.float32) for im in imgs]
-    (out,) = _run(lambda im, m: occ.fine_grained_saliency(im, mirror=m),
-                  [norm, [np.int32(v) for v in mirror]], len(norm), layouts=("HWC",))
+    (out,) = run_op([norm, [np.int32(v) for v in mirror]], lambda im, m: occ.fine_grained_saliency(im, mirror=m),
+                    len(norm), layouts=("HWC",))
     _put(store, "float", "image", norm)
     _put(store, "float", "mirror", np.array(mirror, np.int32))
     store["float.max_side"] = np.array(0)
@@ -148,11 +130,11 @@ def normalize_vectors(occ):
     fill = [0.5, -1.0, 2.0]
     for dtype, kind in (("float32", types.FLOAT), ("float16", types.FLOAT16)):
         kw = dict(mean=mean, std=std, fill=fill, dtype=kind)
-        erased, pasted, plain = _run(
+        erased, pasted, plain = run_op(
+            [imgs, list(boxes), list(partner), mirror],
             lambda im, b, i, m: (occ.normalize_occlude(im, b, mirror=m, **kw),
                                  occ.normalize_occlude(im, b, i, mirror=m, **kw),
-                                 occ.normalize_occlude(im, mirror=m, **kw)),
-            [imgs, list(boxes), list(partner), mirror], n, layouts=("HWC",))
+                                 occ.normalize_occlude(im, mirror=m, **kw)), n, layouts=("HWC",))
         case = dtype
         _put(store, case, "image", np.stack(imgs))
         _put(store, case, "mirror", np.array(mirror, np.int32))
@@ -177,8 +159,8 @@ def paste_vectors(occ):
         feed = np.ascontiguousarray(x if layout == "CHW" else x.transpose(0, 2, 3, 1))
         boxes = _boxes(rng, n, 3, H, W)
         partner = np.array([2, -1, 0, 5, 5, 1], np.int32)
-        (pasted,) = _run(lambda im, b, i: occ.paste_boxes(im, b, im, i), [list(feed), list(boxes), list(partner)], n,
-                         layouts=(layout,))
+        (pasted,) = run_op([list(feed), list(boxes), list(partner)], lambda im, b, i: occ.paste_boxes(im, b, im, i), n,
+                           layouts=(layout,))
         case = f"{layout}_{dtype}"
         _put(store, case, "image", feed)
         _put(store, case, "boxes", boxes)
