@@ -19,7 +19,7 @@ from pipelines.loader.errors import dead_worker, describe_failure
 from pipelines.loader.graph import build_pipeline
 from pipelines.loader.lifecycle import check_spawn_safe_main, worker_setup_for
 from pipelines.loader.outputs import BatchAssembler
-from pipelines.loader.plan import AugmentConfig
+from pipelines.loader.plan import AugmentConfig, color_options
 from pipelines.loader.runtime import Runtime
 from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
@@ -64,9 +64,10 @@ class OcclusionLoader:
             maps exactly), DALI's ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come
             from DALI's seeded generators, not the reader's; ``state_dict()`` carries their state (DALI's
             checkpoint), so a resumed loader continues them exactly.
-        color_jitter, lighting: clovaai's ImageNet ColorJitter (brightness, contrast, saturation strengths: one
-            value or three; 0.4 in CutMix / SaliencyMix) and PCA Lighting (``alphastd``, 0.1), drawn per crop
-            from the batch's generator and applied in the graph's normalisation (:mod:`kernels.color`).
+        color: ``None``, ``"clovaai"`` or ``{"jitter": ..., "lighting": ...}``: clovaai's ImageNet ColorJitter
+            (brightness, contrast, saturation strengths: one value or three; 0.4 in CutMix / SaliencyMix) and PCA
+            Lighting (``alphastd``, 0.1), drawn per crop from the batch's generator and applied in the graph's
+            normalisation (:mod:`kernels.color`).
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
@@ -84,7 +85,7 @@ class OcclusionLoader:
 
     def __init__(self, root, batch_size: int, method="none", *, train: bool = True, output_size: int = 224,
                  copies: int = 1, copy_mode: str = "joint", p_keep_image=0.0, auto_augment=None,
-                 color_jitter=0.0, lighting: float = 0.0, label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
+                 color=None, label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
                  device_id: int | None = None, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
                  shuffle: bool | None = None, last_batch: str = "partial", dtype: str = "float32",
                  runtime: Runtime | dict | None = None, **options):
@@ -101,7 +102,7 @@ class OcclusionLoader:
         self.method = get_method(method, **options)
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment,
-                                 color_jitter=color_jitter, lighting=lighting)
+                                 **color_options(color))
         self.data = Dataset(root, num_classes, self.runtime)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
         self.device = resolve_device(device)

@@ -98,6 +98,23 @@ class AugmentConfig:
         return self.train and (any(self.color_jitter) or self.lighting > 0)
 
 
+#: clovaai/CutMix-PyTorch's ImageNet colour augmentation: ColorJitter(0.4, 0.4, 0.4) and Lighting(alphastd=0.1)
+CLOVAAI_COLOR = {"jitter": 0.4, "lighting": 0.1}
+
+
+def color_options(color) -> dict:
+    """The loader's ``color`` as :class:`AugmentConfig` fields: ``None`` (off), ``"clovaai"``
+    (:data:`CLOVAAI_COLOR`) or a dict with ``jitter`` (one strength or three) and ``lighting``."""
+    if color is None:
+        return {}
+    if color == "clovaai":
+        color = CLOVAAI_COLOR
+    if not isinstance(color, dict) or not set(color) <= {"jitter", "lighting"}:
+        raise ValueError(f"color must be None, 'clovaai' or a dict with 'jitter' (one strength or three) and "
+                         f"'lighting' (the PCA noise's alphastd), got {color!r}")
+    return {"color_jitter": color.get("jitter", 0.0), "lighting": color.get("lighting", 0.0)}
+
+
 def batch_rng(seed: int, epoch: int, batch_index: int, shard_id: int) -> np.random.Generator:
     """The generator of one batch: a pure function of its key, independent of worker order."""
     return np.random.default_rng([seed, epoch, batch_index, shard_id])
