@@ -95,6 +95,9 @@ def parse_policy(text) -> Policy | None:
     n, m, p, inc, notes = 2, LEVEL_DENOM, 0.5, False, []
     for section in sections:
         key, value = re.match(r"([a-z]*)(.*)", section).groups()
+        if key not in ("m", "n", "p", "inc", "mstd", "mmax"):
+            raise ValueError(f"auto_augment={text!r}: section {section!r} is not offered (m, n, p, inc, mstd, "
+                             f"mmax10 are)")
         try:
             number = float(value)
         except ValueError:
@@ -110,11 +113,9 @@ def parse_policy(text) -> Policy | None:
         elif key == "mstd":
             if number:
                 notes.append(f"mstd{value} dropped: DALI's RandAugment has no magnitude noise (every op at m={{m}})")
-        elif key == "mmax" and int(number) == LEVEL_DENOM:
-            pass
-        else:
-            raise ValueError(f"auto_augment={text!r}: section {section!r} is not offered (m, n, p, inc, mstd, "
-                             f"mmax10 are)")
+        elif int(number) != LEVEL_DENOM:  # mmax
+            raise ValueError(f"auto_augment={text!r}: section {section!r} is not offered (timm's magnitude bound "
+                             f"other than {LEVEL_DENOM}: DALI's bins stop at the top level)")
     if not 0 <= m <= LEVEL_DENOM or n < 1:
         raise ValueError(f"auto_augment={text!r}: m must be in [0, {LEVEL_DENOM}] and n >= 1")
     pads = len(TIMM_OPS) * (1 - p) / p if 0 < p <= 1 else -1.0
