@@ -226,7 +226,8 @@ def parse_args(argv=None):
                    help="deterministic algorithms (the CPU resume check; slower on a GPU)")
     p.add_argument("--evaluate", type=Path, default=None, help="evaluate this checkpoint instead of training")
     p.add_argument("--occlusion-sweep", action="store_true",
-                   help="with --evaluate: top-1 under Hide-and-Seek, Cutout and centre/boundary occlusion")
+                   help="with --evaluate: top-1 / top-5 under CutMix's centre / boundary occlusion (hole 0..224) and "
+                        "Hide-and-Seek grids and Cutout squares (pipelines.tools.occlusion_sweep)")
     p.add_argument("--sweep-out", type=Path, default=None,
                    help="sweep JSON path (default: occlusion_sweep.json beside the checkpoint); the PNG goes beside it")
     p.add_argument("--saliency", default="image",
@@ -798,7 +799,7 @@ def evaluate_checkpoint(args, d: Dist):
     png = plot_sweep(result, out.with_suffix(".png"))
     for row in result["conditions"]:
         print(f"{row['family']:>14} {row['setting']:>16}: occluded {100 * row['occluded_share']:5.1f}%  "
-              f"top-1 {100 * row['top1']:5.1f}%", flush=True)
+              f"top-1 {100 * row['top1']:5.1f}%  top-5 {100 * row['top5']:5.1f}%", flush=True)
     print(f"wrote {out} and {png}", flush=True)
     return result
 
