@@ -77,8 +77,10 @@ DEFAULT_METHOD = "cutout"
 
 # One preset per paper table: every flag of a published ImageNet run, as its paper (and where the paper is silent,
 # its reference code) sets it. ``source`` says where each value comes from; docs/recipes.md is the table for users
-# and tests/test_presets.py checks the resolved arguments against the papers' values. The global batch is the
-# papers' (``--batch-size`` is per process: 256 = 8 x 32; other world sizes scale lr with --base-lr).
+# and tests/test_presets.py checks the resolved arguments against the papers' values. ``processes``: the run's
+# world size, so that the global batch is the papers' 256 (``--batch-size`` is per process; lr scales with
+# --base-lr). The model-saliency presets take the map in the same step (``--feedback step``), which runs in one
+# process: 256 there.
 _CLOVAAI = ["--arch", "resnet50", "--epochs", "300", "--decay-every", "75", "--gamma", "0.1", "--batch-size", "32",
             "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--nesterov",
             "--wd-all", "--color-jitter", "0.4", "--lighting", "0.1", "--smoothing", "0"]
@@ -91,40 +93,42 @@ PRESETS = {
                "30, SGD 0.9, wd 1e-4, batch 256 (the PyTorch ImageNet recipe the paper trains with)",
         argv=["--arch", "resnet50", "--method", "saliency_occlusion:size=56,stride=1,jitter=16", "--copies", "2",
               "--copy-mode", "joint", "--p-keep-image", "1.0,0.0", "--saliency", "normgrad:maxpool",
-              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "32", "--base-lr", "0.1",
-              "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"]),
+              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "256", "--base-lr",
+              "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"],
+        processes=1),
     "cutmix_resnet50": dict(
         paper="Yun et al. 2019, CutMix", arxiv="1905.04899", table="Table 3 (ResNet-50, ImageNet)", top1=78.60,
         source="section 4.1.1: 300 epochs, lr 0.1 x0.1 at 75/150/225, batch 256, alpha=1; clovaai/CutMix-PyTorch "
                "README and train.py: cutmix_prob 1.0, one box per batch, Nesterov SGD with weight decay on every "
                "parameter, ColorJitter 0.4 + Lighting 0.1",
-        argv=[*_CLOVAAI, "--method", "cutmix:alpha=1.0,p=1.0,mode=batch"]),
+        argv=[*_CLOVAAI, "--method", "cutmix:alpha=1.0,p=1.0,mode=batch"], processes=8),
     "saliencymix_resnet50": dict(
         paper="Uddin et al. 2021, SaliencyMix", arxiv="2006.01791", table="ImageNet table (ResNet-50)", top1=78.74,
         source="the CutMix ImageNet setting (300 epochs, x0.1 at 75/150/225, batch 256, beta=1); the official "
                "SaliencyMix-ImageNet/train.py (clovaai's loop and pipeline): one box per batch from the first "
                "permuted image's OpenCV saliency of the normalised float image",
-        argv=[*_CLOVAAI, "--method", "saliencymix:alpha=1.0,p=1.0,mode=batch,saliency_input=official"]),
+        argv=[*_CLOVAAI, "--method", "saliencymix:alpha=1.0,p=1.0,mode=batch,saliency_input=official"], processes=8),
     "keepcutmix_resnet50": dict(
         paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="Table 6 (KeepCutMix, ResNet-50)", top1=79.0,
         source="Table 6 compares with CutMix's 78.6 under CutMix's setting; tau=0.6; saliency = the trained "
                "model's input gradient (their section 3)",
-        argv=[*_CLOVAAI, "--method", "keep_cutmix:alpha=1.0,p=1.0,tau=0.6", "--saliency", "input_grad"]),
+        argv=[*_CLOVAAI, "--method", "keep_cutmix:alpha=1.0,p=1.0,tau=0.6", "--saliency", "input_grad",
+              "--batch-size", "256"], processes=1),
     "keepautoaugment_resnet50": dict(
         paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="ImageNet table (KeepAutoAugment, ResNet-50)",
         top1=78.0,
         source="AutoAugment's ImageNet ResNet-50 setting (Cubuk et al. 2019, arXiv 1805.09501: 270 epochs, x0.1 at "
                "90/180/240, the AutoAugment ImageNet policy); tau=0.6, the model's input gradient",
         argv=["--arch", "resnet50", "--method", "keep_paste:policy=auto_augment,tau=0.6,p=1.0", "--saliency",
-              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "32",
+              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "256",
               "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0",
-              "--smoothing", "0"]),
+              "--smoothing", "0"], processes=1),
     "attentive_cutmix_resnet50": dict(
         paper="Walawalkar et al. 2020, Attentive CutMix", arxiv="2003.13048",
         table="ImageNet results (ResNet-50 classifier, ResNet-50 extractor)", top1=None,
         source="section 2: a pretrained ResNet-50's 7 x 7 final feature map, the top 6 cells kept; the training "
                "schedule is CutMix's, which the paper compares with; give the extractor's weights with --extractor",
-        argv=[*_CLOVAAI, "--method", "attentive_cutmix:arch=resnet50,top_k=6,p=1.0"]),
+        argv=[*_CLOVAAI, "--method", "attentive_cutmix:arch=resnet50,top_k=6,p=1.0"], processes=8),
     "timm_a1_augmentation": dict(
         paper="Wightman, Touvron & Jegou 2021, ResNet strikes back (procedure A1)", arxiv="2110.00476",
         table="Table 1 (A1's augmentation column)", top1=80.4,
@@ -133,7 +137,7 @@ PRESETS = {
                "optimizer (LAMB, lr 5e-3, wd 0.01), the BCE loss and repeated augmentation are not this script's",
         argv=["--arch", "resnet50", "--auto-augment", "rand-m7-mstd0.5-inc1", "--mixup", "0.2", "--cutmix", "1.0",
               "--mixup-prob", "1.0", "--mixup-switch-prob", "0.5", "--mixup-mode", "batch", "--reprob", "0",
-              "--smoothing", "0", "--epochs", "600", "--schedule", "cosine", "--warmup-epochs", "5"]),
+              "--smoothing", "0", "--epochs", "600", "--schedule", "cosine", "--warmup-epochs", "5"], processes=8),
 }
 
 
@@ -322,8 +326,11 @@ def print_presets():
     print("presets (train_example.py --preset NAME; flags after it override it; docs/recipes.md):")
     for name, preset in PRESETS.items():
         top1 = f"{preset['top1']:.2f}% top-1" if preset["top1"] is not None else "top-1 not transcribed"
+        run = "python" if preset["processes"] == 1 else f"torchrun --nproc_per_node {preset['processes']}"
+        extra = " --extractor RESNET50.pth" if "attentive_cutmix" in " ".join(preset["argv"]) else ""
         print(f"\n  {name}: {preset['paper']} (arXiv {preset['arxiv']}), {preset['table']}, {top1}")
-        print(f"    {' '.join(preset['argv'])}")
+        print(f"    {run} train_example.py --data IMAGENET --preset {name}{extra}")
+        print(f"    = {' '.join(preset['argv'])}")
 
 
 def _ints(text):

@@ -15,7 +15,6 @@ import torch
 import train_example as te
 
 REPO = Path(__file__).resolve().parents[1]
-GLOBAL_BATCH_PROCESSES = 8  # the presets' per-process batch times a node of 8 GPUs is the papers' batch
 
 # CutMix (arXiv 1905.04899) section 4.1.1: "300 epochs ... initial learning rate 0.1, decayed by factor 0.1 at
 # epochs 75, 150, and 225 ... batch size 256 ... alpha 1"; clovaai/CutMix-PyTorch README (ImageNet command:
@@ -39,7 +38,8 @@ EXPECTED = {
     # 2019, arXiv 1805.09501: 270 epochs, x0.1 at 90 / 180 / 240), tau 0.6, input-gradient saliency.
     "keepautoaugment_resnet50": dict(arch="resnet50", epochs=270, schedule="step", milestones=(90, 180, 240),
                                      gamma=0.1, method="keep_paste",
-                                     method_options=dict(policy="auto_augment", tau=0.6, p=1.0), saliency="input_grad"),
+                                     method_options=dict(policy="auto_augment", tau=0.6, p=1.0), saliency="input_grad",
+                                     global_batch=256),
     # Fong & Vedaldi (arXiv 1910.10651): S = 56, T = 1, tau = 16 (section 3); joint training, one clean and one
     # occluded copy (Figure 1); NormGrad saliency (Eq. 1); 100 epochs x0.1 at 30 / 60 / 90, batch 256.
     "fong_vedaldi_normgrad": dict(arch="resnet50", epochs=100, schedule="step", milestones=(30, 60, 90), gamma=0.1,
@@ -83,8 +83,8 @@ def test_preset_resolves_to_the_papers_values(name, extractor, tmp_path):
     assert args.method.name == method
     for key, value in options.items():
         assert getattr(args.method, key) == value, (name, key)
-    if "global_batch" in want:
-        assert args.batch_size * GLOBAL_BATCH_PROCESSES == want.pop("global_batch")
+    if "global_batch" in want:  # per-process batch times the preset's world size
+        assert args.batch_size * te.PRESETS[name]["processes"] == want.pop("global_batch")
     if "saliency_kind" in want:
         assert args.saliency.partition(":")[0] == want.pop("saliency_kind")
     for key, value in want.items():
