@@ -678,7 +678,7 @@ def make_loaders(args, d: Dist, root: Path):
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
                             auto_augment=args.auto_augment, color=args.color,
                             label_smoothing=args.label_smoothing, last_batch="drop", **common)
-    for note in getattr(train.cfg.auto_augment, "notes", ()):
+    for note in getattr(train.cfg.policy, "notes", ()):
         say(d, f"--auto-augment {args.auto_augment}: {note}")
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes,
                           last_batch="pad", **common)

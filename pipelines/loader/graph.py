@@ -123,7 +123,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     size = cfg.output_size
     decoder = "mixed" if device == "gpu" else "cpu"
     layout = source.layout()
-    policy = cfg.auto_augment if cfg.train else None
+    policy = cfg.policy if cfg.train else None
     dali_ops.load()  # fn.occlusion: normalize_occlude for every method, saliency and search ops
     names: list[Output] = []
 

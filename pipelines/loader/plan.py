@@ -81,7 +81,7 @@ class AugmentConfig:
         if implied is not None and policy is not None and policy != implied:
             raise ValueError(f"auto_augment={str(policy)!r} contradicts the policy of {self.method} ({implied}); "
                              f"set it as the method's option")
-        object.__setattr__(self, "auto_augment", policy or implied)
+        object.__setattr__(self, "auto_augment", None if (policy or implied) is None else str(policy or implied))
         jitter = self.color_jitter
         jitter = tuple(jitter) if isinstance(jitter, (tuple, list, np.ndarray)) else (jitter,) * 3
         if len(jitter) != 3 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in jitter):
@@ -91,6 +91,11 @@ class AugmentConfig:
         if not isinstance(self.lighting, (int, float)) or not 0 <= self.lighting < 1:
             raise ValueError(f"lighting must be the PCA noise's standard deviation in [0, 1), got {self.lighting!r}")
         self.method.check_output_size(self.output_size)
+
+    @property
+    def policy(self):
+        """``auto_augment`` parsed (:class:`pipelines.loader.policy.Policy`, or None)."""
+        return parse_policy(self.auto_augment)
 
     @property
     def colored(self) -> bool:

@@ -42,7 +42,6 @@ class RandomErasing(Method):
     """
 
     name = "random_erasing"
-    inputs = (BOXES, SEED)
     modes = FILL_MODES
 
     p: float = 0.5
@@ -71,6 +70,11 @@ class RandomErasing(Method):
         return False
 
     @property
+    def inputs(self) -> tuple:
+        """The boxes, and for the noise fills the rows' seeds (a constant fill reads none)."""
+        return (BOXES,) if self.mode == "const" else (BOXES, SEED)
+
+    @property
     def counts(self) -> tuple[int, int]:
         return self.min_count, self.max_count or self.min_count
 
@@ -95,8 +99,10 @@ class RandomErasing(Method):
                 ok = pending & (w < size) & (h < size)
                 boxes[ok, k] = np.stack([top, left, top + h, left + w], -1)[ok]
                 pending &= ~ok
+        # drawn in every mode, so that a seed gives the same boxes whatever the fill
         seeds = rng.integers(-2 ** 31, 2 ** 31, rows, dtype=np.int64).astype(np.int32)
-        return CopyPlan(boxes, np.ones(rows, np.float32), np.full(rows, -1, np.int32), {BOXES: boxes, SEED: seeds})
+        inputs = {BOXES: boxes, SEED: seeds} if self.mode != "const" else {BOXES: boxes}
+        return CopyPlan(boxes, np.ones(rows, np.float32), np.full(rows, -1, np.int32), inputs)
 
     def graph(self, g, u8, mirror, nodes):
         noise = {} if self.mode == "const" else {"fill_mode": self.mode, "noise_seed": nodes[SEED]}
