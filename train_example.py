@@ -1,6 +1,8 @@
 """Train a torchvision ResNet on an ImageFolder tree with the occlusion loader, on one device or under ``torchrun``.
 
     python train_example.py --demo                       # built-in demo data, CPU or GPU, a few minutes
+    python train_example.py --preset list                # the papers' ImageNet runs
+    torchrun --nproc_per_node 8 train_example.py --data /imagenet --preset cutmix_resnet50
     torchrun --nproc_per_node 8 train_example.py --data /imagenet --method cutout --amp --save ckpt/
     torchrun --nproc_per_node 8 train_example.py --data /imagenet --resume ckpt/      # exact resume
     python train_example.py --demo --method cutmix:alpha=1.0,p=0.5
@@ -17,6 +19,15 @@ the number of processes), SGD momentum 0.9, lr 0.1 x B/256 with a linear warm-up
 1e-4 on the weights only (none on BatchNorm and biases), 90 epochs cosine (``--schedule cosine``) or Fong
 & Vedaldi's 100 epochs x0.1 at 30/60/90 (``--schedule step``). ``--demo`` keeps it small: ResNet-18, two
 epochs, a short warm-up.
+
+The papers' recipes are flags too: ``--milestones 75,150,225`` or ``--decay-every 75`` with ``--gamma``,
+``--nesterov``, ``--wd-all`` (weight decay on every parameter, as clovaai's and SaliencyMix's code),
+``--warmup-epochs 0``, ``--color-jitter 0.4 --lighting 0.1`` (clovaai's ImageNet ColorJitter and PCA Lighting,
+in the graph), ``--auto-augment rand-m9-mstd0.5-inc1`` (timm's strings, :mod:`pipelines.loader.policy`), and timm's
+flag names ``--reprob --remode --recount`` (Random Erasing), ``--mixup --cutmix --mixup-prob --mixup-switch-prob
+--mixup-mode`` (timm's Mixup: the ``cutmix_mixup`` method) and ``--smoothing``. ``--preset NAME`` sets every flag
+of a published ImageNet run (``--preset list`` lists them, docs/recipes.md gives the papers' tables); flags after
+it override it. Every evaluation reports top-1 and top-5.
 
 Under ``torchrun`` the rank and world size become the loader's ``shard_id`` / ``num_shards`` (every sample
 once per epoch across ranks), ``LOCAL_RANK`` the CUDA device (``device_id``), ``last_batch="drop"`` keeps
@@ -62,20 +73,101 @@ RECIPES = {
 #: Fong & Vedaldi 2019's stepped schedule: 100 epochs, lr x0.1 at these epochs.
 STEP_MILESTONES = (30, 60, 90)
 CHECKPOINT = "checkpoint.pt"
+#: the method when neither --method nor timm's --reprob / --mixup / --cutmix says one
+DEFAULT_METHOD = "cutout"
+
+# One preset per paper table: every flag of a published ImageNet run, as its paper (and where the paper is silent,
+# its reference code) sets it. ``source`` says where each value comes from; docs/recipes.md is the table for users
+# and tests/test_presets.py checks the resolved arguments against the papers' values. ``processes``: the run's
+# world size, so that the global batch is the papers' 256 (``--batch-size`` is per process; lr scales with
+# --base-lr). The model-saliency presets take the map in the same step (``--feedback step``), which runs in one
+# process: 256 there.
+_CLOVAAI = ["--arch", "resnet50", "--epochs", "300", "--decay-every", "75", "--gamma", "0.1", "--batch-size", "32",
+            "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--nesterov",
+            "--wd-all", "--color-jitter", "0.4", "--lighting", "0.1", "--smoothing", "0"]
+PRESETS = {
+    "fong_vedaldi_normgrad": dict(
+        paper="Fong & Vedaldi 2019, Occlusions for Effective Data Augmentation in Image Classification",
+        arxiv="1910.10651", table="ResNet-50 on ImageNet, joint training with saliency (NormGrad) occlusion",
+        top1=None,
+        source="S=56, tau=16, two copies (clean + occluded, Figure 1), NormGrad (their Eq. 1); 100 epochs x0.1 every "
+               "30, SGD 0.9, wd 1e-4, batch 256 (the PyTorch ImageNet recipe the paper trains with)",
+        argv=["--arch", "resnet50", "--method", "saliency_occlusion:size=56,stride=1,jitter=16", "--copies", "2",
+              "--copy-mode", "joint", "--p-keep-image", "1.0,0.0", "--saliency", "normgrad:maxpool",
+              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "256", "--base-lr",
+              "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"],
+        processes=1),
+    "cutmix_resnet50": dict(
+        paper="Yun et al. 2019, CutMix", arxiv="1905.04899", table="Table 3 (ResNet-50, ImageNet)", top1=78.60,
+        source="section 4.1.1: 300 epochs, lr 0.1 x0.1 at 75/150/225, batch 256, alpha=1; clovaai/CutMix-PyTorch "
+               "README and train.py: cutmix_prob 1.0, one box per batch, Nesterov SGD with weight decay on every "
+               "parameter, ColorJitter 0.4 + Lighting 0.1",
+        argv=[*_CLOVAAI, "--method", "cutmix:alpha=1.0,p=1.0,mode=batch"], processes=8),
+    "saliencymix_resnet50": dict(
+        paper="Uddin et al. 2021, SaliencyMix", arxiv="2006.01791", table="ImageNet table (ResNet-50)", top1=78.74,
+        source="the CutMix ImageNet setting (300 epochs, x0.1 at 75/150/225, batch 256, beta=1); the official "
+               "SaliencyMix-ImageNet/train.py (clovaai's loop and pipeline): one box per batch from the first "
+               "permuted image's OpenCV saliency of the normalised float image",
+        argv=[*_CLOVAAI, "--method", "saliencymix:alpha=1.0,p=1.0,mode=batch,saliency_input=official"], processes=8),
+    "keepcutmix_resnet50": dict(
+        paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="Table 6 (KeepCutMix, ResNet-50)", top1=79.0,
+        source="Table 6 compares with CutMix's 78.6 under CutMix's setting; tau=0.6; saliency = the trained "
+               "model's input gradient (their section 3)",
+        argv=[*_CLOVAAI, "--method", "keep_cutmix:alpha=1.0,p=1.0,tau=0.6", "--saliency", "input_grad",
+              "--batch-size", "256"], processes=1),
+    "keepautoaugment_resnet50": dict(
+        paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="ImageNet table (KeepAutoAugment, ResNet-50)",
+        top1=78.0,
+        source="AutoAugment's ImageNet ResNet-50 setting (Cubuk et al. 2019, arXiv 1805.09501: 270 epochs, x0.1 at "
+               "90/180/240, the AutoAugment ImageNet policy); tau=0.6, the model's input gradient",
+        argv=["--arch", "resnet50", "--method", "keep_paste:policy=auto_augment,tau=0.6,p=1.0", "--saliency",
+              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "256",
+              "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0",
+              "--smoothing", "0"], processes=1),
+    "attentive_cutmix_resnet50": dict(
+        paper="Walawalkar et al. 2020, Attentive CutMix", arxiv="2003.13048",
+        table="ImageNet results (ResNet-50 classifier, ResNet-50 extractor)", top1=None,
+        source="section 2: a pretrained ResNet-50's 7 x 7 final feature map, the top 6 cells kept; the training "
+               "schedule is CutMix's, which the paper compares with; give the extractor's weights with --extractor",
+        argv=[*_CLOVAAI, "--method", "attentive_cutmix:arch=resnet50,top_k=6,p=1.0"], processes=8),
+    "timm_a1_augmentation": dict(
+        paper="Wightman, Touvron & Jegou 2021, ResNet strikes back (procedure A1)", arxiv="2110.00476",
+        table="Table 1 (A1's augmentation column)", top1=80.4,
+        source="Table 1: RandAugment 7/0.5 (rand-m7-mstd0.5-inc1), Mixup alpha 0.2, CutMix alpha 1.0, no random "
+               "erasing, no label smoothing (A1 trains with BCE), 600 epochs cosine with 5 warm-up epochs; the "
+               "optimizer (LAMB, lr 5e-3, wd 0.01), the BCE loss and repeated augmentation are not this script's",
+        argv=["--arch", "resnet50", "--auto-augment", "rand-m7-mstd0.5-inc1", "--mixup", "0.2", "--cutmix", "1.0",
+              "--mixup-prob", "1.0", "--mixup-switch-prob", "0.5", "--mixup-mode", "batch", "--reprob", "0",
+              "--smoothing", "0", "--epochs", "600", "--schedule", "cosine", "--warmup-epochs", "5"], processes=8),
+}
 
 
 # ------------------------------------------------------------------------------------------------
 # arguments
 # ------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--preset" in argv[:-1]:  # the preset's flags first: flags given after them override them
+        name = argv[argv.index("--preset") + 1]
+        if name == "list":
+            print_presets()
+            raise SystemExit(0)
+        if name not in PRESETS:
+            raise SystemExit(f"--preset {name!r}: unknown preset; `--preset list` lists {', '.join(PRESETS)}")
+        argv = PRESETS[name]["argv"] + argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default=None, help="every flag of a paper's ImageNet run (`--preset list`)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help="folder with train/ and val/ ImageFolder splits (ImageNet recipe)")
     src.add_argument("--demo", action="store_true", help="generate (once) and use the built-in demo data")
     p.add_argument("--arch", default=None, help="torchvision model name (resnet50 with --data, resnet18 with --demo)")
-    p.add_argument("--method", default="cutout", type=_method,
+    p.add_argument("--method", default=None,
                    help=f"one of {', '.join(METHODS)}, with options as name:key=value,... "
-                        "(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH)")
+                        f"(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH); default {DEFAULT_METHOD}")
+    p.add_argument("--extractor", type=Path, default=None,
+                   help="attentive_cutmix's frozen feature extractor (a local torchvision checkpoint): its checkpoint=")
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--copy-mode", default="joint", choices=("joint", "batch_aug"))
     p.add_argument("--p-keep-image", type=_probabilities, default=0.0,
@@ -88,11 +180,36 @@ def parse_args(argv=None):
                    help="peak learning rate (default: base-lr x global batch / 256)")
     p.add_argument("--base-lr", type=float, default=None, help="lr per 256 images (0.1 with --data, 0.4 with --demo)")
     p.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up (5 with --data, 0.3 with --demo)")
-    p.add_argument("--schedule", default="cosine", choices=("cosine", "step"),
-                   help="cosine (90 epochs) or Fong & Vedaldi's step (100 epochs, x0.1 at 30/60/90)")
+    p.add_argument("--schedule", default=None, choices=("cosine", "step"),
+                   help="cosine (90 epochs; the default) or step (100 epochs, x0.1 at 30/60/90: Fong & Vedaldi's; "
+                        "--milestones / --decay-every imply it)")
+    p.add_argument("--milestones", type=_ints, default=None, help="step schedule: epochs where lr is x --gamma")
+    p.add_argument("--decay-every", type=int, default=None, help="step schedule: x --gamma every N epochs")
+    p.add_argument("--gamma", type=float, default=0.1, help="the step schedule's factor")
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="on conv/linear weights only, not BN or biases")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
+                   help="Nesterov momentum (clovaai's CutMix and SaliencyMix code)")
+    p.add_argument("--weight-decay", "--wd", type=float, default=1e-4,
+                   help="on conv/linear weights only, not BN or biases (with --wd-all: on every parameter)")
+    p.add_argument("--wd-all", action=argparse.BooleanOptionalAction, default=False,
+                   help="weight decay on every parameter, BN and biases included (torch.optim.SGD's weight_decay, as "
+                        "the papers' reference codes)")
+    p.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="timm's --smoothing")
+    p.add_argument("--color-jitter", type=float, default=0.0,
+                   help="clovaai's ColorJitter strength (brightness, contrast, saturation; 0.4 in CutMix / SaliencyMix): "
+                        "random order, no clamping, no hue -- timm's --color-jitter is torchvision's, clamped")
+    p.add_argument("--lighting", type=float, default=0.0, help="clovaai's PCA Lighting alphastd (0.1)")
+    p.add_argument("--auto-augment", "--aa", default=None,
+                   help="rand_augment, auto_augment, or a timm string (rand-m9-mstd0.5-inc1, original): "
+                        "pipelines.loader.policy says what maps exactly")
+    p.add_argument("--reprob", type=float, default=0.0, help="timm's Random Erasing probability (method random_erasing)")
+    p.add_argument("--remode", default="pixel", choices=("const", "rand", "pixel"), help="timm's Random Erasing fill")
+    p.add_argument("--recount", type=int, default=1, help="timm's Random Erasing max count")
+    p.add_argument("--mixup", type=float, default=0.0, help="timm's Mixup alpha (method cutmix_mixup)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="timm's CutMix alpha (method cutmix_mixup)")
+    p.add_argument("--mixup-prob", type=float, default=1.0, help="timm's probability of mixing a batch / pair / row")
+    p.add_argument("--mixup-switch-prob", type=float, default=0.5, help="timm's probability of CutMix when both are on")
+    p.add_argument("--mixup-mode", default="batch", choices=("batch", "pair", "elem"), help="timm's Mixup mode")
     p.add_argument("--amp", action="store_true", help="autocast: bfloat16 (default) or --amp-dtype float16 + GradScaler")
     p.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"))
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -114,7 +231,8 @@ def parse_args(argv=None):
                    help="deterministic algorithms (the CPU resume check; slower on a GPU)")
     p.add_argument("--evaluate", type=Path, default=None, help="evaluate this checkpoint instead of training")
     p.add_argument("--occlusion-sweep", action="store_true",
-                   help="with --evaluate: top-1 under Hide-and-Seek, Cutout and centre/boundary occlusion")
+                   help="with --evaluate: top-1 / top-5 under CutMix's centre / boundary occlusion (hole 0..224) and "
+                        "Hide-and-Seek grids and Cutout squares (pipelines.tools.occlusion_sweep)")
     p.add_argument("--sweep-out", type=Path, default=None,
                    help="sweep JSON path (default: occlusion_sweep.json beside the checkpoint); the PNG goes beside it")
     p.add_argument("--saliency", default="image",
@@ -133,6 +251,16 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.data is None and not args.demo and args.evaluate is None:
         p.error("one of --data or --demo is required")
+    try:
+        args.method = resolve_method(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.milestones is not None and args.decay_every is not None:
+        p.error("give --milestones or --decay-every, not both")
+    if args.schedule == "cosine" and (args.milestones is not None or args.decay_every is not None):
+        p.error("--milestones / --decay-every make a step schedule; drop --schedule cosine")
+    if args.schedule is None:
+        args.schedule = "step" if args.milestones is not None or args.decay_every is not None else "cosine"
     if args.occlusion_sweep and args.evaluate is None:
         p.error("--occlusion-sweep needs --evaluate CKPT")
     recipe = RECIPES["imagenet" if args.data is not None else "demo"]
@@ -141,6 +269,15 @@ def parse_args(argv=None):
             setattr(args, key, recipe[key])
     if args.epochs is None:
         args.epochs = recipe["epochs"] or (100 if args.schedule == "step" else 90)
+    if args.schedule == "step" and args.milestones is None:
+        args.milestones = (tuple(range(args.decay_every, args.epochs, args.decay_every)) if args.decay_every
+                           else STEP_MILESTONES)
+    if args.decay_every is not None and args.decay_every < 1:
+        p.error(f"--decay-every must be >= 1, got {args.decay_every}")
+    if args.color_jitter or args.lighting:
+        args.color = {"jitter": args.color_jitter, "lighting": args.lighting}
+    else:
+        args.color = None
     for name in ("epochs", "batch_size", "image_size", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -160,11 +297,45 @@ def parse_args(argv=None):
     return args
 
 
-def _method(text):
+def resolve_method(args):
+    """The loader's method from ``--method`` or timm's flags (``--reprob`` -> ``random_erasing``, ``--mixup`` /
+    ``--cutmix`` -> ``cutmix_mixup``: timm's ``Mixup``), one of them; ``--extractor`` completes
+    ``attentive_cutmix``'s ``checkpoint``. The loader runs one method: timm's Random Erasing together with its Mixup
+    is refused rather than silently dropped."""
+    timm = []
+    if args.reprob > 0:
+        timm.append(f"random_erasing:p={args.reprob},mode={args.remode},max_count={args.recount}")
+    if args.mixup > 0 or args.cutmix > 0:
+        switch = args.mixup_switch_prob if args.mixup > 0 and args.cutmix > 0 else float(args.cutmix > 0)
+        timm.append(f"cutmix_mixup:mixup_alpha={args.mixup or 1.0},cutmix_alpha={args.cutmix or 1.0},"
+                    f"switch_prob={switch},p={args.mixup_prob},mode={args.mixup_mode}")
+    if len(timm) > 1:
+        raise ValueError("--reprob together with --mixup / --cutmix: the loader runs one method per copy; give one")
+    if timm and args.method is not None:
+        raise ValueError(f"--method {args.method} and timm's --reprob / --mixup / --cutmix both name a method")
+    text = timm[0] if timm else args.method or DEFAULT_METHOD
+    if args.extractor is not None:
+        text += f"{',' if ':' in text else ':'}checkpoint={args.extractor}"
     try:
         return get_method(text)
-    except ValueError as exc:  # argparse would replace the message with "invalid value"
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError as exc:
+        hint = " (train_example.py: --extractor PATH)" if "attentive_cutmix needs checkpoint" in str(exc) else ""
+        raise ValueError(f"{exc}{hint}") from None
+
+
+def print_presets():
+    print("presets (train_example.py --preset NAME; flags after it override it; docs/recipes.md):")
+    for name, preset in PRESETS.items():
+        top1 = f"{preset['top1']:.2f}% top-1" if preset["top1"] is not None else "top-1 not transcribed"
+        run = "python" if preset["processes"] == 1 else f"torchrun --nproc_per_node {preset['processes']}"
+        extra = " --extractor RESNET50.pth" if "attentive_cutmix" in " ".join(preset["argv"]) else ""
+        print(f"\n  {name}: {preset['paper']} (arXiv {preset['arxiv']}), {preset['table']}, {top1}")
+        print(f"    {run} train_example.py --data IMAGENET --preset {name}{extra}")
+        print(f"    = {' '.join(preset['argv'])}")
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(","))
 
 
 def _probabilities(text):
@@ -234,23 +405,28 @@ def build_model(arch: str, num_classes: int, device, channels_last: bool) -> tor
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, momentum: float, weight_decay: float):
+def build_optimizer(model: torch.nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool = False,
+                    wd_all: bool = False):
     """SGD; weight decay only on conv/linear weights (Goyal et al.: none on BN's gamma/beta and biases --
-    every parameter of ndim <= 1)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
+    every parameter of ndim <= 1), or with ``wd_all`` on every parameter (``torch.optim.SGD(model.parameters(),
+    weight_decay=...)``, clovaai's CutMix and SaliencyMix code); ``nesterov`` as theirs."""
+    decay = [p for p in model.parameters() if wd_all or p.ndim > 1]
+    no_decay = [p for p in model.parameters() if not wd_all and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}] + (
+        [{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
-def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float, schedule: str) -> float:
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float, schedule: str,
+              milestones=STEP_MILESTONES, gamma: float = 0.1) -> float:
     """Per-step multiplier of the peak lr: linear warm-up from ~0 over ``warmup_epochs``, then cosine to 0 at
-    the end, or x0.1 at each of :data:`STEP_MILESTONES` (epochs)."""
+    the end, or x ``gamma`` at each of ``milestones`` (epochs; clovaai's ``lr * 0.1 ** (epoch // 75)`` is
+    ``milestones=(75, 150, 225)`` at 300 epochs)."""
     warm = int(round(warmup_epochs * steps_per_epoch))
     if step < warm:
         return (step + 1) / warm
     if schedule == "step":
-        return 0.1 ** sum(step >= m * steps_per_epoch for m in STEP_MILESTONES)
+        return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
     total = max(epochs * steps_per_epoch - warm, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total) / total))
 
@@ -371,7 +547,7 @@ def make_saliency_step(model, train, args, device, lr):
     if isinstance(saliency, EarlyHead):
         saliency = saliency.to(device)
         trained = torch.nn.ModuleList([model, saliency])  # the head is trained beside the model
-    opt = build_optimizer(trained, lr, args.momentum, args.weight_decay)
+    opt = build_optimizer(trained, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     step = SaliencyStep(model, opt, train, saliency, free=False if args.fresh else None,
                         prepare=lambda x: x.to(device, non_blocking=True).contiguous(
                             memory_format=torch.channels_last) if args.channels_last else x.to(device))
@@ -387,20 +563,29 @@ def saliency_train_step(t, batch, step) -> torch.Tensor:
     return loss.detach()
 
 
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """Per row and k, whether the label is among the ``k`` largest logits (clovaai's ``accuracy``: ``topk``, k
+    capped at the number of classes): ``(N, len(ks))`` bool."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return torch.stack([hit[:, :k].any(1) for k in ks], 1)
+
+
 @torch.no_grad()
-def evaluate(model, loader, d: Dist, inputs=lambda x: x, autocast=None) -> float:
-    """Top-1 on ``loader`` (sharded across ranks with ``last_batch="pad"``: pad rows masked, counts summed)."""
+def evaluate(model, loader, d: Dist, inputs=lambda x: x, autocast=None) -> dict:
+    """``{"top1", "top5"}`` on ``loader`` (sharded across ranks with ``last_batch="pad"``: pad rows masked, counts
+    summed)."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.float64, device=d.device)
+    correct = torch.zeros(2, dtype=torch.float64, device=d.device)
     total = torch.zeros((), dtype=torch.float64, device=d.device)
     for batch in loader:
         valid = batch.meta["valid"].bool().to(d.device)
         with autocast() if autocast else torch.autocast(d.device.type, enabled=False):
-            pred = model(inputs(batch.images)).argmax(1)
-        correct += ((pred == batch.labels.to(d.device)) & valid).sum()
+            logits = model(inputs(batch.images))
+        correct += (topk_correct(logits.float(), batch.labels.to(d.device)) & valid[:, None]).sum(0)
         total += valid.sum()
-    c, n = all_sum([float(correct), float(total)], d)
-    return float(c / max(n, 1.0))
+    c1, c5, n = all_sum([*correct.tolist(), float(total)], d)
+    return {"top1": float(c1 / max(n, 1.0)), "top5": float(c5 / max(n, 1.0))}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -514,7 +699,10 @@ def make_loaders(args, d: Dist, root: Path):
                   num_shards=d.world)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,
+                            auto_augment=args.auto_augment, color=args.color,
                             label_smoothing=args.label_smoothing, last_batch="drop", **common)
+    for note in getattr(train.cfg.policy, "notes", ()):
+        say(d, f"--auto-augment {args.auto_augment}: {note}")
     val = OcclusionLoader(root / "val", args.batch_size, train=False, num_classes=train.num_classes,
                           last_batch="pad", **common)
     return train, val
@@ -562,12 +750,12 @@ def fit(args, d: Dist) -> float:
         opt, saliency_step = make_saliency_step(model, train, args, d.device, lr)
         step_fn = partial(saliency_train_step, step=saliency_step)
     else:
-        opt = build_optimizer(model, lr, args.momentum, args.weight_decay)
+        opt = build_optimizer(model, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     if args.feedback == "bank":
         step_fn = partial(train_step, tap=SaliencyTap.parse(args.saliency, getattr(model, "module", model)))
     steps = len(train)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule))
+        opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule, args.milestones, args.gamma))
     scaler = torch.amp.GradScaler(d.device.type, enabled=args.amp and args.amp_dtype == "float16")
     t = Trainer(args, d, model, opt, sched, scaler, train, val)
     if args.resume is not None:
@@ -575,9 +763,11 @@ def fit(args, d: Dist) -> float:
     say(d, f"data {root}: {train.dataset_size} train / {val.dataset_size} val images, {train.num_classes} "
            f"classes; {args.arch} method={args.method} copies={args.copies} ({args.copy_mode}); {d.world} "
            f"process(es) on {d.device.type}, global batch {global_batch}, lr {lr:.4g}, {args.schedule} "
-           f"{args.epochs} epochs, {steps} steps/epoch" + (f"; resumed at step {t.step}" if args.resume else ""))
+           f"{args.epochs} epochs" + (f" (x{args.gamma} at {','.join(map(str, args.milestones))})"
+                                      if args.schedule == "step" else "")
+           + f", {steps} steps/epoch" + (f"; resumed at step {t.step}" if args.resume else ""))
     ids_log = [] if args.log_ids is not None else None
-    top1 = float("nan")
+    scores = {"top1": float("nan"), "top5": float("nan")}
     first = t.step // steps
     if args.resume is None:
         train.set_epoch(first)
@@ -590,11 +780,12 @@ def fit(args, d: Dist) -> float:
                 save_checkpoint(t, args.save)
             say(d, f"stopped after step {t.step} (mid-epoch {epoch})")
             break
-        top1 = evaluate(t.model, val, d, t.inputs, t.autocast)
+        scores = evaluate(t.model, val, d, t.inputs, t.autocast)
         bank = (f", maps from the bank {100 * stats['bank_share']:.0f}% of rows (mean age "
                 f"{stats['bank_age']:.2f} epochs)" if train.bank is not None else "")
         say(d, f"epoch {epoch}: loss {stats['loss']:.4f}, train {stats['images_per_s']:.1f} images/s "
-               f"(loader + model, all ranks), val top-1 {100 * top1:.1f}%{bank}")
+               f"(loader + model, all ranks), val top-1 {100 * scores['top1']:.1f}% top-5 "
+               f"{100 * scores['top5']:.1f}%{bank}")
         if args.save:
             save_checkpoint(t, args.save)
         if stats["stopped"]:
@@ -604,11 +795,11 @@ def fit(args, d: Dist) -> float:
         out = Path(f"{args.log_ids}.rank{d.rank}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         checksum = float(sum(p.detach().double().sum() for p in t.module.parameters()))
-        out.write_text(json.dumps({"rank": d.rank, "world": d.world, "ids": ids_log, "top1": top1,
+        out.write_text(json.dumps({"rank": d.rank, "world": d.world, "ids": ids_log, **scores,
                                    "param_checksum": checksum}))
     train.close()
     val.close()
-    return top1
+    return scores["top1"]
 
 
 def evaluate_checkpoint(args, d: Dist):
@@ -627,9 +818,9 @@ def evaluate_checkpoint(args, d: Dist):
                           device_id=d.device.index, seed=args.seed, last_batch="pad",
                           runtime=dict(num_threads=args.workers, py_workers=args.reader_workers))
     if not args.occlusion_sweep:
-        top1 = evaluate(model, val, d)
-        print(f"{path}: val top-1 {100 * top1:.2f}%", flush=True)
-        return top1
+        scores = evaluate(model, val, d)
+        print(f"{path}: val top-1 {100 * scores['top1']:.2f}% top-5 {100 * scores['top5']:.2f}%", flush=True)
+        return scores["top1"]
     result = run_sweep(model, val, d.device, size, seed=args.seed)
     result["checkpoint"] = str(path)
     out = args.sweep_out or path.parent / "occlusion_sweep.json"
@@ -638,7 +829,7 @@ def evaluate_checkpoint(args, d: Dist):
     png = plot_sweep(result, out.with_suffix(".png"))
     for row in result["conditions"]:
         print(f"{row['family']:>14} {row['setting']:>16}: occluded {100 * row['occluded_share']:5.1f}%  "
-              f"top-1 {100 * row['top1']:5.1f}%", flush=True)
+              f"top-1 {100 * row['top1']:5.1f}%  top-5 {100 * row['top5']:5.1f}%", flush=True)
     print(f"wrote {out} and {png}", flush=True)
     return result
 

@@ -86,8 +86,11 @@ def _channel_values(name, value):
 # --------------------------------------------------------------------------------------------------
 # operators
 # --------------------------------------------------------------------------------------------------
+FILL_MODES = ("const", "rand", "pixel")  #: normalize_occlude's fill_mode, by its code
+
+
 def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mirror=0, mean, std, fill=0.0,
-                      dtype="float32", device: str = "cpu"):
+                      fill_mode: str = "const", noise_seed=None, color=None, dtype="float32", device: str = "cpu"):
     """``crop_mirror_normalize`` (HWC uint8 -> CHW, per-sample ``mirror``, ``mean`` / ``std`` in pixel units)
     fused with the occlusion of each row's ``boxes``: erase with ``fill`` (normalised units; 0 = the mean,
     Cutout / Hide-and-Seek / Fong & Vedaldi) or, with ``partner_index``, paste the partner row's normalised
@@ -96,6 +99,17 @@ def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mir
     ``blend`` (float32 scalar per row, a CPU argument input, with ``partner_index``): outside the boxes a row
     with a partner is ``blend * own + (1 - blend) * partner`` of the normalised pixels (MixUp, Zhang et al.
     2018, arXiv 1710.09412); 1 keeps the row's own pixels exactly.
+
+    ``fill_mode`` (Random Erasing, Zhong et al. 2020, arXiv 1708.04896; timm ``RandomErasing(mode=)``):
+    ``"const"`` erases with ``fill``; ``"rand"`` with one standard normal value per box and channel,
+    ``"pixel"`` with one per channel and pixel, drawn from the row's ``noise_seed`` (int32 per row, a CPU
+    argument input) by a counter-based generator and a table of normal quantiles: the same bits on both
+    devices (``dali_ops/csrc/normalize_occlude/normalize_occlude_math.h``).
+
+    ``color`` (float32 ``(21,)`` per row, a CPU argument input): ColorJitter + PCA Lighting as one affine
+    colour transform in pixel units, ``A @ px + B @ mean(px) + b0`` (``A``, ``B`` 3x3 row-major, then
+    ``b0``), applied before the normalisation to the row's pixels and, when pasted, to its partner's with
+    the partner's own transform (:func:`kernels.color.color_params` composes it).
 
     Rows without boxes equal ``fn.crop_mirror_normalize``'s output bit for bit; every value is written
     once (no second float copy for the occlusion). ``dtype``: ``"float32"`` or ``"float16"``.
@@ -106,8 +120,14 @@ def normalize_occlude(images, boxes=None, partner_index=None, blend=None, *, mir
         raise ValueError("normalize_occlude: partner_index needs boxes")
     if blend is not None and partner_index is None:
         raise ValueError("normalize_occlude: blend needs partner_index")
+    check_choice("fill_mode", fill_mode, FILL_MODES)
+    if fill_mode != "const" and noise_seed is None:
+        raise ValueError(f"normalize_occlude: fill_mode={fill_mode!r} needs noise_seed (one int32 per row)")
     inputs = [images] + [x for x in (boxes, partner_index) if x is not None]
-    extra = {} if blend is None else {"blend": blend}
+    extra = {key: value for key, value in (("blend", blend), ("noise_seed", noise_seed), ("color", color))
+             if value is not None}
+    if fill_mode != "const":
+        extra["fill_mode"] = fill_mode
     return _plugin().normalize_occlude(*inputs, mirror=mirror, mean=_channel_values("mean", mean),
                                        std=_channel_values("std", std), fill=_channel_values("fill", fill), device=_device(device),
                                        dtype=types.FLOAT if dtype == "float32" else types.FLOAT16, **extra)

@@ -214,3 +214,77 @@ def union_mask(boxes, H, W):
             if y1 > y0 and x1 > x0:
                 m[r, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     return m
+
+
+# --------------------------------------------------------------------------------------------------
+# ColorJitter + Lighting (clovaai/CutMix-PyTorch utils.py), step by step on [0, 1] float images
+# --------------------------------------------------------------------------------------------------
+CLOVAAI_EIGVAL = [0.2175, 0.0188, 0.0045]
+CLOVAAI_EIGVEC = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+
+
+def clovaai_grayscale(img):
+    """``Grayscale``: channel 0 becomes ``0.299 R + 0.587 G + 0.114 B``, copied to the three channels (CHW)."""
+    gs = img[0] * 0.299 + img[1] * 0.587 + img[2] * 0.114
+    return np.stack([gs, gs, gs])
+
+
+def clovaai_color_jitter(img, steps, alphas):
+    """clovaai's ``ColorJitter`` on a CHW float image once ``random.shuffle`` gave ``steps`` (names in order)
+    and each step drew ``alphas[name]``: ``img.lerp(target, alpha) = img + alpha * (target - img)``."""
+    for name in steps:
+        a = alphas[name]
+        if name == "brightness":
+            target = np.zeros_like(img)
+        elif name == "contrast":
+            target = np.full_like(img, clovaai_grayscale(img).mean())
+        else:
+            target = clovaai_grayscale(img)
+        img = img + a * (target - img)
+    return img
+
+
+def clovaai_lighting(img, alpha):
+    """``Lighting``: ``rgb = (eigvec * alpha * eigval).sum(1)`` added per channel (CHW)."""
+    rgb = (np.array(CLOVAAI_EIGVEC) * np.asarray(alpha)[None, :] * np.array(CLOVAAI_EIGVAL)[None, :]).sum(1)
+    return img + rgb[:, None, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Random Erasing's noise fill of normalize_occlude, restated: SplitMix64 (Steele et al. 2014) and a table
+# --------------------------------------------------------------------------------------------------
+_M64 = (1 << 64) - 1
+
+
+def splitmix_mix(z: int) -> int:
+    """SplitMix64's output function on a Python int (arbitrary precision, masked to 64 bits)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def noise_value(table, seed: int, counter: int) -> float:
+    """Draw ``counter`` of a row seeded ``seed``: the ``counter``-th SplitMix64 output from ``mix(seed)``, its
+    top 16 bits index the quantile table."""
+    state = (splitmix_mix(seed & 0xFFFFFFFF) + (counter + 1) * 0x9E3779B97F4A7C15) & _M64
+    return table[splitmix_mix(state) >> 48]
+
+
+def random_erasing_fill(shape, boxes, mode, seed, table, fill):
+    """The erased CHW image's values, boxes painted one after the other as timm's ``_erase`` does (a later box
+    over an earlier one): ``"const"`` ``fill[c]``, ``"rand"`` one draw per box and channel (counter
+    ``k * C + c``), ``"pixel"`` one per channel and pixel (counter ``(c * H + y) * W + x``); NaN outside."""
+    C, H, W = shape
+    out = np.full(shape, np.nan, np.float32)
+    for k, (y0, x0, y1, x1) in enumerate(boxes):
+        ys, xs = slice(max(y0, 0), max(min(y1, H), 0)), slice(max(x0, 0), max(min(x1, W), 0))
+        for c in range(C):
+            if mode == "const":
+                out[c, ys, xs] = fill[c]
+            elif mode == "rand":
+                out[c, ys, xs] = noise_value(table, seed, k * C + c)
+            else:
+                for y in range(ys.start, ys.stop):
+                    for x in range(xs.start, xs.stop):
+                        out[c, y, x] = noise_value(table, seed, (c * H + y) * W + x)
+    return out

@@ -59,6 +59,7 @@ def test_torchrun_two_ranks_shard_every_sample_once_and_match_single_process(tin
     assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"]  # DDP kept the replicas equal
     top1_ddp, top1_single = ranks[0]["top1"], json.loads((tmp_path / "single.rank0.json").read_text())["top1"]
     assert ranks[1]["top1"] == top1_ddp  # reduced across ranks: every rank reports the same figure
+    assert ranks[1]["top5"] == ranks[0]["top5"] and top1_ddp <= ranks[0]["top5"] <= 1.0  # top-5 too (3 classes: 1)
     assert 0.0 <= top1_ddp <= 1.0 and abs(top1_ddp - top1_single) <= 0.5
 
 

@@ -20,7 +20,7 @@ from pipelines.loader.errors import dead_worker, describe_failure
 from pipelines.loader.graph import build_pipeline
 from pipelines.loader.lifecycle import check_spawn_safe_main, keep_until_exit, track, worker_setup_for
 from pipelines.loader.outputs import BatchAssembler
-from pipelines.loader.plan import AugmentConfig
+from pipelines.loader.plan import AugmentConfig, color_options
 from pipelines.loader.runtime import Runtime
 from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
@@ -60,9 +60,15 @@ class OcclusionLoader:
         output_size: side of the output crops (224).
         copies, copy_mode, p_keep_image: Fong & Vedaldi batch copies (see :mod:`pipelines.loader.plan`);
             ``p_keep_image`` is one probability or one per copy (joint training: ``(1.0, 0.0)``).
-        auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9) or ``"auto_augment"`` (ImageNet policy), DALI's
-            ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come from DALI's
-            seeded generator, not the reader's.
+        auto_augment: ``None``, ``"rand_augment"`` (n=2, m=9 of 31 bins), ``"auto_augment"`` (ImageNet policy)
+            or a timm string (``"rand-m9-mstd0.5-inc1"``, ``"original"``: :mod:`pipelines.loader.policy` says what
+            maps exactly), DALI's ``auto_aug`` on the flipped uint8 crop before the method. Its random draws come
+            from DALI's seeded generators, not the reader's; ``state_dict()`` carries their state (DALI's
+            checkpoint), so a resumed loader continues them exactly.
+        color: ``None``, ``"clovaai"`` or ``{"jitter": ..., "lighting": ...}``: clovaai's ImageNet ColorJitter
+            (brightness, contrast, saturation strengths: one value or three; 0.4 in CutMix / SaliencyMix) and PCA
+            Lighting (``alphastd``, 0.1), drawn per crop from the batch's generator and applied in the graph's
+            normalisation (:mod:`kernels.color`).
         label_smoothing: timm-style smoothing of the soft targets.
         num_classes: K of the targets (default: the number of class folders / max label + 1).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``; device_id: the CUDA device (``None``: the current one,
@@ -79,8 +85,8 @@ class OcclusionLoader:
     """
 
     def __init__(self, root, batch_size: int, method="none", *, train: bool = True, output_size: int = 224,
-                 copies: int = 1, copy_mode: str = "joint", p_keep_image=0.0, auto_augment: str | None = None,
-                 label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
+                 copies: int = 1, copy_mode: str = "joint", p_keep_image=0.0, auto_augment=None,
+                 color=None, label_smoothing: float = 0.0, num_classes: int | None = None, device: str = "auto",
                  device_id: int | None = None, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
                  shuffle: bool | None = None, last_batch: str = "partial", dtype: str = "float32",
                  runtime: Runtime | dict | None = None, **options):
@@ -96,7 +102,8 @@ class OcclusionLoader:
         self.runtime = Runtime.of(runtime)
         self.method = get_method(method, **options)
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
-                                 copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
+                                 copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment,
+                                 **color_options(color))
         self.data = Dataset(root, num_classes, self.runtime)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
         self.device = resolve_device(device)
@@ -121,6 +128,8 @@ class OcclusionLoader:
         self._batch = 0      # batches of that epoch already served
         self._pipe = self._assemble = None
         self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+        self._origin = None    # (epoch, batch) the built pipeline's reader started at (its iteration 0)
+        self._resume = None    # a loaded state's DALI checkpoint, for the rebuild at its position
         self._forked_from = None  # the parent's pid, in a child forked while this loader lived
         track(self)
 
@@ -138,10 +147,22 @@ class OcclusionLoader:
 
     def state_dict(self) -> dict:
         """Position to resume from: the next batch to serve, plus what must match on resume; with a saliency
-        bank, also the bank (its path and generation), every push so far written first."""
+        bank, also the bank (its path and generation), every push so far written first.
+
+        While the built pipeline would go on serving from that position, ``"dali"`` holds DALI's checkpoint
+        (``Pipeline.checkpoint()``: the state of DALI's random operators -- the ``auto_augment`` policies -- after
+        the last batch *served*, not after the ones DALI prefetched) and the position its reader started at. A
+        loader that loads this state rebuilds from that checkpoint and continues the uninterrupted run's
+        batches bit for bit (:mod:`pipelines.loader.seeding`)."""
         state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
                  "dataset_size": self.dataset_size, "batch_size": self.batch_size,
                  "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+        # with a channel (the bank) the pipeline ends with its epoch: the next one is always built fresh
+        continues = self._channel is None or self._batch < len(self)
+        if self._pipe is not None and self._pipe_pos == (self._epoch, self._batch) and continues:
+            state["dali"] = {"checkpoint": self._pipe.checkpoint(), "origin": self._origin}
+        elif self._resume is not None:  # loaded, not yet rebuilt: pass it on unchanged
+            state["dali"] = self._resume
         if self._channel is not None:
             state.update(self._channel.state())
         return state
@@ -161,7 +182,12 @@ class OcclusionLoader:
                              "this loader has a saliency bank and the state_dict none"))
         if self._channel is not None:
             self._channel.restore(state, int(state["epoch"]), int(state["batch"]))
+        self.close()  # the next iteration rebuilds at the loaded position (from its DALI checkpoint, if any)
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        dali = state.get("dali")
+        at = (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch)  # where __iter__ builds
+        self._resume = None if dali is None else {"checkpoint": dali["checkpoint"],
+                                                  "origin": tuple(int(v) for v in dali["origin"]), "at": at}
 
     def __iter__(self):
         self._check_not_forked()
@@ -258,20 +284,30 @@ class OcclusionLoader:
             return self._run()
 
     def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
+        """Build the pipeline that serves ``(epoch, batch)`` next (``stop_at``: its reader ends after that many
+        batches). A loaded state's DALI checkpoint for this very position is restored into it: its reader then
+        starts where the checkpointed pipeline's did and goes on from the checkpoint's iteration."""
         self.close()
         check_spawn_safe_main()  # before any worker is spawned
         self._pending_failure = None
-        source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["at"] != (epoch, batch):
+            resume = None  # the position moved since the state was loaded (set_epoch): a fresh pipeline
+        origin = resume["origin"] if resume is not None else (epoch, batch)
+        done = (epoch - origin[0]) * len(self) + batch - origin[1]  # reader iterations before (epoch, batch)
+        source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1])
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
         if self._channel is not None:  # the source's reads of the next epoch wait for this epoch's pushes
             stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
         if stop_at is not None:
-            source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
+            source.stop_at = done + stop_at  # the source ends (StopIteration) at this iteration
         self._pipe, names = build_pipeline(
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
             num_threads=self.runtime.threads, py_workers=self.runtime.py_workers, dtype=self.dtype,
-            prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
+            prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, *origin),
+            checkpoint=None if resume is None else resume["checkpoint"])
         self._pipe.build()
+        self._origin = origin
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
         self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
         self._pipe_pos = (epoch, batch)

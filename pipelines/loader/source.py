@@ -52,7 +52,8 @@ META_FIELDS = (("label", np.int64, False, 1), ("sample_id", np.int64, False, 1),
 @dataclass(frozen=True)
 class Slot:
     """One output of the source, as the graph receives it: ``"encoded"`` (the file bytes), ``"meta"`` (the
-    packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"``, a copy's
+    packed :data:`META_FIELDS`), a copy's ``"crop_anchor"`` / ``"crop_shape"`` / ``"mirror"`` / ``"color"``
+    (the crop's colour transform, when the config has one), a copy's
     ``"input"`` of the method's graph fragment (``spec``, :class:`pipelines.methods.InputSpec`), or a crop's
     ``"saliency"`` array of the method's saliency source (``spec``, :class:`pipelines.saliency.base.SlotSpec`)."""
 
@@ -246,6 +247,7 @@ class ImageSource:
         for c in range(cfg.copies):
             if c == 0 or not shared:
                 slots += [Slot("crop_anchor", c), Slot("crop_shape", c), Slot("mirror", c)]
+                slots += [Slot("color", c)] if cfg.colored else []
                 slots += [Slot("saliency", c, spec) for spec in arrays]
             slots += [Slot("input", c, spec) for spec in specs]
         return tuple(slots)
@@ -272,6 +274,8 @@ class ImageSource:
                 outputs.append(np.ascontiguousarray(p["crop"][:, slot.copy, 2:]))
             elif slot.kind == "mirror":
                 outputs.append(np.ascontiguousarray(p["flip"][:, slot.copy], np.int32))
+            elif slot.kind == "color":
+                outputs.append(np.ascontiguousarray(p["color"][:, slot.copy]))
             elif slot.kind == "saliency":
                 outputs.append(np.ascontiguousarray(p["saliency"][slot.copy][slot.spec.name], slot.spec.dtype))
             else:

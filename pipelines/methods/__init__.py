@@ -19,12 +19,13 @@ from pipelines.methods.hide_and_seek import HideAndSeek
 from pipelines.methods.keep_augment import KeepCutMix, KeepCutout, KeepPaste
 from pipelines.methods.mixup import MixUp
 from pipelines.methods.none import NoAugment
+from pipelines.methods.random_erasing import RandomErasing
 from pipelines.methods.saliency_occlusion import SaliencyOcclusion
 from pipelines.methods.saliencymix import SaliencyMix
 
 REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
     NoAugment, Cutout, HideAndSeek, CutMix, MixUp, CutMixMixUp, SaliencyMix, AttentiveCutMix,
-    SaliencyOcclusion, KeepCutout, KeepPaste, KeepCutMix)}
+    SaliencyOcclusion, KeepCutout, KeepPaste, KeepCutMix, RandomErasing)}
 METHODS = tuple(REGISTRY)
 
 __all__ = ["REGISTRY", "METHODS", "Method", "CopyPlan", "Fragment", "InputSpec", "get_method", "parse_method",

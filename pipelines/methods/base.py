@@ -134,8 +134,8 @@ class Method:
     def applied(self, rng: np.random.Generator, rows: int, p_keep_image: float) -> np.ndarray:
         """(B,) bool, the rows augmented: ``p`` per row (``"elem"``) or per batch (``"batch"``), then
         each row kept whole with probability ``p_keep_image`` (Fong & Vedaldi's copies)."""
-        apply = rng.random(rows if self.mode == "elem" else 1) < self.p
-        if self.mode != "elem":
+        apply = rng.random(1 if self.per_batch() else rows) < self.p
+        if self.per_batch():
             apply = np.repeat(apply, rows)
         return apply & (rng.random(rows) >= p_keep_image)
 

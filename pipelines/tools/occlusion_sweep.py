@@ -1,25 +1,25 @@
-"""Occlusion robustness: top-1 on the validation split under increasing occlusion.
+"""Occlusion robustness: top-1 and top-5 on the validation split under increasing occlusion at evaluation time.
 
-Fong & Vedaldi 2019 ("Occlusions for effective data augmentation in image classification", arXiv
-1910.10651) use occlusion as a "stethoscope" of a model's robustness: accuracy on validation images
-occluded by Hide-and-Seek grids and Cutout squares of growing extent. CutMix (Yun et al. 2019, arXiv
-1905.04899, the robustness section and its supplementary) occludes a centred hole ("centre occlusion":
-zeros inside the hole) or everything outside it ("boundary occlusion": zeros outside the hole).
+Protocols, and which paper uses each:
 
-Families at output side ``S`` (all sizes scale with ``S``; the figures are for 224 px):
+* ``centre`` / ``boundary`` -- CutMix (Yun et al. 2019, arXiv 1905.04899), the occlusion-robustness experiment of
+  its supplementary (E.1): a centred square hole of side 0 to 224 px, filled inside the hole (centre occlusion) or
+  everywhere outside it (boundary occlusion), the top-1 plotted against the hole size. Here every side from 0 to
+  the output side in :data:`HOLE_STEPS` equal steps (0, 16, ..., 224 at 224 px).
+* ``hide_and_seek`` / ``cutout`` -- this project's own families, not a published evaluation protocol: the training
+  methods' geometry applied to the validation images (Singh & Lee's 4 x 4 grid of ``S/4`` cells, each hidden with
+  probability ``1 - p_keep_patch``; DeVries & Taylor's ``N`` squares of side ``S/4``, centres uniform, clipped).
+  Fong & Vedaldi (arXiv 1910.10651) vary these occlusions during *training* and use the accuracy of models so
+  trained as their "stethoscope" of an architecture's robustness; they evaluate on clean images, so none of these
+  families is theirs.
 
-* ``hide_and_seek``: a fixed 4 x 4 grid of ``S/4`` cells (56 px; ``patch_sizes=(S//4,)``), each hidden with
-  probability ``1 - p_keep_patch`` for ``p_keep_patch`` = 1.0, 0.9, ..., 0.5 (1.0 = the clean images);
-* ``cutout``: ``N`` = 1, 2, 4, 6, 8 squares of side ``S/4`` (56 px), centres uniform, clipped;
-* ``centre`` / ``boundary``: the centred hole of side ``f * S`` for ``f`` in :data:`HOLE_FRACTIONS`,
-  filled inside (centre) or outside (boundary).
-
-How the occluded batches are made (the least invasive exact route): the validation loader
-(``train=False``: resize 256 / centre crop 224, scaled, no occlusion) gives the normalised images once;
-each condition erases its boxes on a copy with the training side's erase rule (:func:`kernels.apply.occlude`,
-fill 0 after normalisation = the dataset mean, the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the same geometry
-functions the training methods use -- drawn from ``default_rng([seed, condition, batch])``, so every
-condition is reproducible and independent of the others. The occluded share is the exact erased area
+How the occluded batches are made (the least invasive exact route): the validation loader (``train=False``: resize
+256 / centre crop 224, scaled, no occlusion) gives each batch once; every condition erases its boxes on that batch
+with the training side's erase rule (:func:`kernels.apply.occlude`, fill 0 after normalisation = the dataset mean,
+the erasing methods' ``fill="mean"``), boxes from :mod:`kernels.boxes` -- the geometry the training methods use --
+drawn from ``default_rng([seed, condition, batch])``, so every condition is reproducible and independent of the
+others. The sweep streams: one batch is held at a time and each condition keeps running counts, so memory does not
+grow with the validation set (``bench/sweep_memory.py`` measures it). The occluded share is the exact erased area
 (:func:`kernels.areas.lam_from_boxes`), averaged over the images.
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from kernels.boxes import cutout_boxes, hide_and_seek_boxes
 
 P_KEEP_PATCH = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 CUTOUT_HOLES = (1, 2, 4, 6, 8)
-HOLE_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 0.875)
+#: CutMix E.1's hole sides: 0 to the output side in this many equal steps (16 px at 224)
+HOLE_STEPS = 14
 
 
 def sweep_conditions(size: int) -> list[dict]:
@@ -45,9 +46,9 @@ def sweep_conditions(size: int) -> list[dict]:
             "params": {"patch_size": cell, "p_keep_patch": p}} for p in P_KEEP_PATCH]
     out += [{"family": "cutout", "setting": f"holes={n}", "params": {"holes": n, "size": cell}}
             for n in CUTOUT_HOLES]
+    holes = sorted({round(k * size / HOLE_STEPS) for k in range(HOLE_STEPS + 1)})
     for family in ("centre", "boundary"):
-        out += [{"family": family, "setting": f"hole={round(f * size)}px", "params": {"hole": round(f * size)}}
-                for f in HOLE_FRACTIONS]
+        out += [{"family": family, "setting": f"hole={h}px", "params": {"hole": h}} for h in holes]
     return out
 
 
@@ -71,26 +72,30 @@ def condition_boxes(cond: dict, rng: np.random.Generator, n: int, size: int) -> 
 
 @torch.no_grad()
 def run_sweep(model: torch.nn.Module, loader, device, size: int, seed: int = 0) -> dict:
-    """Top-1 of ``model`` on every condition of :func:`sweep_conditions` over the batches of ``loader``
-    (a ``train=False`` :class:`~pipelines.OcclusionLoader`; pad rows masked)."""
+    """Top-1 and top-5 of ``model`` on every condition of :func:`sweep_conditions` over the batches of ``loader``
+    (a ``train=False`` :class:`~pipelines.OcclusionLoader`; pad rows masked), one pass over the loader."""
     model.eval()
-    batches = [(b.images, b.labels.cpu(), b.meta["valid"].bool()) for b in loader]
-    results = []
-    for ci, cond in enumerate(sweep_conditions(size)):
-        correct = total = 0
-        share = 0.0
-        for bi, (images, labels, valid) in enumerate(batches):
+    conds = sweep_conditions(size)
+    correct = np.zeros((len(conds), 2))  # top-1, top-5 per condition
+    share = np.zeros(len(conds))
+    total = 0
+    for bi, batch in enumerate(loader):
+        images, labels = batch.images, batch.labels.cpu()
+        valid = batch.meta["valid"].bool()
+        total += int(valid.sum())
+        for ci, cond in enumerate(conds):
             boxes = condition_boxes(cond, np.random.default_rng([seed, ci, bi]), images.shape[0], size)
             mask = box_mask(torch.as_tensor(boxes, device=images.device), size, size)
-            pred = model(occlude(images, mask, fill=0.0).to(device)).argmax(1).cpu()
-            correct += int(((pred == labels) & valid).sum())
-            total += int(valid.sum())
-            share += float((1.0 - lam_from_boxes(boxes, size, size))[valid.numpy()].sum())
-        results.append({**cond, "occluded_share": share / max(total, 1), "top1": correct / max(total, 1),
-                        "images": total})
-    clean = next(r["top1"] for r in results if r["family"] == "hide_and_seek" and r["params"]["p_keep_patch"] == 1.0)
-    return {"image_size": size, "seed": seed, "clean_top1": clean, "conditions": results,
-            "fill": "dataset mean (0 after normalisation)"}
+            logits = model(occlude(images, mask, fill=0.0).to(device)).float().cpu()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+            correct[ci] += [int((top[:, 0] & valid).sum()), int((top.any(1) & valid).sum())]
+            share[ci] += float((1.0 - lam_from_boxes(boxes, size, size))[valid.numpy()].sum())
+    n = max(total, 1)
+    results = [{**cond, "occluded_share": share[ci] / n, "top1": correct[ci, 0] / n, "top5": correct[ci, 1] / n,
+                "images": total} for ci, cond in enumerate(conds)]
+    clean = next(r for r in results if r["family"] == "hide_and_seek" and r["params"]["p_keep_patch"] == 1.0)
+    return {"image_size": size, "seed": seed, "clean_top1": clean["top1"], "clean_top5": clean["top5"],
+            "conditions": results, "fill": "dataset mean (0 after normalisation)"}
 
 
 def plot_sweep(result: dict, path) -> str:
@@ -105,7 +110,8 @@ def plot_sweep(result: dict, path) -> str:
     for family, style in styles.items():
         rows = sorted((r for r in result["conditions"] if r["family"] == family), key=lambda r: r["occluded_share"])
         if rows:
-            ax.plot([100 * r["occluded_share"] for r in rows], [100 * r["top1"] for r in rows], style, label=family)
+            ax.plot([100 * r["occluded_share"] for r in rows], [100 * r["top1"] for r in rows], style, label=family,
+                    markersize=3)
     ax.axhline(100 * result["clean_top1"], color="grey", lw=0.8, ls=":", label="clean")
     ax.set_xlabel("occluded share of the image (%)")
     ax.set_ylabel("validation top-1 (%)")

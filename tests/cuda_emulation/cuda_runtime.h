@@ -40,6 +40,7 @@ struct dim3 {
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
 
 namespace occ_emu {
 inline std::barrier<> *bar = nullptr;
@@ -123,6 +124,7 @@ void Launch(dim3 grid, dim3 block, F &&kernel) {
   for (unsigned t = 0; t < threads; t++) {
     pool.emplace_back([&, t] {
       blockDim = block;
+      gridDim = grid;
       threadIdx.x = t % block.x;
       threadIdx.y = t / block.x % block.y;
       threadIdx.z = t / (block.x * block.y);

@@ -32,7 +32,10 @@ def every_operator():
     pasted = occ.normalize_occlude(u8, peak, partner, **kw)
     blended = occ.normalize_occlude(u8, keep, partner, blend=fn.random.uniform(range=[0, 1]), **kw)
     paste = occ.paste_boxes(u8, keep, u8, partner)
-    return sal, sal_skip, peak, window, keep, erased, pasted, blended, paste
+    color = fn.random.uniform(range=[0.0, 1.0], shape=[21])  # any 21 numbers: a colour transform's parameters
+    noisy = occ.normalize_occlude(u8, keep, fill_mode="pixel", noise_seed=ints(2 ** 30, []), color=color,
+                                  mirror=mirror, mean=[120.0], std=[60.0])
+    return sal, sal_skip, peak, window, keep, erased, pasted, blended, paste, noisy
 
 
 def outputs(pipe, iterations):

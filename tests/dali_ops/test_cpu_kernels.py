@@ -40,7 +40,9 @@ def lib(tmp_path_factory):
     lib = build_shared(tmp_path_factory.mktemp("cpu_kernels"), "cpu_kernels", [shim, *sorted(CSRC.glob("*/*_cpu.cc"))])
     lib.cpu_box_search.argtypes = [ctypes.POINTER(SearchParams), P, I, I, P, I, P]
     lib.cpu_paste_boxes.argtypes = [P, P, P, I, I, I, I, I, P, I]
-    lib.cpu_normalize_occlude.argtypes = [P, I, P, I, ctypes.c_float, P, I, I, I, I, P, P, P, I, P]
+    lib.cpu_normalize_occlude.argtypes = [P, I, P, I, ctypes.c_float, P, I, I, I, I, P, P, P, I, ctypes.c_uint32, P, P,
+                                          I, P]
+    lib.cpu_normal_table.argtypes = [P]
     lib.cpu_fine_grained_saliency_u8.argtypes = [P, I, I, I, I, P]
     lib.cpu_fine_grained_saliency_f32.argtypes = [P, I, I, I, P]
     return lib
@@ -137,13 +139,24 @@ def test_paste_boxes_is_clovaai_slicing(lib, layout, dtype):
 
 
 # ------------------------------------------------------------------------------------------ normalize_occlude
-def normalize_occlude(lib, img, mirror, partner, partner_mirror, blend, boxes, fill, dtype):
+FILL_MODES = {"const": 0, "rand": 1, "pixel": 2}
+
+
+def normalize_occlude(lib, img, mirror, partner, partner_mirror, blend, boxes, fill, dtype, fill_mode="const", seed=0,
+                      color=None, partner_color=None):
     H, W, C = img.shape
     out = np.empty((C, H, W), dtype)
+    color, partner_color = (None if c is None else np.ascontiguousarray(c, np.float32) for c in (color, partner_color))
     lib.cpu_normalize_occlude(ptr(img), mirror, ptr(partner), partner_mirror, blend, ptr(boxes),
                               0 if boxes is None else boxes.shape[0], H, W, C, ptr(MEAN), ptr(INV_STD), ptr(fill),
-                              dtype == "float16", ptr(out))
+                              FILL_MODES[fill_mode], seed, ptr(color), ptr(partner_color), dtype == "float16", ptr(out))
     return out
+
+
+def normal_table(lib):
+    table = np.empty(1 << 16, np.float32)
+    lib.cpu_normal_table(ptr(table))
+    return table
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -178,6 +191,125 @@ def test_normalize_occlude_is_normalisation_then_the_oracles(lib, dtype):
         mix[:, inside] = norm[p][:, inside]
         got = normalize_occlude(lib, *args, imgs[p], int(mirror[p]), float(blend[i]), boxes[i], fill, dtype)
         np.testing.assert_array_equal(got, mix.astype(dtype), err_msg=f"blend row {i}")
+
+
+def test_noise_table_is_the_normal_quantiles_at_the_midpoints(lib):
+    """The Random Erasing noise table: float32(Phi^-1((i + 0.5) / 2^16)) (scipy's ``ndtri``), antisymmetric."""
+    from scipy.special import ndtri
+
+    table = normal_table(lib)
+    want = ndtri((np.arange(1 << 16) + 0.5) / (1 << 16))
+    np.testing.assert_array_max_ulp(table, want.astype(np.float32), maxulp=1)
+    np.testing.assert_array_equal(table, -table[::-1])
+
+
+@pytest.mark.parametrize("mode", ["const", "rand", "pixel"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_random_erasing_fill_is_its_numpy_restatement(lib, mode, dtype):
+    """Erased pixels hold ``fill`` or the row's noise (SplitMix64 of the seed and the box-and-channel or
+    channel-and-pixel counter, through the quantile table; a later box over an earlier one, as timm paints
+    them); every other pixel is the plain normalisation."""
+    rng = np.random.default_rng(8)
+    table = normal_table(lib)
+    fill = np.array([0.5, -1.0, 2.0], np.float32)
+    for trial in range(4):
+        H, W = int(rng.integers(5, 30)), int(rng.integers(5, 30))
+        img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        boxes = random_boxes(rng, 1, 4, H, W)[0]
+        boxes[0] = [1, 1, H - 1, W - 1]  # overlapped by the others
+        seed = int(rng.integers(0, 2 ** 32))
+        mirror = trial % 2
+        got = normalize_occlude(lib, img, mirror, None, 0, 1.0, boxes, fill, dtype, mode, seed)
+        want = ((np.where(mirror, img[:, ::-1], img).astype(np.float32) - MEAN) * INV_STD).transpose(2, 0, 1)
+        erased = ref.random_erasing_fill((3, H, W), boxes, mode, seed, table, fill)
+        inside = ~np.isnan(erased)
+        want[inside] = erased[inside]
+        np.testing.assert_array_equal(got, want.astype(dtype), err_msg=f"trial {trial}")
+
+
+def test_random_erasing_noise_is_standard_normal(lib):
+    """The "pixel" fill over many pixels and seeds: mean 0, standard deviation 1, and the empirical distribution
+    within a Kolmogorov-Smirnov distance of 0.01 of N(0, 1) (the table's 2^16 levels are far finer); "rand"
+    gives one value per box and channel, independent across seeds."""
+    from scipy import stats
+
+    H = W = 64
+    img = np.zeros((H, W, 3), np.uint8)
+    box = np.array([[0, 0, H, W]], np.int32)
+    zero = np.zeros(3, np.float32)
+    pixel = np.concatenate([normalize_occlude(lib, img, 0, None, 0, 1.0, box, zero, "float32", "pixel", s).ravel()
+                            for s in range(20)])
+    assert abs(pixel.mean()) < 0.01 and abs(pixel.std() - 1) < 0.01
+    assert stats.kstest(pixel, "norm").statistic < 0.01
+    rand = np.stack([normalize_occlude(lib, img, 0, None, 0, 1.0, box, zero, "float32", "rand", s)
+                     for s in range(4000)])
+    assert (rand == rand[:, :, :1, :1]).all()  # one value per box and channel
+    per_box = rand[:, :, 0, 0]
+    assert abs(per_box.mean()) < 0.05 and abs(per_box.std() - 1) < 0.05
+    assert stats.kstest(per_box.ravel(), "norm").statistic < 0.03
+    assert abs(np.corrcoef(per_box[:, 0], per_box[:, 1])[0, 1]) < 0.05  # channels independent
+
+
+def _color_restated(img, params):
+    """The kernel's colour arithmetic restated in float32, one rounding per operation: the mean colour from
+    exact sums, ``b = b0 + B mu``, ``v = A px + b``, then ``(v - mean) * inv_std`` (CHW)."""
+    f = np.float32
+    p = np.asarray(params, np.float32)
+    sums = img.reshape(-1, 3).astype(np.uint64).sum(0)
+    mu = (sums.astype(np.float64) / (img.shape[0] * img.shape[1])).astype(np.float32)
+    b = [((p[18 + c] + p[9 + 3 * c] * mu[0]) + p[10 + 3 * c] * mu[1]) + p[11 + 3 * c] * mu[2] for c in range(3)]
+    x = img.astype(np.float32)
+    out = []
+    for c in range(3):
+        v = ((p[3 * c] * x[..., 0] + p[3 * c + 1] * x[..., 1]) + p[3 * c + 2] * x[..., 2]) + f(b[c])
+        out.append((v - MEAN[c]) * INV_STD[c])
+    return np.stack(out).astype(np.float32)
+
+
+def test_color_transform_is_its_float32_restatement_for_own_and_pasted_pixels(lib):
+    """A row's colour transform (ColorJitter + Lighting) applies to its own pixels and, pasted, the partner's
+    pixels get the partner's own transform (mean colour of the partner's image)."""
+    from kernels.color import color_params, draw_color
+
+    rng = np.random.default_rng(9)
+    H, W = 19, 23
+    imgs = rng.integers(0, 256, (2, H, W, 3), dtype=np.uint8)
+    d = draw_color(rng, 2, 0.4, 0.1)
+    params = color_params(d["order"], d["alpha"], d["light"])
+    boxes = np.array([[3, 4, 12, 15]], np.int32)
+    fill = np.zeros(3, np.float32)
+    plain = normalize_occlude(lib, imgs[0], 0, None, 0, 1.0, None, fill, "float32", color=params[0])
+    np.testing.assert_array_equal(plain, _color_restated(imgs[0], params[0]))
+    pasted = normalize_occlude(lib, imgs[0], 0, imgs[1], 0, 1.0, boxes, fill, "float32", color=params[0],
+                               partner_color=params[1])
+    want = _color_restated(imgs[0], params[0])
+    want[:, 3:12, 4:15] = _color_restated(imgs[1], params[1])[:, 3:12, 4:15]
+    np.testing.assert_array_equal(pasted, want)
+
+
+def test_color_params_are_clovaais_steps_composed():
+    """kernels.color's 21 parameters reproduce clovaai's ColorJitter (random order of brightness, contrast,
+    saturation, each a lerp) then Lighting, step by step on the [0, 1] image, to float64 rounding."""
+    from kernels.color import STEPS, color_params, draw_color
+
+    rng = np.random.default_rng(10)
+    imgs = rng.integers(0, 256, (12, 9, 11, 3), dtype=np.uint8)
+    for jitter in (0.4, (0.0, 0.4, 0.3), (0.4, 0.0, 0.0)):
+        d = draw_color(rng, len(imgs), jitter, 0.1)
+        params = color_params(d["order"], d["alpha"], d["light"]).astype(np.float64)
+        for i, img in enumerate(imgs):
+            steps = [STEPS[s] for s in d["order"][i] if s >= 0]
+            alphas = {STEPS[s]: d["alpha"][i, s] for s in range(3)}
+            x = img.transpose(2, 0, 1).astype(np.float64) / 255
+            want = ref.clovaai_lighting(ref.clovaai_color_jitter(x, steps, alphas), d["light"][i]) * 255
+            a, b, b0 = params[i, :9].reshape(3, 3), params[i, 9:18].reshape(3, 3), params[i, 18:]
+            mu = img.reshape(-1, 3).mean(0)
+            got = np.einsum("ck,khw->chw", a, img.transpose(2, 0, 1).astype(np.float64)) + (b @ mu + b0)[:, None, None]
+            np.testing.assert_allclose(got, want, atol=2e-3)  # float32 parameters, pixel units
+    d = draw_color(rng, 2000, 0.4, 0.1)
+    assert (np.sort(d["order"], 1) == [0, 1, 2]).all() and len({tuple(o) for o in d["order"]}) == 6
+    assert np.abs(d["alpha"]).max() <= 0.4 and abs(d["alpha"].mean()) < 0.02
+    assert abs(d["light"].std() - 0.1) < 0.005
 
 
 # -------------------------------------------------------------------------------------- fine_grained_saliency

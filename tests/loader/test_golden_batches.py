@@ -2,7 +2,9 @@
 on every run.
 
 ``tests/golden/batches.json`` was recorded at e101538 (before the "one room per stage" restructure, issue 19)
-with ``python tests/loader/test_golden_batches.py --record``. Every field except the images must equal the record
+with ``python tests/loader/test_golden_batches.py --record``; cases added later are recorded alone with
+``--record NAME,...`` (issue 22: ``random_erasing``, ``random_erasing_rand``, ``clovaai_color``,
+``timm_rand_augment``), which leaves the other records as they are. Every field except the images must equal the record
 exactly (a SHA-256 of its bytes: host draws, boxes, ``lam``, partners, soft targets); the images, whose floats
 come from DALI's CPU resize and may differ in the last bit between CPU generations, must equal a 4 x 4
 average-pooled thumbnail of each row and channel to 1e-4 (a moved box, a changed blend or fill changes a
@@ -48,6 +50,10 @@ def cases(checkpoint: str, bank_dir: Path) -> dict:
         "joint_fong_vedaldi": dict(method="saliency_occlusion", copies=2, p_keep_image=(1.0, 0.0), **small),
         "batch_aug_cutout": dict(method="cutout", copies=2, copy_mode="batch_aug", **small),
         "rand_augment": dict(method="cutout", auto_augment="rand_augment", **small),
+        "random_erasing": dict(method="random_erasing:mode=pixel,max_count=2"),
+        "random_erasing_rand": dict(method="random_erasing:mode=rand,p=1.0"),
+        "clovaai_color": dict(method="cutmix", color="clovaai"),
+        "timm_rand_augment": dict(method="cutout", auto_augment="rand-m9-mstd0.5-inc1", **small),
         "smoothing": dict(method="cutmix", label_smoothing=0.1),
         "validation": dict(method="none", train=False),
     }
@@ -164,7 +170,10 @@ if __name__ == "__main__" and "--record" in sys.argv:
         (base / "banks").mkdir()
         root = dataset(base)
         specs = cases(checkpoint_file(base), base / "banks")
-        records = {name: run_case(root, spec) for name, spec in specs.items()}
+        at = sys.argv.index("--record") + 1
+        only = sys.argv[at].split(",") if at < len(sys.argv) else list(specs)
+        records = json.loads(GOLDEN.read_text()) if GOLDEN.exists() and at < len(sys.argv) else {}
+        records.update({name: run_case(root, specs[name]) for name in only})
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(records, indent=0, sort_keys=True))
-    print(f"recorded {len(records)} cases in {GOLDEN}")
+    print(f"recorded {', '.join(only)} in {GOLDEN}")

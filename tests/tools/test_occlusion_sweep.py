@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from kernels.areas import lam_from_boxes
-from pipelines.tools.occlusion_sweep import condition_boxes, sweep_conditions
+import torch
+
+from pipelines.tools.occlusion_sweep import condition_boxes, run_sweep, sweep_conditions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +54,59 @@ def test_centre_and_boundary_are_complements():
     assert not mask[16:48, 16:48].any() and mask.sum() == 64 * 64 - 32 * 32
 
 
+def test_centre_and_boundary_holes_are_cutmix_e1s_zero_to_224_in_equal_steps():
+    for family in ("centre", "boundary"):
+        holes = [c["params"]["hole"] for c in sweep_conditions(224) if c["family"] == family]
+        assert holes == list(range(0, 225, 16))
+
+
+class _Batch:
+    alive = 0
+    most = 0
+
+    def __init__(self, n, size, classes, rng):
+        self.images = torch.as_tensor(rng.standard_normal((n, 3, size, size)), dtype=torch.float32)
+        self.labels = torch.as_tensor(rng.integers(0, classes, n))
+        self.meta = {"valid": torch.ones(n, dtype=torch.int32)}
+        _Batch.alive += 1
+        _Batch.most = max(_Batch.most, _Batch.alive)
+
+    def __del__(self):
+        _Batch.alive -= 1
+
+
+def test_the_sweep_streams_one_batch_at_a_time():
+    """The sweep holds one batch (and the loader's next) at a time, however many batches the split has, and its
+    counts equal an evaluation of each condition on its own (top-1 and top-5 from the same logits)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 7))
+
+    def loader(batches):
+        rng = np.random.default_rng(1)
+        for _ in range(batches):
+            yield _Batch(5, 16, 7, rng)
+
+    result = run_sweep(model, loader(30), "cpu", 16, seed=3)
+    assert _Batch.most <= 2 and _Batch.alive == 0
+    assert all(r["images"] == 150 for r in result["conditions"])
+    rng = np.random.default_rng(1)
+    batches = [_Batch(5, 16, 7, rng) for _ in range(30)]
+    for ci, cond in enumerate(result["conditions"]):
+        top1 = top5 = 0
+        for bi, b in enumerate(batches):
+            boxes = condition_boxes(cond, np.random.default_rng([3, ci, bi]), 5, 16)
+            x = b.images.clone()
+            for r, rb in enumerate(boxes):
+                for y0, x0, y1, x1 in rb:
+                    if y0 >= 0:
+                        x[r, :, y0:y1, x0:x1] = 0
+            logits = model(x)
+            order = logits.argsort(1, descending=True)
+            top1 += int((order[:, 0] == b.labels).sum())
+            top5 += int((order[:, :5] == b.labels[:, None]).any(1).sum())
+        assert (cond["top1"], cond["top5"]) == (top1 / 150, top5 / 150), cond["setting"]
+
+
 def test_bad_size_names_the_argument():
     with pytest.raises(ValueError, match="size"):
         sweep_conditions(2)
@@ -72,7 +127,7 @@ def test_evaluate_occlusion_sweep_writes_json_and_png(tiny_dataset, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert result["image_size"] == 32 and len(result["conditions"]) == len(sweep_conditions(32))
     for row in result["conditions"]:
-        assert row["images"] == 6 and 0.0 <= row["top1"] <= 1.0 and 0.0 <= row["occluded_share"] <= 1.0
+        assert row["images"] == 6 and 0.0 <= row["top1"] <= row["top5"] <= 1.0 and 0.0 <= row["occluded_share"] <= 1.0
     clean = [r for r in result["conditions"] if r["family"] == "hide_and_seek" and r["params"]["p_keep_patch"] == 1.0]
     assert clean[0]["occluded_share"] == 0.0
     full = [r for r in result["conditions"] if r["family"] == "boundary"]

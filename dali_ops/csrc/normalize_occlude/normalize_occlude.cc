@@ -9,6 +9,7 @@
 #include "common/input_checks.h"
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
+#include "normalize_occlude/normal_table.h"
 #include "normalize_occlude/normalize_occlude_cpu.h"
 
 namespace occlusion {
@@ -36,12 +37,44 @@ float NormalizeOcclude<Backend>::Blend(const ::dali::Workspace &ws, int sample) 
 }
 
 template <typename Backend>
+std::vector<const float *> NormalizeOcclude<Backend>::ColorParams(const ::dali::Workspace &ws, int n) const {
+  std::vector<const float *> params;
+  if (this->spec_.HasTensorArgument("color")) {
+    const auto &color = ws.ArgumentInput("color");
+    DALI_ENFORCE(color.type() == DALI_FLOAT && color.num_samples() == n, make_string(
+        "normalize_occlude: `color` must be float32, ", kernels::kColorParams, " values per sample (",
+        n, " samples), got ", color.num_samples(), " samples of ", color.type(), "."));
+    for (int i = 0; i < n; i++) {
+      DALI_ENFORCE(color.shape()[i].num_elements() == kernels::kColorParams, make_string(
+          "normalize_occlude: `color` of sample ", i, " has shape ", color.shape()[i], "; expected ",
+          kernels::kColorParams, " values (A 3x3, B 3x3, b0 3: out = A x + B mean(x) + b0)."));
+      params.push_back(color.tensor<float>(i));
+    }
+  } else if (!color_arg_.empty()) {
+    params.assign(n, color_arg_.data());
+  }
+  for (const float *p : params)
+    for (int j = 0; j < kernels::kColorParams; j++)
+      DALI_ENFORCE(std::isfinite(p[j]), make_string("normalize_occlude: `color` must be finite, got ", p[j], "."));
+  return params;
+}
+
+template <typename Backend>
 NormalizeOcclude<Backend>::NormalizeOcclude(const ::dali::OpSpec &spec)
     : ::dali::StatelessOperator<Backend>(spec),
       out_type_(spec.GetArgument<::dali::DALIDataType>("dtype")),
       mean_arg_(spec.GetRepeatedArgument<float>("mean")),
       std_arg_(spec.GetRepeatedArgument<float>("std")),
       fill_arg_(spec.GetRepeatedArgument<float>("fill")) {
+  const auto mode = spec.GetArgument<std::string>("fill_mode");
+  DALI_ENFORCE(mode == "const" || mode == "rand" || mode == "pixel", make_string(
+      "normalize_occlude: `fill_mode` must be \"const\", \"rand\" or \"pixel\", got \"", mode, "\"."));
+  fill_mode_ = mode == "const" ? kernels::kFillConst : mode == "rand" ? kernels::kFillRand : kernels::kFillPixel;
+  if (spec.HasArgument("color") && !spec.HasTensorArgument("color")) {
+    color_arg_ = spec.GetRepeatedArgument<float>("color");
+    DALI_ENFORCE(static_cast<int>(color_arg_.size()) == kernels::kColorParams, make_string(
+        "normalize_occlude: `color` has ", color_arg_.size(), " values; expected ", kernels::kColorParams, "."));
+  }
   DALI_ENFORCE(out_type_ == DALI_FLOAT || out_type_ == DALI_FLOAT16, make_string(
       "normalize_occlude: `dtype` must be FLOAT or FLOAT16, got ", out_type_, "."));
   for (float s : std_arg_)
@@ -77,6 +110,8 @@ bool NormalizeOcclude<Backend>::SetupImpl(std::vector<::dali::OutputDesc> &outpu
         ", sample ", i, " has ", s[2], "."));
     out_shape.set_tensor_shape(i, ::dali::TensorShape<3>(s[2], s[0], s[1]));
   }
+  DALI_ENFORCE(C == 3 || !(this->spec_.HasTensorArgument("color") || !color_arg_.empty()), make_string(
+      "normalize_occlude: `color` needs RGB images (3 channels), got ", C, " channels."));
   if (indexed_) {
     if (n > 0) CheckOneShape("normalize_occlude", "images", shape, shape[0]);
     CheckRowIndex("normalize_occlude", "partner_index", ws.Input<Backend>(2), n);
@@ -110,6 +145,23 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   const kernels::NormalizeChannels channels{mean_.data(), inv_std_.data(), fill_.data()};
   auto &tp = ws.GetThreadPool();
   if (static_cast<int>(spans_.size()) < tp.NumThreads()) spans_.resize(tp.NumThreads());
+  // each row's colour transform first: a partner's pixels are pasted with the partner's own
+  const auto params = ColorParams(ws, n);
+  affine_.resize(params.empty() ? 0 : n);
+  for (int i = 0; i < static_cast<int>(params.size()); i++) {
+    const int64_t pixels = shape.tensor_shape_span(i)[0] * shape.tensor_shape_span(i)[1];
+    tp.AddWork([&, i, pixels](int) {
+      uint64_t sums[3];
+      kernels::ChannelSums(images.tensor<uint8_t>(i), pixels, sums);
+      kernels::ColorAffineOf(params[i], sums, pixels, affine_[i]);
+    }, pixels);
+  }
+  if (!params.empty()) tp.RunAll();
+  const float *table = fill_mode_ == kernels::kFillConst ? nullptr : kernels::NormalQuantiles();
+  auto source = [&](int row) {
+    return kernels::RowSource{images.tensor<uint8_t>(row), mirror[row] != 0,
+                              affine_.empty() ? nullptr : &affine_[row]};
+  };
   TYPE_SWITCH(out_type_, ::dali::type2id, T, (float, ::dali::float16), (
     for (int i = 0; i < n; i++) {
       auto s = shape.tensor_shape_span(i);
@@ -118,12 +170,15 @@ void NormalizeOcclude<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
       const bool occlude = has_boxes_ && !(indexed_ && src[i] < 0);
       const int K = occlude ? static_cast<int>(ws.Input<::dali::CPUBackend>(1).shape()[i][0]) : 0;
       const int32_t *boxes = occlude ? ws.Input<::dali::CPUBackend>(1).tensor<int32_t>(i) : nullptr;
-      const uint8_t *partner = occlude && indexed_ ? images.tensor<uint8_t>(src[i]) : nullptr;
-      const bool pm = partner && mirror[src[i]];
-      tp.AddWork([&, i, H, W, C, K, boxes, partner, pm](int thread) {
-        kernels::NormalizeOccludeCpu<T>(images.tensor<uint8_t>(i), mirror[i], partner, pm, blend[i],
-                                        boxes, K, H, W, C, channels, out.mutable_tensor<T>(i),
-                                        spans_[thread]);
+      const bool pasted = occlude && indexed_;
+      kernels::EraseFill fill;
+      fill.mode = fill_mode_;
+      fill.seed = fill_mode_ == kernels::kFillConst ? 0u : NoiseSeed(ws, i);
+      fill.table = table;
+      tp.AddWork([&, i, H, W, C, K, boxes, pasted, fill](int thread) {
+        const kernels::RowSource own = source(i), partner = pasted ? source(src[i]) : own;
+        kernels::NormalizeOccludeCpu<T>(own, pasted ? &partner : nullptr, blend[i], boxes, K, H, W, C, channels,
+                                        fill, out.mutable_tensor<T>(i), spans_[thread]);
       }, static_cast<int64_t>(H) * W * C);
     }
   ), DALI_FAIL("normalize_occlude: unsupported output type"));  // NOLINT
@@ -165,4 +220,17 @@ as -1.  Each output value is written once: no separate float copy for the occlus
     .AddOptionalArg("mirror", "Per-sample flag: mirror the image horizontally.", 0, true)
     .AddOptionalArg("blend", R"code(Per-sample weight in [0, 1] of the row's own pixels outside its
 boxes when it has a partner (the partner's get ``1 - blend``); 1: no blending.)code", 1.f, true)
+    .AddOptionalArg("fill_mode", R"code(How erased pixels are filled (Random Erasing's modes, timm's
+``RandomErasing(mode=)``): ``"const"`` with ``fill``; ``"rand"`` with one standard normal value per box
+and channel; ``"pixel"`` with one per channel and pixel (normalised units).  The noise is a pure
+function of the row's ``noise_seed``: the standard normal's quantile at the top 16 bits of SplitMix64
+of the seed and a counter (box and channel, or channel and pixel), the same bits on the CPU and the
+GPU.  Where boxes overlap, the last box holding a pixel gives its ``"rand"`` value.)code",
+                    std::string("const"))
+    .AddOptionalArg("noise_seed", "Per-sample seed (int32) of the ``\"rand\"`` / ``\"pixel\"`` fill.", 0, true)
+    .AddOptionalArg<std::vector<float>>("color", R"code(Per-sample colour transform applied before the
+normalisation (ColorJitter + PCA Lighting of clovaai/CutMix-PyTorch, composed on the host): 21 floats,
+``A`` (3x3 row-major), ``B`` (3x3 row-major), ``b0`` (3), in pixel units, giving
+``A @ px + B @ mean(px) + b0`` where ``mean(px)`` is the sample's mean colour (exact channel sums).  A
+partner's pixels are pasted with the partner's own transform.  RGB images only.)code", nullptr, true)
     .AddOptionalTypeArg("dtype", "Output type: FLOAT or FLOAT16.", DALI_FLOAT);

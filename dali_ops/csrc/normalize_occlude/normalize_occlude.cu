@@ -7,6 +7,7 @@
 
 #include "dali/core/cuda_error.h"
 #include "dali/kernels/dynamic_scratchpad.h"
+#include "normalize_occlude/normal_table.h"
 #include "normalize_occlude/normalize_occlude.h"
 #include "normalize_occlude/normalize_occlude_gpu.cuh"
 
@@ -28,6 +29,19 @@ void NormalizeOcclude<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
   DALI_ENFORCE(n <= 65535, ::dali::make_string(
       "normalize_occlude: at most 65535 samples per batch on the GPU, got ", n, "."));
   cudaStream_t stream = ws.stream();
+  ::dali::kernels::DynamicScratchpad scratch{::dali::AccessOrder(stream)};
+  // each row's colour parameters, and room for the affine the first launch derives from them
+  const auto params = ColorParams(ws, n);
+  std::vector<float> host_params;
+  for (const float *p : params) host_params.insert(host_params.end(), p, p + kernels::kColorParams);
+  const float *dev_params = params.empty() ? nullptr : scratch.ToGPU(stream, host_params);
+  kernels::ColorAffine *dev_affine = params.empty() ? nullptr : scratch.AllocateGPU<kernels::ColorAffine>(n);
+  const float *dev_table = nullptr;
+  if (fill_mode_ != kernels::kFillConst) {
+    if (table_dev_.size() == 0)
+      table_dev_.from_host(kernels::NormalQuantiles(), kernels::kNormalTableSize, ::dali::AccessOrder(stream));
+    dev_table = table_dev_.data();
+  }
   std::vector<NormDesc> descs(n);
   int64_t max_plane = 0;
   for (int i = 0; i < n; i++) {
@@ -43,19 +57,25 @@ void NormalizeOcclude<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     d.index = indexed_ ? ws.Input<::dali::GPUBackend>(2).tensor<int32_t>(i) : nullptr;
     d.mirror = Mirror(ws, i) ? 1 : 0;
     d.blend = Blend(ws, i);
+    d.noise_seed = fill_mode_ == kernels::kFillConst ? 0u : NoiseSeed(ws, i);
+    if (dev_params) {
+      d.color_params = dev_params + static_cast<int64_t>(i) * kernels::kColorParams;
+      d.color = dev_affine + i;
+    }
     max_plane = std::max<int64_t>(max_plane, int64_t(d.H) * d.W);
   }
   if (max_plane == 0) return;
-  ::dali::kernels::DynamicScratchpad scratch{::dali::AccessOrder(stream)};
   const NormDesc *dev_descs = scratch.ToGPU(stream, descs);
   const float *dev_mean = scratch.ToGPU(stream, mean_);
   const float *dev_inv = scratch.ToGPU(stream, inv_std_);
   const float *dev_fill = scratch.ToGPU(stream, fill_);
   namespace k = ::occlusion::kernels;
   if (out_type_ == DALI_FLOAT)
-    CUDA_CALL(k::LaunchNormalizeOcclude<float>(dev_descs, n, max_plane, dev_mean, dev_inv, dev_fill, stream));
+    CUDA_CALL(k::LaunchNormalizeOcclude<float>(dev_descs, n, max_plane, dev_mean, dev_inv, dev_fill, fill_mode_,
+                                               dev_table, dev_params != nullptr, stream));
   else if (out_type_ == DALI_FLOAT16)
-    CUDA_CALL(k::LaunchNormalizeOcclude<__half>(dev_descs, n, max_plane, dev_mean, dev_inv, dev_fill, stream));
+    CUDA_CALL(k::LaunchNormalizeOcclude<__half>(dev_descs, n, max_plane, dev_mean, dev_inv, dev_fill, fill_mode_,
+                                                dev_table, dev_params != nullptr, stream));
   else
     DALI_FAIL("normalize_occlude: unsupported output type");
 }

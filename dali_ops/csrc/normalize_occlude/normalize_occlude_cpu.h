@@ -10,7 +10,10 @@
 // and, with a partner and a per-sample `blend` w != 1 (MixUp), outside the boxes
 //   out[c, y, x] = own * w + partner * (1 - w)   of the two normalised values, in float.
 //
-// where x' / x'' mirror x when the sample's / the partner's `mirror` flag is set.  This is
+// where x' / x'' mirror x when the sample's / the partner's `mirror` flag is set.  A row's (and its
+// partner's) optional colour transform (ColorJitter + Lighting, normalize_occlude_math.h) replaces
+// float(img[...]) by A px + b in every one of these; an erased pixel's fill is `fill[c]` or the row's
+// Random Erasing noise (EraseFill, normalize_occlude_math.h).  This is
 // exactly DALI's crop_mirror_normalize arithmetic (slice_flip_normalize_permute_pad_cpu.h:
 // (float(in) - mean) * inv_stddev, then ConvertSat to the output type, which for a floating-point
 // output is the plain conversion static_cast<T> makes), so rows without boxes equal
@@ -32,6 +35,7 @@
 
 #include "common/boxes.h"
 #include "common/multiversion.h"
+#include "normalize_occlude/normalize_occlude_math.h"
 
 namespace occlusion {
 namespace kernels {
@@ -39,6 +43,14 @@ namespace kernels {
 /// Per-channel constants, C floats each: mean and 1 / std in pixel units, fill in normalised units.
 struct NormalizeChannels {
   const float *mean, *inv_std, *fill;
+};
+
+/// One H x W x C uint8 row as a source of normalised pixels: mirrored or not, with its colour
+/// transform (null: none, crop_mirror_normalize's values).
+struct RowSource {
+  const uint8_t *in;
+  bool mirror;
+  const ColorAffine *color = nullptr;
 };
 
 namespace detail {
@@ -57,6 +69,19 @@ OCC_MULTIVERSION void NormalizeRow(const uint8_t *__restrict__ in, T *__restrict
   }
 }
 
+/// NormalizeRow of a row source: with its colour transform when it has one.
+template <typename T>
+void SourceRow(const RowSource &s, int64_t in_row, T *out, int x0, int x1, int W, int C, int c, float mean,
+               float inv_std) {
+  if (!s.color) {
+    NormalizeRow<T>(s.in + in_row, out, x0, x1, W, C, c, s.mirror, mean, inv_std);
+    return;
+  }
+  const uint8_t *in = s.in + in_row;
+  for (int x = x0; x < x1; x++)
+    out[x] = static_cast<T>(SourceValue(in + (s.mirror ? W - 1 - x : x) * C, s.color, c, mean, inv_std));
+}
+
 /// One CHW output row of channel c blending the row's own pixels (weight w) with the partner's
 /// (weight 1 - w), each normalised and mirrored by its own flag: MixUp's lam * x + (1 - lam) * x[j].
 template <typename T>
@@ -72,26 +97,40 @@ OCC_MULTIVERSION void BlendRow(const uint8_t *__restrict__ in, const uint8_t *__
   }
 }
 
+/// BlendRow of two row sources, with their colour transforms.
+template <typename T>
+void SourceBlendRow(const RowSource &s, const RowSource &p, int64_t in_row, T *out, int x0, int x1, int W,
+                    int C, int c, float mean, float inv_std, float w) {
+  if (!s.color && !p.color) {
+    BlendRow<T>(s.in + in_row, p.in + in_row, out, x0, x1, W, C, c, s.mirror, p.mirror, mean, inv_std, w);
+    return;
+  }
+  const float wp = 1.f - w;
+  for (int x = x0; x < x1; x++) {
+    const float a = SourceValue(s.in + in_row + (s.mirror ? W - 1 - x : x) * C, s.color, c, mean, inv_std);
+    const float b = SourceValue(p.in + in_row + (p.mirror ? W - 1 - x : x) * C, p.color, c, mean, inv_std);
+    out[x] = static_cast<T>(a * w + b * wp);
+  }
+}
+
 }  // namespace detail
 
-/// One H x W x C uint8 sample `in` into the C x H x W output `out`.  `partner` (an H x W x C sample,
-/// mirrored by `partner_mirror`) null: the K `boxes` are erased with ch.fill; else they take the
-/// partner's normalised pixels, and with `blend` w != 1 the pixels outside them are
-/// own * w + partner * (1 - w).  K = 0 (boxes may then be null) normalises only.
+/// One H x W x C uint8 row `own` into the C x H x W output `out`.  `partner` null: the K `boxes` are
+/// erased (ch.fill, or the noise of `fill`); else they take the partner's normalised pixels, and with
+/// `blend` w != 1 the pixels outside them are own * w + partner * (1 - w).  K = 0 (boxes may then be
+/// null) normalises only.
 template <typename T>
-void NormalizeOccludeCpu(const uint8_t *in, bool mirror, const uint8_t *partner, bool partner_mirror,
-                         float blend, const int32_t *boxes, int K, int H, int W, int C,
-                         const NormalizeChannels &ch, T *out, std::vector<ClippedBox> &spans) {
+void NormalizeOccludeCpu(const RowSource &own, const RowSource *partner, float blend, const int32_t *boxes,
+                         int K, int H, int W, int C, const NormalizeChannels &ch, const EraseFill &fill, T *out,
+                         std::vector<ClippedBox> &spans) {
   const int64_t plane = static_cast<int64_t>(H) * W;
-  const bool pm = partner && partner_mirror;
   const float w = partner ? blend : 1.f;
   // the row's own pixels in [x0, x1) of channel c, blended with the partner's when w != 1
-  auto own = [&](T *row, int64_t in_row, int x0, int x1, int c) {
+  auto own_span = [&](T *row, int64_t in_row, int x0, int x1, int c) {
     if (w != 1.f)
-      detail::BlendRow<T>(in + in_row, partner + in_row, row, x0, x1, W, C, c, mirror, pm, ch.mean[c],
-                          ch.inv_std[c], w);
+      detail::SourceBlendRow<T>(own, *partner, in_row, row, x0, x1, W, C, c, ch.mean[c], ch.inv_std[c], w);
     else
-      detail::NormalizeRow<T>(in + in_row, row, x0, x1, W, C, c, mirror, ch.mean[c], ch.inv_std[c]);
+      detail::SourceRow<T>(own, in_row, row, x0, x1, W, C, c, ch.mean[c], ch.inv_std[c]);
   };
   // spans: this sample's clipped boxes, then (after them) one row's spans
   spans.clear();
@@ -118,16 +157,32 @@ void NormalizeOccludeCpu(const uint8_t *in, bool mirror, const uint8_t *partner,
         const int x0 = it->x0;  // > x: spans that overlap or touch were merged below
         int x1 = it->x1;
         for (++it; it != spans.end() && it->x0 <= x1; ++it) x1 = std::max(x1, it->x1);
-        own(row, in_row, x, x0, c);
+        own_span(row, in_row, x, x0, c);
         if (partner)
-          detail::NormalizeRow<T>(partner + in_row, row, x0, x1, W, C, c, pm, ch.mean[c], ch.inv_std[c]);
-        else
+          detail::SourceRow<T>(*partner, in_row, row, x0, x1, W, C, c, ch.mean[c], ch.inv_std[c]);
+        else if (fill.mode == kFillConst)
           std::fill(row + x0, row + x1, static_cast<T>(ch.fill[c]));
+        else
+          for (int xe = x0; xe < x1; xe++)
+            row[xe] = static_cast<T>(ErasedValue(fill, ch.fill, boxes, K, H, W, C, y, xe, c));
         x = x1;
       }
-      own(row, in_row, x, W, c);
+      own_span(row, in_row, x, W, c);
     }
   }
+}
+
+/// The exact channel sums of an H x W x 3 uint8 row (for ColorAffineOf).
+inline void ChannelSums(const uint8_t *in, int64_t pixels, uint64_t *sums) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0;
+  for (int64_t p = 0; p < pixels; p++) {
+    s0 += in[3 * p];
+    s1 += in[3 * p + 1];
+    s2 += in[3 * p + 2];
+  }
+  sums[0] = s0;
+  sums[1] = s1;
+  sums[2] = s2;
 }
 
 }  // namespace kernels
