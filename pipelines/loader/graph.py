@@ -103,8 +103,13 @@ class GraphContext:
 
 
 def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, batch_size: int,
-                   num_threads: int, py_workers: int, dtype: str = "float32", prefetch: int = 2, seed: int = 0):
-    """The pipeline of ``source`` and the :class:`Output` name of each of its outputs, in order."""
+                   num_threads: int, py_workers: int, reader_depth: int, dtype: str = "float32", prefetch: int = 2,
+                   seed: int = 0):
+    """The pipeline of ``source`` and the :class:`Output` name of each of its outputs, in order.
+
+    ``reader_depth`` is the reader's own queue (batches its ``py_workers`` prepare ahead), apart from the graph's
+    ``prefetch``: a batch-mode parallel ``external_source`` keeps at most its ``prefetch_queue_depth`` batches in
+    flight, so with the graph's depth there (2) at most two workers were ever busy, whatever ``py_workers`` said."""
     cfg = source.cfg
     method = cfg.method
     size = cfg.output_size
@@ -121,7 +126,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     def pipe():
         nodes = dict(zip(layout, fn.external_source(
             source=source, num_outputs=len(layout), batch=True, batch_info=True, parallel=True,
-            prefetch_queue_depth=prefetch)))
+            prefetch_queue_depth=reader_depth)))
         shared_crop = Slot("crop_anchor", 1) not in nodes
         if shared_crop:
             base = fn.decoders.image_slice(nodes[Slot("encoded")], nodes[Slot("crop_anchor", 0)],

@@ -257,7 +257,8 @@ class OcclusionLoader:
             source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe, names = build_pipeline(
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
-            num_threads=self.runtime.threads, py_workers=self.runtime.py_workers, dtype=self.dtype,
+            num_threads=self.runtime.threads, py_workers=self.runtime.workers, reader_depth=self.runtime.depth,
+            dtype=self.dtype,
             prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
         self._pipe.build()
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
