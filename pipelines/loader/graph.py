@@ -47,11 +47,12 @@ class Output(NamedTuple):
 
 
 class GraphContext:
-    """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and what the
-    copies of one crop share (the clean image, the augmented crop, the saliency map)."""
+    """What a method's graph fragment builds on: the device, the output ``size``, the fused normalisation, the
+    policy, and what the copies of one crop share (the clean image, the augmented crop, the saliency map)."""
 
-    def __init__(self, device: str, dtype: str, policy: str | None, source):
+    def __init__(self, device: str, dtype: str, policy: str | None, source, size: int):
         self.device = device
+        self.size = size
         self.dtype = dtype
         self.policy = policy
         self.source = source  # the method's saliency source (None: the method searches no map)
@@ -135,7 +136,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
             base = fn.resize(base, size=(size, size), interp_type=types.INTERP_LINEAR, antialias=True)
         else:
             full = fn.decoders.image(nodes[Slot("encoded")], device=decoder, output_type=types.RGB)
-        g = GraphContext(device, dtype, policy, method.source)
+        g = GraphContext(device, dtype, policy, method.source, size)
         outputs = {Output("meta"): nodes[Slot("meta")]}
         for c in range(cfg.copies):
             mirror = nodes[Slot("mirror", 0 if shared_crop else c)]

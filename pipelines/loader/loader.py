@@ -25,6 +25,7 @@ from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
 from pipelines.loader.training_side import TrainingSide
 from pipelines.methods import get_method
+from pipelines.saliency.base import ReadWaitTimeout
 
 __all__ = ["Batch", "OcclusionLoader"]
 
@@ -114,12 +115,17 @@ class OcclusionLoader:
                                  cfg=self.cfg, seed=self.seed, shuffle=train if shuffle is None else shuffle,
                                  shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
         self._source = ImageSource(**self._source_args)
+        if self._channel is not None:  # a pushed map goes to the rank that serves its sample next epoch
+            self._channel.route(self._source.owners, self._source.shard_id)
         self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
         self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
         self._batch = 0      # batches of that epoch already served
         self._pipe = self._assemble = None
         self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+        self._pipe_start = self._pipe_stop = None  # where it started, and the iteration its source stops at
+        self._fed = self._taken = 0  # batches scheduled in it and taken from it
+        self._sealed = -1  # with a channel: the last epoch whose pushes are written (its successor may be read)
 
     # -- DataLoader-like surface -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -163,11 +169,9 @@ class OcclusionLoader:
     def __iter__(self):
         token = self._claim_iterator()
         try:
-            if self._batch >= len(self):
-                self._epoch, self._batch = self._epoch + 1, 0
+            if self._batch >= len(self):  # the last batch was served and the loop stopped there
+                self._end_epoch()
             if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
-                if self._channel is not None:
-                    self._channel.before_epoch(self._epoch)
                 self._build(self._epoch, self._batch)
             while self._batch < len(self):
                 self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
@@ -175,13 +179,21 @@ class OcclusionLoader:
                 self._batch += 1
                 self._pipe_pos = (self._epoch, self._batch)
                 yield batch
-            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain. With a
-            # channel (the bank) it ended with the epoch: the next one is read once this epoch's pushes are in.
-            self._epoch, self._batch = self._epoch + 1, 0
-            self._pipe_pos = (self._epoch, 0) if self._channel is None else None
+            self._end_epoch()
         finally:
             if self._live_iter is token:
                 self._live_iter = None
+
+    def _end_epoch(self) -> None:
+        """The epoch's last batch was served and the loop had it. The pipeline runs on into the next epoch (see
+        ImageSource.position): nothing to drain or rebuild. With a channel (the bank), this epoch's pushes are now
+        written, so the next epoch's reads -- its reader workers wait for that inside the source -- may go on."""
+        if self._channel is not None:
+            self._channel.end_epoch(self._epoch)
+            self._sealed = self._epoch
+        runs_on = self._pipe_pos == (self._epoch, len(self)) and self._pipe_stop is None
+        self._epoch, self._batch = self._epoch + 1, 0
+        self._pipe_pos = (self._epoch, 0) if runs_on else None
 
     def _claim_iterator(self):
         """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
@@ -222,7 +234,9 @@ class OcclusionLoader:
             self.close()
             raise dead
         try:
-            return self._pipe.run()
+            self._feed()
+            self._taken += 1
+            return self._pipe.outputs()
         except StopIteration:
             pending, self._pending_failure = self._pending_failure, None
             self.close()
@@ -236,6 +250,9 @@ class OcclusionLoader:
             pending, self._pending_failure = self._pending_failure, None
             if not isinstance(exc, Exception):
                 raise
+            if ReadWaitTimeout.__name__ in str(exc):  # the loop paused near an epoch's end: read on from here
+                self._build(self._epoch, self._batch)
+                return self._run()
             failure = describe_failure(exc, self._source, self._epoch, self._batch)
             if pending is not None or failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
                 raise failure.error from exc
@@ -245,29 +262,52 @@ class OcclusionLoader:
             self._pending_failure = failure
             return self._run()
 
+    def _feed(self) -> None:
+        """Keep ``prefetch`` batches scheduled ahead of the one the loop takes next (``run()`` would, but blindly).
+        With a channel, a batch of epoch ``e + 1`` is scheduled only once epoch ``e`` is sealed (its last batch
+        served and its pushes written): the graph takes a scheduled batch's reader output at once, and that read
+        waits for the seal, so scheduling it earlier would wait for a batch the loop has not had yet."""
+        depth = self.runtime.prefetch
+        while self._fed - self._taken < depth:
+            if self._channel is not None:
+                epoch = self._pipe_start[0] + (self._pipe_start[1] + self._fed) // len(self)
+                if epoch > self._sealed + 1:
+                    return
+            self._pipe.schedule_run()  # the first call schedules `prefetch` batches (DALI's own prefetch)
+            self._fed += depth if self._fed == 0 else 1
+
     def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
         self.close()
         check_spawn_safe_main()  # before any worker is spawned
         self._pending_failure = None
         source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
-        if self._channel is not None:  # the source's reads of the next epoch wait for this epoch's pushes
-            stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
+        if self._channel is not None:  # the pushes of the epochs before this one are written
+            self._channel.before_epoch(epoch)
+            self._sealed = epoch - 1
+            if len(self) - batch < self.runtime.prefetch:
+                # DALI's first schedule takes `prefetch` batches at once, which would cross into the next epoch before
+                # this one is sealed (see _feed): this pipeline ends with the epoch and the next one is built then
+                stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
         if stop_at is not None:
             source.stop_at = stop_at  # the source ends (StopIteration) at this iteration
         self._pipe, names = build_pipeline(
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
             num_threads=self.runtime.threads, py_workers=self.runtime.workers, reader_depth=self.runtime.depth,
-            dtype=self.dtype,
-            prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
+            dtype=self.dtype, prefetch=self.runtime.prefetch,
+            seed=pipeline_seed(self.seed, self._source.shard_id, epoch, batch))
         self._pipe.build()
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
         self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
-        self._pipe_pos = (epoch, batch)
+        self._pipe_pos = self._pipe_start = (epoch, batch)
+        self._pipe_stop = stop_at
+        self._fed = self._taken = 0
 
     def close(self) -> None:
         """Stop the pipeline and its reader processes."""
         if self._pipe is not None:
+            if self._channel is not None:  # workers waiting for an epoch's pushes stop waiting
+                self._channel.reader_stopped()
             del self._pipe
             self._pipe = None
 

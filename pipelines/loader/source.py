@@ -85,6 +85,12 @@ def unpack_meta(packed: np.ndarray, copies: int) -> dict:
     return out
 
 
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    """The order epoch ``epoch`` visits ``n`` samples in: ``permutation(n)`` from ``default_rng([seed, epoch])``,
+    or the identity without ``shuffle``; shard ``k`` of ``S`` serves the block ``[n*k//S, n*(k+1)//S)``."""
+    return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+
+
 @dataclass
 class ShardPlan:
     """Sample order of one shard in one epoch."""
@@ -158,10 +164,22 @@ class ImageSource:
         self._plan_cache = (epoch, plan)  # one permutation per epoch, not per batch
         return plan
 
-    def _make_shard_plan(self, epoch: int) -> ShardPlan:
+    def owners(self, ids, epoch: int) -> np.ndarray:
+        """The shard whose block of epoch ``epoch``'s order holds each sample of ``ids`` (the rank that serves it
+        then; with ``last_batch="drop"`` a sample past the last full batch belongs to its block's shard all the
+        same). Known in advance, so a saliency-bank push goes to that rank alone."""
         n = len(self.paths)
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
+        cached = getattr(self, "_owner_cache", None)
+        if cached is None or cached[0] != epoch:
+            rank_of_position = np.searchsorted([n * k // self.num_shards for k in range(1, self.num_shards)],
+                                               np.arange(n), side="right")
+            owner = np.empty(n, np.int64)
+            owner[epoch_order(self.seed, epoch, n, self.shuffle)] = rank_of_position
+            cached = self._owner_cache = (epoch, owner)  # one permutation per epoch, not per push
+        return cached[1][np.asarray(ids, np.int64)]
+
+    def _make_shard_plan(self, epoch: int) -> ShardPlan:
+        order = epoch_order(self.seed, epoch, len(self.paths), self.shuffle)
         lo, hi = self._shard_bounds(self.shard_id)
         ids = order[lo:hi]
         valid = np.ones(ids.size, np.int32)
@@ -228,7 +246,7 @@ class ImageSource:
                 p["saliency"].append(p["saliency"][0])
             else:
                 info = CropInfo(p["sample_id"], p["crop"][:, c], p["flip"][:, c], p["image_size"], p["valid"], epoch,
-                                self.cfg.output_size)
+                                self.cfg.output_size, self.shard_id)
                 read = self.saliency.read(info, rng)
                 p["saliency"].append(read.arrays)
                 from_source, age = read.from_source, read.age

@@ -130,13 +130,13 @@ def test_interrupted_run_rebuilds_at_the_recorded_position(flat_root, interrupt)
     ld = make(flat_root, shuffle=True, seed=4)
     it = iter(ld)
     first = next(it)
-    real_run = ld._pipe.run
+    real_run = ld._pipe.outputs
 
     def run_then_interrupt():
         real_run()  # DALI has handed out batch 1 when the interrupt arrives
         raise interrupt("interrupted")
 
-    ld._pipe.run = run_then_interrupt
+    ld._pipe.outputs = run_then_interrupt
     with pytest.raises(interrupt):
         next(it)
     assert ld.state_dict()["batch"] == 1 and ld._pipe is None

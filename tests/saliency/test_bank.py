@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.saliency.bank import BankFile, BankReader, SaliencyBank, make_stamp, read_window, stamp_epoch
+from conftest import cuda_devices
+from helpers import feeder
+from pipelines.saliency.bank import (BankFile, BankReader, EpochProgress, SaliencyBank, grid_window, make_stamp,
+                                     progress_path, stamp_epoch, window_holds_pushed_cell)
 from pipelines.saliency.bank_writer import push_cells
 
 G = 22
@@ -50,8 +53,78 @@ def inside(pts, crop, margin=0.0):
             & (pts[..., 1] >= x0 + margin) & (pts[..., 1] < x0 + w - margin))
 
 
+def _weights(out: int, start, extent, full, grid: int) -> np.ndarray:
+    """``(n, out, grid)`` bilinear weights of the cells for each output pixel of ``n`` windows ``[start, start +
+    extent)`` of an axis of ``full`` source pixels cut into ``grid`` cells (cell centres at ``(i + 0.5) full / grid``,
+    clamped at the border)."""
+    start, extent, full = (np.asarray(a, np.float64)[:, None] for a in (start, extent, full))
+    src = start + (np.arange(out) + 0.5) * extent / out
+    g = np.clip(src * grid / full - 0.5, 0.0, grid - 1.0)
+    i0 = np.floor(g).astype(np.int64)
+    t = g - i0
+    i1 = np.minimum(i0 + 1, grid - 1)
+    w = np.zeros((start.shape[0], out, grid))
+    rows, cols = np.arange(start.shape[0])[:, None], np.arange(out)[None, :]
+    w[rows, cols, i1] = t  # i0 == i1 only at the clamped end, where t = 0
+    w[rows, cols, i0] += 1.0 - t
+    return w
+
+
+def read_window(cells, crop, flip, image_size, size: int):
+    """NumPy oracle of the read (float64): stored grids ``(n, g, g)`` re-cropped to windows ``crop`` ``(n, 4)`` of
+    images ``image_size`` ``(n, 2)`` and flipped, at ``size``. Returns ``(maps (n, size, size), covered (n,))``:
+    ``covered`` is False where the window holds no written cell centre."""
+    cells = np.asarray(cells)
+    n, g = cells.shape[0], cells.shape[-1]
+    crop = np.asarray(crop, np.int64).reshape(n, 4)
+    hw = np.asarray(image_size, np.int64).reshape(n, 2)
+    values = np.where(cells > 0, (cells.astype(np.float64) - 1.0) / 254.0, 0.0)
+    wy = _weights(size, crop[:, 0], crop[:, 2], hw[:, 0], g)
+    wx = _weights(size, crop[:, 1], crop[:, 3], hw[:, 1], g)
+    flipped = np.asarray(flip).reshape(n).astype(bool)
+    wx[flipped] = wx[flipped, ::-1]
+    maps = np.einsum("nsg,ngh,nth->nst", wy, values, wx)
+    covered = np.zeros(n, bool)
+    for r in range(n):
+        cy, cx = (np.arange(g) + 0.5) * hw[r, 0] / g, (np.arange(g) + 0.5) * hw[r, 1] / g
+        pts = np.stack(np.meshgrid(cy, cx, indexing="ij"), -1)
+        covered[r] = bool(((cells[r] > 0) & inside(pts, crop[r])).any())
+    return maps, covered
+
+
+def graph_read(cells, crop, flip, image_size, size: int, device: str = "cpu"):
+    """The graph's read (:meth:`BankSaliency.graph_map`) of the reader's arrays, run in a DALI pipeline on
+    ``device``: ``(n, size, size)`` float32 maps. The uniform fallback: no image saliency is added."""
+    from nvidia.dali import fn, pipeline_def
+
+    import dali_ops
+    from pipelines.loader.graph import GraphContext
+
+    cells = np.asarray(cells, np.uint8)
+    n, g = cells.shape[0], cells.shape[-1]
+    start, end = grid_window(crop, image_size, g)
+    arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end,
+              "bank_flip": np.asarray(flip, np.int32).reshape(n)}
+    dali_ops.load()
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=0 if device == "gpu" else None, seed=0)
+    def pipe():
+        nodes = {k: fn.external_source(source=feeder(a), batch=True) for k, a in arrays.items()}
+        ctx = GraphContext(device, "float32", None, None, size)
+        return SaliencyBank(grid=g, fallback="uniform").graph_map(ctx, None, 0, nodes)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    out = out.as_cpu() if hasattr(out, "as_cpu") else out
+    return np.stack([np.asarray(t) for t in out])
+
+
 def bank(tmp_path, n=4, grid=G, name="bank.bin"):
-    return BankFile(tmp_path / name, n, grid, "fp")
+    """A bank file whose pushes of every epoch count as written (no reader waits)."""
+    file = BankFile(tmp_path / name, n, grid, "fp")
+    EpochProgress(progress_path(file.path), 1, create=True).set(0, 10 ** 6)
+    return file
 
 
 def push(file, ids, maps, crops, flips, hw, stamp):
@@ -84,8 +157,8 @@ def test_round_trip_matches_the_source_image_oracle(tmp_path, crop_a, crop_b, fl
     push(file, [2], map_of(f, crop_a, flip_a, size_a)[None], [crop_a], [flip_a], [(H, W)], make_stamp(0, 0))
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([2], 1)
     assert found.tolist() == [True] and age.tolist() == [1]
-    got, covered = read_window(cells, [crop_b], [flip_b], [(H, W)], size_b)
-    assert covered.tolist() == [True]
+    assert window_holds_pushed_cell(cells, [crop_b], [(H, W)]).tolist() == [True]
+    got = graph_read(cells, [crop_b], [flip_b], [(H, W)], size_b)
     pts = source_points(crop_b, flip_b, size_b)
     cell = max(H, W) / G
     border = (pts[..., 0] >= cell) & (pts[..., 0] < H - cell) & (pts[..., 1] >= cell) & (pts[..., 1] < W - cell)
@@ -107,12 +180,11 @@ def test_no_overlap_falls_back_and_partial_pushes_merge(tmp_path):
     a, c = (0, 0, 120, 150), (180, 250, 120, 170)
     push(file, [1], map_of(f, a, 0, 48)[None], [a], [0], [(H, W)], make_stamp(3, 5))
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([1], 4)
-    _, covered = read_window(cells, [c], [0], [(H, W)], 32)
-    assert covered.tolist() == [False]
+    assert window_holds_pushed_cell(cells, [c], [(H, W)]).tolist() == [False]
     push(file, [1], map_of(f, c, 1, 48)[None], [c], [1], [(H, W)], make_stamp(3, 9))  # same epoch: merged
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([1], 4)
-    whole, covered = read_window(cells, [(0, 0, H, W)], [0], [(H, W)], 64)
-    assert covered.tolist() == [True]
+    assert window_holds_pushed_cell(cells, [(0, 0, H, W)], [(H, W)]).tolist() == [True]
+    whole = graph_read(cells, [(0, 0, H, W)], [0], [(H, W)], 64)
     pts = source_points((0, 0, H, W), 0, 64)
     cell = max(H, W) / G
     for win in (a, c):
@@ -120,6 +192,39 @@ def test_no_overlap_falls_back_and_partial_pushes_merge(tmp_path):
         assert (whole[0][region] > 0.3).all()  # both pushes are there (each relative to its own peak)
     gap = ~inside(pts, a, -1.5 * cell) & ~inside(pts, c, -1.5 * cell)
     assert (whole[0][gap] == 0).all()
+
+
+#: the graph's re-crop against the float64 oracle: DALI's resampling runs in float32 (measured: at most 3e-6);
+#: the stored bytes are 1/254 apart, so this is far below the bank's quantisation
+RECROP_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["gpu"] if cuda_devices() else []))
+@pytest.mark.parametrize("grid,size", [(22, 64), (22, 224), (7, 40), (5, 3)])
+def test_graph_recrop_matches_the_numpy_oracle(device, grid, size):
+    """Random stored grids (a third of the cells never written, byte 0), random windows of random images --
+    thin, whole, at the borders, smaller than a cell -- and flips: the graph's ``fn.resize`` of the grid over the
+    window in grid units, then the flip, equals the oracle's bilinear read between cell centres to
+    RECROP_TOLERANCE, and the reader's fallback rule equals the oracle's ``covered``."""
+    rng = np.random.default_rng(grid * 1000 + size)
+    n = 48
+    cells = rng.integers(1, 256, (n, grid, grid)).astype(np.uint8)
+    cells[rng.random((n, grid, grid)) < 0.33] = 0
+    cells[0] = 0  # nothing pushed
+    hw = rng.integers(8, 600, (n, 2))
+    h = np.minimum(hw[:, 0], rng.integers(1, 600, n))
+    w = np.minimum(hw[:, 1], rng.integers(1, 600, n))
+    y0, x0 = rng.integers(0, hw[:, 0] - h + 1), rng.integers(0, hw[:, 1] - w + 1)
+    crop = np.stack([y0, x0, h, w], 1)
+    crop[1] = (0, 0, hw[1, 0], hw[1, 1])  # the whole image
+    crop[2] = (hw[2, 0] - 1, hw[2, 1] - 1, 1, 1)  # one pixel in the corner
+    flip = rng.integers(0, 2, n)
+    want, covered = read_window(cells, crop, flip, hw, size)
+    got = graph_read(cells, crop, flip, hw, size, device)
+    assert got.shape == (n, size, size) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=RECROP_TOLERANCE, rtol=0)
+    assert window_holds_pushed_cell(cells, crop, hw).tolist() == covered.tolist()
+    assert 0 < covered.sum() < n
 
 
 def test_push_cells_area_average_oracle():
