@@ -9,10 +9,13 @@ loader builds and runs the pipeline, keeps its position (resume), and hands the 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
 from kernels.checks import check_bool, check_choice, check_int
+from pipelines.data.imagefiles import BadImageError, check_image
+from pipelines.data.jpeg_scan import compile_walk
 from pipelines.loader.batch import Batch
 from pipelines.loader.dataset import Dataset
 from pipelines.loader.errors import dead_worker, describe_failure
@@ -97,7 +100,7 @@ class OcclusionLoader:
         self.method = get_method(method, **options)
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment)
-        self.data = Dataset(root, num_classes, self.runtime)
+        self.data = Dataset(root, num_classes)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
         self.device = resolve_device(device)
         if device_id is not None:
@@ -113,7 +116,9 @@ class OcclusionLoader:
         self._training = TrainingSide(self.cfg, self.num_classes, label_smoothing, self._channel)
         self._source_args = dict(paths=self.data.paths, labels=self.data.labels, batch_size=self.batch_size,
                                  cfg=self.cfg, seed=self.seed, shuffle=train if shuffle is None else shuffle,
-                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
+                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch,
+                                 records=self.data.records, verify=self.runtime.verify, on_bad=self.runtime.on_bad)
+        self._skipped: dict[int, str] = {}  # sample id -> why, of the files skipped so far (on_bad="skip")
         self._source = ImageSource(**self._source_args)
         if self._channel is not None:  # a pushed map goes to the rank that serves its sample next epoch
             self._channel.route(self._source.owners, self._source.shard_id)
@@ -141,10 +146,13 @@ class OcclusionLoader:
 
     def state_dict(self) -> dict:
         """Position to resume from: the next batch to serve, plus what must match on resume; with a saliency
-        bank, also the bank (its path and generation), every push so far written first."""
+        bank, also the bank (its path and generation), every push so far written first; with ``on_bad="skip"``,
+        the sample ids of the files skipped so far (``"skipped"``), which a resumed run skips again."""
         state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
                  "dataset_size": self.dataset_size, "batch_size": self.batch_size,
                  "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
+        if self._skipped:
+            state["skipped"] = sorted(self._skipped)
         if self._channel is not None:
             state.update(self._channel.state())
         return state
@@ -165,6 +173,8 @@ class OcclusionLoader:
         if self._channel is not None:
             self._channel.restore(state, int(state["epoch"]), int(state["batch"]))
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        self._skipped = {int(i): "skipped before the state was saved" for i in state.get("skipped", ())}
+        self._pipe_pos = None  # the skipped files go to the workers with the next pipeline
 
     def __iter__(self):
         token = self._claim_iterator()
@@ -176,6 +186,8 @@ class OcclusionLoader:
             while self._batch < len(self):
                 self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
                 batch = self._training.step(self._assemble(self._run()))
+                if self.runtime.on_bad == "skip":
+                    self._note_skipped(batch)
                 self._batch += 1
                 self._pipe_pos = (self._epoch, self._batch)
                 yield batch
@@ -194,6 +206,25 @@ class OcclusionLoader:
         runs_on = self._pipe_pos == (self._epoch, len(self)) and self._pipe_stop is None
         self._epoch, self._batch = self._epoch + 1, 0
         self._pipe_pos = (self._epoch, 0) if runs_on else None
+
+    def _note_skipped(self, batch: Batch) -> None:
+        """Warn once about each file whose row was skipped in ``batch`` (a repeat of a good sample, ``valid`` 0)
+        and remember it for ``state_dict()``."""
+        source = self._source
+        planned = source.shard_plan(self._epoch).ids[self._batch * self.batch_size:][:self.batch_size]
+        served = batch.meta["sample_id"][:planned.size].numpy()
+        for sid in planned[served != planned].tolist():
+            if sid not in self._skipped:
+                path = source.paths[sid]
+                try:
+                    check_image(path, full=self.runtime.verify == "full")
+                    why = "skipped before the state was saved"
+                except BadImageError as exc:
+                    why = exc.reason
+                self._skipped[sid] = why
+                warnings.warn(f"skipped an unreadable image (on_bad='skip'): {path}: {why}; its row in epoch "
+                              f"{self._epoch}, batch {self._batch} repeats a good sample with meta['valid'] 0",
+                              stacklevel=3)
 
     def _claim_iterator(self):
         """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
@@ -279,8 +310,10 @@ class OcclusionLoader:
     def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
         self.close()
         check_spawn_safe_main()  # before any worker is spawned
+        if self.runtime.verify == "full":
+            compile_walk()  # the workers' JPEG check: compiled once here, loaded from Numba's cache by each worker
         self._pending_failure = None
-        source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch)
+        source = ImageSource(**self._source_args, start_epoch=epoch, start_batch=batch, skip=self._skipped)
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
         if self._channel is not None:  # the pushes of the epochs before this one are written
             self._channel.before_epoch(epoch)

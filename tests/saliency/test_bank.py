@@ -281,6 +281,53 @@ def test_epoch_slots_and_forgetting(tmp_path):
         BankFile(file.path, 4, G, "another")
 
 
+def write_oracle(stamps, cells, ids, push_stamps, pushed):
+    """BankFile.write restated sample by sample: copies of a sample in one push combine cell by cell (the larger
+    byte where both covered a cell, else the covered one); the merge goes into the slot written in the push's
+    epoch, else into the other slot than the latest earlier push, starting from that push's cells."""
+    stamps, cells = stamps.copy(), cells.copy()
+    combined = {}
+    for s, stamp, new in zip(ids, push_stamps, pushed):
+        if s in combined:
+            prev = combined[s][0]
+            new = np.where((prev > 0) & (new > 0), np.maximum(prev, new), np.where(new > 0, new, prev))
+        combined[s] = (new, stamp)
+    for s, (new, stamp) in combined.items():
+        epoch = stamp >> 32
+        same = [k for k in range(2) if stamps[s, k] >= 0 and stamps[s, k] >> 32 == epoch]
+        earlier = [k for k in range(2) if stamps[s, k] >= 0 and stamps[s, k] >> 32 < epoch]
+        if same:
+            target = base = same[0]
+        elif earlier:
+            base = max(earlier, key=lambda k: stamps[s, k])
+            target = 1 - base
+        else:
+            base, target = None, 0
+        merged = cells[s, base].copy() if base is not None else np.zeros_like(new)
+        merged[new > 0] = new[new > 0]
+        cells[s, target] = merged
+        stamps[s, target] = stamp
+    return stamps, cells
+
+
+def test_vectorised_write_equals_the_per_sample_rule(tmp_path):
+    """Pushes of many samples with copies, over three epochs, pushed twice within an epoch: the vectorised
+    BankFile.write leaves the same stamps and cells as the rule applied sample by sample."""
+    rng = np.random.default_rng(4)
+    file = bank(tmp_path, n=30, grid=5)
+    stamps, cells = np.array(file.stamps), np.array(file.cells)
+    for epoch in range(3):
+        for batch in range(3):
+            ids = rng.integers(0, 30, 24)
+            pushed = rng.integers(0, 256, (24, 5, 5)).astype(np.uint8)
+            pushed[rng.random(pushed.shape) < 0.4] = 0
+            push_stamps = np.full(24, int(make_stamp(epoch, batch)), np.int64)
+            file.write(ids, push_stamps, pushed)
+            stamps, cells = write_oracle(stamps, cells, ids.tolist(), push_stamps.tolist(), pushed)
+            np.testing.assert_array_equal(np.array(file.stamps), stamps)
+            np.testing.assert_array_equal(np.array(file.cells), cells)
+
+
 def test_foreign_file_is_refused_at_once(tmp_path):
     import time
 
@@ -472,7 +519,7 @@ def _rank_main(rank, world, port, root, path, out):
                               flip=int(meta["flip"][r]), hw=meta["image_size"][r].tolist(),
                               source=int(meta["map_source"][r]), age=int(meta["map_age"][r]),
                               box=meta["boxes"][r, 0].tolist()) for r in range(batch.images.shape[0])]
-        torch.save(rows, out)
+        torch.save({"rows": rows, "traffic": dict(loader._channel.writer.traffic)}, out)
     finally:
         dist.destroy_process_group()
 
@@ -487,7 +534,8 @@ def sample_point(sample: int, crop):
 def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     """Two CPU processes, gloo, two shards, one bank file: in epoch 1 every row reads the map its sample got in
     epoch 0 exactly where its window holds a pushed cell -- whichever rank pushed it -- and the window then
-    holds the pushed hot spot."""
+    holds the pushed hot spot. Each map was sent to, and written by, the one rank that serves its sample in
+    epoch 1: each rank wrote exactly the rows it serves."""
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
@@ -502,7 +550,12 @@ def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     for p in procs:
         p.join(timeout=600)
         assert p.exitcode == 0, p.exitcode
-    rows = [dict(row, rank=r) for r, o in enumerate(outs) for row in torch.load(o)]
+    saved = [torch.load(o) for o in outs]
+    rows = [dict(row, rank=r) for r, out in enumerate(saved) for row in out["rows"]]
+    for r, out in enumerate(saved):  # each pushed map went to the one rank serving its sample next epoch
+        serves = sum(row["epoch"] == 1 and row["rank"] == r for row in rows)
+        assert out["traffic"]["rows_written"] == out["traffic"]["rows_received"] == serves == 12, out["traffic"]
+        assert out["traffic"]["rows_sent"] == 12 and out["traffic"]["pushes"] == 2
     first = {row["sample"]: row for row in rows if row["epoch"] == 0}
     second = [row for row in rows if row["epoch"] == 1]
     assert len(first) == 24 and sorted(row["sample"] for row in second) == sorted(first)
