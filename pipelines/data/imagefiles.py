@@ -9,7 +9,8 @@ tests share one definition of "which files belong to a dataset" and "which files
 * :func:`read_file_list` -- ``path label`` lines, relative paths resolved against a root.
 * :func:`probe_image` -- size/mode/format from the header only, with EXIF orientation applied to
   width/height the way DALI's decoders apply it.
-* :func:`check_image` -- a full decode that catches truncated and corrupt data.
+* :func:`check_image` -- a full check that catches truncated and corrupt data (a JPEG's entropy-coded data
+  walked by :mod:`pipelines.data.jpeg_scan`, other formats decoded by Pillow).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kernels.checks import check_choice, check_int, check_positive
+from kernels.checks import check_choice, check_int
 
 VERIFY_MODES = ("full", "header", "none")
 ON_BAD = ("raise", "skip")
@@ -61,17 +61,16 @@ class Runtime:
     plan about 1 GB of ``/dev/shm`` per rank (Docker's default is 64 MB: run with ``--shm-size``).
 
     ``verify``: how each file is checked the first time the reader reads it, in the order it is served (each rank
-    its own shard; nothing is read before the first batch): ``"full"`` (default) decodes it (Pillow, strict) and,
-    for a JPEG, walks its entropy-coded data (:mod:`pipelines.data.jpeg_scan`: corrupt scan data that libjpeg only
-    warns about and decodes grey); ``"header"`` checks the header only; ``"none"`` reads the size from the header and
-    checks nothing else. Verdicts and image sizes are cached for later epochs and runs
+    its own shard; nothing is read before the first batch): ``"full"`` (default) walks a JPEG's entropy-coded data
+    (:mod:`pipelines.data.jpeg_scan`: also the corrupt scan data that libjpeg only warns about and decodes grey) and
+    decodes other formats with Pillow, strictly; ``"header"`` checks the header only; ``"none"`` reads the size
+    from the header and checks nothing else. Verdicts and image sizes are cached for later epochs and runs
     (:mod:`pipelines.data.file_cache`), keyed by each file's device, inode, size, mtime and ctime, so a replaced
     file is checked again. ``on_bad``: ``"raise"`` (default) stops at a bad file's batch, naming the file, after
     the batches before it are served; ``"skip"`` serves its row as a repeat of a good sample of the same batch,
     flagged ``meta["valid"] == 0`` like a pad row, with a warning naming the file, and records it in
     ``state_dict()`` (a resumed run skips it again). ``max_image_pixels``: Pillow's decompression-bomb limit for
-    the checks (Pillow's default, 89.5 Mpx; ``None``: no limit). ``bank_wait_s``: how long a reader worker waits
-    for the previous epoch's saliency-bank pushes before it gives up with an error naming them.
+    the checks (Pillow's default, 89.5 Mpx; ``None``: no limit).
     """
 
     num_threads: int | None = None
@@ -81,7 +80,6 @@ class Runtime:
     verify: str = "full"
     on_bad: str = "raise"
     max_image_pixels: int | None = PILLOW_PIXEL_LIMIT
-    bank_wait_s: float = 600.0
 
     def __post_init__(self):
         if self.num_threads is not None:
@@ -95,7 +93,6 @@ class Runtime:
         check_choice("on_bad", self.on_bad, ON_BAD)
         if self.max_image_pixels is not None:
             check_int("max_image_pixels", self.max_image_pixels)
-        check_positive("bank_wait_s", self.bank_wait_s)
 
     @property
     def threads(self) -> int:

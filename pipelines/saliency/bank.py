@@ -28,10 +28,10 @@ Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``alig
   centre lies inside the row's crop window takes the exact area average of the map over the part of
   the cell inside the window (an integral image read at fractional corners); other cells keep their
   older content (copies of a sample pushed together keep the larger value of a cell both cover);
-* read: the reader workers send each row's grid as stored (484 bytes at ``grid=22``), its new crop window in
-  grid units and its flip; the graph (:meth:`BankSaliency.graph_map`, on the CPU or the GPU) makes each output
-  pixel of the window bilinear between the four nearest cell centres (clamped at the border), at the resolution
-  the search runs at, then flips it. A row whose window holds no written cell centre falls back (``fallback``).
+* read: the reader workers send each row's grid (484 bytes at ``grid=22``) and its new crop window in grid units,
+  x reversed for a flipped row; the graph (:meth:`BankSaliency.graph_map`, on the CPU or the GPU) makes each
+  output pixel of the window bilinear between the four nearest cell centres (clamped at the border), at the
+  resolution the search runs at. A row whose window holds no written cell centre falls back (``fallback``).
 """
 from __future__ import annotations
 
@@ -121,41 +121,44 @@ class BankSaliency(SaliencySource):
 
     # -- reader side ----------------------------------------------------------------------------
     def slots(self):
-        # per row: the stored grid (g x g x 1 uint8, 484 bytes at g = 22: no full-size map crosses from the
-        # workers), the row's window in grid units and its flip; with the image fallback, whether the row uses it
+        # per row: its grid (g x g x 1 uint8, 484 bytes at g = 22: no full-size map crosses from the workers) and its
+        # window in grid units, flipped rows with x reversed; with the image fallback, whether the row uses its map
         return (SlotSpec("bank_grid", np.uint8), SlotSpec("bank_roi_start", np.float32),
-                SlotSpec("bank_roi_end", np.float32), SlotSpec("bank_flip", np.int32)) + (
+                SlotSpec("bank_roi_end", np.float32)) + (
             (SlotSpec("bank_use", np.int32),) if self.fallback == "image" else ())
 
     def read(self, crop: CropInfo, rng):
-        """The crop's stored grid, its window in grid units and its flip (the graph re-crops: :meth:`graph_map`).
-        Rows with no pushed cell centre in their window (and pad rows) fall back: an empty grid, whose zeros the
-        graph adds to their image saliency (``"image"``), or random cells from ``rng`` (``"uniform"``)."""
+        """The crop's grid as stored and its window in grid units, x reversed on flipped rows (the graph re-crops:
+        :meth:`graph_map`). Rows with no pushed
+        cell centre in their window (and pad rows) fall back: an empty grid, whose zeros the graph adds to their image
+        saliency (``"image"``), or random cells from ``rng`` (``"uniform"``)."""
         cells, age, found = self.reader.lookup(crop.sample_id, crop.epoch, crop.shard)
         use = found & window_holds_pushed_cell(cells, crop.crop, crop.image_size) & (crop.valid > 0)
         cells[~use] = (rng.integers(1, 256, size=(int((~use).sum()),) + cells.shape[1:], dtype=np.uint8)
                        if self.fallback == "uniform" else 0)
-        start, end = grid_window(crop.crop, crop.image_size, self.grid)
+        start, end = grid_window(crop.crop, crop.flip, crop.image_size, self.grid)
         arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end,
-                  "bank_flip": np.asarray(crop.flip, np.int32), "bank_use": use.astype(np.int32)}
+                  "bank_use": use.astype(np.int32)}
         return SourceRead({s.name: arrays[s.name] for s in self.slots()}, use, np.where(use, age, -1))
 
     # -- graph side -----------------------------------------------------------------------------
     def graph_map(self, g, u8, mirror, nodes):
-        """The row's map at the output size: the stored bytes to saliency (``v`` -> ``(v - 1) / 254``, 0 for the
-        uncovered ``v = 0``), ``fn.resize`` of the grid as a one-channel image over the row's window in grid units
-        (linear, no antialiasing: each output pixel bilinear between the four nearest cell centres, clamped at the
-        border -- the rule of the push's cells, see the module docstring), then the row's flip; on the graph's
-        device. With the image fallback, plus the image saliency of the rows that have no map."""
+        """The row's map at the output size, on the graph's device: the grid's bytes as saliency (``v`` ->
+        ``(v - 1) / 254``, 0 for the uncovered ``v = 0``; on the ``g x g`` cells), then ``fn.resize`` of the grid as a
+        one-channel image over the row's window in grid units (linear, no antialiasing: each output pixel bilinear
+        between the four nearest cell centres, clamped at the border -- the rule of the push's cells, see the module
+        docstring; a window whose x runs backwards comes out flipped). With the image fallback, the fine-grained
+        saliency operator computes the rows that have no map and passes the others' through (``skip``, ``prior``):
+        no full-size arithmetic merges the two."""
         grid = g.on(fn.reshape(nodes["bank_grid"], layout="HWC"))
         values = fn.lookup_table(grid, keys=list(range(1, 256)), values=[(v - 1) / 254.0 for v in range(1, 256)],
                                  default_value=0.0, dtype=types.FLOAT)
         crop = fn.resize(values, size=(g.size, g.size), roi_start=nodes["bank_roi_start"],
                          roi_end=nodes["bank_roi_end"], roi_relative=False, interp_type=types.INTERP_LINEAR,
                          antialias=False)
-        prior = fn.reshape(fn.flip(crop, horizontal=nodes["bank_flip"]), shape=(g.size, g.size), layout="HW")
-        if self.fallback == "image":  # the fallback rows' image saliency; skip leaves zeros on the others
-            prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=nodes["bank_use"]) + prior
+        prior = fn.reshape(crop, shape=(g.size, g.size), layout="HW")
+        if self.fallback == "image":
+            return fn.occlusion.fine_grained_saliency(u8, prior, mirror=mirror, skip=nodes["bank_use"])
         return prior
 
     # -- loader side ----------------------------------------------------------------------------
@@ -399,13 +402,17 @@ def progress_path(bank_path) -> Path:
     return Path(f"{bank_path}.progress")
 
 
-def grid_window(crop, image_size, grid: int):
+def grid_window(crop, flip, image_size, grid: int):
     """``(roi_start, roi_end)`` ``(n, 2)`` float32: the crop windows ``(n, 4)`` ``y0, x0, h, w`` of source images of
     ``image_size`` ``(n, 2)`` in the coordinates of their ``grid`` x ``grid`` cells (cell ``i`` spans ``[i, i + 1)``,
-    its centre at ``i + 0.5``)."""
+    its centre at ``i + 0.5``); where ``flip`` ``(n,)`` is set, x runs from the window's right edge to its left
+    (``fn.resize`` then mirrors its output: pixel ``o`` samples where the unflipped ``S - 1 - o`` does)."""
     crop = np.asarray(crop, np.float64).reshape(-1, 4)
     scale = grid / np.asarray(image_size, np.float64).reshape(-1, 2)
-    return (crop[:, :2] * scale).astype(np.float32), ((crop[:, :2] + crop[:, 2:]) * scale).astype(np.float32)
+    start, end = crop[:, :2] * scale, (crop[:, :2] + crop[:, 2:]) * scale
+    flipped = np.asarray(flip).reshape(-1).astype(bool)
+    start[flipped, 1], end[flipped, 1] = end[flipped, 1], start[flipped, 1].copy()
+    return start.astype(np.float32), end.astype(np.float32)
 
 
 def window_holds_pushed_cell(cells, crop, image_size):

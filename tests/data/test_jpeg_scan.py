@@ -14,30 +14,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from conftest import UNREADABLE
+from helpers import grey_scan_jpeg, photo
 from pipelines.data.imagefiles import BadImageError, check_image
 from pipelines.data.jpeg_scan import scan_error, walk_scans
-
-
-def photo(h, w, mode="RGB", seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([xx * 255 // max(w, 1), yy * 255 // max(h, 1), ((xx + yy) * 5) % 256], -1)
-    return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)).convert(mode)
 
 
 def jpeg(img, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", **kw)
     return buf.getvalue()
-
-
-def grey_scan_jpeg() -> bytes:
-    """The issue's case: an EOI marker written into the middle of the scan data. Every decoder here returns an
-    image (its lower part grey) without an error."""
-    data = bytearray(jpeg(photo(375, 500), quality=90))
-    at = data.find(b"\xff\xda") + len(data) // 3
-    data[at:at + 2] = b"\xff\xd9"
-    return bytes(data)
 
 
 def pillow_refuses(data: bytes) -> bool:
@@ -72,7 +57,7 @@ def nvimgcodec_decoder():
 
 VALID = {
     **{f"pillow {mode} q{q} sub{sub}{' progressive' if prog else ''}{f' rst{rst}' if rst else ''} {h}x{w}":
-       jpeg(photo(h, w, mode), quality=q, progressive=prog, **({} if mode == "L" else {"subsampling": sub}),
+       jpeg(photo(h, w, mode=mode), quality=q, progressive=prog, **({} if mode == "L" else {"subsampling": sub}),
             **({"restart_marker_blocks": rst} if rst else {}))
        for (h, w) in ((1, 1), (9, 17), (16, 16), (231, 97), (8, 1500))
        for mode in ("RGB", "L", "CMYK") for q in (5, 90) for sub in (0, 2) for prog in (False, True)

@@ -2,35 +2,16 @@
 runs), ``on_bad="skip"`` with exact resume, and a pipeline that lives across epochs with a saliency bank."""
 from __future__ import annotations
 
-import io
 import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import pipelines.loader.loader as loader_module
+from helpers import grey_scan_jpeg, photo
 from pipelines import OcclusionLoader
-
-
-def photo(h, w, seed):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 5) % 256], -1)
-    return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
-
-
-def grey_scan_jpeg(path, seed=0):
-    """A JPEG with an EOI marker in the middle of its scan data: every decoder returns an image, grey from there on."""
-    buf = io.BytesIO()
-    photo(150, 200, seed).save(buf, "JPEG", quality=90)
-    data = bytearray(buf.getvalue())
-    at = data.find(b"\xff\xda") + len(data) // 3
-    data[at:at + 2] = b"\xff\xd9"
-    path.write_bytes(bytes(data))
-    return path
 
 
 @pytest.fixture()
@@ -41,7 +22,7 @@ def grey_root(tmp_path):
         (root / c).mkdir(parents=True)
         for i in range(10):
             photo(40, 50, i + 10 * (c == "b")).save(root / c / f"{i}.jpg", quality=90)
-    grey_scan_jpeg(root / "a" / "9.jpg")
+    (root / "a" / "9.jpg").write_bytes(grey_scan_jpeg(150, 200))
     return root
 
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import pipelines.loader.loader as loader_module
+from helpers import photo
 from pipelines import OcclusionLoader
 from pipelines.data.imagefiles import BadImageError, probe_image, scan_image_folder
 
@@ -26,13 +27,6 @@ def make(root, batch=4, **kw):
     kw["runtime"] = {"num_threads": 1, "py_workers": 1, **kw.get("runtime", {})}
     kw.setdefault("output_size", 32)
     return OcclusionLoader(root, batch, **kw)
-
-
-def photo(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 5) % 256], -1)
-    return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
 
 
 @pytest.fixture()

@@ -102,9 +102,8 @@ def graph_read(cells, crop, flip, image_size, size: int, device: str = "cpu"):
 
     cells = np.asarray(cells, np.uint8)
     n, g = cells.shape[0], cells.shape[-1]
-    start, end = grid_window(crop, image_size, g)
-    arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end,
-              "bank_flip": np.asarray(flip, np.int32).reshape(n)}
+    start, end = grid_window(crop, flip, image_size, g)
+    arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end}
     dali_ops.load()
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=0 if device == "gpu" else None, seed=0)
@@ -577,8 +576,9 @@ def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     assert crossed >= 4 and checked >= 4, (crossed, checked)
 
 
-def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
-    """``skip`` (the bank's fallback rows): skipped samples are zeros, the others equal the op without it."""
+def test_fine_grained_saliency_skip_passes_the_prior_and_computes_the_rest():
+    """``skip`` (the bank's rows): skipped samples are the ``prior`` input's sample as it is (zeros without one), the
+    others equal the op without it; a prior of the wrong shape is refused naming both shapes."""
     import dali_ops
 
     dali_ops.load()
@@ -586,16 +586,24 @@ def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
 
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (40 + 3 * i, 52, 3), dtype=np.uint8) for i in range(4)]
+    priors = [rng.random(im.shape[:2]).astype(np.float32) for im in images]
     skip = [np.int32(v) for v in (1, 0, 0, 1)]
     full = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images))
-    part = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), skip=ndd.as_batch(skip))
+    zeros = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), skip=ndd.as_batch(skip))
+    part = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), ndd.as_batch(priors), skip=ndd.as_batch(skip))
     for i in range(4):
-        got = np.asarray(part.tensors[i])
+        got, without = np.asarray(part.tensors[i]), np.asarray(zeros.tensors[i])
         if skip[i]:
-            assert got.shape == images[i].shape[:2] and (got == 0).all()
+            np.testing.assert_array_equal(got, priors[i])
+            assert without.shape == images[i].shape[:2] and (without == 0).all()
         else:
             assert got.max() > 0
             np.testing.assert_array_equal(got, np.asarray(full.tensors[i]))
+            np.testing.assert_array_equal(without, np.asarray(full.tensors[i]))
+    with pytest.raises(Exception, match="prior.*sample 1 has shape"):
+        bad = [p if i != 1 else p[:-1] for i, p in enumerate(priors)]
+        np.asarray(ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), ndd.as_batch(bad),
+                                                       skip=ndd.as_batch(skip)).tensors[0])
 
 
 @pytest.mark.parametrize("method,opts", [("saliency_occlusion", dict(size=16)), ("keep_cutout", dict(size=16)),
