@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     result = {
         "files": len(paths), "threads": 1,
         "mean_file_bytes": sum(os.path.getsize(p) for p in paths) / len(paths),
-        "per_million_files_s": {k.replace("_s", ""): v * scale for k, v in out.items()},
-        "per_file_ms": {k.replace("_s", ""): v / len(paths) * 1e3 for k, v in out.items()},
+        "per_million_files_s": {k[:-2]: v * scale for k, v in out.items()},
+        "per_file_ms": {k[:-2]: v / len(paths) * 1e3 for k, v in out.items()},
     }
     print(result)
     write_json(args.out, {"conditions": conditions(), "result": result})
