@@ -22,6 +22,7 @@ import os
 import warnings
 
 import numpy as np
+from PIL import Image
 
 from pipelines.data.imagefiles import BadImageError, check_image
 
@@ -117,7 +118,8 @@ def read_checked(path: str, index: int, records: FileRecords | None, verify: str
         raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
     level = LEVELS[verify]
     known = records.lookup(index, st, level) if records is not None else None
-    if known is not None:
+    limit = Image.MAX_IMAGE_PIXELS  # a record made under a larger limit (or none) does not pass this one's bombs
+    if known is not None and (limit is None or known[0] * known[1] <= 2 * limit):
         return data, known[0], known[1]
     info = check_image(path, full=verify == "full", data=data)
     if records is not None:
