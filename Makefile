@@ -32,6 +32,7 @@ bench: setup
 	$(PYTHON) -m bench.bank_bench --repeats 9
 	$(PYTHON) -m bench.ops_bench
 	$(PYTHON) -m bench.sweep_memory --sizes 250,1000
+	$(PYTHON) -m bench.scale_bench --repeats 3
 	$(PYTHON) -m bench.plot results/loader_bench.json --out-dir docs
 
 # the pictures of docs/methods.md: one grid per method family on the demo data (160 px, seed 0), and the loader benchmark plot

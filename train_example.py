@@ -216,8 +216,10 @@ def parse_args(argv=None):
                    help="NHWC model and inputs (default: on a GPU)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--workers", type=int, default=None, help="DALI threads per process (default: cores / processes)")
-    p.add_argument("--reader-workers", type=int, default=2, help="reader processes per loader")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DALI threads per process (default: the node's cores / its processes, LOCAL_WORLD_SIZE)")
+    p.add_argument("--reader-workers", type=int, default=None,
+                   help="reader processes per loader (default: half the process's cores, 1 to 8; pipelines.Runtime)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50, help="steps between loss read-outs (the only host syncs)")
     p.add_argument("--log-ids", type=Path, default=None,
@@ -692,10 +694,10 @@ def bank_path(args, d: Dist) -> Path:
 
 
 def make_loaders(args, d: Dist, root: Path):
-    threads = args.workers or max(1, (os.cpu_count() or 1) // d.world)
+    # Runtime's defaults divide the node's cores by its ranks (LOCAL_WORLD_SIZE), not by the world size
     common = dict(output_size=args.image_size, device="gpu" if d.device.type == "cuda" else "cpu",
                   device_id=d.device.index if d.device.type == "cuda" else None, seed=args.seed,
-                  runtime=dict(num_threads=threads, py_workers=args.reader_workers), shard_id=d.rank,
+                  runtime=dict(num_threads=args.workers, py_workers=args.reader_workers), shard_id=d.rank,
                   num_shards=d.world)
     train = OcclusionLoader(root / "train", args.batch_size, args.method, copies=args.copies,
                             copy_mode=args.copy_mode, p_keep_image=args.p_keep_image,

@@ -1,9 +1,10 @@
-"""Cost of the loader's default corrupt-file check (``Runtime(verify="full")``), per million ImageNet-sized JPEGs.
+"""Cost of the reader's file check (``Runtime(verify="full")``), per million ImageNet-weight JPEGs.
 
-First run over a dataset: every file is fully decoded (Pillow, strict, DCT-domain 1/8 scaling) on the
-loader's thread pool; later runs only ``stat`` each file against the verification cache. Both are
-timed on ``make_imagenet_like`` JPEGs (~110 KB, 500x375) and scaled to 10**6 files; the header-only
-check (the old default) is timed alongside.
+The reader checks each file the first time it reads it (:func:`pipelines.data.file_cache.read_checked`): the
+header, then a JPEG's entropy-coded data walked code by code (:mod:`pipelines.data.jpeg_scan`); later reads of the
+same file find its record and check nothing. Timed on ``make_imagenet_like`` JPEGs (~110 KB, 500x375) in the page
+cache, one thread, and scaled to 10**6 files: the first read, a recorded read, the header-only check
+(``verify="header"``) and, for comparison, Pillow's strict decode at 1/8 scale (the check until issue 20).
 
     python -m bench.verify_bench [--images 1000] [--out results/verify_bench.json]
 """
@@ -22,35 +23,44 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--out", default="results/verify_bench.json")
     args = p.parse_args(argv)
-    from pipelines.data.demo_data import make_imagenet_like
-    from pipelines.data.imagefiles import scan_image_folder
-    from pipelines.data.verify import find_bad_images, verify_cached
+    from PIL import Image
 
+    from pipelines.data.demo_data import make_imagenet_like
+    from pipelines.data.file_cache import FileRecords, read_checked
+    from pipelines.data.imagefiles import scan_image_folder
+    from pipelines.data.jpeg_scan import compile_walk
+
+    compile_walk()
     root = make_imagenet_like(n=args.images) / "train"
     paths, _, _ = scan_image_folder(root)
-    workers = max(2, os.cpu_count() or 2)  # what OcclusionLoader uses
-    for path in paths:  # warm the page cache: measure decoding, not the disk
+    for path in paths:  # warm the page cache: measure checking, not the disk
         with open(path, "rb") as fh:
             fh.read()
+
+    def pillow_decode(path):
+        img = Image.open(path)
+        img.draft(img.mode, (img.size[0] // 8, img.size[1] // 8))
+        img.load()
+
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        t = time.perf_counter()
-        bad, checked = verify_cached(paths, workers=workers, directory=cache)
-        out["first_run_s"] = time.perf_counter() - t
-        assert not bad and checked == len(paths)
-        t = time.perf_counter()
-        bad, checked = verify_cached(paths, workers=workers, directory=cache)
-        out["cached_run_s"] = time.perf_counter() - t
-        assert checked == 0
-    t = time.perf_counter()
-    find_bad_images(paths, full=False, workers=workers)
-    out["header_only_s"] = time.perf_counter() - t
+        records = FileRecords.for_paths(paths, directory=cache)
+        for name, verify, use in (("first_read", "full", records), ("recorded_read", "full", records),
+                                  ("header_only", "header", None)):
+            start = time.perf_counter()
+            for i, path in enumerate(paths):
+                read_checked(path, i, use, verify)
+            out[f"{name}_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for path in paths:
+        pillow_decode(path)
+    out["pillow_strict_decode_s"] = time.perf_counter() - start
     scale = 1e6 / len(paths)
     result = {
-        "files": len(paths), "workers": workers,
+        "files": len(paths), "threads": 1,
         "mean_file_bytes": sum(os.path.getsize(p) for p in paths) / len(paths),
-        "per_million_files_s": {k.replace("_s", ""): v * scale for k, v in out.items()},
-        "per_file_ms": {k.replace("_s", ""): v / len(paths) * 1e3 for k, v in out.items()},
+        "per_million_files_s": {k[:-2]: v * scale for k, v in out.items()},
+        "per_file_ms": {k[:-2]: v / len(paths) * 1e3 for k, v in out.items()},
     }
     print(result)
     write_json(args.out, {"conditions": conditions(), "result": result})

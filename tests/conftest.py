@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-# The loader's verification cache (pipelines.data.verify.verify_cached) goes to a throw-away folder, not ~/.cache;
+# The reader's file records (pipelines.data.file_cache) go to a throw-away folder, not ~/.cache;
 # subprocesses started by the tests inherit it.
 os.environ["DALI_OCCLUSION_CACHE"] = tempfile.mkdtemp(prefix="dali-occlusion-verified-")
 

@@ -17,6 +17,27 @@ STD = np.array([0.229, 0.224, 0.225]) * 255
 SIZE = 64
 
 
+def photo(h, w, seed=0, mode="RGB"):
+    """A gradient photo with noise, ``h`` x ``w``: JPEG-compressible like a photo, different per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx * 255 // max(w, 1), yy * 255 // max(h, 1), ((xx + yy) * 5) % 256], -1)
+    return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)).convert(mode)
+
+
+def grey_scan_jpeg(h=375, w=500, seed=0) -> bytes:
+    """The JPEG of issue 20: an EOI marker written into the middle of its scan data. Every decoder here (Pillow,
+    nvImageCodec, DALI's) returns an image, grey from there on, without an error."""
+    import io
+
+    buf = io.BytesIO()
+    photo(h, w, seed).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    at = data.find(b"\xff\xda") + len(data) // 3
+    data[at:at + 2] = b"\xff\xd9"
+    return bytes(data)
+
+
 def make(root, batch=4, **kw):
     kw.setdefault("output_size", SIZE)
     kw.setdefault("device", "cpu")

@@ -9,7 +9,8 @@ tests share one definition of "which files belong to a dataset" and "which files
 * :func:`read_file_list` -- ``path label`` lines, relative paths resolved against a root.
 * :func:`probe_image` -- size/mode/format from the header only, with EXIF orientation applied to
   width/height the way DALI's decoders apply it.
-* :func:`check_image` -- a full decode that catches truncated and corrupt data.
+* :func:`check_image` -- a full check that catches truncated and corrupt data (a JPEG's entropy-coded data
+  walked by :mod:`pipelines.data.jpeg_scan`, other formats decoded by Pillow).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Sequence, Union
 
 from PIL import Image, ImageFile, UnidentifiedImageError
+from tqdm import tqdm
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -36,6 +38,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 DECODABLE_FORMATS: frozenset[str] = frozenset(
     {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"}
 )
+
+#: a wait longer than this (a scan of a large tree, the verify CLI's pass) shows a progress bar on stderr
+PROGRESS_AFTER_S = 3.0
 
 #: EXIF orientations 5..8 rotate the image by 90 degrees, so the decoded width and height swap.
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -114,7 +119,7 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
     paths: list[str] = []
     labels: list[int] = []
     class_reals = [os.path.realpath(os.path.join(root_str, name)) for name in class_names]
-    for label, name in enumerate(class_names):
+    for label, name in enumerate(tqdm(class_names, unit="class", desc=f"listing {root_str}", delay=PROGRESS_AFTER_S)):
         others = [r for k, r in enumerate(class_reals) if k != label]
         files = _list_class_files(os.path.join(root_str, name), os.path.realpath(root_str), others)
         if not files:
@@ -343,18 +348,32 @@ def _strict_loading() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _saved_truncated_flag
 
 
-def check_image(path: PathLike, full: bool = True) -> ImageInfo:
+def check_image(path: PathLike, full: bool = True, data: bytes | None = None) -> ImageInfo:
     """Check that ``path`` is a usable image and return its :class:`ImageInfo`.
 
-    With ``full=False`` this is :func:`probe_image`. With ``full=True`` the pixel data is decoded
-    too (truncated images are not tolerated), which catches truncated and corrupt files.
-    Raises :class:`BadImageError` naming the file and the reason.
+    With ``full=False`` this is :func:`probe_image`. With ``full=True`` the image data is checked too:
+    a JPEG's entropy-coded data is walked for everything libjpeg warns about (:mod:`pipelines.data.jpeg_scan`:
+    corrupt scan data that every decoder turns into a grey or garbled image without an error, and truncation);
+    other formats, and JPEGs the walk does not model, are decoded with Pillow, refusing truncated data.
+    ``data``, when given, is the file's content already read by the caller. Raises :class:`BadImageError`
+    naming the file and the reason.
     """
-    info = probe_image(path)
+    p = os.fspath(path)
+    info = probe_image(p, data)
     if not full:
         return info
-    p = os.fspath(path)
-    img = _open_checked(p)
+    if info.format in ("JPEG", "MPO"):
+        from pipelines.data.jpeg_scan import walk_scans  # Numba: imported where a full check needs it
+
+        if data is None:
+            with open(p, "rb") as fh:
+                data = fh.read()
+        walked, reason = walk_scans(data)
+        if reason is not None:
+            raise BadImageError(p, reason)
+        if walked:
+            return info
+    img = _open_checked(p, data)
     try:
         if img.format in ("JPEG", "MPO"):
             # DCT-domain 1/8 scaling: every entropy-coded bit is still decoded (where truncation and

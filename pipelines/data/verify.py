@@ -5,39 +5,25 @@
 
 Prints one ``path: reason`` line per bad file. Exit status 0 when every file is readable, 1 when
 some are not, 2 when the dataset itself cannot be listed (missing root, no class folders, a bad
-file list). By default every file is fully decoded (catches truncated and corrupt data);
-``--header-only`` checks only what the loader's ``Runtime(verify="header")`` checks.
+file list). By default every file is fully decoded (catches truncated and corrupt data) and a JPEG's entropy-coded data
+is walked (:mod:`pipelines.data.jpeg_scan`), as the loader's reader does with ``Runtime(verify="full")``;
+``--header-only`` checks only what ``Runtime(verify="header")`` checks. The loader itself never makes this
+pass: its reader checks each file when it first reads it.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
-import warnings
-import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-import numpy as np
-from PIL import Image
+from tqdm import tqdm
 
-from pipelines.data.imagefiles import BadImageError, check_image, read_file_list, scan_image_folder
+from pipelines.data.imagefiles import PROGRESS_AFTER_S, BadImageError, check_image, read_file_list, scan_image_folder
 
 
 _CHUNK = 64  # files per pool task
-
-
-@contextmanager
-def pixel_limit(max_image_pixels):
-    """Pillow's decompression-bomb limit set to ``max_image_pixels`` (``None``: no limit) for the block."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_image_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _check_chunk(paths: list[str], full: bool) -> list[tuple[str, str]]:
@@ -55,91 +41,36 @@ def _check_chunk(paths: list[str], full: bool) -> list[tuple[str, str]]:
 def find_bad_images(paths, full: bool = True, workers: int | None = None) -> list[tuple[str, str]]:
     """``(path, reason)`` for every file of ``paths`` that is not a usable image, in input order.
 
-    ``full=False`` parses headers only (misses truncated data). Threads suffice: Pillow releases
-    the GIL while it decodes. Files go to the pool in chunks of 64 with at most ``4 * workers``
-    chunks in flight, so a million-file list does not become a million futures.
+    ``full=False`` parses headers only (misses truncated data). Threads suffice: Pillow and the JPEG
+    walk release the GIL while they decode. Files go to the pool in chunks of 64 with at most
+    ``4 * workers`` chunks in flight, so a million-file list does not become a million futures. A
+    pass of more than a few seconds shows its progress on stderr.
     """
     items = [os.fspath(p) for p in paths]
     workers = min(32, (os.cpu_count() or 1) + 2) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    if workers == 1 or len(chunks) <= 1:
-        return [b for c in chunks for b in _check_chunk(c, full)]
     out: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(_check_chunk, chunk, full))
-            if len(pending) >= 4 * workers:
-                out.extend(pending.popleft().result())
-        while pending:
-            out.extend(pending.popleft().result())
+    with tqdm(total=len(items), unit="file", desc="checking images", delay=PROGRESS_AFTER_S) as bar:
+        if workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                out.extend(_check_chunk(chunk, full))
+                bar.update(len(chunk))
+            return out
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = deque()
+            for chunk in chunks:
+                pending.append((len(chunk), pool.submit(_check_chunk, chunk, full)))
+                if len(pending) >= 4 * workers:
+                    size, future = pending.popleft()
+                    out.extend(future.result())
+                    bar.update(size)
+            while pending:
+                size, future = pending.popleft()
+                out.extend(future.result())
+                bar.update(size)
     return out
-
-
-#: Where :func:`verify_cached` keeps its per-dataset files (override with ``DALI_OCCLUSION_CACHE``).
-def cache_dir() -> str:
-    env = os.environ.get("DALI_OCCLUSION_CACHE")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dali_occlusion", "verified")
-
-
-def _stamps(paths: list[str]) -> np.ndarray:
-    """``(N, 2)`` int64 ``(size, mtime_ns)`` per file, ``(-1, -1)`` when it cannot be stat-ed."""
-    out = np.full((len(paths), 2), -1, np.int64)
-    for i, path in enumerate(paths):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        out[i] = st.st_size, st.st_mtime_ns
-    return out
-
-
-def verify_cached(paths, workers: int | None = None, directory: str | None = None
-                  ) -> tuple[list[tuple[str, str]], int]:
-    """Fully decode every file of ``paths`` not already verified at its current size and mtime.
-
-    Returns ``(bad, checked)``: :func:`find_bad_images`'s ``(path, reason)`` list and how many files
-    were decoded this time. A file that decoded cleanly is remembered in ``directory`` (one ``.npz``
-    per path list, keyed by a hash of the list) with its ``(size, mtime_ns)``; a later run only
-    ``stat``s it, so only the first run over a dataset pays for decoding (and later runs pay less
-    than the old header check, which opened every file). A file replaced or touched since changes
-    size or mtime and is decoded again. Bad files are never remembered. When the cache cannot be
-    read or written the check still runs in full (with a warning for an unwritable cache).
-    """
-    items = [os.fspath(p) for p in paths]
-    directory = cache_dir() if directory is None else directory
-    key = hashlib.sha256("\n".join(items).encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    cache_file = os.path.join(directory, f"{key}.npz")
-    stamps = _stamps(items)
-    known = np.zeros((len(items), 2), np.int64) - 2
-    try:
-        with np.load(cache_file) as cached:
-            if cached["stamps"].shape == stamps.shape:
-                known = cached["stamps"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        pass
-    todo = np.flatnonzero((stamps != known).any(axis=1) | (stamps[:, 0] < 0))
-    bad = find_bad_images([items[i] for i in todo], full=True, workers=workers) if todo.size else []
-    bad_paths = {p for p, _ in bad}
-    verified = known.copy()
-    for i in todo:
-        verified[i] = (-2, -2) if items[i] in bad_paths else stamps[i]
-    if todo.size:
-        try:
-            os.makedirs(directory, exist_ok=True)
-            tmp = f"{cache_file}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                np.savez(fh, stamps=verified)
-            os.replace(tmp, cache_file)  # atomic: concurrent ranks never read half a file
-        except OSError as exc:
-            warnings.warn(f"cannot write the verification cache {cache_file} ({exc}); every run will decode "
-                          f"all files again (set DALI_OCCLUSION_CACHE to a writable folder)", stacklevel=2)
-    return bad, int(todo.size)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """What a loader reads: the samples of an ImageFolder tree or a ``path label`` list, their class count, and the
-check of their files (:class:`~pipelines.loader.runtime.Runtime`'s ``verify``)."""
+records of what the reader learnt about each file (:mod:`pipelines.data.file_cache`). Nothing here reads a file:
+the reader checks each one when it first reads it (:class:`~pipelines.loader.runtime.Runtime`'s ``verify``)."""
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.data.file_cache import FileRecords
 from pipelines.data.imagefiles import read_file_list, scan_image_folder
-from pipelines.data.verify import find_bad_images, pixel_limit, verify_cached
 
 #: An inferred class count above ``LABEL_SLACK + LABEL_SPREAD * (distinct labels)`` is taken for a typo.
 LABEL_SLACK = 1000
@@ -17,9 +18,10 @@ LABEL_SPREAD = 10
 
 class Dataset:
     """The samples of ``root`` (class-folder root ``root/<class>/<image>`` or a text file of ``path label``
-    lines): ``paths``, ``labels`` (int64), ``classes`` (folder names, None for a list) and ``num_classes``."""
+    lines): ``paths``, ``labels`` (int64), ``classes`` (folder names, None for a list), ``num_classes`` and
+    ``records`` (None when the cache folder cannot be written)."""
 
-    def __init__(self, root, num_classes: int | None, runtime):
+    def __init__(self, root, num_classes: int | None):
         self.root = Path(root)
         if self.root.is_file():
             self.paths, labels = read_file_list(self.root)
@@ -28,8 +30,7 @@ class Dataset:
             self.paths, labels, self.classes = scan_image_folder(self.root)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes = infer_num_classes(self.labels, self.paths, num_classes, self.root)
-        if runtime.verify != "none":
-            self._verify(runtime)
+        self.records = FileRecords.for_paths(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,20 +39,6 @@ class Dataset:
         """The sample paths relative to the dataset's folder (what a bank's dataset fingerprint hashes)."""
         base = self.root if self.root.is_dir() else self.root.parent
         return [os.path.relpath(p, base) for p in self.paths]
-
-    def _verify(self, runtime) -> None:
-        """Refuse a dataset with unreadable files, listing them, before any batch."""
-        workers = max(2, os.cpu_count() or 2)
-        with pixel_limit(runtime.max_image_pixels):
-            if runtime.verify == "full":
-                bad, _ = verify_cached(self.paths, workers=workers)
-            else:
-                bad = find_bad_images(self.paths, full=False, workers=workers)
-        if bad:
-            listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
-            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-            raise ValueError(f"{len(bad)} unreadable image file(s) under {self.root}:\n{listing}{more}\n"
-                             "Remove or fix them (`python -m pipelines.data.verify ROOT` lists them).")
 
 
 def infer_num_classes(labels, paths, num_classes, source) -> int:

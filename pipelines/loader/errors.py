@@ -40,8 +40,8 @@ def describe_failure(exc: BaseException, source, epoch: int, batch: int) -> Fail
     :class:`~pipelines.loader.source.ImageSource` (paths and serving order)."""
     text = str(exc)
     where = f"epoch {epoch}, batch {batch}"
-    hint = ("Find all unreadable files with `python -m pipelines.data.verify ROOT` (it fully decodes them), "
-            "or construct the loader with runtime=Runtime(verify='full') (the default).")
+    hint = ("Find all unreadable files with `python -m pipelines.data.verify ROOT` (it checks them all), or "
+            "construct the loader with runtime=Runtime(on_bad='skip') to serve the rest without them.")
     found = _BAD_IMAGE.findall(text) if _WORKER_EXC.search(text) or "BadImageError" in text else []
     if found:
         path, _, reason = found[-1].partition(": ")

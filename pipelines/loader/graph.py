@@ -56,15 +56,15 @@ class Output(NamedTuple):
 
 
 class GraphContext:
-    """What a method's graph fragment builds on: the device, the fused normalisation, the policy, and what the
-    copies of one crop share (the clean image, the augmented crop, the saliency map)."""
+    """What a method's graph fragment builds on: the device, the output ``size``, the fused normalisation, the
+    policy, and what the copies of one crop share (the clean image, the augmented crop, the saliency map)."""
 
-    def __init__(self, device: str, dtype: str, policy, source, size: int = 224):
+    def __init__(self, device: str, dtype: str, policy, source, size: int):
         self.device = device
+        self.size = size
         self.dtype = dtype
         self.policy = policy  # a pipelines.loader.policy.Policy, or None
         self.source = source  # the method's saliency source (None: the method searches no map)
-        self.size = size
         self.mean = [m * 255 for m in IMAGENET_MEAN]
         self.std = [s * 255 for s in IMAGENET_STD]
         self.new_crop({})
@@ -114,10 +114,14 @@ class GraphContext:
 
 
 def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, batch_size: int,
-                   num_threads: int, py_workers: int, dtype: str = "float32", prefetch: int = 2, seed: int = 0,
-                   checkpoint=None):
+                   num_threads: int, py_workers: int, reader_depth: int, dtype: str = "float32", prefetch: int = 2,
+                   seed: int = 0, checkpoint=None):
     """The pipeline of ``source`` and the :class:`Output` name of each of its outputs, in order; ``checkpoint``
-    (``pipe.checkpoint()`` of the same graph) restores DALI's state into it when it is built."""
+    (``pipe.checkpoint()`` of the same graph) restores DALI's state into it when it is built.
+
+    ``reader_depth`` is the reader's own queue (batches its ``py_workers`` prepare ahead), apart from the graph's
+    ``prefetch``: a batch-mode parallel ``external_source`` keeps at most its ``prefetch_queue_depth`` batches in
+    flight, so with the graph's depth there (2) at most two workers were ever busy, whatever ``py_workers`` said."""
     cfg = source.cfg
     method = cfg.method
     size = cfg.output_size
@@ -134,7 +138,7 @@ def build_pipeline(source: ImageSource, *, device: str, device_id: int | None, b
     def pipe():
         nodes = dict(zip(layout, fn.external_source(
             source=source, num_outputs=len(layout), batch=True, batch_info=True, parallel=True,
-            prefetch_queue_depth=prefetch)))
+            prefetch_queue_depth=reader_depth)))
         shared_crop = Slot("crop_anchor", 1) not in nodes
         if shared_crop:
             base = fn.decoders.image_slice(nodes[Slot("encoded")], nodes[Slot("crop_anchor", 0)],

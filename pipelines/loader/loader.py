@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import torch
 
 from kernels.checks import check_bool, check_choice, check_int
+from pipelines.data.imagefiles import BadImageError, check_image
+from pipelines.data.jpeg_scan import compile_walk
 from pipelines.loader.batch import Batch
 from pipelines.loader.dataset import Dataset
 from pipelines.loader.errors import dead_worker, describe_failure
@@ -26,6 +29,7 @@ from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
 from pipelines.loader.training_side import TrainingSide
 from pipelines.methods import get_method
+from pipelines.saliency.base import ReadWaitTimeout
 
 __all__ = ["Batch", "OcclusionLoader"]
 
@@ -104,7 +108,7 @@ class OcclusionLoader:
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment,
                                  **color_options(color))
-        self.data = Dataset(root, num_classes, self.runtime)
+        self.data = Dataset(root, num_classes)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
         self.device = resolve_device(device)
         if device_id is not None:
@@ -120,14 +124,21 @@ class OcclusionLoader:
         self._training = TrainingSide(self.cfg, self.num_classes, label_smoothing, self._channel)
         self._source_args = dict(paths=self.data.paths, labels=self.data.labels, batch_size=self.batch_size,
                                  cfg=self.cfg, seed=self.seed, shuffle=train if shuffle is None else shuffle,
-                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch)
+                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch,
+                                 records=self.data.records, verify=self.runtime.verify, on_bad=self.runtime.on_bad)
+        self._skipped: dict[int, str] = {}  # sample id -> why, of the files skipped so far (on_bad="skip")
         self._source = ImageSource(**self._source_args)
+        if self._channel is not None:  # a pushed map goes to the rank that serves its sample next epoch
+            self._channel.route(self._source.owners, self._source.shard_id)
         self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
         self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
         self._batch = 0      # batches of that epoch already served
         self._pipe = self._assemble = None
         self._pipe_pos = None  # (epoch, batch) the built pipeline will produce next
+        self._pipe_start = self._pipe_stop = None  # where it started, and the iteration its source stops at
+        self._fed = self._taken = 0  # batches scheduled in it and taken from it
+        self._sealed = -1  # with a channel: the last epoch whose pushes are written (its successor may be read)
         self._origin = None    # (epoch, batch) the built pipeline's reader started at (its iteration 0)
         self._resume = None    # a loaded state's DALI checkpoint, for the rebuild at its position
         self._forked_from = None  # the parent's pid, in a child forked while this loader lived
@@ -147,7 +158,8 @@ class OcclusionLoader:
 
     def state_dict(self) -> dict:
         """Position to resume from: the next batch to serve, plus what must match on resume; with a saliency
-        bank, also the bank (its path and generation), every push so far written first.
+        bank, also the bank (its path and generation), every push so far written first; with ``on_bad="skip"``,
+        the sample ids of the files skipped so far (``"skipped"``), which a resumed run skips again.
 
         While the built pipeline would go on serving from that position, ``"dali"`` holds DALI's checkpoint
         (``Pipeline.checkpoint()``: the state of DALI's random operators -- the ``auto_augment`` policies -- after
@@ -157,8 +169,9 @@ class OcclusionLoader:
         state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
                  "dataset_size": self.dataset_size, "batch_size": self.batch_size,
                  "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
-        # with a channel (the bank) the pipeline ends with its epoch: the next one is always built fresh
-        continues = self._channel is None or self._batch < len(self)
+        if self._skipped:
+            state["skipped"] = sorted(self._skipped)
+        continues = self._pipe_stop is None or self._batch < len(self)  # (a pipeline built to end with its epoch)
         if self._pipe is not None and self._pipe_pos == (self._epoch, self._batch) and continues:
             state["dali"] = {"checkpoint": self._pipe.checkpoint(), "origin": self._origin}
         elif self._resume is not None:  # loaded, not yet rebuilt: pass it on unchanged
@@ -184,6 +197,7 @@ class OcclusionLoader:
             self._channel.restore(state, int(state["epoch"]), int(state["batch"]))
         self.close()  # the next iteration rebuilds at the loaded position (from its DALI checkpoint, if any)
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        self._skipped = {int(i): "skipped before the state was saved" for i in state.get("skipped", ())}
         dali = state.get("dali")
         at = (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch)  # where __iter__ builds
         self._resume = None if dali is None else {"checkpoint": dali["checkpoint"],
@@ -193,25 +207,52 @@ class OcclusionLoader:
         self._check_not_forked()
         token = self._claim_iterator()
         try:
-            if self._batch >= len(self):
-                self._epoch, self._batch = self._epoch + 1, 0
+            if self._batch >= len(self):  # the last batch was served and the loop stopped there
+                self._end_epoch()
             if self._pipe is None or self._pipe_pos != (self._epoch, self._batch):
-                if self._channel is not None:
-                    self._channel.before_epoch(self._epoch)
                 self._build(self._epoch, self._batch)
             while self._batch < len(self):
                 self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
                 batch = self._training.step(self._assemble(self._run()))
+                if self.runtime.on_bad == "skip":
+                    self._note_skipped(batch)
                 self._batch += 1
                 self._pipe_pos = (self._epoch, self._batch)
                 yield batch
-            # The pipeline runs on into the next epoch (see ImageSource.position): nothing to drain. With a
-            # channel (the bank) it ended with the epoch: the next one is read once this epoch's pushes are in.
-            self._epoch, self._batch = self._epoch + 1, 0
-            self._pipe_pos = (self._epoch, 0) if self._channel is None else None
+            self._end_epoch()
         finally:
             if self._live_iter is token:
                 self._live_iter = None
+
+    def _end_epoch(self) -> None:
+        """The epoch's last batch was served and the loop had it. The pipeline runs on into the next epoch (see
+        ImageSource.position): nothing to drain or rebuild. With a channel (the bank), this epoch's pushes are now
+        written, so the next epoch's reads -- its reader workers wait for that inside the source -- may go on."""
+        if self._channel is not None:
+            self._channel.end_epoch(self._epoch)
+            self._sealed = self._epoch
+        runs_on = self._pipe_pos == (self._epoch, len(self)) and self._pipe_stop is None
+        self._epoch, self._batch = self._epoch + 1, 0
+        self._pipe_pos = (self._epoch, 0) if runs_on else None
+
+    def _note_skipped(self, batch: Batch) -> None:
+        """Warn once about each file whose row was skipped in ``batch`` (a repeat of a good sample, ``valid`` 0)
+        and remember it for ``state_dict()``."""
+        source = self._source
+        planned = source.shard_plan(self._epoch).ids[self._batch * self.batch_size:][:self.batch_size]
+        served = batch.meta["sample_id"][:planned.size].numpy()
+        for sid in planned[served != planned].tolist():
+            if sid not in self._skipped:
+                path = source.paths[sid]
+                try:
+                    check_image(path, full=self.runtime.verify == "full")
+                    why = "skipped before the state was saved"
+                except BadImageError as exc:
+                    why = exc.reason
+                self._skipped[sid] = why
+                warnings.warn(f"skipped an unreadable image (on_bad='skip'): {path}: {why}; its row in epoch "
+                              f"{self._epoch}, batch {self._batch} repeats a good sample with meta['valid'] 0",
+                              stacklevel=3)
 
     def _claim_iterator(self):
         """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
@@ -260,7 +301,9 @@ class OcclusionLoader:
             self.close()
             raise dead
         try:
-            return self._pipe.run()
+            self._feed()
+            self._taken += 1
+            return self._pipe.outputs()
         except StopIteration:
             pending, self._pending_failure = self._pending_failure, None
             self.close()
@@ -274,6 +317,9 @@ class OcclusionLoader:
             pending, self._pending_failure = self._pending_failure, None
             if not isinstance(exc, Exception):
                 raise
+            if ReadWaitTimeout.__name__ in str(exc):  # the loop paused near an epoch's end: read on from here
+                self._build(self._epoch, self._batch)
+                return self._run()
             failure = describe_failure(exc, self._source, self._epoch, self._batch)
             if pending is not None or failure.bad_batch is None or failure.bad_batch <= (self._epoch, self._batch):
                 raise failure.error from exc
@@ -283,38 +329,63 @@ class OcclusionLoader:
             self._pending_failure = failure
             return self._run()
 
+    def _feed(self) -> None:
+        """Keep ``prefetch`` batches scheduled ahead of the one the loop takes next (``run()`` would, but blindly).
+        With a channel, a batch of epoch ``e + 1`` is scheduled only once epoch ``e`` is sealed (its last batch
+        served and its pushes written): the graph takes a scheduled batch's reader output at once, and that read
+        waits for the seal, so scheduling it earlier would wait for a batch the loop has not had yet."""
+        depth = self.runtime.prefetch
+        while self._fed - self._taken < depth:
+            if self._channel is not None:
+                epoch = self._pipe_start[0] + (self._pipe_start[1] + self._fed) // len(self)
+                if epoch > self._sealed + 1:
+                    return
+            self._pipe.schedule_run()  # the first call schedules `prefetch` batches (DALI's own prefetch)
+            self._fed += depth if self._fed == 0 else 1
+
     def _build(self, epoch: int, batch: int, stop_at: int | None = None) -> None:
         """Build the pipeline that serves ``(epoch, batch)`` next (``stop_at``: its reader ends after that many
         batches). A loaded state's DALI checkpoint for this very position is restored into it: its reader then
         starts where the checkpointed pipeline's did and goes on from the checkpoint's iteration."""
         self.close()
         check_spawn_safe_main()  # before any worker is spawned
+        if self.runtime.verify == "full":
+            compile_walk()  # the workers' JPEG check: compiled once here, loaded from Numba's cache by each worker
         self._pending_failure = None
         resume, self._resume = self._resume, None
         if resume is not None and resume["at"] != (epoch, batch):
             resume = None  # the position moved since the state was loaded (set_epoch): a fresh pipeline
         origin = resume["origin"] if resume is not None else (epoch, batch)
         done = (epoch - origin[0]) * len(self) + batch - origin[1]  # reader iterations before (epoch, batch)
-        source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1])
+        source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1], skip=self._skipped)
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
-        if self._channel is not None:  # the source's reads of the next epoch wait for this epoch's pushes
-            stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
+        if self._channel is not None:  # the pushes of the epochs before this one are written
+            self._channel.before_epoch(epoch)
+            self._sealed = epoch - 1
+            if len(self) - batch < self.runtime.prefetch:
+                # DALI's first schedule takes `prefetch` batches at once, which would cross into the next epoch before
+                # this one is sealed (see _feed): this pipeline ends with the epoch and the next one is built then
+                stop_at = min(stop_at if stop_at is not None else len(self), len(self) - batch)
         if stop_at is not None:
             source.stop_at = done + stop_at  # the source ends (StopIteration) at this iteration
         self._pipe, names = build_pipeline(
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
-            num_threads=self.runtime.threads, py_workers=self.runtime.py_workers, dtype=self.dtype,
-            prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, *origin),
+            num_threads=self.runtime.threads, py_workers=self.runtime.workers, reader_depth=self.runtime.depth,
+            dtype=self.dtype, prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, *origin),
             checkpoint=None if resume is None else resume["checkpoint"])
         self._pipe.build()
         self._origin = origin
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
         self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
-        self._pipe_pos = (epoch, batch)
+        self._pipe_pos = self._pipe_start = (epoch, batch)
+        self._pipe_stop = stop_at
+        self._fed = self._taken = 0
 
     def close(self) -> None:
         """Stop the pipeline and its reader processes."""
         if self._pipe is not None:
+            if self._channel is not None:  # workers waiting for an epoch's pushes stop waiting
+                self._channel.reader_stopped()
             del self._pipe
             self._pipe = None
 

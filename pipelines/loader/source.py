@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.checks import check_choice, check_int
-from pipelines.data.imagefiles import BadImageError, probe_image
+from pipelines.data.file_cache import FileRecords, read_checked
+from pipelines.data.imagefiles import BadImageError
 from pipelines.loader.lifecycle import on_worker_start
 from pipelines.loader.plan import AugmentConfig, batch_rng, plan_batch
 from pipelines.methods import InputSpec
@@ -86,6 +87,12 @@ def unpack_meta(packed: np.ndarray, copies: int) -> dict:
     return out
 
 
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    """The order epoch ``epoch`` visits ``n`` samples in: ``permutation(n)`` from ``default_rng([seed, epoch])``,
+    or the identity without ``shuffle``; shard ``k`` of ``S`` serves the block ``[n*k//S, n*(k+1)//S)``."""
+    return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+
+
 @dataclass
 class ShardPlan:
     """Sample order of one shard in one epoch."""
@@ -97,13 +104,21 @@ class ShardPlan:
 class ImageSource:
     """Picklable batch callback for ``fn.external_source(batch=True, batch_info=True, parallel=True)``.
 
-    Reads the encoded bytes of each row, probes its (EXIF-oriented) size from the header and draws
-    the batch's augmentation parameters with :func:`pipelines.loader.plan.plan_batch`.
+    Reads the encoded bytes of each row, checks the file the first time it is read (``verify``; the outcome and the
+    image's EXIF-oriented size are kept in ``records`` for later epochs and runs, :mod:`pipelines.data.file_cache`)
+    and draws the batch's augmentation parameters with :func:`pipelines.loader.plan.plan_batch`. Files are thus
+    checked in the order they are served, each rank its own shard, and no pass over the dataset precedes the first
+    batch. A bad file raises :class:`~pipelines.data.imagefiles.BadImageError` naming it (``on_bad="raise"``), or
+    its row repeats the batch's first good sample with ``valid`` 0, as a pad row does (``on_bad="skip"``; likewise
+    the samples of ``skip``, those a resumed run skipped before): the batch stays a function of its position and of
+    which files are bad.
     """
 
     def __init__(self, paths, labels, batch_size: int, cfg: AugmentConfig, *, seed: int = 0,
                  shuffle: bool = True, shard_id: int = 0, num_shards: int = 1,
-                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0):
+                 last_batch: str = "partial", start_epoch: int = 0, start_batch: int = 0,
+                 records: FileRecords | None = None, verify: str = "full", on_bad: str = "raise",
+                 skip=frozenset()):
         if len(paths) != len(labels):
             raise ValueError(f"paths and labels differ in length: {len(paths)} vs {len(labels)}")
         if len(paths) == 0:
@@ -128,8 +143,8 @@ class ImageSource:
         # the method's saliency source, when it sends the graph arrays from here (the saliency bank)
         source = cfg.method.source if cfg.train else None
         self.saliency = source if source is not None and source.slots() else None
-        self._sizes = np.full((len(self.paths), 2), -1, np.int32)  # (height, width) once probed
-        self._stamps = np.full((len(self.paths), 2), -1, np.int64)  # (size, mtime_ns) of that probe
+        self.records, self.verify, self.on_bad = records, verify, on_bad
+        self.skip = frozenset(int(i) for i in skip)  # samples served as skipped whatever their file says now
         if not 0 <= self.start_batch <= self.batches_per_epoch():
             raise ValueError(f"start_batch must be in [0, {self.batches_per_epoch()}], got {start_batch}")
 
@@ -159,10 +174,22 @@ class ImageSource:
         self._plan_cache = (epoch, plan)  # one permutation per epoch, not per batch
         return plan
 
-    def _make_shard_plan(self, epoch: int) -> ShardPlan:
+    def owners(self, ids, epoch: int) -> np.ndarray:
+        """The shard whose block of epoch ``epoch``'s order holds each sample of ``ids`` (the rank that serves it
+        then; with ``last_batch="drop"`` a sample past the last full batch belongs to its block's shard all the
+        same). Known in advance, so a saliency-bank push goes to that rank alone."""
         n = len(self.paths)
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
+        cached = getattr(self, "_owner_cache", None)
+        if cached is None or cached[0] != epoch:
+            rank_of_position = np.searchsorted([n * k // self.num_shards for k in range(1, self.num_shards)],
+                                               np.arange(n), side="right")
+            owner = np.empty(n, np.int64)
+            owner[epoch_order(self.seed, epoch, n, self.shuffle)] = rank_of_position
+            cached = self._owner_cache = (epoch, owner)  # one permutation per epoch, not per push
+        return cached[1][np.asarray(ids, np.int64)]
+
+    def _make_shard_plan(self, epoch: int) -> ShardPlan:
+        order = epoch_order(self.seed, epoch, len(self.paths), self.shuffle)
         lo, hi = self._shard_bounds(self.shard_id)
         ids = order[lo:hi]
         valid = np.ones(ids.size, np.int32)
@@ -191,24 +218,29 @@ class ImageSource:
         """Encoded bytes and the full parameter dict of batch ``batch`` of ``epoch``."""
         plan = self.shard_plan(epoch)
         sl = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-        ids, valid = plan.ids[sl], plan.valid[sl]
-        encoded, heights, widths = [], [], []
-        for i in ids:
-            path = self.paths[i]
+        ids, valid = plan.ids[sl].copy(), plan.valid[sl].copy()
+        encoded, heights, widths = [None] * ids.size, np.zeros(ids.size, np.int64), np.zeros(ids.size, np.int64)
+        bad = []
+        for r, i in enumerate(ids.tolist()):
+            if i in self.skip:
+                bad.append(r)
+                continue
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
-                    st = os.fstat(f.fileno())
-            except OSError as exc:
-                raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-            # header probed once per worker and file version: a file replaced (new size or mtime) is re-probed
-            if self._sizes[i, 0] < 0 or self._stamps[i, 0] != st.st_size or self._stamps[i, 1] != st.st_mtime_ns:
-                info = probe_image(path, data=data)
-                self._sizes[i] = info.height, info.width
-                self._stamps[i] = st.st_size, st.st_mtime_ns
-            encoded.append(np.frombuffer(data, dtype=np.uint8))
-            heights.append(self._sizes[i, 0])
-            widths.append(self._sizes[i, 1])
+                data, heights[r], widths[r] = read_checked(self.paths[i], i, self.records, self.verify)
+            except BadImageError:
+                if self.on_bad == "raise":
+                    raise
+                bad.append(r)
+                continue
+            encoded[r] = np.frombuffer(data, dtype=np.uint8)
+        if bad:
+            good = [r for r in range(ids.size) if r not in bad]
+            if not good:
+                raise BadImageError(self.paths[ids[bad[0]]], f"every file of batch {batch} of epoch {epoch} is "
+                                                             f"unreadable or skipped; nothing to repeat in its rows")
+            for r in bad:
+                ids[r], valid[r], encoded[r] = ids[good[0]], 0, encoded[good[0]]
+                heights[r], widths[r] = heights[good[0]], widths[good[0]]
         params = plan_batch(self.cfg, batch_rng(self.seed, epoch, batch, self.shard_id), heights, widths)
         params.update(label=self.labels[ids], sample_id=ids.astype(np.int64), valid=valid,
                       image_size=np.stack([heights, widths], 1), position=np.tile([epoch, batch], (ids.size, 1)))
@@ -229,7 +261,7 @@ class ImageSource:
                 p["saliency"].append(p["saliency"][0])
             else:
                 info = CropInfo(p["sample_id"], p["crop"][:, c], p["flip"][:, c], p["image_size"], p["valid"], epoch,
-                                self.cfg.output_size)
+                                self.cfg.output_size, self.shard_id)
                 read = self.saliency.read(info, rng)
                 p["saliency"].append(read.arrays)
                 from_source, age = read.from_source, read.age

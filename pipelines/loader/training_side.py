@@ -115,7 +115,7 @@ class TrainingSide:
         flip the copies share). Pad rows (``valid`` 0) are skipped. Returns at once: the maps are reduced to
         the bank's grid on their device, and the copy to the host and the file write run in a background
         thread. With ``num_shards > 1`` under ``torch.distributed`` every rank must call it once per batch
-        (the pushes are all-gathered, so each sample's map reaches whichever rank serves it next)."""
+        (each push is one exchange among the ranks: every map goes to the rank that serves its sample next)."""
         if self.channel is None:
             raise ValueError(f"feedback needs a training loader whose method reads the saliency bank "
                              f"(saliency='bank'); this loader's method is {self.method}")

@@ -28,9 +28,10 @@ Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``alig
   centre lies inside the row's crop window takes the exact area average of the map over the part of
   the cell inside the window (an integral image read at fractional corners); other cells keep their
   older content (copies of a sample pushed together keep the larger value of a cell both cover);
-* read (:func:`read_window`, NumPy, in the reader workers): each output pixel of the new crop window and
-  flip is bilinear between the four nearest cell centres (clamped at the border), at the resolution the
-  search runs at. A row whose window holds no written cell centre falls back (``fallback``).
+* read: the reader workers send each row's grid (484 bytes at ``grid=22``) and its new crop window in grid units,
+  x reversed for a flipped row; the graph (:meth:`BankSaliency.graph_map`, on the CPU or the GPU) makes each
+  output pixel of the window bilinear between the four nearest cell centres (clamped at the border), at the
+  resolution the search runs at. A row whose window holds no written cell centre falls back (``fallback``).
 """
 from __future__ import annotations
 
@@ -45,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nvidia.dali import fn
+from nvidia.dali import fn, types
 
 from kernels.checks import check_choice, check_int
-from pipelines.saliency.base import CropInfo, SaliencySource, SlotSpec, SourceRead
+from pipelines.saliency.base import CropInfo, ReadWaitTimeout, SaliencySource, SlotSpec, SourceRead
 
 FALLBACKS = ("image", "uniform")
 HEADER_BYTES = 4096
@@ -97,8 +98,8 @@ class BankSaliency(SaliencySource):
     node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
     a sample's grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
     method's image saliency, computed in the graph for those rows only) or ``"uniform"`` (no saliency
-    information: i.i.d. uniform noise from the batch's seed, so the search picks among the candidates at
-    random, as the unguided method would)."""
+    information: i.i.d. uniform cells from the batch's seed, re-cropped like a map, so the search picks a
+    place at random, as the unguided method would)."""
 
     name = "bank"
 
@@ -120,28 +121,44 @@ class BankSaliency(SaliencySource):
 
     # -- reader side ----------------------------------------------------------------------------
     def slots(self):
-        # the re-cropped map (uint8, 1/255 units) and, with the image fallback, the rows it is used on
-        return (SlotSpec("bank_map", np.uint8),) + ((SlotSpec("bank_use", np.int32),) if self.fallback == "image"
-                                                    else ())
+        # per row: its grid (g x g x 1 uint8, 484 bytes at g = 22: no full-size map crosses from the workers) and its
+        # window in grid units, flipped rows with x reversed; with the image fallback, whether the row uses its map
+        return (SlotSpec("bank_grid", np.uint8), SlotSpec("bank_roi_start", np.float32),
+                SlotSpec("bank_roi_end", np.float32)) + (
+            (SlotSpec("bank_use", np.int32),) if self.fallback == "image" else ())
 
     def read(self, crop: CropInfo, rng):
-        """The crop's map from the bank, re-cropped to its window and flip at the output size; rows with no
-        pushed cell in their window (and pad rows) fall back: zeros that the graph adds to their image saliency
-        (``"image"``), or noise from ``rng`` (``"uniform"``)."""
-        cells, age, found = self.reader.lookup(crop.sample_id, crop.epoch)
-        maps, covered = read_window(cells, crop.crop, crop.flip, crop.image_size, crop.size)
-        use = found & covered & (crop.valid > 0)
-        out = np.round(maps * 255).astype(np.uint8)
-        out[~use] = (rng.integers(0, 256, size=(int((~use).sum()), crop.size, crop.size), dtype=np.uint8)
-                     if self.fallback == "uniform" else 0)
-        arrays = {"bank_map": out, "bank_use": use.astype(np.int32)}
+        """The crop's grid as stored and its window in grid units, x reversed on flipped rows (the graph re-crops:
+        :meth:`graph_map`). Rows with no pushed
+        cell centre in their window (and pad rows) fall back: an empty grid, whose zeros the graph adds to their image
+        saliency (``"image"``), or random cells from ``rng`` (``"uniform"``)."""
+        cells, age, found = self.reader.lookup(crop.sample_id, crop.epoch, crop.shard)
+        use = found & window_holds_pushed_cell(cells, crop.crop, crop.image_size) & (crop.valid > 0)
+        cells[~use] = (rng.integers(1, 256, size=(int((~use).sum()),) + cells.shape[1:], dtype=np.uint8)
+                       if self.fallback == "uniform" else 0)
+        start, end = grid_window(crop.crop, crop.flip, crop.image_size, self.grid)
+        arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end,
+                  "bank_use": use.astype(np.int32)}
         return SourceRead({s.name: arrays[s.name] for s in self.slots()}, use, np.where(use, age, -1))
 
     # -- graph side -----------------------------------------------------------------------------
     def graph_map(self, g, u8, mirror, nodes):
-        prior = g.on(nodes["bank_map"]) * (1.0 / 255.0)  # float32: the arithmetic promotes the uint8 map
-        if self.fallback == "image":  # the fallback rows' image saliency; skip leaves zeros on the others
-            prior = fn.occlusion.fine_grained_saliency(u8, mirror=mirror, skip=nodes["bank_use"]) + prior
+        """The row's map at the output size, on the graph's device: the grid's bytes as saliency (``v`` ->
+        ``(v - 1) / 254``, 0 for the uncovered ``v = 0``; on the ``g x g`` cells), then ``fn.resize`` of the grid as a
+        one-channel image over the row's window in grid units (linear, no antialiasing: each output pixel bilinear
+        between the four nearest cell centres, clamped at the border -- the rule of the push's cells, see the module
+        docstring; a window whose x runs backwards comes out flipped). With the image fallback, the fine-grained
+        saliency operator computes the rows that have no map and passes the others' through (``skip``, ``prior``):
+        no full-size arithmetic merges the two."""
+        grid = g.on(fn.reshape(nodes["bank_grid"], layout="HWC"))
+        values = fn.lookup_table(grid, keys=list(range(1, 256)), values=[(v - 1) / 254.0 for v in range(1, 256)],
+                                 default_value=0.0, dtype=types.FLOAT)
+        crop = fn.resize(values, size=(g.size, g.size), roi_start=nodes["bank_roi_start"],
+                         roi_end=nodes["bank_roi_end"], roi_relative=False, interp_type=types.INTERP_LINEAR,
+                         antialias=False)
+        prior = fn.reshape(crop, shape=(g.size, g.size), layout="HW")
+        if self.fallback == "image":
+            return fn.occlusion.fine_grained_saliency(u8, prior, mirror=mirror, skip=nodes["bank_use"])
         return prior
 
     # -- loader side ----------------------------------------------------------------------------
@@ -156,15 +173,16 @@ class BankSaliency(SaliencySource):
             path = Path(temp_dir) / "bank.bin"
         if num_shards > 1 and last_batch == "partial":
             raise ValueError("a saliency bank with num_shards > 1 needs last_batch='drop' or 'pad': every rank must "
-                             "push the same number of batches (the pushes are all-gathered)")
+                             "push the same number of batches (each push is one exchange among the ranks)")
         # the writing side needs torch, which the reader workers (they unpickle this source) never import
         from pipelines.saliency.bank_writer import Bank
 
         n = len(dataset.paths)
         file = BankFile(path, n, self.grid, dataset_fingerprint(dataset.names(), dataset.labels))
+        progress = EpochProgress(progress_path(path), num_shards, create=True)
         bound = dataclasses.replace(self, path=path)
-        object.__setattr__(bound, "reader", BankReader(path, n, self.grid, self.fallback))
-        return bound, Bank(file, rows_per_batch, num_shards, temp_dir)
+        object.__setattr__(bound, "reader", BankReader(path, n, self.grid, self.fallback, num_shards))
+        return bound, Bank(file, progress, num_shards, temp_dir)
 
 
 #: the name the bank's spec had before it became a source (``pipelines.SaliencyBank``)
@@ -268,54 +286,108 @@ class BankFile:
             self.stamps.flush()
 
     def write(self, ids, stamps, cells) -> None:
-        """Merge pushed ``cells`` ``(n, g, g)`` uint8 (0: not covered) of samples ``ids`` made at ``stamps``.
-        Rows of one sample in one push (its copies) are combined first, by the larger value where both
-        cover a cell: a copy whose window cut a cell short must not erase what another copy saw in it."""
-        combined: dict = {}
-        for s, stamp, new in zip(np.asarray(ids, np.int64).tolist(), np.asarray(stamps, np.int64).tolist(), cells):
-            if s in combined:
-                prev, _ = combined[s]
-                new = np.where((prev > 0) & (new > 0), np.maximum(prev, new), np.where(new > 0, new, prev))
-            combined[s] = (new, stamp)
-        for s, (new, stamp) in combined.items():
-            slots = self.stamps[s]
-            same = np.flatnonzero((slots >= 0) & (stamp_epoch(slots) == stamp_epoch(stamp)))
-            if same.size:  # pushed before in this epoch (another copy): merge in place
-                target = base = int(same[0])
-            else:
-                latest, found = latest_before(slots[None], stamp_epoch(stamp))
-                base = int(latest[0]) if found[0] else None
-                target = 1 - base if base is not None else 0
-            merged = self.cells[s, base].copy() if base is not None else np.zeros_like(new)
-            covered = new > 0
-            merged[covered] = new[covered]
-            self.cells[s, target] = merged
-            self.stamps[s, target] = stamp  # after the cells: a reader that sees the stamp sees the cells
+        """Merge pushed ``cells`` ``(n, g, g)`` uint8 (0: not covered) of samples ``ids`` made at ``stamps``, in
+        one vectorised pass. Rows of one sample in one push (its copies) are combined first by the larger value
+        of each cell: a stored byte is 0 where a copy did not cover the cell and ``1 + round(254 s)`` where it did,
+        so the maximum keeps whatever any copy saw (a copy whose window cut a cell short must not erase it).
+        Each sample then writes one slot: the one it already wrote in this epoch (another push of its copies),
+        else the other slot than the latest push of an earlier epoch, whose cells it starts from."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        if ids.size == 0:
+            return
+        stamps = np.asarray(stamps, np.int64).reshape(-1)
+        samples, row = np.unique(ids, return_inverse=True)
+        new = np.zeros((samples.size,) + self.cells.shape[2:], np.uint8)
+        np.maximum.at(new, row, np.asarray(cells, np.uint8).reshape((ids.size,) + new.shape[1:]))
+        stamp = np.full(samples.size, np.iinfo(np.int64).min)
+        np.maximum.at(stamp, row, stamps)
+        slots = np.array(self.stamps[samples])  # (m, 2)
+        same = (slots >= 0) & (stamp_epoch(slots) == stamp_epoch(stamp)[:, None])
+        latest, found = latest_before(slots, stamp_epoch(stamp)[:, None])
+        again = same.any(axis=1)
+        target = np.where(again, np.argmax(same, axis=1), np.where(found, 1 - latest, 0))
+        base = np.where(again, target, latest)
+        merged = np.array(self.cells[samples, base])
+        merged[~(again | found)] = 0  # nothing pushed before: the uncovered cells stay unwritten
+        np.copyto(merged, new, where=new > 0)
+        self.cells[samples, target] = merged
+        self.stamps[samples, target] = stamp  # after the cells: a reader that sees the stamp sees the cells
 
     def flush(self) -> None:
         self.cells.flush()
         self.stamps.flush()
 
 
-class BankReader:
-    """The reader workers' view of a bank: opened read-only, lazily, in each worker (picklable)."""
+class EpochProgress:
+    """The bank's side file ``<bank>.progress``: per shard, the last epoch whose pushes for the samples that shard
+    serves next are all in the bank file (:meth:`pipelines.saliency.bank_writer.Bank.end_epoch` writes it after
+    flushing; a read of epoch ``e`` waits for ``e - 1``). One aligned int64 per shard in a memory map, so a reader
+    worker polls it without a system call. :data:`CLOSED` tells workers of a dropped pipeline to stop waiting."""
 
-    def __init__(self, path, num_samples: int, grid: int, fallback: str):
+    CLOSED = np.iinfo(np.int64).max
+
+    def __init__(self, path, num_shards: int, *, create: bool):
+        self.path, self.num_shards = Path(path), int(num_shards)
+        if create:  # ranks of a node share the file: each may grow it, none shrinks it
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < 8 * self.num_shards:
+                    os.ftruncate(fd, 8 * self.num_shards)
+            finally:
+                os.close(fd)
+        self.epochs = np.memmap(self.path, np.int64, "r+" if create else "r", 0, (self.num_shards,))
+
+    def set(self, shard: int, epoch: int) -> None:
+        self.epochs[shard] = epoch
+
+    def wait(self, shard: int, epoch: int, timeout: float, bank) -> None:
+        """Until shard ``shard``'s pushes of epoch ``epoch`` are written (every epoch up to it)."""
+        deadline, pause = time.monotonic() + timeout, 0.001
+        while True:
+            done = int(self.epochs[shard])
+            if done == self.CLOSED:
+                raise RuntimeError(f"the loader dropped this pipeline while a reader worker of shard {shard} waited "
+                                   f"for epoch {epoch}'s saliency-bank pushes")
+            if done >= epoch:
+                return
+            if time.monotonic() > deadline:
+                raise ReadWaitTimeout(
+                    f"a reader worker of shard {shard} waited {timeout:.0f} s for the saliency-bank pushes of epoch "
+                    f"{epoch} (bank {bank}; {self.path} says epoch {done} is the last written): the training loop "
+                    f"stopped near the end of epoch {epoch} for longer than that")
+            time.sleep(pause)
+            pause = min(2 * pause, 0.02)
+
+
+#: how long a reader worker waits for the previous epoch's pushes (the loader then rebuilds and waits again)
+WAIT_S = 600.0
+
+
+class BankReader:
+    """The reader workers' view of a bank: opened read-only, lazily, in each worker (picklable). A read of epoch
+    ``e`` first waits until the shard's pushes of epoch ``e - 1`` are in the file (:class:`EpochProgress`): the
+    pipeline and its workers live across epochs, and the next epoch's first batches are read while this one ends."""
+
+    def __init__(self, path, num_samples: int, grid: int, fallback: str, num_shards: int = 1):
         self.path, self.num_samples, self.grid, self.fallback = str(path), int(num_samples), int(grid), fallback
-        self._maps = None
+        self.num_shards = int(num_shards)
+        self._maps = self._progress = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_maps": None}
+        return {**self.__dict__, "_maps": None, "_progress": None}
 
     def _open(self):
         if self._maps is None:
             self._maps = _views(self.path, self.num_samples, self.grid, "r")
+            self._progress = EpochProgress(progress_path(self.path), self.num_shards, create=False)
         return self._maps
 
-    def lookup(self, ids, epoch: int):
+    def lookup(self, ids, epoch: int, shard: int = 0):
         """Per sample of ``ids`` the grid an epoch-``epoch`` read uses: ``(cells (n, g, g) uint8, age (n,) int,
         found (n,) bool)``; ``age`` is ``epoch`` minus the epoch of the push (-1 where nothing was pushed)."""
         stamps_all, cells_all = self._open()
+        if epoch > 0:
+            self._progress.wait(shard, epoch - 1, WAIT_S, self.path)
         ids = np.asarray(ids, np.int64)
         stamps = np.array(stamps_all[ids])
         slot, found = latest_before(stamps, epoch)
@@ -325,42 +397,32 @@ class BankReader:
         return cells, age.astype(np.int32), found
 
 
-def _weights(out: int, start, extent, full, grid: int) -> np.ndarray:
-    """``(n, out, grid)`` bilinear weights of the cells for each output pixel of ``n`` windows
-    ``[start, start + extent)`` of an axis of ``full`` source pixels cut into ``grid`` cells."""
-    start, extent, full = (np.asarray(a, np.float64)[:, None] for a in (start, extent, full))
-    src = start + (np.arange(out) + 0.5) * extent / out
-    g = np.clip(src * grid / full - 0.5, 0.0, grid - 1.0)
-    i0 = np.floor(g).astype(np.int64)
-    t = g - i0
-    i1 = np.minimum(i0 + 1, grid - 1)
-    w = np.zeros((start.shape[0], out, grid))
-    rows = np.arange(start.shape[0])[:, None]
-    cols = np.arange(out)[None, :]
-    w[rows, cols, i1] = t  # each (row, col) once per assignment; i0 == i1 only at the clamped end, where t = 0
-    w[rows, cols, i0] += 1.0 - t
-    return w
+def progress_path(bank_path) -> Path:
+    """The bank's :class:`EpochProgress` file, beside it."""
+    return Path(f"{bank_path}.progress")
 
 
-def read_window(cells, crop, flip, image_size, size: int):
-    """Re-crop stored grids to new windows: ``cells`` ``(n, g, g)`` stored uint8, ``crop`` ``(n, 4)`` ``y0, x0,
-    h, w`` in source pixels, ``flip`` ``(n,)``, ``image_size`` ``(n, 2)`` ``H, W``. Returns ``(maps (n, size,
-    size) float32 in [0, 1], covered (n,) bool)``: ``covered`` is False where the window holds no written
-    cell centre (the row falls back)."""
+def grid_window(crop, flip, image_size, grid: int):
+    """``(roi_start, roi_end)`` ``(n, 2)`` float32: the crop windows ``(n, 4)`` ``y0, x0, h, w`` of source images of
+    ``image_size`` ``(n, 2)`` in the coordinates of their ``grid`` x ``grid`` cells (cell ``i`` spans ``[i, i + 1)``,
+    its centre at ``i + 0.5``); where ``flip`` ``(n,)`` is set, x runs from the window's right edge to its left
+    (``fn.resize`` then mirrors its output: pixel ``o`` samples where the unflipped ``S - 1 - o`` does)."""
+    crop = np.asarray(crop, np.float64).reshape(-1, 4)
+    scale = grid / np.asarray(image_size, np.float64).reshape(-1, 2)
+    start, end = crop[:, :2] * scale, (crop[:, :2] + crop[:, 2:]) * scale
+    flipped = np.asarray(flip).reshape(-1).astype(bool)
+    start[flipped, 1], end[flipped, 1] = end[flipped, 1], start[flipped, 1].copy()
+    return start.astype(np.float32), end.astype(np.float32)
+
+
+def window_holds_pushed_cell(cells, crop, image_size):
+    """Per row: whether the window ``crop`` ``(n, 4)`` holds the centre of a written cell of ``cells`` ``(n, g, g)``
+    (a row whose window holds none falls back)."""
     cells = np.asarray(cells)
-    n, g = cells.shape[0], cells.shape[-1]
-    crop = np.asarray(crop, np.int64).reshape(n, 4)
-    hw = np.asarray(image_size, np.int64).reshape(n, 2)
-    values = np.where(cells > 0, (cells.astype(np.float32) - 1.0) / 254.0, 0.0).astype(np.float32)
-    wy = _weights(size, crop[:, 0], crop[:, 2], hw[:, 0], g).astype(np.float32)
-    wx = _weights(size, crop[:, 1], crop[:, 3], hw[:, 1], g).astype(np.float32)
-    flipped = np.asarray(flip).reshape(n).astype(bool)
-    wx[flipped] = wx[flipped, ::-1]
-    # einsum with optimize: BLAS per row; NumPy's batched matmul of (n, S, g) @ (n, g, S) is 30x slower here
-    maps = np.einsum("nsg,ngh,nth->nst", wy, values, wx, optimize=True)
-    centre_y = (np.arange(g) + 0.5)[None, :] * hw[:, :1] / g
-    centre_x = (np.arange(g) + 0.5)[None, :] * hw[:, 1:] / g
-    in_y = (centre_y >= crop[:, :1]) & (centre_y < crop[:, :1] + crop[:, 2:3])
-    in_x = (centre_x >= crop[:, 1:2]) & (centre_x < crop[:, 1:2] + crop[:, 3:4])
-    covered = ((cells > 0) & in_y[:, :, None] & in_x[:, None, :]).any(axis=(1, 2))
-    return maps, covered
+    g = cells.shape[-1]
+    crop = np.asarray(crop, np.int64).reshape(-1, 4)
+    hw = np.asarray(image_size, np.int64).reshape(-1, 2)
+    centres = (np.arange(g) + 0.5)[None, :]
+    in_y = (centres * hw[:, :1] / g >= crop[:, :1]) & (centres * hw[:, :1] / g < crop[:, :1] + crop[:, 2:3])
+    in_x = (centres * hw[:, 1:] / g >= crop[:, 1:2]) & (centres * hw[:, 1:] / g < crop[:, 1:2] + crop[:, 3:4])
+    return ((cells > 0) & in_y[:, :, None] & in_x[:, None, :]).any(axis=(1, 2))

@@ -1,19 +1,18 @@
 """The writing side of the saliency bank (:mod:`pipelines.saliency.bank`), in the training process: the model's
 maps reduced to the bank's grid on their device (:func:`push_cells`), written in the background
-(:class:`BankWriter`, all-gathered across ranks), and the loader's :class:`Bank` channel (the sync before each
-epoch's reads, ``state_dict``, the temporary file). Apart from the reading side so that the reader workers
+(:class:`BankWriter`, each map sent to the rank that serves its sample next), and the loader's :class:`Bank` channel
+(the epochs whose pushes are written, which the reader workers wait on; ``state_dict``; the temporary file). Apart from the reading side so that the reader workers
 never import torch."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import shutil
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.saliency.bank import BankFile, make_stamp
+from pipelines.saliency.bank import BankFile, EpochProgress, make_stamp, stamp_epoch
 from pipelines.saliency.base import Channel
 
 
@@ -66,75 +65,74 @@ def push_cells(maps, crop, flip, image_size, grid: int):
 
 
 class BankWriter:
-    """Pushes maps into a :class:`BankFile` off the training loop's critical path: the device-to-host copy
-    and the file writes run in one background thread, in push order. With ``torch.distributed`` and more
-    than one shard, every push is all-gathered first, so each rank's node file receives the maps of every
-    rank (the sample a rank serves next epoch was usually seen by another); the ranks of a node split the
-    writes by ``sample_id % LOCAL_WORLD_SIZE``."""
+    """Pushes maps into a :class:`BankFile` off the training loop's critical path: the device-to-host copy, the
+    exchange among ranks and the file writes run in one background thread, in push order.
 
-    def __init__(self, file: BankFile, rows_per_batch: int, distributed: bool):
+    Under ``torch.distributed`` with more than one shard, a pushed map goes to the one rank that serves its sample
+    next epoch -- known in advance from that epoch's order and shards (``owner_of``, bound by the loader through
+    :meth:`Bank.route`) -- in one ``all_to_all`` per push on the bank's own gloo group: each rank receives and
+    writes about one batch of rows per step whatever the number of ranks (the ``all_gather`` it replaced sent every
+    map to every rank). The ranks of a node share one file and write disjoint samples; a node keeps the maps of
+    the samples its ranks serve next (a sample that moves to another node starts from its fallback there).
+    ``traffic`` counts pushes, rows sent, rows and bytes received (the rows' 16-byte header and grid, plus the
+    8-byte row count each rank sends every other), and rows written."""
+
+    def __init__(self, file: BankFile, group=None):
         self.file = file
-        self.rows = int(rows_per_batch)
-        self.distributed = distributed
+        self.group = group  # the gloo process group of the exchange; None: one process writes what it pushes
+        self.owner_of = None  # (ids, epoch) -> the shard serving each sample in that epoch (Bank.route)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saliency-bank")
         self._pending: list = []  # futures of the writes not yet waited for (push and flush: the caller's thread)
-        local_world = os.environ.get("LOCAL_WORLD_SIZE")
-        self.local_world = int(local_world) if local_world and distributed else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.local_world > 1 else 0
+        self.traffic = dict(pushes=0, rows_sent=0, rows_received=0, bytes_received=0, rows_written=0)
 
     def push(self, ids, stamps, cells) -> None:
         """``ids``/``stamps`` (n,) int64 CPU tensors, ``cells`` (n, g, g) uint8 on any device."""
 
-        g = self.file.grid
-        ids = ids.to(torch.int64)
-        stamps = stamps.to(torch.int64)
-        event = work = gathered = None
-        if self.distributed:
-            work, gathered = self._all_gather(ids, stamps, cells)
-        elif cells.is_cuda:
+        event = None
+        if cells.is_cuda:
             host = torch.empty(cells.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(cells, non_blocking=True)
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(cells.device))
             cells = host
+        ids, stamps = ids.to(torch.int64).numpy(), stamps.to(torch.int64).numpy()
 
         def write():
             if event is not None:
                 event.synchronize()
-            if work is not None:
-                work.wait()
-            parts = [(ids, stamps, cells)] if gathered is None else [self._unpack(t) for t in gathered]
-            for part in parts:
-                pid, pst, pcells = (np.asarray(t.cpu()) for t in part)
-                keep = pid >= 0
-                if self.local_world > 1:
-                    keep &= pid % self.local_world == self.local_rank
-                self.file.write(pid[keep], pst[keep], pcells.reshape(-1, g, g)[keep])
+            rows = (ids, stamps, cells.numpy().reshape(len(ids), self.file.grid, self.file.grid))
+            if self.group is not None:
+                rows = self._exchange(*rows)
+            self.file.write(*rows)
+            self.traffic["pushes"] += 1
+            self.traffic["rows_written"] += len(rows[0])
 
         self._pending.append(self._pool.submit(write))
 
-    def _all_gather(self, ids, stamps, cells):
-        """One asynchronous all-gather of ``[id, stamp, cells]`` rows padded to the batch's row count."""
-
-        g = self.file.grid
-        device = cells.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        n = ids.shape[0]
-        if n > self.rows:
-            raise ValueError(f"feedback got {n} rows, more than a batch's {self.rows}")
-        packed = torch.full((self.rows, 16 + g * g), 255, dtype=torch.uint8, device=device)  # id -1: padding
-        head = torch.stack([ids, stamps], 1).to(device)
-        packed[:n, :16] = head.contiguous().view(torch.uint8).reshape(n, 16)
-        packed[:n, 16:] = cells.reshape(n, g * g).to(device)
-        out = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
-        return dist.all_gather(out, packed, async_op=True), out
-
-    @staticmethod
-    def _unpack(packed):
-        """A gathered rank's rows back to ``(ids, stamps, cells)`` (padding rows have id -1)."""
-
-        host = packed.cpu()
-        head = host[:, :16].contiguous().view(torch.int64).reshape(-1, 2)
-        return head[:, 0], head[:, 1], host[:, 16:]
+    def _exchange(self, ids, stamps, cells):
+        """Send each row to the rank serving its sample next epoch; returns the rows this rank received."""
+        g2 = self.file.grid ** 2
+        world = dist.get_world_size(self.group)
+        owner = np.zeros(len(ids), np.int64)
+        epochs = stamp_epoch(stamps)
+        for epoch in np.unique(epochs):  # one, the batch's: its samples go to their server of the next epoch
+            owner[epochs == epoch] = self.owner_of(ids[epochs == epoch], int(epoch) + 1)
+        order = np.argsort(owner, kind="stable")
+        send_counts = np.bincount(owner, minlength=world).astype(np.int64)
+        packed = np.empty((len(ids), 16 + g2), np.uint8)
+        packed[:, :16] = np.stack([ids, stamps], 1)[order].view(np.uint8).reshape(-1, 16)
+        packed[:, 16:] = cells.reshape(len(ids), g2)[order]
+        recv_counts = torch.empty(world, dtype=torch.int64)
+        dist.all_to_all_single(recv_counts, torch.from_numpy(send_counts), group=self.group)
+        received = torch.empty((int(recv_counts.sum()), 16 + g2), dtype=torch.uint8)
+        dist.all_to_all_single(received, torch.from_numpy(packed), output_split_sizes=recv_counts.tolist(),
+                               input_split_sizes=send_counts.tolist(), group=self.group)
+        out = received.numpy()
+        head = np.ascontiguousarray(out[:, :16]).view(np.int64).reshape(-1, 2)
+        self.traffic["rows_sent"] += len(ids)
+        self.traffic["rows_received"] += len(out)
+        self.traffic["bytes_received"] += out.nbytes + 8 * (world - 1)
+        return head[:, 0], head[:, 1], out[:, 16:].reshape(-1, self.file.grid, self.file.grid)
 
     def flush(self) -> None:
         """Wait for every push so far to be in the file (raises a push's error here)."""
@@ -151,22 +149,47 @@ class BankWriter:
 
 
 class Bank(Channel):
-    """The loader's side of a saliency bank: the file, its background writer, the sync before each epoch's reads,
-    its place in ``state_dict()``, and the temporary folder of a bank without a path."""
+    """The loader's side of a saliency bank: the file, its background writer, the epochs whose pushes are written
+    (:class:`~pipelines.saliency.bank.EpochProgress`, which the reader workers wait on), its place in
+    ``state_dict()``, and the temporary folder of a bank without a path."""
 
-    def __init__(self, file: BankFile, rows_per_batch: int, num_shards: int, temp_dir: str | None):
-        distributed = num_shards > 1 and dist.is_available() and dist.is_initialized()
-        self.file, self.writer, self.temp_dir = file, BankWriter(file, rows_per_batch, distributed), temp_dir
+    def __init__(self, file: BankFile, progress: EpochProgress, num_shards: int, temp_dir: str | None):
+        group = None
+        if num_shards > 1 and dist.is_available() and dist.is_initialized():
+            if dist.get_world_size() != num_shards:
+                raise ValueError(f"a saliency bank under torch.distributed needs one shard per rank: num_shards="
+                                 f"{num_shards}, world size {dist.get_world_size()}")
+            # its own gloo group: the exchange runs in the writer's thread, apart from the training's collectives
+            group = dist.new_group(backend="gloo")
+        self.file, self.progress, self.temp_dir = file, progress, temp_dir
+        self.writer = BankWriter(file, group)
+        self.shard = 0
         self.fresh = True  # emptied before the first batch unless restore() resumes it
 
+    def route(self, owner_of, shard: int) -> None:
+        if self.writer.group is not None and dist.get_rank(self.writer.group) != shard:
+            raise ValueError(f"a saliency bank under torch.distributed needs shard_id == rank: this loader has "
+                             f"shard_id={shard} on rank {dist.get_rank(self.writer.group)}")
+        self.writer.owner_of, self.shard = owner_of, int(shard)
+
     def before_epoch(self, epoch: int) -> None:
-        """Every push of the previous epochs is in the file, on every rank (the reads of ``epoch`` use them)."""
+        """Every push of the epochs before ``epoch`` is in the file (the reads of ``epoch`` on use them)."""
         if self.fresh:
             self.file.clear()
             self.fresh = False
+            if self.writer.group is not None:  # no rank pushes before every rank has emptied the shared file
+                dist.barrier(self.writer.group)
         self.writer.flush()
-        if self.writer.distributed:
-            dist.barrier()
+        self.progress.set(self.shard, epoch - 1)
+
+    def end_epoch(self, epoch: int) -> None:
+        """This rank's pushes of ``epoch`` are in the file: its reader workers may read epoch ``epoch + 1``."""
+        self.writer.flush()
+        self.progress.set(self.shard, epoch)
+
+    def reader_stopped(self) -> None:
+        """The loader dropped its pipeline: workers waiting for an epoch's pushes stop waiting."""
+        self.progress.set(self.shard, self.progress.CLOSED)
 
     def state(self) -> dict:
         self.writer.flush()

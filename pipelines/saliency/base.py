@@ -26,7 +26,8 @@ import numpy as np
 class CropInfo(NamedTuple):
     """What the reader knows of one crop of a batch's rows (a copy's, or the crop joint copies share): ``sample_id``
     (B,) int64, ``crop`` (B, 4) ``y0, x0, h, w`` in source pixels, ``flip`` (B,), ``image_size`` (B, 2) ``H, W``,
-    ``valid`` (B,) (0 on pad rows), the ``epoch`` and the output ``size`` the search runs at."""
+    ``valid`` (B,) (0 on pad rows), the ``epoch``, the output ``size`` the search runs at and the reader's
+    ``shard``."""
 
     sample_id: np.ndarray
     crop: np.ndarray
@@ -35,6 +36,7 @@ class CropInfo(NamedTuple):
     valid: np.ndarray
     epoch: int
     size: int
+    shard: int = 0
 
 
 class SourceRead(NamedTuple):
@@ -55,12 +57,29 @@ class SlotSpec:
     dtype: type = np.float32
 
 
+class ReadWaitTimeout(RuntimeError):
+    """A reader worker waited too long for what its source's read needs (the saliency bank: the previous epoch's
+    pushes, while the training loop stopped near that epoch's end). The loader meets it as the worker's error text
+    and rebuilds its pipeline at the same position."""
+
+
 class Channel:
     """The loader-side life of a source the training loop feeds (the saliency bank): every hook is called by the
     loader or its training side, which never test the source's type."""
 
+    def route(self, owner_of, shard: int) -> None:
+        """The loader's order: ``owner_of(ids, epoch)`` is the shard that serves each sample in ``epoch``; this
+        loader is ``shard``."""
+
     def before_epoch(self, epoch: int) -> None:
-        """Before the pipeline that reads ``epoch`` from its start is built."""
+        """Before a pipeline that reads from epoch ``epoch`` on is built (the first, or one rebuilt)."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """The loader served the last batch of ``epoch`` (and the training loop had it): the reads of the next epoch,
+        which the pipeline's reader workers have already begun, may go on."""
+
+    def reader_stopped(self) -> None:
+        """The loader dropped its pipeline (closed, or rebuilding it elsewhere)."""
 
     def state(self) -> dict:
         """What ``state_dict()`` records (every write done first)."""

@@ -44,13 +44,26 @@ def test_verify_cli_bad_root(tmp_path, capsys):
 
 @pytest.mark.parametrize("mode, kinds", [("header", [k for k in UNREADABLE if k != "truncated"]),
                                          ("full", list(UNREADABLE))])
-def test_loader_refuses_bad_files_before_the_first_batch(bad_images_dir, mode, kinds):
+def test_loader_names_each_bad_file_before_its_batch(bad_images_dir, tmp_path, mode, kinds):
+    """No pass over the dataset precedes the first batch: the loader is built at once, and a bad file is named
+    when the reader meets it, after the batches before it (docs/robustness.md, "Bad input")."""
+    from pipelines.loader.errors import ReaderFileError
+
     root, files = bad_images_dir
-    with pytest.raises(ValueError) as err:
-        loader(root, runtime=dict(verify=mode))
     for kind in kinds:
-        assert str(files[kind]) in str(err.value)
-    assert "pipelines.data.verify" in str(err.value)
+        one = tmp_path / kind
+        (one / "x").mkdir(parents=True)
+        for i, p in enumerate(sorted((root / "a").glob("good*.jpg")) + sorted((root / "b").glob("good*.jpg"))):
+            shutil.copy(p, one / "x" / f"{i}.jpg")
+        shutil.copy(files[kind], one / "x" / f"5_{files[kind].name}")  # sample 5: batch 1 of 4-row batches
+        ld = loader(one, shuffle=False, runtime=dict(verify=mode))
+        served = []
+        with pytest.raises(ReaderFileError) as err:
+            for batch in ld:
+                served.append(batch.meta["sample_id"].tolist())
+        assert str(err.value).startswith(f"{one / 'x' / ('5_' + files[kind].name)}: ")
+        assert "batch 1" in str(err.value) and "pipelines.data.verify" in str(err.value)
+        assert served == [[0, 1, 2, 3]]
 
 
 def test_truncated_file_met_during_an_epoch_is_named(bad_images_dir, tmp_path):

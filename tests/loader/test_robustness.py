@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import pipelines.loader.loader as loader_module
+from helpers import photo
 from pipelines import OcclusionLoader
 from pipelines.data.imagefiles import BadImageError, probe_image, scan_image_folder
 
@@ -26,13 +27,6 @@ def make(root, batch=4, **kw):
     kw["runtime"] = {"num_threads": 1, "py_workers": 1, **kw.get("runtime", {})}
     kw.setdefault("output_size", 32)
     return OcclusionLoader(root, batch, **kw)
-
-
-def photo(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 5) % 256], -1)
-    return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
 
 
 @pytest.fixture()
@@ -65,26 +59,14 @@ def scan_corrupted(path, seed=3):
 
 
 def test_corrupt_scan_data_is_refused_by_default_and_passes_the_header_check(flat_root):
+    from pipelines.loader.errors import ReaderFileError
+
     bad = scan_corrupted(flat_root / "a" / "rotten.jpg")
     assert probe_image(bad).width == 500  # the header is intact: the old default let it through
-    make(flat_root, runtime=dict(verify="header"))
-    with pytest.raises(ValueError) as err:
-        make(flat_root)  # default verify="full"
-    assert str(bad) in str(err.value) and "corrupt or truncated" in str(err.value)
-
-
-def test_verification_is_cached_by_size_and_mtime(flat_root, tmp_path):
-    from pipelines.data.verify import verify_cached
-
-    paths, _, _ = scan_image_folder(flat_root)
-    cache = tmp_path / "cache"
-    assert verify_cached(paths, directory=str(cache)) == ([], len(paths))
-    assert verify_cached(paths, directory=str(cache)) == ([], 0)  # later runs decode nothing
-    scan_corrupted(flat_root / "a" / "3.jpg")  # replaced in place: new size and mtime
-    bad, checked = verify_cached(paths, directory=str(cache))
-    assert checked == 1 and [p for p, _ in bad] == [str(flat_root / "a" / "3.jpg")]
-    bad, checked = verify_cached(paths, directory=str(cache))
-    assert checked == 1 and len(bad) == 1  # a bad file is never remembered as good
+    assert len(list(make(flat_root, batch=17, runtime=dict(verify="header")))) == 1
+    with pytest.raises(ReaderFileError) as err:
+        next(iter(make(flat_root, batch=17)))  # default verify="full"
+    assert str(err.value).startswith(f"{bad}: ") and "corrupt" in str(err.value)
 
 
 # -- case 3: DALI's seed per shard and start position -------------------------------------------------------
@@ -130,13 +112,13 @@ def test_interrupted_run_rebuilds_at_the_recorded_position(flat_root, interrupt)
     ld = make(flat_root, shuffle=True, seed=4)
     it = iter(ld)
     first = next(it)
-    real_run = ld._pipe.run
+    real_run = ld._pipe.outputs
 
     def run_then_interrupt():
         real_run()  # DALI has handed out batch 1 when the interrupt arrives
         raise interrupt("interrupted")
 
-    ld._pipe.run = run_then_interrupt
+    ld._pipe.outputs = run_then_interrupt
     with pytest.raises(interrupt):
         next(it)
     assert ld.state_dict()["batch"] == 1 and ld._pipe is None
@@ -293,9 +275,9 @@ def test_typo_label_is_refused_unless_num_classes_is_given(flat_root, tmp_path):
 def test_decompression_bomb_limit_is_explained_and_reaches_the_workers(flat_root):
     from pipelines.loader.errors import ReaderFileError
 
-    with pytest.raises(ValueError, match="max_image_pixels"):
-        make(flat_root, runtime=dict(max_image_pixels=500))  # 40x50 = 2000 px > 2 x 500: Pillow's bomb error
-    assert make(flat_root, runtime=dict(max_image_pixels=None)).dataset_size == 16
+    with pytest.raises(ReaderFileError, match="max_image_pixels"):
+        next(iter(make(flat_root, runtime=dict(max_image_pixels=500))))  # 40x50 = 2000 px > 2 x 500: a bomb
+    assert next(iter(make(flat_root, runtime=dict(max_image_pixels=None)))).images.shape[0] == 4
     ld = make(flat_root, runtime=dict(max_image_pixels=500, verify="none"), batch=16)  # only the workers see them
     with pytest.raises(ReaderFileError, match="max_image_pixels"):
         next(iter(ld))

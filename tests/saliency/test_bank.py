@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.saliency.bank import BankFile, BankReader, SaliencyBank, make_stamp, read_window, stamp_epoch
+from conftest import cuda_devices
+from helpers import feeder
+from pipelines.saliency.bank import (BankFile, BankReader, EpochProgress, SaliencyBank, grid_window, make_stamp,
+                                     progress_path, stamp_epoch, window_holds_pushed_cell)
 from pipelines.saliency.bank_writer import push_cells
 
 G = 22
@@ -50,8 +53,77 @@ def inside(pts, crop, margin=0.0):
             & (pts[..., 1] >= x0 + margin) & (pts[..., 1] < x0 + w - margin))
 
 
+def _weights(out: int, start, extent, full, grid: int) -> np.ndarray:
+    """``(n, out, grid)`` bilinear weights of the cells for each output pixel of ``n`` windows ``[start, start +
+    extent)`` of an axis of ``full`` source pixels cut into ``grid`` cells (cell centres at ``(i + 0.5) full / grid``,
+    clamped at the border)."""
+    start, extent, full = (np.asarray(a, np.float64)[:, None] for a in (start, extent, full))
+    src = start + (np.arange(out) + 0.5) * extent / out
+    g = np.clip(src * grid / full - 0.5, 0.0, grid - 1.0)
+    i0 = np.floor(g).astype(np.int64)
+    t = g - i0
+    i1 = np.minimum(i0 + 1, grid - 1)
+    w = np.zeros((start.shape[0], out, grid))
+    rows, cols = np.arange(start.shape[0])[:, None], np.arange(out)[None, :]
+    w[rows, cols, i1] = t  # i0 == i1 only at the clamped end, where t = 0
+    w[rows, cols, i0] += 1.0 - t
+    return w
+
+
+def read_window(cells, crop, flip, image_size, size: int):
+    """NumPy oracle of the read (float64): stored grids ``(n, g, g)`` re-cropped to windows ``crop`` ``(n, 4)`` of
+    images ``image_size`` ``(n, 2)`` and flipped, at ``size``. Returns ``(maps (n, size, size), covered (n,))``:
+    ``covered`` is False where the window holds no written cell centre."""
+    cells = np.asarray(cells)
+    n, g = cells.shape[0], cells.shape[-1]
+    crop = np.asarray(crop, np.int64).reshape(n, 4)
+    hw = np.asarray(image_size, np.int64).reshape(n, 2)
+    values = np.where(cells > 0, (cells.astype(np.float64) - 1.0) / 254.0, 0.0)
+    wy = _weights(size, crop[:, 0], crop[:, 2], hw[:, 0], g)
+    wx = _weights(size, crop[:, 1], crop[:, 3], hw[:, 1], g)
+    flipped = np.asarray(flip).reshape(n).astype(bool)
+    wx[flipped] = wx[flipped, ::-1]
+    maps = np.einsum("nsg,ngh,nth->nst", wy, values, wx)
+    covered = np.zeros(n, bool)
+    for r in range(n):
+        cy, cx = (np.arange(g) + 0.5) * hw[r, 0] / g, (np.arange(g) + 0.5) * hw[r, 1] / g
+        pts = np.stack(np.meshgrid(cy, cx, indexing="ij"), -1)
+        covered[r] = bool(((cells[r] > 0) & inside(pts, crop[r])).any())
+    return maps, covered
+
+
+def graph_read(cells, crop, flip, image_size, size: int, device: str = "cpu"):
+    """The graph's read (:meth:`BankSaliency.graph_map`) of the reader's arrays, run in a DALI pipeline on
+    ``device``: ``(n, size, size)`` float32 maps. The uniform fallback: no image saliency is added."""
+    from nvidia.dali import fn, pipeline_def
+
+    import dali_ops
+    from pipelines.loader.graph import GraphContext
+
+    cells = np.asarray(cells, np.uint8)
+    n, g = cells.shape[0], cells.shape[-1]
+    start, end = grid_window(crop, flip, image_size, g)
+    arrays = {"bank_grid": cells[..., None], "bank_roi_start": start, "bank_roi_end": end}
+    dali_ops.load()
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=0 if device == "gpu" else None, seed=0)
+    def pipe():
+        nodes = {k: fn.external_source(source=feeder(a), batch=True) for k, a in arrays.items()}
+        ctx = GraphContext(device, "float32", None, None, size)
+        return SaliencyBank(grid=g, fallback="uniform").graph_map(ctx, None, 0, nodes)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    out = out.as_cpu() if hasattr(out, "as_cpu") else out
+    return np.stack([np.asarray(t) for t in out])
+
+
 def bank(tmp_path, n=4, grid=G, name="bank.bin"):
-    return BankFile(tmp_path / name, n, grid, "fp")
+    """A bank file whose pushes of every epoch count as written (no reader waits)."""
+    file = BankFile(tmp_path / name, n, grid, "fp")
+    EpochProgress(progress_path(file.path), 1, create=True).set(0, 10 ** 6)
+    return file
 
 
 def push(file, ids, maps, crops, flips, hw, stamp):
@@ -84,8 +156,8 @@ def test_round_trip_matches_the_source_image_oracle(tmp_path, crop_a, crop_b, fl
     push(file, [2], map_of(f, crop_a, flip_a, size_a)[None], [crop_a], [flip_a], [(H, W)], make_stamp(0, 0))
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([2], 1)
     assert found.tolist() == [True] and age.tolist() == [1]
-    got, covered = read_window(cells, [crop_b], [flip_b], [(H, W)], size_b)
-    assert covered.tolist() == [True]
+    assert window_holds_pushed_cell(cells, [crop_b], [(H, W)]).tolist() == [True]
+    got = graph_read(cells, [crop_b], [flip_b], [(H, W)], size_b)
     pts = source_points(crop_b, flip_b, size_b)
     cell = max(H, W) / G
     border = (pts[..., 0] >= cell) & (pts[..., 0] < H - cell) & (pts[..., 1] >= cell) & (pts[..., 1] < W - cell)
@@ -107,12 +179,11 @@ def test_no_overlap_falls_back_and_partial_pushes_merge(tmp_path):
     a, c = (0, 0, 120, 150), (180, 250, 120, 170)
     push(file, [1], map_of(f, a, 0, 48)[None], [a], [0], [(H, W)], make_stamp(3, 5))
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([1], 4)
-    _, covered = read_window(cells, [c], [0], [(H, W)], 32)
-    assert covered.tolist() == [False]
+    assert window_holds_pushed_cell(cells, [c], [(H, W)]).tolist() == [False]
     push(file, [1], map_of(f, c, 1, 48)[None], [c], [1], [(H, W)], make_stamp(3, 9))  # same epoch: merged
     cells, age, found = BankReader(file.path, 4, G, "image").lookup([1], 4)
-    whole, covered = read_window(cells, [(0, 0, H, W)], [0], [(H, W)], 64)
-    assert covered.tolist() == [True]
+    assert window_holds_pushed_cell(cells, [(0, 0, H, W)], [(H, W)]).tolist() == [True]
+    whole = graph_read(cells, [(0, 0, H, W)], [0], [(H, W)], 64)
     pts = source_points((0, 0, H, W), 0, 64)
     cell = max(H, W) / G
     for win in (a, c):
@@ -120,6 +191,39 @@ def test_no_overlap_falls_back_and_partial_pushes_merge(tmp_path):
         assert (whole[0][region] > 0.3).all()  # both pushes are there (each relative to its own peak)
     gap = ~inside(pts, a, -1.5 * cell) & ~inside(pts, c, -1.5 * cell)
     assert (whole[0][gap] == 0).all()
+
+
+#: the graph's re-crop against the float64 oracle: DALI's resampling runs in float32 (measured: at most 3e-6);
+#: the stored bytes are 1/254 apart, so this is far below the bank's quantisation
+RECROP_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["gpu"] if cuda_devices() else []))
+@pytest.mark.parametrize("grid,size", [(22, 64), (22, 224), (7, 40), (5, 3)])
+def test_graph_recrop_matches_the_numpy_oracle(device, grid, size):
+    """Random stored grids (a third of the cells never written, byte 0), random windows of random images --
+    thin, whole, at the borders, smaller than a cell -- and flips: the graph's ``fn.resize`` of the grid over the
+    window in grid units, then the flip, equals the oracle's bilinear read between cell centres to
+    RECROP_TOLERANCE, and the reader's fallback rule equals the oracle's ``covered``."""
+    rng = np.random.default_rng(grid * 1000 + size)
+    n = 48
+    cells = rng.integers(1, 256, (n, grid, grid)).astype(np.uint8)
+    cells[rng.random((n, grid, grid)) < 0.33] = 0
+    cells[0] = 0  # nothing pushed
+    hw = rng.integers(8, 600, (n, 2))
+    h = np.minimum(hw[:, 0], rng.integers(1, 600, n))
+    w = np.minimum(hw[:, 1], rng.integers(1, 600, n))
+    y0, x0 = rng.integers(0, hw[:, 0] - h + 1), rng.integers(0, hw[:, 1] - w + 1)
+    crop = np.stack([y0, x0, h, w], 1)
+    crop[1] = (0, 0, hw[1, 0], hw[1, 1])  # the whole image
+    crop[2] = (hw[2, 0] - 1, hw[2, 1] - 1, 1, 1)  # one pixel in the corner
+    flip = rng.integers(0, 2, n)
+    want, covered = read_window(cells, crop, flip, hw, size)
+    got = graph_read(cells, crop, flip, hw, size, device)
+    assert got.shape == (n, size, size) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=RECROP_TOLERANCE, rtol=0)
+    assert window_holds_pushed_cell(cells, crop, hw).tolist() == covered.tolist()
+    assert 0 < covered.sum() < n
 
 
 def test_push_cells_area_average_oracle():
@@ -174,6 +278,53 @@ def test_epoch_slots_and_forgetting(tmp_path):
         BankFile(file.path, 4, G + 1, "fp")
     with pytest.raises(ValueError, match="fingerprint"):
         BankFile(file.path, 4, G, "another")
+
+
+def write_oracle(stamps, cells, ids, push_stamps, pushed):
+    """BankFile.write restated sample by sample: copies of a sample in one push combine cell by cell (the larger
+    byte where both covered a cell, else the covered one); the merge goes into the slot written in the push's
+    epoch, else into the other slot than the latest earlier push, starting from that push's cells."""
+    stamps, cells = stamps.copy(), cells.copy()
+    combined = {}
+    for s, stamp, new in zip(ids, push_stamps, pushed):
+        if s in combined:
+            prev = combined[s][0]
+            new = np.where((prev > 0) & (new > 0), np.maximum(prev, new), np.where(new > 0, new, prev))
+        combined[s] = (new, stamp)
+    for s, (new, stamp) in combined.items():
+        epoch = stamp >> 32
+        same = [k for k in range(2) if stamps[s, k] >= 0 and stamps[s, k] >> 32 == epoch]
+        earlier = [k for k in range(2) if stamps[s, k] >= 0 and stamps[s, k] >> 32 < epoch]
+        if same:
+            target = base = same[0]
+        elif earlier:
+            base = max(earlier, key=lambda k: stamps[s, k])
+            target = 1 - base
+        else:
+            base, target = None, 0
+        merged = cells[s, base].copy() if base is not None else np.zeros_like(new)
+        merged[new > 0] = new[new > 0]
+        cells[s, target] = merged
+        stamps[s, target] = stamp
+    return stamps, cells
+
+
+def test_vectorised_write_equals_the_per_sample_rule(tmp_path):
+    """Pushes of many samples with copies, over three epochs, pushed twice within an epoch: the vectorised
+    BankFile.write leaves the same stamps and cells as the rule applied sample by sample."""
+    rng = np.random.default_rng(4)
+    file = bank(tmp_path, n=30, grid=5)
+    stamps, cells = np.array(file.stamps), np.array(file.cells)
+    for epoch in range(3):
+        for batch in range(3):
+            ids = rng.integers(0, 30, 24)
+            pushed = rng.integers(0, 256, (24, 5, 5)).astype(np.uint8)
+            pushed[rng.random(pushed.shape) < 0.4] = 0
+            push_stamps = np.full(24, int(make_stamp(epoch, batch)), np.int64)
+            file.write(ids, push_stamps, pushed)
+            stamps, cells = write_oracle(stamps, cells, ids.tolist(), push_stamps.tolist(), pushed)
+            np.testing.assert_array_equal(np.array(file.stamps), stamps)
+            np.testing.assert_array_equal(np.array(file.cells), cells)
 
 
 def test_foreign_file_is_refused_at_once(tmp_path):
@@ -367,7 +518,7 @@ def _rank_main(rank, world, port, root, path, out):
                               flip=int(meta["flip"][r]), hw=meta["image_size"][r].tolist(),
                               source=int(meta["map_source"][r]), age=int(meta["map_age"][r]),
                               box=meta["boxes"][r, 0].tolist()) for r in range(batch.images.shape[0])]
-        torch.save(rows, out)
+        torch.save({"rows": rows, "traffic": dict(loader._channel.writer.traffic)}, out)
     finally:
         dist.destroy_process_group()
 
@@ -382,7 +533,8 @@ def sample_point(sample: int, crop):
 def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     """Two CPU processes, gloo, two shards, one bank file: in epoch 1 every row reads the map its sample got in
     epoch 0 exactly where its window holds a pushed cell -- whichever rank pushed it -- and the window then
-    holds the pushed hot spot."""
+    holds the pushed hot spot. Each map was sent to, and written by, the one rank that serves its sample in
+    epoch 1: each rank wrote exactly the rows it serves."""
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
@@ -397,7 +549,12 @@ def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     for p in procs:
         p.join(timeout=600)
         assert p.exitcode == 0, p.exitcode
-    rows = [dict(row, rank=r) for r, o in enumerate(outs) for row in torch.load(o)]
+    saved = [torch.load(o) for o in outs]
+    rows = [dict(row, rank=r) for r, out in enumerate(saved) for row in out["rows"]]
+    for r, out in enumerate(saved):  # each pushed map went to the one rank serving its sample next epoch
+        serves = sum(row["epoch"] == 1 and row["rank"] == r for row in rows)
+        assert out["traffic"]["rows_written"] == out["traffic"]["rows_received"] == serves == 12, out["traffic"]
+        assert out["traffic"]["rows_sent"] == 12 and out["traffic"]["pushes"] == 2
     first = {row["sample"]: row for row in rows if row["epoch"] == 0}
     second = [row for row in rows if row["epoch"] == 1]
     assert len(first) == 24 and sorted(row["sample"] for row in second) == sorted(first)
@@ -419,8 +576,9 @@ def test_two_ranks_share_the_bank(tiny_dataset, tmp_path):
     assert crossed >= 4 and checked >= 4, (crossed, checked)
 
 
-def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
-    """``skip`` (the bank's fallback rows): skipped samples are zeros, the others equal the op without it."""
+def test_fine_grained_saliency_skip_passes_the_prior_and_computes_the_rest():
+    """``skip`` (the bank's rows): skipped samples are the ``prior`` input's sample as it is (zeros without one), the
+    others equal the op without it; a prior of the wrong shape is refused naming both shapes."""
     import dali_ops
 
     dali_ops.load()
@@ -428,16 +586,24 @@ def test_fine_grained_saliency_skip_leaves_zeros_and_computes_the_rest():
 
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (40 + 3 * i, 52, 3), dtype=np.uint8) for i in range(4)]
+    priors = [rng.random(im.shape[:2]).astype(np.float32) for im in images]
     skip = [np.int32(v) for v in (1, 0, 0, 1)]
     full = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images))
-    part = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), skip=ndd.as_batch(skip))
+    zeros = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), skip=ndd.as_batch(skip))
+    part = ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), ndd.as_batch(priors), skip=ndd.as_batch(skip))
     for i in range(4):
-        got = np.asarray(part.tensors[i])
+        got, without = np.asarray(part.tensors[i]), np.asarray(zeros.tensors[i])
         if skip[i]:
-            assert got.shape == images[i].shape[:2] and (got == 0).all()
+            np.testing.assert_array_equal(got, priors[i])
+            assert without.shape == images[i].shape[:2] and (without == 0).all()
         else:
             assert got.max() > 0
             np.testing.assert_array_equal(got, np.asarray(full.tensors[i]))
+            np.testing.assert_array_equal(without, np.asarray(full.tensors[i]))
+    with pytest.raises(Exception, match="prior.*sample 1 has shape"):
+        bad = [p if i != 1 else p[:-1] for i, p in enumerate(priors)]
+        np.asarray(ndd.occlusion.fine_grained_saliency(ndd.as_batch(images), ndd.as_batch(bad),
+                                                       skip=ndd.as_batch(skip)).tensors[0])
 
 
 @pytest.mark.parametrize("method,opts", [("saliency_occlusion", dict(size=16)), ("keep_cutout", dict(size=16)),

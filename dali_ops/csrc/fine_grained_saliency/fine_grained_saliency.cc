@@ -24,7 +24,12 @@ void FineGrainedSaliency<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
     bool mirror = Mirror(ws, i);
     if (Skip(ws, i)) {
       float *out = output.mutable_tensor<float>(i);
-      std::fill(out, out + static_cast<int64_t>(H) * W, 0.0f);
+      if (ws.NumInput() > 1) {
+        const float *prior = ws.Input<::dali::CPUBackend>(1).tensor<float>(i);
+        std::copy(prior, prior + static_cast<int64_t>(H) * W, out);
+      } else {
+        std::fill(out, out + static_cast<int64_t>(H) * W, 0.0f);
+      }
       continue;
     }
     tp.AddWork([&, i, H, W, mirror, float_input](int thread_id) {
@@ -73,10 +78,13 @@ resolution: the gray image is box-averaged down so that its longer side is ``max
 saliency is computed there (neighbourhood sizes in working-resolution pixels) and resized back to
 the input size with bilinear interpolation. This is an approximation of the full-resolution map,
 identical on CPU and GPU.)code")
-    .NumInput(1)
+    .NumInput(1, 2)
     .InputDox(0, "images", "TensorList of uint8 or float32 HWC images",
               "Images to compute the saliency of (3 channels; uint8: RGB order; float32: handed to "
               "OpenCV's algorithm as they are, channel 0 as blue).")
+    .InputDox(1, "prior", "TensorList of float32 HW maps",
+              "Optional: the map of each sample whose ``skip`` is set, output as it is (one map per "
+              "sample, of the image's height and width; the saliency bank's re-cropped maps).")
     .NumOutput(1)
     .AddOptionalArg("max_side",
         R"code(Longest side of the working resolution; 0 (default) computes at full resolution,
@@ -89,6 +97,7 @@ as ``fine_grained_saliency(flip(images))``, without the copy): the map of the im
 ``crop_mirror_normalize(mirror=...)`` delivers it.)code",
         0, true)
     .AddOptionalArg("skip",
-        R"code(Per-sample flag: the sample's map is not computed and is all zeros (rows whose
-saliency comes from elsewhere, e.g. the saliency bank: their cost is skipped, not masked).)code",
+        R"code(Per-sample flag: the sample's map is not computed; the output is the sample of the
+``prior`` input, or all zeros without it (rows whose saliency comes from elsewhere, e.g. the saliency
+bank: their cost is skipped, not masked, and no further operator merges the two).)code",
         0, true);

@@ -36,8 +36,12 @@ void FineGrainedSaliency<::dali::GPUBackend>::RunImpl(::dali::Workspace &ws) {
     else
       d.rgb = input.tensor<uint8_t>(i);
     d.out = output.mutable_tensor<float>(i);
-    if (Skip(ws, i)) {  // not computed: zeros
-      CUDA_CALL(cudaMemsetAsync(d.out, 0, sizeof(float) * d.H * d.W, stream));
+    if (Skip(ws, i)) {  // not computed: the prior's sample, or zeros
+      if (ws.NumInput() > 1)
+        CUDA_CALL(cudaMemcpyAsync(d.out, ws.Input<::dali::GPUBackend>(1).tensor<float>(i),
+                                  sizeof(float) * d.H * d.W, cudaMemcpyDeviceToDevice, stream));
+      else
+        CUDA_CALL(cudaMemsetAsync(d.out, 0, sizeof(float) * d.H * d.W, stream));
       continue;
     }
     descs.push_back(d);

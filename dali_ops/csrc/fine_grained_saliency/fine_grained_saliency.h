@@ -57,6 +57,17 @@ class FineGrainedSaliency : public ::dali::StatelessOperator<Backend> {
           "fine_grained_saliency: sample ", i, " of shape ", shape[i], " is too large."));
       out_shape.set_tensor_shape(i, ::dali::TensorShape<2>(s[0], s[1]));
     }
+    if (ws.NumInput() > 1) {  // the maps of the skipped samples
+      const auto &prior = ws.Input<Backend>(1);
+      DALI_ENFORCE(prior.type() == DALI_FLOAT && prior.shape().sample_dim() == 2 &&
+                   prior.shape().num_samples() == n, ::dali::make_string(
+          "fine_grained_saliency: input `prior` must be ", n, " float32 HW maps, got ", prior.type(), " of shape ",
+          prior.shape(), "."));
+      for (int i = 0; i < n; i++)
+        DALI_ENFORCE(prior.shape()[i] == out_shape[i], ::dali::make_string(
+            "fine_grained_saliency: input `prior` sample ", i, " has shape ", prior.shape()[i],
+            ", the image's map has ", out_shape[i], "."));
+    }
     output_desc.resize(1);
     output_desc[0] = {out_shape, DALI_FLOAT};
     return true;
@@ -69,7 +80,7 @@ class FineGrainedSaliency : public ::dali::StatelessOperator<Backend> {
     return this->spec_.template GetArgument<int>("mirror", &ws, sample) != 0;
   }
 
-  /// The per-sample `skip` argument: the sample's map is not computed (zeros).
+  /// The per-sample `skip` argument: the sample's map is not computed (the `prior` input's sample, or zeros).
   bool Skip(const ::dali::Workspace &ws, int sample) const {
     return this->spec_.template GetArgument<int>("skip", &ws, sample) != 0;
   }
