@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests" / "gpu_check"))
 
 import run  # noqa: E402  (tests/gpu_check/run.py)
 import oracles as ref  # noqa: E402
-from helpers import emulated_box_search as emulated  # noqa: E402
+from helpers import emulated_box_search as emulated, run_op  # noqa: E402
 
 
 class T:
@@ -58,13 +58,13 @@ class FakeExt:
 
     def fine_grained_saliency(self, imgs, mirror, max_side):
         # the CPU operator stands in (the kernels' reduced-resolution path has no NumPy twin)
-        import make_vectors
         import dali_ops
         from nvidia.dali import fn
 
         dali_ops.load()
-        (out,) = make_vectors._run(lambda im, m: fn.occlusion.fine_grained_saliency(im, mirror=m, max_side=max_side),
-                                   [[i.a for i in imgs], [np.int32(v) for v in mirror]], len(imgs), layouts=("HWC",))
+        (out,) = run_op([[i.a for i in imgs], [np.int32(v) for v in mirror]],
+                        lambda im, m: fn.occlusion.fine_grained_saliency(im, mirror=m, max_side=max_side),
+                        len(imgs), layouts=("HWC",))
         return [self._out("saliency", o) for o in out]
 
     def normalize_occlude(self, image, boxes, partner, mirror, mean, inv_std, fill, half):
