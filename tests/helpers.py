@@ -95,7 +95,7 @@ def search_both(sal, draws, index, kwargs, devices=("cpu", "gpu")):
 
 
 #: the box_search kernel's method codes (tests/cuda_emulation/box_search_emu.cc)
-BOX_SEARCH_METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}
+BOX_SEARCH_METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3, "topk_cells": 4}
 
 
 class Sample(ctypes.Structure):
@@ -105,12 +105,15 @@ class Sample(ctypes.Structure):
 
 
 def emulated_box_search(lib, maps, draws, index, kw, sizes=None):
-    """box_search's GPU kernel on host arrays: maps (list of (H, W) float32), draws, index (-1: none)."""
+    """box_search's GPU kernel on host arrays: maps (list of (H, W) float32), draws, index (-1: none). Returns
+    ``(n, 4)`` boxes, or ``(n, K, 4)`` for ``topk_cells`` (K = grid * grid - top_k)."""
     n = len(draws)
     method = BOX_SEARCH_METHODS[kw["method"]]
+    grid, top_k = int(kw.get("grid", 7)), int(kw.get("top_k", 6))
+    boxes = grid * grid - top_k if kw["method"] == "topk_cells" else 1
     maps = [np.ascontiguousarray(m, np.float32) for m in maps]
     draws = [np.ascontiguousarray(d, np.int32) for d in draws]
-    out = np.zeros((n, 4), np.int32)
+    out = np.zeros((n, boxes, 4), np.int32)
     keep = []
     samples = (Sample * n)()
     for i in range(n):
@@ -127,5 +130,6 @@ def emulated_box_search(lib, maps, draws, index, kw, sizes=None):
         keep.append(scratch)
         s.scratch = scratch.ctypes.data
     lib.emu_box_search(samples, n, method, int(kw.get("size", 56)), int(kw.get("stride", 1)),
-                       int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))))
-    return out
+                       int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))),
+                       grid, top_k, int(kw.get("image_size", 0)))
+    return out if kw["method"] == "topk_cells" else out[:, 0]
