@@ -199,9 +199,9 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
 def test_eager_search_in_a_fresh_process():
     """The training side's eager search where no pipeline has loaded the plugin yet: it loads the plugin
     before DALI's dynamic mode is first imported (after it, ``ndd.occlusion`` does not exist)."""
-    code = ("import numpy as np\n"
+    code = ("import numpy as np, torch\n"
             "from pipelines.methods.saliency_guided import eager_box_search\n"
-            "sal = np.zeros((1, 8, 8), np.float32)\n"
+            "sal = torch.zeros((1, 8, 8))\n"
             "sal[0, 6, 6] = 1\n"
             "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
             "                       size=2, jitter=0)\n"
