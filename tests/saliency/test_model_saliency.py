@@ -15,7 +15,7 @@ from nvidia.dali import fn, pipeline_def
 
 from dali_ops import mixing
 from pipelines.methods import get_method
-from helpers import MEAN, SIZE, STD, box_mask, make
+from helpers import MEAN, SIZE, STD, NoBatchNorm, box_mask, make
 
 B, M = 6, 2
 S = 16  # window / region side at 64 px
@@ -286,20 +286,6 @@ def test_occlude_errors_are_named(structured_root):
         get_method("saliency_occlusion", saliency="gradcam")
 
 
-class NoBatchNorm(torch.nn.Module):
-    """A small convolutional classifier without BatchNorm (each row's logits depend on that row only)."""
-
-    def __init__(self, k=3):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(16, k)
-
-    def forward(self, x):
-        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
 def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
     """Fong & Vedaldi joint training: clean copy forward+backward, NormGrad from that backward, occlude the
     second copy, forward+backward, one step == one step on the 2B batch (no BatchNorm)."""
@@ -378,11 +364,11 @@ def test_fresh_step_with_the_early_head(structured_root):
     assert not torch.equal(head.fc.weight, twin_head.weight)  # the head is trained too
 
 
-@pytest.mark.parametrize("flag", ["normgrad:layer1.0.conv1", "input_grad", "input_grad:0.5", "early_head",
-                                  "attention:layer4"])
+@pytest.mark.parametrize("flag", ["normgrad:layer1.0.conv1", "normgrad:maxpool:loss", "normgrad", "input_grad",
+                                  "input_grad:0.5", "early_head", "attention:layer4"])
 def test_train_example_saliency_flags(structured_root, flag):
-    """train_example.py --saliency FLAG: the extractor, the step (free joint step for normgrad with the
-    joint clean copy) and one training step on a batch, the parameters moving."""
+    """train_example.py --saliency FLAG: the extractor, the step (the joint step for normgrad with the joint
+    clean copy, free with :loss) and one training step on a batch, the parameters moving."""
     import torchvision
 
     import train_example
@@ -396,8 +382,11 @@ def test_train_example_saliency_flags(structured_root, flag):
     model = torchvision.models.resnet18(weights=None, num_classes=3)
     before = [p.detach().clone() for p in model.parameters()]
     args.channels_last = False
-    opt, step = train_example.make_saliency_step(model, loader, args, torch.device("cpu"), lr=0.05)
-    assert step.free == flag.startswith("normgrad")
+    model, opt, step = train_example.make_saliency_step(model, loader, args, torch.device("cpu"), lr=0.05)
+    assert step.joint == flag.startswith("normgrad") and step.free == flag.endswith(":loss")
+    if flag.startswith("normgrad"):
+        layer, _, target = (flag.partition(":")[2] or "maxpool").partition(":")
+        assert (step.saliency.layer, step.saliency.target) == (layer, target or "label")
     loss, batch = step(next(iter(loader)))
     assert torch.isfinite(loss)
     assert (batch.meta["boxes"][:B] == -1).all() and (batch.meta["boxes"][B:, 0, 0] >= 0).all()
