@@ -72,8 +72,12 @@ def _rank(rank, world, port, args, out):
         rounds = args.repeats + 1
         batches = {}
         for name, loader in loaders.items():
-            it = iter(loader)
-            batches[name] = [next(it) for _ in range(rounds)]
+            batches[name] = []
+            while len(batches[name]) < rounds:  # on into the next epoch when a shard has fewer batches
+                for batch in loader:
+                    batches[name].append(batch)
+                    if len(batches[name]) == rounds:
+                        break
             loader.close()
         num_classes = loaders["plain"].num_classes
         torch.manual_seed(0)
@@ -110,7 +114,7 @@ def _rank(rank, world, port, args, out):
                                 sal, autocast=autocast)
             return step, source
 
-        configs = [(name, amp) for amp in (False, True) for name in NAMES]
+        configs = [(name, amp) for amp in args.amp_modes for name in args.names]
         steps = {c: make(*c) for c in configs}
         cpu = {c: [] for c in configs}
         wall = {c: [] for c in configs}
@@ -138,8 +142,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32, help="rows per rank (per copy)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--names", default=",".join(NAMES), help="configurations to time (comma-separated)")
+    ap.add_argument("--amp", default="both", choices=("both", "off", "on"), help="bf16 autocast off, on or both")
     ap.add_argument("--out", default="results/feedback_bench_ddp.json")
     args = ap.parse_args(argv)
+    args.names = [n for n in NAMES if n in args.names.split(",")]
+    args.amp_modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.amp]
 
     import tempfile
 
@@ -156,24 +164,29 @@ def main(argv=None):
         procs = [ctx.Process(target=_rank, args=(r, args.ranks, port, args, outs[r])) for r in range(args.ranks)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
-            if p.exitcode != 0:
-                raise SystemExit(f"a rank failed (exit code {p.exitcode})")
+        while any(p.is_alive() for p in procs):  # a failed rank would leave the other one waiting in a collective
+            time.sleep(1)
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.terminate()
+                raise SystemExit(f"a rank failed (exit codes {[p.exitcode for p in procs]})")
+        if any(p.exitcode != 0 for p in procs):
+            raise SystemExit(f"a rank failed (exit codes {[p.exitcode for p in procs]})")
         ranks = [torch.load(o, weights_only=False) for o in outs]
     cond["loadavg_end"] = os.getloadavg()
     results = {}
-    for amp in (False, True):
+    ratios = {k: (a, b) for k, (a, b) in RATIOS.items() if a in args.names and b in args.names}
+    for amp in args.amp_modes:
         key = "amp_bf16" if amp else "fp32"
         # per round: the step's CPU time summed over the ranks
-        per_round = {n: np.sum([r["cpu"][(n, amp)] for r in ranks], axis=0) for n in NAMES}
+        per_round = {n: np.sum([r["cpu"][(n, amp)] for r in ranks], axis=0) for n in args.names}
         med = {n: float(np.median(v)) for n, v in per_round.items()}
         results[key] = {
             "step_cpu_seconds_all_ranks": {n: summary(v) for n, v in per_round.items()},
-            "step_wall_seconds_rank0": {n: summary(ranks[0]["wall"][(n, amp)]) for n in NAMES},
-            "ratios_of_median_cpu_time": {k: med[a] / med[b] for k, (a, b) in RATIOS.items()},
+            "step_wall_seconds_rank0": {n: summary(ranks[0]["wall"][(n, amp)]) for n in args.names},
+            "ratios_of_median_cpu_time": {k: med[a] / med[b] for k, (a, b) in ratios.items()},
             "median_of_per_round_ratios": {k: float(np.median(per_round[a] / per_round[b]))
-                                           for k, (a, b) in RATIOS.items()},
+                                           for k, (a, b) in ratios.items()},
         }
     payload = {"conditions": cond, "results": results, "targets": TARGETS}
     print(write_json(args.out, payload))
