@@ -63,11 +63,13 @@ def _rank(rank, world, port, args, out):
         common = dict(output_size=args.size, device="cpu", seed=0, shard_id=rank, num_shards=world, last_batch="drop",
                       runtime=dict(num_threads=1, py_workers=1, verify="none"))
         joint = dict(copies=2, copy_mode="joint", p_keep_image=(1.0, 0.0))
+        side = dict(size=min(56, args.size // 2))  # the papers' 56 px window and region (smaller on tiny images)
         loaders = {
-            "joint_image": OcclusionLoader(root, args.batch, "saliency_occlusion", **joint, **common),
-            "joint_model": OcclusionLoader(root, args.batch, "saliency_occlusion", saliency="model", **joint, **common),
-            "plain": OcclusionLoader(root, args.batch, "keep_cutout", **common),
-            "keep_model": OcclusionLoader(root, args.batch, "keep_cutout", saliency="model", **common),
+            "joint_image": OcclusionLoader(root, args.batch, "saliency_occlusion", **side, **joint, **common),
+            "joint_model": OcclusionLoader(root, args.batch, "saliency_occlusion", saliency="model", **side, **joint,
+                                           **common),
+            "plain": OcclusionLoader(root, args.batch, "keep_cutout", **side, **common),
+            "keep_model": OcclusionLoader(root, args.batch, "keep_cutout", saliency="model", **side, **common),
         }
         rounds = args.repeats + 1
         batches = {}

@@ -158,9 +158,10 @@ class TrainingSide:
         n = batch.images.shape[0]
         m = self.cfg.copies
         if rows is None:
-            if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] not in (n, self.map_rows(n)):
-                raise ValueError(f"feedback: maps has shape {getattr(maps, 'shape', type(maps))}; give (N, h, w) "
-                                 f"with one map per batch row ({n})"
+            if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+                checked_maps(maps, (n,), "feedback")  # names what is wrong
+            if maps.shape[0] not in (n, self.map_rows(n)):
+                raise ValueError(f"feedback: maps has {maps.shape[0]} rows; give one per batch row ({n})"
                                  + (f", one per sample ({n // m}, joint copies)" if self.map_rows(n) != n else "")
                                  + " or the rows= they belong to")
             rows = np.arange(maps.shape[0])

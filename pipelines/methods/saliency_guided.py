@@ -45,12 +45,11 @@ def eager_box_search(maps, draws, map_index, **kwargs):
                                             dtype=torch.int32).contiguous())
 
     dev = maps.device
-    kwargs = {k: host(v) if isinstance(v, (np.ndarray, torch.Tensor)) else v for k, v in kwargs.items()}
-    sal = ndd.as_batch(maps.to(torch.float32).contiguous())
     drawn = torch.as_tensor(draws, dtype=torch.int32).to(dev).contiguous()
-    with _eval_context(dev):
-        out = ndd.occlusion.box_search(sal, ndd.as_batch(drawn), host(map_index),
-                                       device="gpu" if dev.type == "cuda" else "cpu", **kwargs)
+    with _eval_context(dev):  # the GPU tensors are exported to DALI on the context's stream (torch's)
+        kwargs = {k: host(v) if isinstance(v, (np.ndarray, torch.Tensor)) else v for k, v in kwargs.items()}
+        out = ndd.occlusion.box_search(ndd.as_batch(maps.to(torch.float32).contiguous()), ndd.as_batch(drawn),
+                                       host(map_index), device="gpu" if dev.type == "cuda" else "cpu", **kwargs)
         return out.torch().to(dev)
 
 

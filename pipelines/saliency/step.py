@@ -91,9 +91,9 @@ class SaliencyStep:
         rows = self.loader.training_side().map_rows(batch.images.shape[0])
         # the rows the map describes: the un-augmented ones where the method keeps them (selective-paste)
         clean = self.prepare(batch.meta.get("source_images", batch.images)[:rows])
+        scaled = {} if self.scaler is None else {"scale": self.scaler.scale}  # any (images, labels) callable without one
         with self.autocast():
-            maps = self.saliency(clean, batch.labels[:rows].to(clean.device),
-                                 scale=None if self.scaler is None else self.scaler.scale)
+            maps = self.saliency(clean, batch.labels[:rows].to(clean.device), **scaled)
         batch = self.loader.occlude(batch, maps)
         images = self.prepare(batch.images)
         targets = batch.targets.to(device)

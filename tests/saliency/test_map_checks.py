@@ -101,7 +101,7 @@ def test_feedback_refuses_malformed_maps(tiny_dataset, tmp_path):
     loader = bank_loader(tiny_dataset / "train", tmp_path / "bank.bin")
     try:
         batch = next(iter(loader))
-        for maps, match in [(torch.zeros(BATCH, 0, 0), "h, w >= 1"), (torch.zeros(BATCH, 4), "shape"),
+        for maps, match in [(torch.zeros(BATCH, 0, 0), "h, w >= 1"), (torch.zeros(BATCH, 4), r"\(N, h, w\) tensor"),
                             (torch.zeros(BATCH, 8, 8, dtype=torch.bool), "real numbers")]:
             with pytest.raises(ValueError, match=f"feedback: .*{match}"):
                 loader.feedback(batch, maps)
