@@ -30,6 +30,7 @@ bench: setup
 	$(PYTHON) -m bench.saliency_bench --repeats 15
 	$(PYTHON) -m bench.kernels_bench --out results/kernels_bench.json
 	$(PYTHON) -m bench.bank_bench --repeats 9
+	$(PYTHON) -m bench.feedback_bench --repeats 8
 	$(PYTHON) -m bench.ops_bench
 	$(PYTHON) -m bench.sweep_memory --sizes 250,1000
 	$(PYTHON) -m bench.scale_bench --repeats 3

@@ -9,9 +9,12 @@
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0
     python train_example.py --evaluate ckpt/checkpoint.pt --occlusion-sweep --demo  # robustness sweep
     python train_example.py --demo --method saliency_occlusion --copies 2 --p-keep-image 1.0,0.0 \
-        --saliency normgrad:layer1.0.conv1           # Fong & Vedaldi joint training, the model's NormGrad
+        --saliency normgrad:maxpool                  # Fong & Vedaldi joint training, the model's NormGrad
+    torchrun --nproc_per_node 2 train_example.py --demo --method saliency_occlusion --copies 2 \
+        --p-keep-image 1.0,0.0 --saliency normgrad:maxpool:loss --amp   # the free joint step, DDP + bf16
+    python train_example.py --demo --method attentive_cutmix --saliency attention:layer4   # no checkpoint
     torchrun --nproc_per_node 2 train_example.py --demo --method keep_cutout \
-        --saliency normgrad:layer1.0.conv1 --feedback bank   # the model's map of the previous visit, free
+        --saliency normgrad:maxpool --feedback bank  # the model's map of the previous visit, free
 
 ``--data`` defaults to the ResNet-50 ImageNet recipe (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
 arXiv 1706.02677; torchvision's references): 32 images per process (256 on 8 GPUs, scaled linearly with
@@ -61,7 +64,7 @@ import torchvision
 from kernels.labels import soft_cross_entropy
 from pipelines import OcclusionLoader, SaliencyTap
 from pipelines.data.demo_data import ensure_demo_data
-from pipelines.methods import METHODS, get_method
+from pipelines.methods import METHODS, REGISTRY, get_method
 from pipelines.saliency import EarlyHead, SaliencyStep, parse_saliency
 from pipelines.tools.occlusion_sweep import plot_sweep, run_sweep
 
@@ -80,8 +83,7 @@ DEFAULT_METHOD = "cutout"
 # its reference code) sets it. ``source`` says where each value comes from; docs/recipes.md is the table for users
 # and tests/test_presets.py checks the resolved arguments against the papers' values. ``processes``: the run's
 # world size, so that the global batch is the papers' 256 (``--batch-size`` is per process; lr scales with
-# --base-lr). The model-saliency presets take the map in the same step (``--feedback step``), which runs in one
-# process: 256 there.
+# --base-lr). The model-saliency presets take the map in the same step (``--feedback step``), under torchrun too.
 _CLOVAAI = ["--arch", "resnet50", "--epochs", "300", "--decay-every", "75", "--gamma", "0.1", "--batch-size", "32",
             "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--nesterov",
             "--wd-all", "--color-jitter", "0.4", "--lighting", "0.1", "--smoothing", "0"]
@@ -94,9 +96,9 @@ PRESETS = {
                "30, SGD 0.9, wd 1e-4, batch 256 (the PyTorch ImageNet recipe the paper trains with)",
         argv=["--arch", "resnet50", "--method", "saliency_occlusion:size=56,stride=1,jitter=16", "--copies", "2",
               "--copy-mode", "joint", "--p-keep-image", "1.0,0.0", "--saliency", "normgrad:maxpool",
-              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "256", "--base-lr",
+              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "32", "--base-lr",
               "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"],
-        processes=1),
+        processes=8),
     "cutmix_resnet50": dict(
         paper="Yun et al. 2019, CutMix", arxiv="1905.04899", table="Table 3 (ResNet-50, ImageNet)", top1=78.60,
         source="section 4.1.1: 300 epochs, lr 0.1 x0.1 at 75/150/225, batch 256, alpha=1; clovaai/CutMix-PyTorch "
@@ -113,17 +115,17 @@ PRESETS = {
         paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="Table 6 (KeepCutMix, ResNet-50)", top1=79.0,
         source="Table 6 compares with CutMix's 78.6 under CutMix's setting; tau=0.6; saliency = the trained "
                "model's input gradient (their section 3)",
-        argv=[*_CLOVAAI, "--method", "keep_cutmix:alpha=1.0,p=1.0,tau=0.6", "--saliency", "input_grad",
-              "--batch-size", "256"], processes=1),
+        argv=[*_CLOVAAI, "--method", "keep_cutmix:alpha=1.0,p=1.0,tau=0.6", "--saliency", "input_grad"],
+        processes=8),
     "keepautoaugment_resnet50": dict(
         paper="Gong et al. 2021, KeepAugment", arxiv="2011.11778", table="ImageNet table (KeepAutoAugment, ResNet-50)",
         top1=78.0,
         source="AutoAugment's ImageNet ResNet-50 setting (Cubuk et al. 2019, arXiv 1805.09501: 270 epochs, x0.1 at "
                "90/180/240, the AutoAugment ImageNet policy); tau=0.6, the model's input gradient",
         argv=["--arch", "resnet50", "--method", "keep_paste:policy=auto_augment,tau=0.6,p=1.0", "--saliency",
-              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "256",
+              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "32",
               "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0",
-              "--smoothing", "0"], processes=1),
+              "--smoothing", "0"], processes=8),
     "attentive_cutmix_resnet50": dict(
         paper="Walawalkar et al. 2020, Attentive CutMix", arxiv="2003.13048",
         table="ImageNet results (ResNet-50 classifier, ResNet-50 extractor)", top1=None,
@@ -165,7 +167,8 @@ def parse_args(argv=None):
     p.add_argument("--arch", default=None, help="torchvision model name (resnet50 with --data, resnet18 with --demo)")
     p.add_argument("--method", default=None,
                    help=f"one of {', '.join(METHODS)}, with options as name:key=value,... "
-                        f"(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH); default {DEFAULT_METHOD}")
+                        f"(e.g. cutmix:alpha=1.0,p=0.5; attentive_cutmix:checkpoint=PATH, or attentive_cutmix with "
+                        f"--saliency attention:layer4); default {DEFAULT_METHOD}")
     p.add_argument("--extractor", type=Path, default=None,
                    help="attentive_cutmix's frozen feature extractor (a local torchvision checkpoint): its checkpoint=")
     p.add_argument("--copies", type=int, default=1)
@@ -239,7 +242,9 @@ def parse_args(argv=None):
                    help="sweep JSON path (default: occlusion_sweep.json beside the checkpoint); the PNG goes beside it")
     p.add_argument("--saliency", default="image",
                    help="saliency of a saliency-guided method: image (the graph's OpenCV map), or the model's: "
-                        "normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER], attention[:LAYER]")
+                        "normgrad[:LAYER[:label|loss]] (default maxpool and the label's logit, Fong & Vedaldi's "
+                        "Table 5; :loss with joint copies is the free joint step), input_grad[:SCALE], "
+                        "early_head[:AFTER], attention[:LAYER]")
     p.add_argument("--feedback", default="step", choices=("step", "bank"),
                    help="how the model's map reaches the method: step (this very batch, pipelines.saliency.step."
                         "SaliencyStep) or bank (hooks on the normal step push it into the loader's saliency bank; "
@@ -288,9 +293,6 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.warmup_epochs < 0:
         p.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
-    if args.saliency != "image" and args.amp and args.feedback == "step":
-        p.error("--saliency with a model's map runs without --amp for now (its step has no autocast / scaler); "
-                "--feedback bank runs with it")
     if args.feedback == "bank" and args.saliency.partition(":")[0] not in SaliencyTap.KINDS:
         p.error(f"--feedback bank takes the maps the training step already has: --saliency normgrad:LAYER, "
                 f"attention:LAYER or input_grad, got {args.saliency!r}")
@@ -302,7 +304,8 @@ def parse_args(argv=None):
 def resolve_method(args):
     """The loader's method from ``--method`` or timm's flags (``--reprob`` -> ``random_erasing``, ``--mixup`` /
     ``--cutmix`` -> ``cutmix_mixup``: timm's ``Mixup``), one of them; ``--extractor`` completes
-    ``attentive_cutmix``'s ``checkpoint``. The loader runs one method: timm's Random Erasing together with its Mixup
+    ``attentive_cutmix``'s ``checkpoint``. With a model's ``--saliency`` the method takes its map from the model
+    (``saliency="model"``; ``--feedback bank`` turns it into the bank once the bank's path is known). The loader runs one method: timm's Random Erasing together with its Mixup
     is refused rather than silently dropped."""
     timm = []
     if args.reprob > 0:
@@ -318,8 +321,13 @@ def resolve_method(args):
     text = timm[0] if timm else args.method or DEFAULT_METHOD
     if args.extractor is not None:
         text += f"{',' if ':' in text else ':'}checkpoint={args.extractor}"
+    model_saliency = args.saliency != "image"
+    cls = REGISTRY.get(text.partition(":")[0])
+    if model_saliency and cls is not None and "saliency" not in cls.options():
+        guided = ", ".join(n for n, c in REGISTRY.items() if "saliency" in c.options())
+        raise ValueError(f"--saliency needs a saliency-guided method ({guided}), got {text}")
     try:
-        return get_method(text)
+        return get_method(text, saliency="model") if model_saliency else get_method(text)
     except ValueError as exc:
         hint = " (train_example.py: --extractor PATH)" if "attentive_cutmix needs checkpoint" in str(exc) else ""
         raise ValueError(f"{exc}{hint}") from None
@@ -455,8 +463,7 @@ class Trainer:
         return getattr(self.model, "module", self.model)
 
     def autocast(self):
-        dtype = torch.bfloat16 if self.args.amp_dtype == "bfloat16" else torch.float16
-        return torch.autocast(self.d.device.type, dtype=dtype, enabled=self.args.amp)
+        return make_autocast(self.args, self.d.device)()
 
     def inputs(self, images):
         images = images.to(self.d.device, non_blocking=True)
@@ -530,35 +537,47 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
             "bank_share": float(total[3] / max(total[5], 1)), "bank_age": float(total[4] / max(total[3], 1))}
 
 
-# -- the model's saliency (issue 11): kept apart from the plain step above ---------------------------
+# -- the model's saliency (issues 11, 21): kept apart from the plain step above ---------------------------
 def model_saliency_method(method, source: str = "model", bank=None):
     """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's
     (``saliency="bank"``, kept in the file ``bank``)."""
     if "saliency" not in method.options():
         raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
-                         f"keep_cutmix, saliencymix), got {method}")
+                         f"keep_cutmix, saliencymix, attentive_cutmix), got {method}")
     return dataclasses.replace(method, saliency=source, bank=bank)
 
 
-def make_saliency_step(model, train, args, device, lr):
-    """The optimizer (with an early head's parameters) and the step of ``--saliency``: Fong & Vedaldi's free
-    joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0`` (the clean copy's own backward
-    gives the map), else the fresh path (an extra pass for the map)."""
+def make_autocast(args, device):
+    """``--amp``'s autocast (bf16, or float16 with ``--amp-dtype``) as a context factory."""
+    dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype, enabled=args.amp)
+
+
+def make_saliency_step(model, train, args, device, lr, d: Dist | None = None, scaler=None):
+    """The model (DDP-wrapped under ``torchrun``), the optimizer (with an early head's parameters) and the step of
+    ``--saliency``: Fong & Vedaldi's joint step for ``normgrad`` with ``--copies 2 --p-keep-image 1.0,0.0``
+    (free with ``:loss``: the clean copy's own backward gives the map), else the fresh path (an extra pass for
+    the map). The extractor is built on the bare model; an early head becomes a submodule of it before the
+    model is wrapped, so DDP reduces its gradients with the model's in the step's one all-reduce."""
     saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
-    trained = model
     if isinstance(saliency, EarlyHead):
-        saliency = saliency.to(device)
-        trained = torch.nn.ModuleList([model, saliency])  # the head is trained beside the model
-    opt = build_optimizer(trained, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
+        model.add_module("early_head", saliency.to(device))  # trained beside the model, saved with it
+    if d is not None and d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda"
+                                                          else None)
+    opt = build_optimizer(model, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     step = SaliencyStep(model, opt, train, saliency, free=False if args.fresh else None,
                         prepare=lambda x: x.to(device, non_blocking=True).contiguous(
-                            memory_format=torch.channels_last) if args.channels_last else x.to(device))
-    print(f"saliency {args.saliency}: {'free joint step' if step.free else 'fresh maps (extra pass)'}")
-    return opt, step
+                            memory_format=torch.channels_last) if args.channels_last else x.to(device),
+                        autocast=make_autocast(args, device), scaler=scaler)
+    kind = "free joint step" if step.free else "joint step" if step.joint else "fresh maps (extra pass)"
+    if d is None or d.main:
+        print(f"saliency {args.saliency}: {kind}", flush=True)
+    return model, opt, step
 
 
 def saliency_train_step(t, batch, step) -> torch.Tensor:
-    """``train_step`` with the model's saliency of this very batch (``pipelines.saliency.extractors.SaliencyStep``
+    """``train_step`` with the model's saliency of this very batch (``pipelines.saliency.step.SaliencyStep``
     occludes the batch on the training side and takes the optimizer step)."""
     loss, _ = step(batch)
     t.sched.step()
@@ -732,33 +751,29 @@ def fit(args, d: Dist) -> float:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(args.seed)
     root = data_root(args)
-    if args.saliency != "image" and args.feedback == "step":
-        if d.enabled:
-            raise SystemExit("--saliency with --feedback step runs in one process (its step does two backward "
-                             "passes before the optimizer step, which DDP would all-reduce twice); --feedback bank "
-                             "runs under torchrun")
-        args.method = model_saliency_method(args.method)
-    elif args.saliency != "image":
+    same_step = args.saliency != "image" and args.feedback == "step"
+    if args.saliency != "image" and args.feedback == "bank":
         args.method = model_saliency_method(args.method, "bank", bank_path(args, d))
     train, val = make_loaders(args, d, root)
     model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda"
-                                                          else None)
     global_batch = args.batch_size * d.world
     lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256
+    scaler = torch.amp.GradScaler(d.device.type, enabled=args.amp and args.amp_dtype == "float16")
     step_fn = train_step
-    if args.saliency != "image" and args.feedback == "step":
-        opt, saliency_step = make_saliency_step(model, train, args, d.device, lr)
+    saliency_step = None
+    if same_step:  # the model's map of this very batch: the joint step or the fresh path, DDP and AMP included
+        model, opt, saliency_step = make_saliency_step(model, train, args, d.device, lr, d, scaler)
         step_fn = partial(saliency_train_step, step=saliency_step)
     else:
+        if d.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
         opt = build_optimizer(model, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     if args.feedback == "bank":
         step_fn = partial(train_step, tap=SaliencyTap.parse(args.saliency, getattr(model, "module", model)))
     steps = len(train)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, args.epochs, args.warmup_epochs, args.schedule, args.milestones, args.gamma))
-    scaler = torch.amp.GradScaler(d.device.type, enabled=args.amp and args.amp_dtype == "float16")
     t = Trainer(args, d, model, opt, sched, scaler, train, val)
     if args.resume is not None:
         load_checkpoint(t, args.resume)
@@ -785,6 +800,10 @@ def fit(args, d: Dist) -> float:
         scores = evaluate(t.model, val, d, t.inputs, t.autocast)
         bank = (f", maps from the bank {100 * stats['bank_share']:.0f}% of rows (mean age "
                 f"{stats['bank_age']:.2f} epochs)" if train.bank is not None else "")
+        if saliency_step is not None and saliency_step.unusable is not None:  # read once an epoch: no sync per step
+            unusable = int(all_sum([float(saliency_step.unusable)], d)[0])
+            bank += f", {unusable} rows left whole (their map carried no saliency)" if unusable else ""
+            saliency_step.unusable = None
         say(d, f"epoch {epoch}: loss {stats['loss']:.4f}, train {stats['images_per_s']:.1f} images/s "
                f"(loader + model, all ranks), val top-1 {100 * scores['top1']:.1f}% top-5 "
                f"{100 * scores['top5']:.1f}%{bank}")
@@ -810,7 +829,8 @@ def evaluate_checkpoint(args, d: Dist):
     path = checkpoint_path(args.evaluate)
     ckpt = read_checkpoint(path)
     model = build_model(ckpt["arch"], ckpt["num_classes"], d.device, False)
-    model.load_state_dict(ckpt["model"])
+    # an early head (--saliency early_head) is trained beside the model and saved with it; evaluation needs none
+    model.load_state_dict({k: v for k, v in ckpt["model"].items() if not k.startswith("early_head.")})
     size = ckpt["image_size"]
     root = data_root(args)
     if not d.main:

@@ -14,7 +14,7 @@ Implementations:
   (``dali_ops/csrc/paste_boxes/``) on both devices -- one sample per pool thread as row memcpy on the
   CPU, one launch per batch on the GPU; the partner row is an index into the batch, so CutMix needs no
   ``fn.permute_batch`` copy.
-* search (:func:`saliency_peak_box`, :func:`max_window`, :func:`keep_box`): the plugin's
+* search (:func:`saliency_peak_box`, :func:`max_window`, :func:`keep_box`, :func:`topk_cells`): the plugin's
   ``fn.occlusion.box_search`` on both devices -- C++ with one map per pool thread on the CPU
   (``dali_ops/csrc/box_search/box_search_cpu.cc``); on the GPU one launch per batch, one thread block per
   row (``dali_ops/csrc/box_search/box_search_gpu.cuh``, DALI-free), giving the CPU operator's boxes bit
@@ -34,6 +34,8 @@ Operators (call them inside a ``pipeline_def``; ``device="cpu"`` runs here, ``de
   (its random integers given as an input).
 * :func:`keep_box` -- KeepAugment selective-cut / selective-paste box (Gong et al. 2021), the candidate
   centres drawn upstream and given as an input.
+* :func:`topk_cells` -- Attentive CutMix's cells (Walawalkar et al. 2020): the boxes of the cells outside
+  the top-k of a grid, the cells the partner pastes.
 
 Determinism (DALI's own rule for its operators): every random quantity (cut sizes, jitter, candidate centres) is an input drawn
 upstream from a seeded generator; the operators are pure functions of their inputs (DALI
@@ -53,7 +55,7 @@ from nvidia.dali.data_node import DataNode
 import dali_ops
 from kernels.checks import check_choice, check_int, check_probability
 
-__all__ = ["normalize_occlude", "paste_boxes", "saliency_peak_box", "max_window", "keep_box"]
+__all__ = ["normalize_occlude", "paste_boxes", "saliency_peak_box", "max_window", "keep_box", "topk_cells"]
 
 
 def _plugin():
@@ -67,7 +69,11 @@ def _device(device):
 
 
 def _search(saliency, draws, map_index, device, kwargs):
-    """One ``fn.occlusion.box_search`` call on ``device`` (``map_index``, a CPU node, handled inside)."""
+    """One ``fn.occlusion.box_search`` call on ``device`` (``map_index``, a CPU node, handled inside); ``draws``
+    None: a constant the method does not read."""
+    if draws is None:
+        draws = fn.constant(idata=[0, 0], shape=[2], dtype=types.INT32)
+        draws = draws.gpu() if _device(device) == "gpu" else draws
     inputs = [saliency, draws] + ([] if map_index is None else [map_index])
     return _plugin().box_search(*inputs, device=_device(device), **kwargs)
 
@@ -179,13 +185,8 @@ def max_window(saliency, size: int, stride: int = 1, draws=None, map_index=None,
     S = check_int("size", size)
     T = check_int("stride", stride)
     jitter = check_int("jitter", jitter, lo=0)
-    device = _device(device)
-    if draws is None:
-        if jitter > 0:
-            raise ValueError("max_window: jitter > 0 needs `draws` ((2,) int32 (ry, rx) per sample)")
-        draws = fn.constant(idata=[0, 0], shape=[2], dtype=types.INT32)
-        draws = draws.gpu() if device == "gpu" else draws
-
+    if draws is None and jitter > 0:
+        raise ValueError("max_window: jitter > 0 needs `draws` ((2,) int32 (ry, rx) per sample)")
     return _search(saliency, draws, map_index, device, dict(method="max_window", size=S, stride=T, jitter=jitter))
 
 
@@ -212,3 +213,20 @@ def keep_box(saliency, tries, map_index=None, *, size: int, tau: float = 0.6, se
     # tau as a decimal string: DALI's float arguments are float32 (see box_search's schema)
     return _search(saliency, tries, map_index, device,
                    dict(method=f"keep_{selective}", size=size, tau=repr(float(tau))))
+
+
+def topk_cells(saliency, map_index=None, *, grid: int = 7, top_k: int = 6, image_size: int = 0,
+               device: str = "cpu"):
+    """Attentive CutMix's cells (Walawalkar et al. 2020, arXiv 2003.13048; openmixup ``attentivemix``) of each
+    ``(H, W)`` float32 map (``H, W >= grid``): ``(grid * grid - top_k, 4)`` int32, the boxes of the cells
+    *outside* the ``top_k`` of largest mean on a ``grid x grid`` grid (cells of ``H // grid`` pixels, the last
+    one also covering the remainder, :func:`kernels.areas.cell_edges`; the lower row-major index first among
+    equal means), row-major: the cells the partner pastes, so that ``normalize_occlude(..., boxes, partner)``
+    keeps the row's top-k cells. The boxes are in the cells of an ``image_size`` square image (0: the map's
+    own size). ``map_index`` as in :func:`saliency_peak_box` (-1: every box ``(-1, -1, -1, -1)``).
+    """
+    grid = check_int("grid", grid)
+    top_k = check_int("top_k", top_k, 0, grid * grid)
+    image_size = check_int("image_size", image_size, lo=0)
+    return _search(saliency, None, map_index, device,
+                   dict(method="topk_cells", grid=grid, top_k=top_k, image_size=image_size))

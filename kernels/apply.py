@@ -28,13 +28,13 @@ __all__ = ["box_mask", "cell_mask", "occlude", "lam_from_mask"]
 
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(N, H, W)`` bool: the pixels inside any of each row's boxes (``(N, K, 4)`` int, -1 padded)."""
-    ys = torch.arange(height, device=boxes.device).view(1, height, 1)
-    xs = torch.arange(width, device=boxes.device).view(1, 1, width)
-    mask = torch.zeros((boxes.shape[0], height, width), dtype=torch.bool, device=boxes.device)
-    for k in range(boxes.shape[1]):  # K is small (1 searched box; a Hide-and-Seek grid at most): N*H*W memory
-        y0, x0, y1, x1 = (boxes[:, k, i].view(-1, 1, 1) for i in range(4))
-        mask |= (y0 <= ys) & (ys < y1) & (x0 <= xs) & (xs < x1)
-    return mask
+    ys = torch.arange(height, device=boxes.device)
+    xs = torch.arange(width, device=boxes.device)
+    rows = (boxes[..., 0:1] <= ys) & (ys < boxes[..., 2:3])  # (N, K, H): box k spans row y
+    cols = (boxes[..., 1:2] <= xs) & (xs < boxes[..., 3:4])  # (N, K, W)
+    # pixel (y, x) is covered by the boxes spanning both: one batched product counts them (exact: K < 2**24),
+    # instead of K passes over N*H*W (Attentive CutMix pastes 43 cells, Hide-and-Seek up to 196)
+    return torch.bmm(rows.transpose(1, 2).to(torch.float32), cols.to(torch.float32)) > 0
 
 
 def cell_mask(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -178,5 +178,5 @@ def box_search_emu(tmp_path_factory):
 
     lib = build_emulation(tmp_path_factory.mktemp("emu"), "box_search_emu")
     lib.emu_box_search.argtypes = [ctypes.POINTER(Sample), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                   ctypes.c_int, ctypes.c_double, ctypes.c_int]
+                                   ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     return lib

@@ -6,6 +6,7 @@ import ctypes
 
 import cv2
 import numpy as np
+import torch
 from nvidia.dali import fn, pipeline_def
 from PIL import Image
 
@@ -36,6 +37,20 @@ def grey_scan_jpeg(h=375, w=500, seed=0) -> bytes:
     at = data.find(b"\xff\xda") + len(data) // 3
     data[at:at + 2] = b"\xff\xd9"
     return bytes(data)
+
+
+class NoBatchNorm(torch.nn.Module):
+    """A small convolutional classifier without BatchNorm (each row's logits depend on that row only)."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(16, k)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
 
 
 def make(root, batch=4, **kw):
@@ -116,7 +131,7 @@ def search_both(sal, draws, index, kwargs, devices=("cpu", "gpu")):
 
 
 #: the box_search kernel's method codes (tests/cuda_emulation/box_search_emu.cc)
-BOX_SEARCH_METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}
+BOX_SEARCH_METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3, "topk_cells": 4}
 
 
 class Sample(ctypes.Structure):
@@ -126,12 +141,15 @@ class Sample(ctypes.Structure):
 
 
 def emulated_box_search(lib, maps, draws, index, kw, sizes=None):
-    """box_search's GPU kernel on host arrays: maps (list of (H, W) float32), draws, index (-1: none)."""
+    """box_search's GPU kernel on host arrays: maps (list of (H, W) float32), draws, index (-1: none). Returns
+    ``(n, 4)`` boxes, or ``(n, K, 4)`` for ``topk_cells`` (K = grid * grid - top_k)."""
     n = len(draws)
     method = BOX_SEARCH_METHODS[kw["method"]]
+    grid, top_k = int(kw.get("grid", 7)), int(kw.get("top_k", 6))
+    boxes = grid * grid - top_k if kw["method"] == "topk_cells" else 1
     maps = [np.ascontiguousarray(m, np.float32) for m in maps]
     draws = [np.ascontiguousarray(d, np.int32) for d in draws]
-    out = np.zeros((n, 4), np.int32)
+    out = np.zeros((n, boxes, 4), np.int32)
     keep = []
     samples = (Sample * n)()
     for i in range(n):
@@ -148,8 +166,9 @@ def emulated_box_search(lib, maps, draws, index, kw, sizes=None):
         keep.append(scratch)
         s.scratch = scratch.ctypes.data
     lib.emu_box_search(samples, n, method, int(kw.get("size", 56)), int(kw.get("stride", 1)),
-                       int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))))
-    return out
+                       int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")), int(bool(kw.get("quantize", True))),
+                       grid, top_k, int(kw.get("image_size", 0)))
+    return out if kw["method"] == "topk_cells" else out[:, 0]
 
 
 def run_op(batches, op, batch_size, layouts=(), num_threads=1):

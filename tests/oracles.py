@@ -109,6 +109,35 @@ def topk_cells(attention, k):
     return mask
 
 
+def cell_scores(sal, g):
+    """Attentive CutMix's cell scores restated: the mean of the (H, W) map over each cell of a g x g grid (cells
+    of H // g pixels, the last one taking the remainder), summed pixel by pixel in row-major order in Python
+    floats (IEEE doubles), NaN -> -inf."""
+    H, W = sal.shape
+    ye = [i * (H // g) for i in range(g)] + [H]
+    xe = [j * (W // g) for j in range(g)] + [W]
+    out = np.zeros((g, g))
+    for i in range(g):
+        for j in range(g):
+            acc = 0.0
+            for v in sal[ye[i]:ye[i + 1], xe[j]:xe[j + 1]].ravel().tolist():
+                acc += v
+            m = acc / ((ye[i + 1] - ye[i]) * (xe[j + 1] - xe[j]))
+            out[i, j] = -np.inf if m != m else m
+    return out
+
+
+def topk_cell_boxes(sal, g, k, image_size=0):
+    """The boxes of the cells outside the k best of :func:`cell_scores` (ties: lower row-major index first),
+    row-major, in the cells of an image_size square image (0: the map's size) -- Attentive CutMix's pasted cells."""
+    keep = topk_cells(cell_scores(sal, g)[None], k)[0]
+    H, W = (image_size, image_size) if image_size else sal.shape
+    ye = [i * (H // g) for i in range(g)] + [H]
+    xe = [j * (W // g) for j in range(g)] + [W]
+    boxes = [(ye[i], xe[j], ye[i + 1], xe[j + 1]) for i in range(g) for j in range(g) if not keep[i, j]]
+    return np.array(boxes, np.int32).reshape(-1, 4)
+
+
 def upsample_cells(cell_mask, H, W):
     """Pixel mask (N, H, W) of a cell mask: cells of H // G rows, the last cell taking the remainder."""
     n, gh, gw = cell_mask.shape

@@ -185,3 +185,31 @@ def test_a_crafted_checkpoint_runs_no_code(tiny_dataset, tmp_path, flag):
     assert proc.returncode != 0
     assert "checkpoint.pt is not a checkpoint of this script" in proc.stderr and "not loaded" in proc.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("flags, kind", [
+    (["--method", "saliency_occlusion:size=8", "--copies", "2", "--p-keep-image", "1.0,0.0", "--saliency",
+      "normgrad:maxpool:loss"], "free joint step"),
+    (["--method", "keep_cutout:size=8", "--saliency", "input_grad:0.5"], "fresh maps"),
+    (["--method", "keep_cutout:size=8", "--saliency", "early_head"], "fresh maps"),
+], ids=["free_joint", "input_grad_half", "early_head"])
+def test_torchrun_same_step_saliency_with_amp(tiny_dataset, tmp_path, flags, kind):
+    """The same-step paths (issue 21) under torchrun with --amp (bf16) on the CPU: the step runs on both ranks (the
+    free joint step, the fresh low-resolution input gradient, the early head trained beside the model), and DDP
+    keeps the replicas equal -- the early head's parameters included."""
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "train_example.py", "--data", str(tiny_dataset), "--batch-size", "4", "--amp", *flags,
+                "--stop-after", "3", "--save", str(tmp_path / "run"), "--log-ids", str(tmp_path / "ids"), *SMALL])
+    assert f"saliency {flags[-1]}: {kind}" in out, out
+    ranks = [json.loads((tmp_path / f"ids.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"] and math.isfinite(ranks[0]["param_checksum"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(k.startswith("early_head.") for k in state) == (flags[-1] == "early_head")
+
+
+def test_attentive_cutmix_from_the_model_being_trained(tiny_dataset):
+    """``--method attentive_cutmix --saliency attention:layer4``: the top-k cells follow the attention of the model
+    being trained (the same step), no checkpoint needed."""
+    out = _run([sys.executable, "train_example.py", "--data", str(tiny_dataset), "--batch-size", "4", "--method",
+                "attentive_cutmix", "--saliency", "attention:layer4", "--stop-after", "2", *SMALL])
+    assert "saliency attention:layer4: fresh maps" in out and "attentive_cutmix:saliency='model'" in out, out

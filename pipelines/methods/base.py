@@ -88,8 +88,7 @@ class Method:
     (``mode="batch"``, the reference codes' one draw per batch) is augmented.
 
     Class attributes a method sets: ``name`` (the registry name) and ``inputs``, the :class:`InputSpec` of
-    each per-copy array its graph fragment reads (empty: the graph only normalises; the method acts on the
-    training side, :meth:`train_step`, or not at all)."""
+    each per-copy array its graph fragment reads (empty: the graph only normalises)."""
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple] = ()
@@ -156,10 +155,6 @@ class Method:
         ``mirror`` the row's flip, ``nodes`` the arrays of :attr:`inputs` as DALI CPU nodes keyed by their
         :class:`InputSpec`."""
         return Fragment(g.clean(u8, mirror))
-
-    # -- training side --------------------------------------------------------------------------
-    train_step = None
-    """``train_step(batch) -> Batch`` for a method that needs the training side (a model), else None."""
 
     def __str__(self):
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)

@@ -72,7 +72,7 @@ class _KeepRegion(_Keep):
         return CopyPlan.whole(rows, 1, {MAP_INDEX: np.arange(rows, dtype=np.int32),
                                         TRIES: self._tries(rng, rows, size)})
 
-    def search_kwargs(self, draws):
+    def search_kwargs(self, draws, size):
         return self.keep_kwargs(self.size)
 
     def search(self, g, sal, nodes):
@@ -130,17 +130,13 @@ class KeepPaste(_KeepRegion):
         # source (meta["source_images"]), as in the graph's apply
         return Fragment(g.normalize(g.augment(u8), mirror=mirror), draws=nodes, source=g.clean(u8, mirror))
 
-    def occlude(self, images, maps, draws, sources=None):
-        import torch  # the training side only (see pipelines.methods.saliency_guided)
-
-        from kernels.apply import box_mask, occlude
+    def cover(self, images, mask, sources):
+        from kernels.apply import occlude  # the training side only (see pipelines.methods.saliency_guided)
 
         if sources is None:
             raise ValueError("keep_paste's training-side occlusion needs the un-augmented rows (sources)")
-        boxes = self.eager_search(maps, draws).to(images.device)
         # inside the important region, the un-augmented pixels (the graph's paste_boxes(augmented, boxes, u8))
-        out = occlude(images, box_mask(boxes, *images.shape[-2:]), source=sources)
-        return out, boxes, torch.full((len(images),), -1, dtype=torch.int32, device=images.device)
+        return occlude(images, mask, source=sources)
 
 
 @dataclass(frozen=True)
@@ -170,8 +166,8 @@ class KeepCutMix(_Keep):
         plan.partner = perm
         return plan
 
-    def search_kwargs(self, draws):
-        return self.keep_kwargs(np.asarray(draws["size"], np.int32))
+    def search_kwargs(self, draws, size):
+        return self.keep_kwargs(draws["size"])
 
     def search(self, g, sal, nodes):
         return self.keep_box(g, sal, nodes, nodes[SIZE])

@@ -28,20 +28,50 @@ from pipelines.methods.base import Fragment, Method
 from pipelines.saliency.sources import saliency_source
 
 
-def eager_box_search(maps: np.ndarray, draws: np.ndarray, map_index: np.ndarray, **kwargs) -> np.ndarray:
-    """``fn.occlusion.box_search`` (the graph's CPU search operator) called eagerly on ``(B, H, W)`` float32
-    maps, the per-row draws and map indices; ``kwargs`` as the operator's (``method``, ``size``, ...; a
-    per-row ``size`` array becomes an argument input). Returns ``(B, 1, 4)`` int32 boxes."""
+def eager_box_search(maps, draws, map_index, **kwargs):
+    """``fn.occlusion.box_search`` (the graph's search operator) called eagerly through DALI's dynamic mode on the
+    maps' device: ``maps`` ``(B, H, W)`` (a torch tensor, CPU or CUDA, handed to DALI by DLPack: no host copy),
+    ``draws`` and ``map_index`` the per-row draws and map indices (host tensors or arrays), ``kwargs`` as the
+    operator's (``method``, ``size``, ...; a per-row ``size`` array becomes an argument input). On a GPU the
+    operator runs on torch's current stream. Returns the ``(B, K, 4)`` int32 boxes as a torch tensor on the
+    maps' device (K = 1, or ``grid * grid - top_k`` for ``topk_cells``)."""
+    import torch
+
     dali_ops.load()  # before dynamic mode's first import: it lists the operators once, then ndd.occlusion is missing
     import nvidia.dali.experimental.dynamic as ndd
 
-    def batch(a):
-        return ndd.as_batch([np.ascontiguousarray(x) for x in a])
+    def host(a):  # a CPU argument of the operator (map_index, per-row sizes): host data already
+        return ndd.as_batch(torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a,
+                                            dtype=torch.int32).contiguous())
 
-    kwargs = {k: batch(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-    out = ndd.occlusion.box_search(batch(np.asarray(maps, np.float32)), batch(draws),
-                                   batch(np.asarray(map_index, np.int32)), **kwargs)
-    return np.asarray(ndd.as_tensor(out)).astype(np.int32).reshape(len(maps), 1, 4)
+    dev = maps.device
+    drawn = torch.as_tensor(draws, dtype=torch.int32).to(dev).contiguous()
+    with _eval_context(dev):  # the GPU tensors are exported to DALI on the context's stream (torch's)
+        kwargs = {k: host(v) if isinstance(v, (np.ndarray, torch.Tensor)) else v for k, v in kwargs.items()}
+        out = ndd.occlusion.box_search(ndd.as_batch(maps.to(torch.float32).contiguous()), ndd.as_batch(drawn),
+                                       host(map_index), device="gpu" if dev.type == "cuda" else "cpu", **kwargs)
+        return out.torch().to(dev)
+
+
+_CONTEXTS: dict = {}
+
+
+def _eval_context(dev):
+    """DALI dynamic mode's evaluation context for ``dev``: for a GPU, one on torch's current stream (cached per
+    stream), so the search is ordered with the model's work without a synchronisation."""
+    import contextlib
+
+    import torch
+
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    import nvidia.dali.experimental.dynamic as ndd
+
+    stream = torch.cuda.current_stream(dev)
+    key = (dev.index, stream.cuda_stream)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = ndd.EvalContext(device_id=dev.index, cuda_stream=stream)
+    return _CONTEXTS[key]
 
 
 def partner_and_cutmix_side(method: Method, rng, rows: int, size: int):
@@ -100,30 +130,52 @@ class SaliencyGuided(Method):
         return Fragment(g.clean(u8, mirror), draws=nodes)
 
     # -- training side (a source that is not in the graph) --------------------------------------
-    def search_kwargs(self, draws: dict) -> dict:
-        """``fn.occlusion.box_search``'s arguments for this method (as its graph fragment passes them)."""
+    def search_kwargs(self, draws: dict, size: int) -> dict:
+        """``fn.occlusion.box_search``'s arguments for this method (as its graph fragment passes them), for
+        images of side ``size``."""
         raise NotImplementedError
 
-    def eager_search(self, maps, draws: dict):
-        """The graph's search on the training side: ``(B, 1, 4)`` int32 boxes (a CPU tensor) of ``maps``."""
+    def resample(self, maps, size: int):
+        """The ``(N, h, w)`` maps at the resolution the search reads: bilinearly resized to the output size
+        (``align_corners=False``; Fong & Vedaldi upsample NormGrad of an inner layer to the image)."""
+        import torch.nn.functional as F
+
+        if tuple(maps.shape[-2:]) == (size, size):
+            return maps
+        return F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+    def eager_search(self, maps, draws: dict, size: int):
+        """The graph's search on the training side: ``(B, K, 4)`` int32 boxes of ``maps`` on their device."""
         import torch
 
-        return torch.from_numpy(eager_box_search(maps.cpu().numpy(), draws[self.search_draws], draws["map_index"],
-                                                 **self.search_kwargs(draws)))
+        searched = draws[self.search_draws] if self.search_draws else torch.zeros((len(maps), 2), dtype=torch.int32)
+        return eager_box_search(maps, searched, draws["map_index"], **self.search_kwargs(draws, size))
 
-    def occlude(self, images, maps, draws: dict, sources=None) -> tuple:
-        """Search and apply on one copy: ``images`` (B, 3, S, S) clean normalised rows, ``maps`` (B, S, S)
-        float32, ``draws`` the copy's host draws by InputSpec name (NumPy). Returns the occluded images,
-        ``(B, 1, 4)`` int32 boxes and the within-copy partner (-1: none), both on the images' device."""
+    def occlude(self, images, maps, usable, draws: dict, sources=None) -> tuple:
+        """Search and apply on one copy, on the images' device: ``images`` (B, 3, S, S) clean normalised rows,
+        ``maps`` (B, h, w) float32 at :meth:`resample`'s resolution, ``usable`` (B,) bool (False: the row's map
+        carries no saliency, the row stays whole), ``draws`` the copy's host draws by InputSpec name (torch
+        tensors). Returns the occluded images, the ``(B, K, 4)`` int32 boxes, the within-copy partner (-1: none)
+        and ``lam``, the share of each row's own pixels (float64)."""
         import torch  # the training side only: the reader workers unpickle the methods and never import torch
 
-        from kernels.apply import box_mask, occlude
+        from kernels.apply import box_mask, lam_from_mask, occlude
 
-        boxes = self.eager_search(maps, draws).to(images.device)
+        boxes = self.eager_search(maps, draws, images.shape[-1])
+        boxes = torch.where(usable[:, None, None], boxes, torch.full_like(boxes, -1))
         mask = box_mask(boxes, *images.shape[-2:])
         if self.paste_partner is None:
             partner = torch.full((len(images),), -1, dtype=torch.int32, device=images.device)
-            return occlude(images, mask, fill=self.fill_value), boxes, partner
-        partner = torch.as_tensor(np.asarray(draws[self.paste_partner], np.int32), device=images.device)
-        partner = torch.where(boxes[:, 0, 0] >= 0, partner, -1).to(torch.int32)
-        return occlude(images, mask, partner=partner), boxes, partner
+            lam = torch.ones(len(images), dtype=torch.float64, device=images.device)  # erased rows keep their label
+            return self.cover(images, mask, sources), boxes, partner, lam
+        partner = torch.as_tensor(draws[self.paste_partner], dtype=torch.int32).to(images.device)
+        partner = torch.where((boxes[:, :, 0] >= 0).any(dim=1), partner, -1).to(torch.int32)
+        pasted = mask & (partner >= 0)[:, None, None]
+        return occlude(images, pasted, partner=partner), boxes, partner, lam_from_mask(pasted)
+
+    def cover(self, images, mask, sources):
+        """The rows of a method without a paste partner with ``mask`` occluded: erased with ``fill``
+        (:class:`~pipelines.methods.base.Erasing`)."""
+        from kernels.apply import occlude
+
+        return occlude(images, mask, fill=self.fill_value)

@@ -48,7 +48,7 @@ class SaliencyOcclusion(SaliencyGuided, Erasing):
 
     search_draws = "jitter"
 
-    def search_kwargs(self, draws):
+    def search_kwargs(self, draws, size):
         return dict(method="max_window", size=self.size, stride=self.stride, jitter=self.jitter)
 
     def search(self, g, sal, nodes):

@@ -64,7 +64,7 @@ class SaliencyMix(SaliencyGuided):
     search_draws = "cut"
     paste_partner = "partner"
 
-    def search_kwargs(self, draws):
+    def search_kwargs(self, draws, size):
         return dict(method="peak", quantize=True)
 
     def search(self, g, sal, nodes):

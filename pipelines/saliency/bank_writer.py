@@ -21,7 +21,8 @@ def push_cells(maps, crop, flip, image_size, grid: int):
     saliency of a row whose crop window was ``crop`` ``(n, 4)`` ``y0, x0, h, w`` of a source image of
     ``image_size`` ``(n, 2)`` and was flipped by ``flip``. Returns ``(n, grid, grid)`` uint8: ``1 + round(254
     s)`` on the cells whose centre lies in the window (``s`` the cell's area average over its part inside the
-    window, divided by the largest such cell of the row), 0 elsewhere."""
+    window, divided by the largest such cell of the row), 0 elsewhere and on every cell of a row whose cells are
+    all 0 (a map that carries no saliency is stored as no map: the next visit falls back)."""
 
     maps = maps.detach().to(torch.float64)
     n, h, w = maps.shape
@@ -61,6 +62,7 @@ def push_cells(maps, crop, flip, image_size, grid: int):
     mean = torch.where(covered & (area > 0), sums / area.clamp_min(1e-12), torch.zeros_like(sums))
     peak = mean.amax(dim=(1, 2), keepdim=True)
     rel = torch.where(peak > 0, mean / peak.clamp_min(1e-300), torch.zeros_like(mean)).clamp(0, 1)
+    covered = covered & (peak > 0)
     return torch.where(covered, 1 + torch.round(254 * rel), torch.zeros_like(rel)).to(torch.uint8)
 
 

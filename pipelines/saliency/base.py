@@ -11,8 +11,10 @@ A source is one object with three sides, each optional:
   to it: a bound copy (a resolved path, a reader to open in the workers) and, for a source the training loop
   feeds, a channel (:class:`Channel`: the bank's file, its writes, its place in ``state_dict``).
 
-A source whose map only the model being trained can give (:class:`~pipelines.saliency.sources.ModelSaliency`)
-has ``in_graph = False``: the graph leaves the rows clean and hands their draws to ``loader.occlude``.
+A source whose map only a model can give (:class:`~pipelines.saliency.sources.ModelSaliency`) has
+``in_graph = False``: the graph leaves the rows clean and hands their draws to ``loader.occlude``. One that
+also computes those maps itself (``own_maps``, :meth:`SaliencySource.maps`: Attentive CutMix's frozen
+checkpoint) is applied by the loader's training side before the batch is yielded.
 Sources are frozen dataclasses: picklable (the reader workers get them with the method) and hashable.
 """
 from __future__ import annotations
@@ -103,6 +105,11 @@ class SaliencySource:
 
     name: ClassVar[str] = ""
     in_graph: ClassVar[bool] = True
+    own_maps: ClassVar[bool] = False
+
+    def maps(self, images):
+        """With ``own_maps``: the ``(N, h, w)`` maps of the batch's ``images`` on the training side (torch)."""
+        raise NotImplementedError
 
     def slots(self) -> tuple[SlotSpec, ...]:
         """The per-crop arrays :meth:`read` returns (none: nothing crosses from the reader)."""

@@ -11,9 +11,14 @@ describe) and *snapshot and restore every buffer* around the forward, so the run
 ``num_batches_tracked`` are bit-for-bit what they were. Switching BatchNorm to eval instead would
 compute the saliency of a different function (running statistics) early in training.
 
+Under AMP an extractor runs in the caller's autocast; ``scale`` (a ``GradScaler``'s ``scale``) multiplies the
+objective before its gradient is taken, so that float16 gradients do not underflow (the loss-scaling rule);
+the map's scale does not matter to any search (``loader.occlude`` divides each map by its maximum).
+
 * :class:`NormGrad` -- Fong & Vedaldi 2019 (arXiv 1910.10651) Eq. 1, after Rebuffi et al. 2020
   ("There and Back Again: Revisiting Backpropagation Saliency Methods", arXiv 2004.02866): at a layer's
-  output ``x`` with gradient ``g``, ``s = ||g||_2 * ||x||_2`` over channels per location.
+  output ``x`` with gradient ``g``, ``s = ||g||_2 * ||x||_2`` over channels per location. Default: layer
+  ``maxpool`` and the ground-truth label's logit, Fong & Vedaldi's best ResNet-50 setting (their Table 5).
 * :class:`InputGradient` -- KeepAugment (Gong et al. 2021, arXiv 2011.11778): ``max_c |d logit_y / d x|``,
   optionally on a low-resolution copy (their Sec. 3.3 speed-up).
 * :class:`EarlyHead` -- KeepAugment's early-loss approximation: an auxiliary head (average pool + linear)
@@ -26,6 +31,7 @@ compute the saliency of a different function (running statistics) early in train
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +40,8 @@ from torch import nn
 from kernels.checks import check_choice, check_fraction, check_int
 from kernels.labels import soft_cross_entropy
 
-__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyTap", "normgrad_map", "parse_saliency"]
+__all__ = ["NormGrad", "InputGradient", "EarlyHead", "Attention", "SaliencyTap", "normgrad_map", "parse_saliency",
+           "NORMGRAD_LAYER", "NORMGRAD_TARGET"]
 
 TARGETS = ("label", "loss")
 
@@ -77,12 +84,18 @@ def capture(module: nn.Module):
         handle.remove()
 
 
-def _objective(logits, labels, target):
+def objective(logits, labels, target, scale=None):
     """TorchRay's ``norm_grad`` backpropagates the sum of the ground-truth logits (``"label"``); ``"loss"``
-    is the mean cross entropy a training backward computes."""
+    is the mean cross entropy a training backward computes. ``scale``: a ``GradScaler``'s ``scale`` (float16),
+    applied as to the training loss, to a mean over the rows (the sum's gradient, 1 per logit, times a scale of
+    2**16 would overflow float16; each row's map is its own and its scale is divided out by ``loader.occlude``)."""
     if target == "label":
-        return logits.gather(1, labels.view(-1, 1).long()).sum()
-    return F.cross_entropy(logits.float(), labels.long())
+        out = logits.float().gather(1, labels.view(-1, 1).long()).sum()
+        if scale is not None:
+            out = out / labels.numel()
+    else:
+        out = F.cross_entropy(logits.float(), labels.long())
+    return out if scale is None else scale(out)
 
 
 def normgrad_map(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -100,23 +113,30 @@ def attention_map(x: torch.Tensor) -> torch.Tensor:
     return x.detach().float().mean(dim=1)
 
 
+#: NormGrad's default layer and target: Fong & Vedaldi 2019's best ResNet-50 setting (Table 5: saliency occlusion
+#: at ``maxpool`` 76.57 % top-1 against 76.40 % for joint training without it; ``layer1.0.conv1`` 76.21 %),
+#: the gradient of the ground-truth label's logit
+NORMGRAD_LAYER, NORMGRAD_TARGET = "maxpool", "label"
+
+
 class NormGrad:
     """NormGrad saliency at the output of ``layer`` (Fong & Vedaldi 2019, arXiv 1910.10651, Eq. 1; Rebuffi et
     al. 2020, arXiv 2004.02866): ``s = ||g|| * ||x||`` per location, ``g`` the gradient of the ground-truth
-    logits' sum (``target="label"``, TorchRay) or of the mean cross entropy (``target="loss"``).
-    Fong & Vedaldi's Table 5 compares ``"maxpool"``, ``"layer1.0.conv1"``, ``"layer2.0.conv1"``, ..."""
+    logits' sum (``target="label"``, TorchRay, the paper's) or of the mean cross entropy (``target="loss"``,
+    what a training backward already has: the free joint step). Defaults: :data:`NORMGRAD_LAYER`,
+    :data:`NORMGRAD_TARGET`."""
 
-    def __init__(self, model: nn.Module, layer: str, target: str = "label"):
+    def __init__(self, model: nn.Module, layer: str = NORMGRAD_LAYER, target: str = NORMGRAD_TARGET):
         self.model = model
         self.layer = layer
         self.module = _module(model, layer)
         self.target = check_choice("target", target, TARGETS)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, scale=None) -> torch.Tensor:
         with preserved(self.model), torch.enable_grad(), capture(self.module) as out:
             logits = self.model(images.detach())
             x = out[0]
-            (g,) = torch.autograd.grad(_objective(logits, labels, self.target), x)
+            (g,) = torch.autograd.grad(objective(logits, labels, self.target, scale), x)
         return normgrad_map(x, g)
 
 
@@ -130,7 +150,7 @@ class InputGradient:
         self.scale = check_fraction("scale", scale)
         self.target = check_choice("target", target, TARGETS)
 
-    def __call__(self, images, labels):
+    def __call__(self, images, labels, scale=None):
         h, w = images.shape[-2:]
         x = images.detach()
         if self.scale != 1.0:
@@ -138,7 +158,7 @@ class InputGradient:
                               mode="bicubic", align_corners=False)
         x = x.requires_grad_(True)
         with preserved(self.model), torch.enable_grad():
-            (g,) = torch.autograd.grad(_objective(self.model(x), labels, self.target), x)
+            (g,) = torch.autograd.grad(objective(self.model(x), labels, self.target, scale), x)
         s = input_gradient_map(g)
         if self.scale != 1.0:
             s = F.interpolate(s[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
@@ -214,18 +234,18 @@ class EarlyHead(nn.Module):
         return F.cross_entropy(logits.float(), labels.long())
 
     def __call__(self, *args, **kwargs):
-        if len(args) == 2 and not kwargs and args[1].dtype in (torch.int64, torch.int32):
-            return self.saliency(*args)
+        if len(args) == 2 and set(kwargs) <= {"scale"} and args[1].dtype in (torch.int64, torch.int32):
+            return self.saliency(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
-    def saliency(self, images, labels):
+    def saliency(self, images, labels, scale=None):
         """``max_c |d head_logit_y / d x|`` (the head's ground-truth logit through the early layers)."""
         x = images.detach().requires_grad_(True)
         with preserved(self.model), torch.enable_grad():
             saved = self._features
             logits = self(self._prefix(x))
             self._features = saved
-            (g,) = torch.autograd.grad(logits.gather(1, labels.view(-1, 1).long()).sum(), x)
+            (g,) = torch.autograd.grad(objective(logits, labels, "label", scale), x)
         return g.abs().amax(dim=1).float().detach()
 
 
@@ -239,7 +259,7 @@ class Attention:
         self.module = _module(model, layer)
 
     @torch.no_grad()
-    def __call__(self, images, labels=None):
+    def __call__(self, images, labels=None, scale=None):
         with preserved(self.model), capture(self.module) as out:
             self.model(images)
         return attention_map(out[0])
@@ -260,19 +280,48 @@ class SaliencyTap:
 
     Use: ``x = tap.watch(images)`` before the forward, ``logits = model(x)``, the loss's ``backward()``, then
     ``maps = tap.maps()`` (``(N, h, w)`` float32, detached, on the model's device). The hooks act only on the
-    forward right after :meth:`watch`, so evaluation and other forwards are untouched."""
+    forward right after :meth:`watch`, so evaluation and other forwards are untouched.
+
+    The tap's one forward hook goes with :meth:`remove`, at the end of a ``with SaliencyTap(...) as tap:``
+    block, or when the tap is garbage-collected (the hook holds the tap weakly): taps made and dropped in a
+    loop leave no hooks on the model."""
 
     KINDS = ("normgrad", "attention", "input_grad")
+    #: the layer of each kind when none is given (NormGrad: Fong & Vedaldi's Table 5; attention: Attentive
+    #: CutMix's last conv block)
+    LAYERS = {"normgrad": NORMGRAD_LAYER, "attention": "layer4", "input_grad": None}
 
     def __init__(self, model: nn.Module, kind: str, layer: str | None = None):
         if kind not in self.KINDS:
             raise ValueError(f"saliency tap kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
-        self.layer = layer or {"normgrad": "layer1.0.conv1", "attention": "layer4", "input_grad": None}[kind]
+        self.layer = layer or self.LAYERS[kind]
         self._armed = False
         self._act = self._grad = self._input = None
+        self._handle = None
         if self.layer is not None:
-            _module(model, self.layer).register_forward_hook(self._forward_hook)
+            ref = weakref.ref(self)
+
+            def hook(module, inputs, out):  # weak: a dropped tap's hook does nothing and is removed with it
+                tap = ref()
+                if tap is not None:
+                    tap._forward_hook(module, inputs, out)
+
+            self._handle = _module(model, self.layer).register_forward_hook(hook)
+            self._finalizer = weakref.finalize(self, self._handle.remove)
+
+    def remove(self) -> None:
+        """Take the tap's hook off the model (idempotent); the tap reads nothing afterwards."""
+        if self._handle is not None:
+            self._finalizer()
+            self._handle = None
+        self._armed = False
+
+    def __enter__(self) -> "SaliencyTap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
     def _forward_hook(self, _m, _i, out):
         if not self._armed:
@@ -319,30 +368,42 @@ class SaliencyTap:
 
     @classmethod
     def parse(cls, text: str, model: nn.Module) -> "SaliencyTap":
-        """``normgrad[:LAYER]``, ``attention[:LAYER]`` or ``input_grad``."""
-        kind, _, layer = text.partition(":")
+        """``normgrad[:LAYER[:loss]]``, ``attention[:LAYER]`` or ``input_grad``."""
+        kind, _, rest = text.partition(":")
         if kind not in cls.KINDS:
             raise ValueError(f"a saliency bank is fed by normgrad:LAYER, attention:LAYER or input_grad (maps the "
                              f"training step already has), got {text!r}")
-        if kind == "input_grad" and layer:
+        layer, _, target = rest.partition(":")
+        if kind == "input_grad" and rest:
             raise ValueError(f"input_grad takes no layer or scale when it feeds the bank, got {text!r}")
+        if target and (kind != "normgrad" or target != "loss"):
+            raise ValueError(f"a tap reads the training backward, whose gradient is the loss's: {kind} takes "
+                             f"{'no target' if kind != 'normgrad' else 'no target or :loss'}, got {text!r}")
         return cls(model, kind, layer or None)
 
 
 def parse_saliency(text: str, model: nn.Module, num_classes: int | None = None):
-    """``image`` (None: the graph's image saliency), ``normgrad:LAYER``, ``input_grad[:SCALE]``
-    (also ``input_grad:scale=0.5``), ``early_head[:AFTER]``, ``attention[:LAYER]``."""
+    """``image`` (None: the graph's image saliency), ``normgrad[:LAYER[:label|loss]]`` (default
+    :data:`NORMGRAD_LAYER`, :data:`NORMGRAD_TARGET`), ``input_grad[:SCALE]`` (also ``input_grad:scale=0.5``),
+    ``early_head[:AFTER]``, ``attention[:LAYER]``. ``model``: the module itself (not a DDP wrapper)."""
     kind, _, arg = text.partition(":")
+    if kind == "normgrad":
+        layer, _, target = arg.partition(":")
+        return NormGrad(model, layer or NORMGRAD_LAYER, target=target or NORMGRAD_TARGET)
+    if ":" in arg:
+        raise ValueError(f"{kind} takes one argument, got {text!r}")
     arg = arg.split("=", 1)[1] if "=" in arg else arg
     if kind == "image":
         return None
-    if kind == "normgrad":
-        return NormGrad(model, arg or "layer1.0.conv1", target="loss")
     if kind == "input_grad":
-        return InputGradient(model, float(arg) if arg else 1.0)
+        try:
+            scale = float(arg) if arg else 1.0
+        except ValueError:
+            raise ValueError(f"input_grad:SCALE takes a number in (0, 1], got {text!r}") from None
+        return InputGradient(model, scale)
     if kind == "early_head":
         return EarlyHead(model, arg or "layer1", num_classes=num_classes)
     if kind == "attention":
         return Attention(model, arg or "layer4")
-    raise ValueError(f"saliency must be image, normgrad:LAYER, input_grad[:SCALE], early_head[:AFTER] or "
-                     f"attention[:LAYER], got {text!r}")
+    raise ValueError(f"saliency must be image, normgrad[:LAYER[:label|loss]], input_grad[:SCALE], "
+                     f"early_head[:AFTER] or attention[:LAYER], got {text!r}")

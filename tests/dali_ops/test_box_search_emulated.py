@@ -28,7 +28,7 @@ def test_emulated_kernel_equals_the_cpu_operator_on_the_gpu_vectors(box_search_e
     """tests/gpu_vectors/box_search.npz holds the CPU operator's boxes (make gpu-vectors)."""
     with np.load(ROOT / "tests" / "gpu_vectors" / "box_search.npz") as z:
         cases = sorted(k[: -len(".kwargs")] for k in z.files if k.endswith(".kwargs"))
-        assert len(cases) == 20
+        assert len(cases) == 24
         for case in cases:
             kw = json.loads(str(z[f"{case}.kwargs"]))
             got = emulated(box_search_emu, _ragged(z, f"{z[f'{case}.maps']}.map"), _ragged(z, f"{case}.draws"),

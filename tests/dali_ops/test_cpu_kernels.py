@@ -31,7 +31,8 @@ I = ctypes.c_int
 
 class SearchParams(ctypes.Structure):
     """box_search's parameters (dali_ops/csrc/box_search/box_search_params.h)."""
-    _fields_ = [("method", I), ("size", I), ("stride", I), ("jitter", I), ("tau", ctypes.c_double), ("quantize", I)]
+    _fields_ = [("method", I), ("size", I), ("stride", I), ("jitter", I), ("tau", ctypes.c_double), ("quantize", I),
+                ("grid", I), ("top_k", I), ("image_h", I), ("image_w", I)]
 
 
 @pytest.fixture(scope="module")

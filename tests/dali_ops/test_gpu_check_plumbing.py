@@ -51,9 +51,9 @@ class FakeExt:
             a.reshape(-1)[:1] += 1
         return T(a)
 
-    def box_search(self, maps, draws, index, method, size, stride, jitter, tau, quantize):
+    def box_search(self, maps, draws, index, method, size, stride, jitter, tau, quantize, grid, top_k, image_size):
         kw = dict(method={v: k for k, v in run.METHODS.items()}[method], size=size, stride=stride, jitter=jitter,
-                  tau=repr(tau), quantize=quantize)
+                  tau=repr(tau), quantize=quantize, grid=grid, top_k=top_k, image_size=image_size)
         return self._out("box_search", emulated(self.lib, [m.a for m in maps], [d.a for d in draws], index, kw))
 
     def fine_grained_saliency(self, imgs, mirror, max_side):
@@ -97,7 +97,7 @@ def _checks(ext):
 
 def test_gpu_check_reads_the_vectors_and_passes_a_correct_extension(box_search_emu):
     out = _checks(FakeExt(box_search_emu))
-    assert len(out) == 20 + 3 + 6 + 3  # saliency: uint8 at max_side 0 and 64, float32
+    assert len(out) == 24 + 3 + 6 + 3  # saliency: uint8 at max_side 0 and 64, float32
     assert all(v == "ok" for v in out.values()), {k: v for k, v in out.items() if v != "ok"}
 
 

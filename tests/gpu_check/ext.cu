@@ -40,7 +40,8 @@ void CheckCuda(const torch::Tensor &t, const char *name, c10::ScalarType type) {
 
 torch::Tensor BoxSearch(const std::vector<torch::Tensor> &maps, const std::vector<torch::Tensor> &draws,
                         const std::vector<int64_t> &index, int64_t method, int64_t size,
-                        int64_t stride, int64_t jitter, double tau, bool quantize) {
+                        int64_t stride, int64_t jitter, double tau, bool quantize, int64_t grid,
+                        int64_t top_k, int64_t image_size) {
   const int n = static_cast<int>(draws.size());
   TORCH_CHECK(static_cast<int>(index.size()) == n, "index: one map row per draws row");
   TORCH_CHECK(!maps.empty(), "maps: at least one map");
@@ -53,14 +54,18 @@ torch::Tensor BoxSearch(const std::vector<torch::Tensor> &maps, const std::vecto
   p.jitter = static_cast<int>(jitter);
   p.tau = tau;
   p.quantize = quantize ? 1 : 0;
-  auto out = torch::empty({n, 4}, torch::dtype(torch::kInt32).device(dev));
+  p.grid = static_cast<int>(grid);
+  p.top_k = static_cast<int>(top_k);
+  p.image_h = p.image_w = static_cast<int>(image_size);
+  const int boxes = k::SearchBoxes(p);
+  auto out = torch::empty({n, boxes, 4}, torch::dtype(torch::kInt32).device(dev));
   std::vector<k::SearchSample> samples(n);
   std::vector<int64_t> offset(n, 0);
   int64_t total = 0;
   for (int i = 0; i < n; i++) {
     CheckCuda(draws[i], "draws", torch::kInt32);
     auto &s = samples[i];
-    s.box = out.data_ptr<int32_t>() + 4 * i;
+    s.box = out.data_ptr<int32_t>() + 4 * boxes * i;
     s.draws = draws[i].data_ptr<int32_t>();
     s.tries = draws[i].dim() == 2 ? static_cast<int>(draws[i].size(0)) : 1;
     const int64_t m = index[i];
@@ -71,7 +76,7 @@ torch::Tensor BoxSearch(const std::vector<torch::Tensor> &maps, const std::vecto
     s.H = static_cast<int>(maps[m].size(0));
     s.W = static_cast<int>(maps[m].size(1));
     offset[i] = total;
-    total += k::BoxSearchScratchDoubles(p.method, s.H, s.W);
+    total += k::BoxSearchScratchDoubles(p, s.H, s.W);
   }
   auto scratch = torch::empty({total > 0 ? total : 1}, torch::dtype(torch::kFloat64).device(dev));
   for (int i = 0; i < n; i++)

@@ -68,6 +68,28 @@ def box_search_vectors(occ):
             _put(store, case, "index", index if index is not None else np.arange(n, dtype=np.int32))
             store[f"{case}.kwargs"] = np.array(json.dumps(kw))
             _put(store, case, "out", np.stack(out).reshape(n, 4))
+    # Attentive CutMix's top-k cells: maps of the grid's own size, larger ones, ties, NaN, -1 rows, k at both ends
+    rng = np.random.default_rng(200)
+    shapes = [(7, 7), (7, 7), (64, 64), (17, 23), (224, 224), (9, 30), (7, 8), (50, 50)]
+    n = len(shapes)
+    sal = [rng.random(s).astype(np.float32) for s in shapes]
+    sal[1] = (np.floor(sal[1] * 3) / 3).astype(np.float32)  # ties
+    sal[5][:, :5] = np.nan
+    _put(store, "maps/topk", "map", sal)
+    for variant, kw, index in (("k6", dict(grid=7, top_k=6, image_size=0), np.arange(n, dtype=np.int32)),
+                               ("k0_image", dict(grid=7, top_k=0, image_size=224),
+                                np.array([2, -1, 0, 4, 4, -1, 7, 1], np.int32)),
+                               ("k49", dict(grid=7, top_k=49), np.arange(n, dtype=np.int32)),
+                               ("g5_k3", dict(grid=5, top_k=3, image_size=64), np.arange(n, dtype=np.int32))):
+        kw = dict(method="topk_cells", **kw)
+        draws = [np.zeros(2, np.int32)] * n
+        (out,) = _run(lambda *x, kw=kw: occ.box_search(*x, **kw), [sal, draws, list(index)], n)
+        case = f"topk_cells/{variant}"
+        store[f"{case}.maps"] = np.array("maps/topk")
+        _put(store, case, "draws", draws)
+        _put(store, case, "index", index)
+        store[f"{case}.kwargs"] = np.array(json.dumps(kw))
+        _put(store, case, "out", np.stack(out).reshape(n, -1, 4))
     return store
 
 

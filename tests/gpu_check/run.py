@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3}
+METHODS = {"peak": 0, "max_window": 1, "keep_cut": 2, "keep_paste": 3, "topk_cells": 4}
 HBM_BYTES_PER_S = 4.8e12  # H200
 
 
@@ -51,8 +51,10 @@ def check_box_search(ext, z, torch, out):
         index = [int(v) for v in z[f"{case}.index"]]
         got = ext.box_search(maps, draws, index, METHODS[kw["method"]], int(kw.get("size", 56)),
                              int(kw.get("stride", 1)), int(kw.get("jitter", 16)), float(kw.get("tau", "0.6")),
-                             bool(kw.get("quantize", True))).cpu().numpy()
+                             bool(kw.get("quantize", True)), int(kw.get("grid", 7)), int(kw.get("top_k", 6)),
+                             int(kw.get("image_size", 0))).cpu().numpy()
         want = z[f"{case}.out"]
+        got = got.reshape(want.shape)
         out[f"box_search {case}"] = "ok" if np.array_equal(got, want) else \
             f"mismatch rows {np.flatnonzero((got != want).any(1)).tolist()}: got {got.tolist()} want {want.tolist()}"
 
@@ -152,6 +154,7 @@ def floors(n, size):
         "box_search peak": px * 4,
         "box_search max_window": px * 4,
         "box_search keep_cut": px * 4,
+        "box_search topk_cells": px * 4,
     }
     return {k: {"bytes": v, "floor_ms": v / HBM_BYTES_PER_S * 1e3} for k, v in f.items()}
 
@@ -174,9 +177,10 @@ def time_all(ext, torch, n, size, repeats, res):
     tries = [t for t in torch.randint(0, size, (n, 32, 2), device="cuda", generator=g, dtype=torch.int32).unbind(0)]
     idx = list(range(n))
     ops = {
-        "box_search peak": lambda: ext.box_search(maps, cut, idx, 0, 56, 1, 16, 0.6, True),
-        "box_search max_window": lambda: ext.box_search(maps, rnd, idx, 1, 56, 1, 16, 0.6, True),
-        "box_search keep_cut": lambda: ext.box_search(maps, tries, idx, 2, 56, 1, 16, 0.6, True),
+        "box_search peak": lambda: ext.box_search(maps, cut, idx, 0, 56, 1, 16, 0.6, True, 7, 6, 0),
+        "box_search max_window": lambda: ext.box_search(maps, rnd, idx, 1, 56, 1, 16, 0.6, True, 7, 6, 0),
+        "box_search keep_cut": lambda: ext.box_search(maps, tries, idx, 2, 56, 1, 16, 0.6, True, 7, 6, 0),
+        "box_search topk_cells": lambda: ext.box_search(maps, cut, idx, 4, 56, 1, 16, 0.6, True, 7, 6, 0),
         "fine_grained_saliency": lambda: ext.fine_grained_saliency(list(imgs.unbind(0)), [0] * n, 0),
         "fine_grained_saliency float32 input": lambda: ext.fine_grained_saliency(list(hwc.unbind(0)), [0] * n, 0),
         "normalize_occlude float32": lambda: ext.normalize_occlude(imgs, boxes, empty, [0] * n, mean, inv, fill, False),

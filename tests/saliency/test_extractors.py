@@ -147,3 +147,58 @@ def test_bad_arguments_are_named(model):
     assert isinstance(parse_saliency("input_grad:scale=0.5", model), InputGradient)
     assert parse_saliency("input_grad:0.5", model).scale == 0.5
     assert parse_saliency("normgrad:layer2.0.conv1", model).layer == "layer2.0.conv1"
+
+
+def test_normgrad_defaults_and_the_command_line_target(model):
+    """Fong & Vedaldi's best ResNet-50 setting (Table 5): maxpool, the ground-truth label's logit; the command
+    line's normgrad:LAYER:label|loss."""
+    from pipelines.saliency.extractors import SaliencyTap
+
+    ng = NormGrad(model)
+    assert (ng.layer, ng.target) == ("maxpool", "label")
+    assert (parse_saliency("normgrad", model).layer, parse_saliency("normgrad", model).target) == ("maxpool", "label")
+    got = parse_saliency("normgrad:layer2.0.conv1:loss", model)
+    assert (got.layer, got.target) == ("layer2.0.conv1", "loss")
+    assert parse_saliency("normgrad::loss", model).layer == "maxpool"
+    with pytest.raises(ValueError, match="target"):
+        parse_saliency("normgrad:maxpool:logit", model)
+    with pytest.raises(ValueError, match="one argument"):
+        parse_saliency("attention:layer4:loss", model)
+    with pytest.raises(ValueError, match="input_grad:SCALE"):
+        parse_saliency("input_grad:half", model)
+    assert SaliencyTap.parse("normgrad", model).layer == "maxpool"
+    assert SaliencyTap.parse("normgrad:maxpool:loss", model).layer == "maxpool"
+    with pytest.raises(ValueError, match="training backward"):
+        SaliencyTap.parse("normgrad:maxpool:label", model)
+
+
+def test_taps_leave_no_hooks_behind(data):
+    """issue 23: 500 taps must not leave 500 hooks -- remove(), a with block, or dropping the tap."""
+    import gc
+
+    from pipelines.saliency.extractors import SaliencyTap
+
+    images, labels = data
+    net = torchvision.models.resnet18(weights=None, num_classes=K)
+    layer = net.maxpool
+    for _ in range(5):
+        with SaliencyTap(net, "normgrad") as tap:
+            logits = net(tap.watch(images))
+            F.cross_entropy(logits, labels).backward()
+            assert tap.maps().shape == (N, 16, 16)
+    assert len(layer._forward_hooks) == 0
+    for _ in range(500):
+        with SaliencyTap(net, "normgrad"):
+            pass
+    for _ in range(500):
+        SaliencyTap(net, "attention").remove()
+    for _ in range(500):
+        SaliencyTap(net, "attention")  # dropped without remove()
+    gc.collect()
+    assert len(layer._forward_hooks) == 0 and len(net.layer4._forward_hooks) == 0
+    tap = SaliencyTap(net, "attention")
+    tap.remove()
+    tap.remove()  # idempotent
+    net(tap.watch(images))
+    with pytest.raises(RuntimeError, match="did not run"):
+        tap.maps()  # a removed tap reads nothing

@@ -15,7 +15,7 @@ from nvidia.dali import fn, pipeline_def
 
 from dali_ops import mixing
 from pipelines.methods import get_method
-from helpers import MEAN, SIZE, STD, box_mask, make
+from helpers import MEAN, SIZE, STD, NoBatchNorm, box_mask, make
 
 B, M = 6, 2
 S = 16  # window / region side at 64 px
@@ -123,8 +123,51 @@ def graph_fragment(method, images, maps, draws, sources=None):
 
 
 RED = (255, 0, 0)  # keep_cutout's fill: the erase value of the training side and of the graph follow the method
+#: every saliency-guided method (tests/test_layout.py-style completeness is checked below)
 CASES = [("saliency_occlusion", dict(size=S, jitter=0)), ("keep_cutout", dict(size=S, fill=RED)),
-         ("saliencymix", {}), ("keep_cutmix", {}), ("keep_paste", dict(size=S))]
+         ("saliencymix", {}), ("keep_cutmix", {}), ("keep_paste", dict(size=S)), ("attentive_cutmix", {})]
+
+
+def test_the_cases_cover_every_saliency_guided_method():
+    from pipelines.methods import REGISTRY
+    from pipelines.methods.saliency_guided import SaliencyGuided
+
+    assert {name for name, cls in REGISTRY.items() if issubclass(cls, SaliencyGuided)} == {c for c, _ in CASES}
+
+
+class NoHost(torch.Tensor):
+    """A tensor that refuses every way to the host: ``occlude`` must hand it to DALI by DLPack and keep the rest
+    in torch (on a GPU each of these would be a device-to-host copy and a synchronisation)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("a device-to-host transfer in occlude")
+
+    numpy = cpu = item = tolist = __array__ = __bool__ = __float__ = __int__ = _refuse
+
+
+@pytest.mark.parametrize("method,opts", CASES)
+def test_occlude_reads_nothing_back_to_the_host(structured_root, method, opts):
+    """The images, the maps and the un-augmented rows as :class:`NoHost`: ``occlude`` runs, and gives what it gives
+    on plain tensors."""
+    loader, batch = first(structured_root, method, saliency="model", **opts)
+    maps, _ = hot_maps(B * M, seed=11)
+    want = loader.occlude(batch, maps)
+    meta = dict(batch.meta)
+    if "source_images" in meta:
+        meta["source_images"] = meta["source_images"].as_subclass(NoHost)
+    guarded = batch.replace(images=batch.images.as_subclass(NoHost), meta=meta)
+    got = loader.occlude(guarded, maps.as_subclass(NoHost))
+    assert torch.equal(torch.Tensor.as_subclass(got.images, torch.Tensor), want.images)
+    for key in ("boxes", "lam", "partner", "map_ok"):
+        assert torch.equal(torch.Tensor.as_subclass(got.meta[key], torch.Tensor), want.meta[key]), key
+    assert torch.equal(got.targets, want.targets)
+
+
+def attentive_boxes(sal, size=SIZE):
+    """Attentive CutMix's pasted cells of a map: tests/oracles.py's restatement, 7 x 7 grid, k = 6."""
+    import oracles as ref
+
+    return ref.topk_cell_boxes(sal, 7, 6, size)
 
 
 @pytest.mark.parametrize("method,opts", CASES)
@@ -153,7 +196,7 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
         box = boxes[r, 0]
         c = r // B
         if map_index[r] < 0:
-            assert (box == -1).all() and partner[r] == -1
+            assert (boxes[r] == -1).all() and partner[r] == -1
             np.testing.assert_array_equal(imgs[r], clean[r])
             continue
         occluded += 1
@@ -181,6 +224,11 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
             np.testing.assert_array_equal(imgs[r][:, mask], clean[p][:, mask])
             if method == "saliencymix":  # the box sits on the *partner's* hot spot
                 assert map_index[r] + c * B == p and contains(box, spots[p])
+            elif method == "attentive_cutmix":  # every cell but the row's top 6 (its hot cell first) pasted
+                np.testing.assert_array_equal(boxes[r], attentive_boxes(maps[r].numpy()))
+                assert not mask[tuple(spots[r])]
+                assert out.meta["lam"][r].item() == pytest.approx(1 - mask.mean(), abs=1e-6)
+                continue
             else:  # KeepCutMix: the cut region of the target avoids its own hot spot
                 assert not contains(box, spots[r])
             area = (min(box[2], SIZE) - box[0]) * (min(box[3], SIZE) - box[1])
@@ -192,16 +240,16 @@ def test_model_saliency_on_the_training_side(structured_root, method, opts):
         draws = {s.name: batch.meta["draw." + s.name][rows].numpy() for s in m.inputs}
         g_img, g_boxes = graph_fragment(m, clean[rows], maps[rows].numpy(), draws,
                                         sources[rows] if paste_back else None)
-        np.testing.assert_array_equal(g_boxes.reshape(B, 1, 4), boxes[rows])
+        np.testing.assert_array_equal(g_boxes.reshape(boxes[rows].shape), boxes[rows])
         np.testing.assert_array_equal(g_img, imgs[rows])
 
 
 def test_eager_search_in_a_fresh_process():
     """The training side's eager search where no pipeline has loaded the plugin yet: it loads the plugin
     before DALI's dynamic mode is first imported (after it, ``ndd.occlusion`` does not exist)."""
-    code = ("import numpy as np\n"
+    code = ("import numpy as np, torch\n"
             "from pipelines.methods.saliency_guided import eager_box_search\n"
-            "sal = np.zeros((1, 8, 8), np.float32)\n"
+            "sal = torch.zeros((1, 8, 8))\n"
             "sal[0, 6, 6] = 1\n"
             "box = eager_box_search(sal, np.zeros((1, 2), np.int32), np.zeros(1, np.int32), method='max_window',\n"
             "                       size=2, jitter=0)\n"
@@ -236,20 +284,6 @@ def test_occlude_errors_are_named(structured_root):
         loader.occlude(batch, torch.zeros(5, SIZE, SIZE))
     with pytest.raises(ValueError, match="saliency"):
         get_method("saliency_occlusion", saliency="gradcam")
-
-
-class NoBatchNorm(torch.nn.Module):
-    """A small convolutional classifier without BatchNorm (each row's logits depend on that row only)."""
-
-    def __init__(self, k=3):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(16, k)
-
-    def forward(self, x):
-        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        return self.fc(x.mean(dim=(2, 3)))
 
 
 def test_free_joint_step_equals_one_step_on_the_2b_batch(structured_root):
@@ -330,11 +364,11 @@ def test_fresh_step_with_the_early_head(structured_root):
     assert not torch.equal(head.fc.weight, twin_head.weight)  # the head is trained too
 
 
-@pytest.mark.parametrize("flag", ["normgrad:layer1.0.conv1", "input_grad", "input_grad:0.5", "early_head",
-                                  "attention:layer4"])
+@pytest.mark.parametrize("flag", ["normgrad:layer1.0.conv1", "normgrad:maxpool:loss", "normgrad", "input_grad",
+                                  "input_grad:0.5", "early_head", "attention:layer4"])
 def test_train_example_saliency_flags(structured_root, flag):
-    """train_example.py --saliency FLAG: the extractor, the step (free joint step for normgrad with the
-    joint clean copy) and one training step on a batch, the parameters moving."""
+    """train_example.py --saliency FLAG: the extractor, the step (the joint step for normgrad with the joint
+    clean copy, free with :loss) and one training step on a batch, the parameters moving."""
     import torchvision
 
     import train_example
@@ -348,8 +382,11 @@ def test_train_example_saliency_flags(structured_root, flag):
     model = torchvision.models.resnet18(weights=None, num_classes=3)
     before = [p.detach().clone() for p in model.parameters()]
     args.channels_last = False
-    opt, step = train_example.make_saliency_step(model, loader, args, torch.device("cpu"), lr=0.05)
-    assert step.free == flag.startswith("normgrad")
+    model, opt, step = train_example.make_saliency_step(model, loader, args, torch.device("cpu"), lr=0.05)
+    assert step.joint == flag.startswith("normgrad") and step.free == flag.endswith(":loss")
+    if flag.startswith("normgrad"):
+        layer, _, target = (flag.partition(":")[2] or "maxpool").partition(":")
+        assert (step.saliency.layer, step.saliency.target) == (layer, target or "label")
     loss, batch = step(next(iter(loader)))
     assert torch.isfinite(loss)
     assert (batch.meta["boxes"][:B] == -1).all() and (batch.meta["boxes"][B:, 0, 0] >= 0).all()

@@ -34,17 +34,28 @@ BoxSearchArgs::BoxSearchArgs(const ::dali::OpSpec &spec)
   jitter = spec.GetArgument<int>("jitter");
   tau = ParseTau(spec.GetArgument<std::string>("tau"));
   quantize = spec.GetArgument<bool>("quantize") ? 1 : 0;
+  grid = spec.GetArgument<int>("grid");
+  top_k = spec.GetArgument<int>("top_k");
+  image_h = image_w = spec.GetArgument<int>("image_size");
   auto m = spec.GetArgument<std::string>("method");
   if (m == "peak") method = kernels::kSearchPeak;
   else if (m == "max_window") method = kernels::kSearchMaxWindow;
   else if (m == "keep_cut") method = kernels::kSearchKeepCut;
   else if (m == "keep_paste") method = kernels::kSearchKeepPaste;
+  else if (m == "topk_cells") method = kernels::kSearchTopkCells;
   else
     DALI_FAIL(make_string("box_search: argument `method` must be \"peak\", \"max_window\", "
-                          "\"keep_cut\" or \"keep_paste\", got \"", m, "\"."));
+                          "\"keep_cut\", \"keep_paste\" or \"topk_cells\", got \"", m, "\"."));
+  if (method == kernels::kSearchTopkCells) {
+    DALI_ENFORCE(grid >= 1, make_string("box_search: `grid` must be >= 1, got ", grid, "."));
+    DALI_ENFORCE(top_k >= 0 && top_k <= grid * grid, make_string(
+        "box_search: `top_k` must lie in [0, grid * grid] = [0, ", grid * grid, "], got ", top_k, "."));
+    DALI_ENFORCE(image_h == 0 || image_h >= grid, make_string(
+        "box_search: `image_size` must be 0 (the map's own size) or >= grid (", grid, "), got ", image_h, "."));
+  }
   DALI_ENFORCE(stride >= 1, make_string("box_search: `stride` must be >= 1, got ", stride, "."));
   DALI_ENFORCE(jitter >= 0, make_string("box_search: `jitter` must be >= 0, got ", jitter, "."));
-  if (method != kernels::kSearchPeak && !per_row_size)
+  if (method != kernels::kSearchPeak && method != kernels::kSearchTopkCells && !per_row_size)
     DALI_ENFORCE(size >= (method == kernels::kSearchMaxWindow ? 1 : 2), make_string(
         "box_search: `size` must be >= ", method == kernels::kSearchMaxWindow ? 1 : 2, " for \"", m,
         "\", got ", size, "."));
@@ -77,6 +88,12 @@ std::vector<int> SetupBoxSearch(const BoxSearchArgs &args, const ::dali::Workspa
     auto s = sal.shape()[i];
     DALI_ENFORCE(s[0] > 0 && s[1] > 0, make_string(
         "box_search: saliency map ", i, " is empty (shape ", s, ")."));
+    if (args.method == kernels::kSearchTopkCells) {
+      DALI_ENFORCE(s[0] >= args.grid && s[1] >= args.grid, make_string(
+          "box_search: \"topk_cells\" needs maps of at least grid x grid (", args.grid, " x ", args.grid,
+          ") pixels; saliency map ", i, " has shape ", s, "."));
+      continue;  // the draws are not read
+    }
     if (args.keep())
       DALI_ENFORCE(d.sample_dim() == 2 && d[0] >= 1 && d[1] == 2, make_string(
           "box_search: `draws` for KeepAugment are (T, 2) candidate centres (cy, cx), T >= 1; "
@@ -108,7 +125,8 @@ std::vector<int> SetupBoxSearch(const BoxSearchArgs &args, const ::dali::Workspa
     for (int i = 0; i < n; i++) map_index[i] = i;
   }
   output_desc.resize(1);
-  output_desc[0] = {::dali::uniform_list_shape(n, ::dali::TensorShape<2>(1, 4)), DALI_INT32};
+  output_desc[0] = {::dali::uniform_list_shape(n, ::dali::TensorShape<2>(kernels::SearchBoxes(args), 4)),
+                    DALI_INT32};
   return map_index;
 }
 
@@ -127,7 +145,7 @@ void BoxSearch::RunImpl(::dali::Workspace &ws) {
     const int m = map_index_[i];
     int32_t *box = out.mutable_tensor<int32_t>(i);
     if (m < 0) {  // row not occluded
-      std::fill(box, box + 4, -1);
+      std::fill(box, box + 4 * kernels::SearchBoxes(args_), -1);
       continue;
     }
     int H = static_cast<int>(sal.shape()[m][0]), W = static_cast<int>(sal.shape()[m][1]);
@@ -169,18 +187,27 @@ threshold = the ``tau``-quantile of the scores of every pixel as centre (NumPy's
 exactly); ``draws`` = ``(T, 2)`` candidate centres ``(cy, cx)``; the first one scoring below (cut) /
 above (paste) the threshold, else the lowest / highest-scoring one (first among equal).
 
+``method="topk_cells"``: Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048; openmixup
+``attentivemix``): the map is scored on a ``grid x grid`` grid of cells (cells of ``H // grid`` pixels
+from 0, the last one also covering the remainder; a cell's score is the mean of the map over it, so
+a ``grid x grid`` map is its own grid), the ``top_k`` cells of largest score are kept (the lower
+row-major index first among equal scores; NaN ranks lowest), and the output holds the boxes of the
+``grid * grid - top_k`` other cells, row-major: the cells the partner pastes.  The boxes are in the
+cell geometry of an ``image_size`` square image (0: the map's own size).  Maps need at least
+``grid x grid`` pixels; ``draws`` are not read.
+
 With ``map_index``, row ``i`` searches the map ``saliency[map_index[i]]`` with its own draws
 (SaliencyMix: the partner's map, no ``permute_batch`` copy of the maps), and ``-1`` gives the
 row the box ``(-1, -1, -1, -1)`` (not occluded).
 
-Output: int32 ``(1, 4)`` per sample.)code")
+Output: int32 ``(1, 4)`` per sample (``(grid * grid - top_k, 4)`` for ``topk_cells``).)code")
     .NumInput(2, 3)
     .InputDox(0, "saliency", "TensorList", "``(H, W)`` float32 saliency maps.")
     .InputDox(1, "draws", "TensorList", "int32 random draws of the method (see above).")
     .InputDox(2, "map_index", "TensorList", "Optional int32 scalar per row: the map to search, -1: none (CPU input).")
     .InputDevice(2, ::dali::InputDevice::CPU)
     .NumOutput(1)
-    .AddArg("method", "``peak``, ``max_window``, ``keep_cut`` or ``keep_paste``.", DALI_STRING)
+    .AddArg("method", "``peak``, ``max_window``, ``keep_cut``, ``keep_paste`` or ``topk_cells``.", DALI_STRING)
     .AddOptionalArg("size", R"code(Window side (max_window) or region side (keep_*); per sample as an
 argument input (KeepCutMix: the row's CutMix side, >= 0).)code", 56, true)
     .AddOptionalArg("stride", "Window stride (max_window).", 1)
@@ -189,4 +216,8 @@ use 16 at 224 px.  0 disables the jitter (the draws are then not read).)code", 1
     .AddOptionalArg("tau", R"code(Quantile level in [0, 1] (keep_*), as a decimal string: DALI float
 arguments are float32, and the level must be the float64 NumPy's quantile gets.)code",
                     std::string("0.6"))
-    .AddOptionalArg("quantize", "Peak of the uint8-quantised map, as the reference (peak).", true);
+    .AddOptionalArg("quantize", "Peak of the uint8-quantised map, as the reference (peak).", true)
+    .AddOptionalArg("grid", "Cells per side (topk_cells); Attentive CutMix's 7.", 7)
+    .AddOptionalArg("top_k", "Cells kept from the row's own image (topk_cells); Attentive CutMix's 6.", 6)
+    .AddOptionalArg("image_size", R"code(Side of the square image the cell boxes are for (topk_cells); 0:
+the map's own size.)code", 0);

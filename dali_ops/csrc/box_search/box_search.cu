@@ -38,7 +38,7 @@ void BoxSearchGPU::RunImpl(::dali::Workspace &ws) {
     s.H = static_cast<int>(sal.shape()[m][0]);
     s.W = static_cast<int>(sal.shape()[m][1]);
     offset[i] = total;
-    total += k::BoxSearchScratchDoubles(p.method, s.H, s.W);
+    total += k::BoxSearchScratchDoubles(p, s.H, s.W);
   }
   cudaStream_t stream = ws.stream();
   ::dali::kernels::DynamicScratchpad scratch{::dali::AccessOrder(stream)};

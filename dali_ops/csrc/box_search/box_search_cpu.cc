@@ -10,6 +10,7 @@
 
 #include "common/boxes.h"
 #include "common/multiversion.h"
+#include "box_search/topk_cells.h"
 
 namespace occlusion {
 namespace kernels {
@@ -282,12 +283,30 @@ void KeepBox(const std::vector<double> &ii, int H, int W, int half, double tau, 
   CentredBox(cy, cx, half, half, H, W, box);
 }
 
+/// Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048): the g x g cells' scores, the top-k kept,
+/// the boxes of the others (topk_cells.h); `s.scores` holds the scores then the kept flags.
+void TopkCells(const float *map, int H, int W, const SearchParams &p, SearchScratch &s, int32_t *boxes) {
+  const int n = p.grid * p.grid;
+  s.scores.resize(2 * static_cast<size_t>(n));
+  double *scores = s.scores.data(), *kept = scores + n;
+  for (int c = 0; c < n; c++) scores[c] = CellScore(map, H, W, p.grid, c);
+  for (int c = 0; c < n; c++) kept[c] = CellRank(scores, n, c) < p.top_k ? 1.0 : 0.0;
+  const int ih = p.image_h > 0 ? p.image_h : H, iw = p.image_w > 0 ? p.image_w : W;
+  int at = 0;
+  for (int c = 0; c < n; c++)
+    if (kept[c] == 0.0) CellBox(c, p.grid, ih, iw, boxes + 4 * at++);
+}
+
 }  // namespace
 
 void BoxSearchCpu(const SearchParams &p, const float *map, int H, int W, const int32_t *draws,
                   int tries, SearchScratch &s, int32_t *box) {
   if (p.method == kSearchPeak) {
     PeakBox(map, H, W, draws, p.quantize != 0, box);
+    return;
+  }
+  if (p.method == kSearchTopkCells) {
+    TopkCells(map, H, W, p, s, box);
     return;
   }
   Integral(map, H, W, s.integral);

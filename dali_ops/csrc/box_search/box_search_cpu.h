@@ -8,7 +8,9 @@
 //   max_window  Fong & Vedaldi (arXiv 1910.10651): the first S x S window of largest sum on the
 //               stride grid, jittered uniformly over the in-image shifts within +-jitter;
 //   keep_*      KeepAugment (Gong et al. 2021, arXiv 2011.11778): the first drawn centre whose
-//               region scores below (cut) / above (paste) the tau-quantile of all regions.
+//               region scores below (cut) / above (paste) the tau-quantile of all regions;
+//   topk_cells  Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048): the cells of a g x g grid
+//               outside the k of largest mean (topk_cells.h), the cells the partner pastes.
 // Every floating-point value that decides a box is computed in the order box_search_gpu.cuh keeps,
 // so both kernels give the same boxes.  Compile with -ffp-contract=off (CMakeLists.txt says why).
 
@@ -27,14 +29,15 @@ namespace kernels {
 /// Working memory of BoxSearchCpu, one per thread (grown on demand, never shrunk).
 struct SearchScratch {
   std::vector<double> integral;
-  std::vector<double> scores;  // KeepAugment region scores, or one grid row of max-window sums
+  std::vector<double> scores;  // KeepAugment region scores, one grid row of max-window sums, or cells
   std::vector<std::pair<double, bool>> tested;  // KeepAugment: (score, passes) of the tries so far
 };
 
 /// The box (4 int32: y0, x0, y1, x1) of the H x W float32 `map` (H, W >= 1) by `p.method`, `p.size`
-/// being this map's side.  `draws`: peak (cut_h, cut_w); max_window (ry, rx) uniform in
-/// [0, 2^31 - 1) (read only when p.jitter > 0); keep_* `tries` x (cy, cx) candidate centres,
-/// tries >= 1.  max_window on a map smaller than the window gives (-1, -1, -1, -1).
+/// being this map's side; topk_cells writes SearchBoxes(p) boxes (H, W >= p.grid).  `draws`: peak
+/// (cut_h, cut_w); max_window (ry, rx) uniform in [0, 2^31 - 1) (read only when p.jitter > 0); keep_*
+/// `tries` x (cy, cx) candidate centres, tries >= 1; topk_cells none.  max_window on a map smaller
+/// than the window gives (-1, -1, -1, -1).
 void BoxSearchCpu(const SearchParams &p, const float *map, int H, int W, const int32_t *draws,
                   int tries, SearchScratch &scratch, int32_t *box);
 

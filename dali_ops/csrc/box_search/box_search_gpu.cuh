@@ -20,11 +20,13 @@
 //     of the order statistics a = s_(k), b = s_(k+1): v > b and v < a decide at once, otherwise
 //     the lerp decides.  a and b come from an exact radix select over the scores' bit patterns
 //     (11-bit digits, the first histogram built while the scores are written);
-//     the lerp uses __dmul_rn / __dadd_rn / __dsub_rn so that no FMA contraction changes it.
+//     the lerp uses __dmul_rn / __dadd_rn / __dsub_rn so that no FMA contraction changes it;
+//   * Attentive CutMix (Walawalkar et al. 2020, arXiv 2003.13048) top-k cells: the functions of
+//     topk_cells.h, one thread per cell (score, rank, box), so every value is the CPU's.
 //
 // Entry point: LaunchBoxSearch(samples (device array), n, params, stream).  Each sample names its
 // map (null: the row gets the box (-1, -1, -1, -1)), its draws and output box (device pointers) and
-// a float64 scratch of BoxSearchScratchDoubles(method, H, W) values.
+// a float64 scratch of BoxSearchScratchDoubles(params, H, W) values.
 
 #ifndef OCCLUSION_BOX_SEARCH_BOX_SEARCH_GPU_CUH_
 #define OCCLUSION_BOX_SEARCH_BOX_SEARCH_GPU_CUH_
@@ -34,6 +36,7 @@
 #include <cstdint>
 
 #include "box_search/box_search_params.h"
+#include "box_search/topk_cells.h"
 #include "common/boxes.h"
 
 namespace occlusion {
@@ -42,19 +45,20 @@ namespace kernels {
 struct SearchSample {
   const float *map = nullptr;      // H x W row-major (device); null: box (-1, -1, -1, -1)
   const int32_t *draws = nullptr;  // peak: (cut_h, cut_w); max_window: (ry, rx); keep: T x (cy, cx)
-  int32_t *box = nullptr;          // 4 int32 (device)
-  double *scratch = nullptr;       // BoxSearchScratchDoubles(method, H, W) float64 (device)
+  int32_t *box = nullptr;          // 4 * SearchBoxes(params) int32 (device)
+  double *scratch = nullptr;       // BoxSearchScratchDoubles(params, H, W) float64 (device)
   int H = 0, W = 0;
   int tries = 1;                   // keep: T
   int size = -1;                   // this row's SearchParams::size (KeepCutMix's CutMix side); -1: p.size
 };
 
 /// float64 scratch values one sample needs: the (H+1) x (W+1) integral image, plus H x W region
-/// scores for KeepAugment; none for the peak.
-inline int64_t BoxSearchScratchDoubles(int method, int H, int W) {
-  if (method == kSearchPeak) return 0;
+/// scores for KeepAugment; none for the peak; the cells' scores and kept flags for topk_cells.
+inline int64_t BoxSearchScratchDoubles(const SearchParams &p, int H, int W) {
+  if (p.method == kSearchPeak) return 0;
+  if (p.method == kSearchTopkCells) return 2 * static_cast<int64_t>(p.grid) * p.grid;
   const int64_t ii = static_cast<int64_t>(H + 1) * (W + 1);
-  return method == kSearchMaxWindow ? ii : ii + static_cast<int64_t>(H) * W;
+  return p.method == kSearchMaxWindow ? ii : ii + static_cast<int64_t>(H) * W;
 }
 
 namespace detail {
@@ -358,6 +362,24 @@ __device__ void KeepBox(Shared &sh, const SearchSample &s, const SearchParams &p
              H, W, s.box);
 }
 
+/// topk_cells.h's rule, one thread per cell: scores, then the kept flags, then the boxes of the cells
+/// not kept (each at its rank among them); scratch holds the scores then the flags.
+__device__ void TopkCells(const SearchSample &s, const SearchParams &p) {
+  const int g = p.grid, n = g * g;
+  double *scores = s.scratch, *kept = s.scratch + n;
+  for (int c = threadIdx.x; c < n; c += blockDim.x) scores[c] = CellScore(s.map, s.H, s.W, g, c);
+  __syncthreads();
+  for (int c = threadIdx.x; c < n; c += blockDim.x) kept[c] = CellRank(scores, n, c) < p.top_k ? 1.0 : 0.0;
+  __syncthreads();
+  const int ih = p.image_h > 0 ? p.image_h : s.H, iw = p.image_w > 0 ? p.image_w : s.W;
+  for (int c = threadIdx.x; c < n; c += blockDim.x) {
+    if (kept[c] != 0.0) continue;
+    int at = 0;
+    for (int d = 0; d < c; d++) at += kept[d] == 0.0;
+    CellBox(c, g, ih, iw, s.box + 4 * at);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) BoxSearchKernel(const SearchSample *samples,
                                                             SearchParams p) {
   __shared__ Shared sh;
@@ -366,10 +388,11 @@ __global__ void __launch_bounds__(kThreads) BoxSearchKernel(const SearchSample *
   const bool no_box = s.map == nullptr || s.H <= 0 || s.W <= 0 ||
                       (p.method == kSearchMaxWindow && (p.size > s.H || p.size > s.W));
   if (no_box) {  // row not occluded, or no window fits
-    if (threadIdx.x < 4) s.box[threadIdx.x] = -1;
+    for (int i = threadIdx.x; i < 4 * SearchBoxes(p); i += blockDim.x) s.box[i] = -1;
     return;
   }
-  if (p.method == kSearchPeak) PeakBox(sh, s, p);
+  if (p.method == kSearchTopkCells) TopkCells(s, p);
+  else if (p.method == kSearchPeak) PeakBox(sh, s, p);
   else if (p.method == kSearchMaxWindow) MaxWindow(sh, s, p);
   else KeepBox(sh, s, p);
 }

@@ -5,10 +5,14 @@
 #ifndef OCCLUSION_BOX_SEARCH_BOX_SEARCH_PARAMS_H_
 #define OCCLUSION_BOX_SEARCH_BOX_SEARCH_PARAMS_H_
 
+#include "common/host_dev.h"
+
 namespace occlusion {
 namespace kernels {
 
-enum SearchMethod : int { kSearchPeak = 0, kSearchMaxWindow = 1, kSearchKeepCut = 2, kSearchKeepPaste = 3 };
+enum SearchMethod : int {
+  kSearchPeak = 0, kSearchMaxWindow = 1, kSearchKeepCut = 2, kSearchKeepPaste = 3, kSearchTopkCells = 4
+};
 
 struct SearchParams {
   int method = kSearchPeak;
@@ -17,7 +21,16 @@ struct SearchParams {
   int jitter = 16;   // max_window
   double tau = 0.6;  // keep_*
   int quantize = 1;  // peak
+  int grid = 7;      // topk_cells: cells per side
+  int top_k = 6;     // topk_cells: cells kept
+  int image_h = 0;   // topk_cells: the image the cell boxes are for; 0: the map's own H, W
+  int image_w = 0;
 };
+
+/// Boxes one row gets: the g * g - k cells not kept (topk_cells), else one.
+OCC_HOST_DEV inline int SearchBoxes(const SearchParams &p) {
+  return p.method == kSearchTopkCells ? p.grid * p.grid - p.top_k : 1;
+}
 
 }  // namespace kernels
 }  // namespace occlusion
