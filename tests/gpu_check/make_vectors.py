@@ -83,7 +83,7 @@ def box_search_vectors(occ):
                                ("g5_k3", dict(grid=5, top_k=3, image_size=64), np.arange(n, dtype=np.int32))):
         kw = dict(method="topk_cells", **kw)
         draws = [np.zeros(2, np.int32)] * n
-        (out,) = _run(lambda *x, kw=kw: occ.box_search(*x, **kw), [sal, draws, list(index)], n)
+        (out,) = run_op([sal, draws, list(index)], lambda *x, kw=kw: occ.box_search(*x, **kw), n)
         case = f"topk_cells/{variant}"
         store[f"{case}.maps"] = np.array("maps/topk")
         _put(store, case, "draws", draws)
