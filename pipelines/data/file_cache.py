@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from pipelines.data.imagefiles import BadImageError, check_image
+from pipelines.data.imagefiles import check_image, read_image_file
 
 RECORD = np.dtype([("dev", "<i8"), ("ino", "<i8"), ("size", "<i8"), ("mtime_ns", "<i8"), ("ctime_ns", "<i8"),
                    ("height", "<i4"), ("width", "<i4"), ("level", "<i1"), ("pad", "V7")])
@@ -109,13 +109,9 @@ class FileRecords:
 def read_checked(path: str, index: int, records: FileRecords | None, verify: str) -> tuple[bytes, int, int]:
     """The bytes of image file ``path`` (number ``index`` of its list) and its (EXIF-oriented) height and width,
     checked as ``verify`` says (``"full"``, ``"header"``, ``"none"``: see :class:`pipelines.loader.runtime.Runtime`)
-    unless ``records`` holds the outcome for this very file. Raises :class:`BadImageError` naming the file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-            st = os.fstat(f.fileno())
-    except OSError as exc:
-        raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    unless ``records`` holds the outcome for this very file. Raises :class:`~pipelines.data.imagefiles.BadImageError` naming
+    the file."""
+    data, st = read_image_file(path)  # refuses a FIFO, a device, an oversized file before reading it
     level = LEVELS[verify]
     known = records.lookup(index, st, level) if records is not None else None
     limit = Image.MAX_IMAGE_PIXELS  # a record made under a larger limit (or none) does not pass this one's bombs
