@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -105,7 +106,21 @@ def has_image_extension(name: str) -> bool:
 _SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
 
 
-def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
+def show_progress(progress: bool | None) -> bool:
+    """Whether a wait shows its progress bar: ``progress`` when given; else (``None``, the default) on the process of
+    rank 0 (``RANK`` unset or 0: one bar per job, not one per rank) when stderr is a terminal (no bar in a log)."""
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get("RANK", "0").strip() in ("", "0") and sys.stderr.isatty()
+
+
+def progress_bar(iterable=None, *, progress: bool | None = None, **kwargs) -> tqdm:
+    """A tqdm bar on stderr that appears once the wait has lasted :data:`PROGRESS_AFTER_S`, if
+    :func:`show_progress` says so."""
+    return tqdm(iterable, delay=PROGRESS_AFTER_S, disable=not show_progress(progress), **kwargs)
+
+
+def scan_image_folder(root: PathLike, progress: bool | None = None) -> tuple[list[str], list[int], list[str]]:
     """List an ImageFolder tree ``root/<class>/**/<image>``.
 
     Returns ``(paths, labels, class_names)``: class names are the sorted names of the
@@ -116,7 +131,8 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
 
     Raises ``FileNotFoundError`` when ``root`` does not exist or is not a folder,
     ``ValueError`` when it has no class folders, when a class folder holds no image, or when
-    ``root`` looks like the parent of ``train/``/``val/`` split folders rather than a split.
+    ``root`` looks like the parent of ``train/``/``val/`` split folders rather than a split. A scan of more than a
+    few seconds shows its progress (``progress``: see :func:`show_progress`).
     """
     root_str = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root_str):
@@ -142,7 +158,7 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
     paths: list[str] = []
     labels: list[int] = []
     class_reals = [os.path.realpath(os.path.join(root_str, name)) for name in class_names]
-    for label, name in enumerate(tqdm(class_names, unit="class", desc=f"listing {root_str}", delay=PROGRESS_AFTER_S)):
+    for label, name in enumerate(progress_bar(class_names, progress=progress, unit="class", desc=f"listing {root_str}")):
         others = [r for k, r in enumerate(class_reals) if k != label]
         files = _list_class_files(os.path.join(root_str, name), os.path.realpath(root_str), others)
         if not files:
