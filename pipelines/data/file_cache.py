@@ -8,7 +8,14 @@ device, inode, size, mtime and ctime in nanoseconds, from the ``fstat`` of the o
 and what was learnt: the image's (EXIF-oriented) height and width and how far it was checked (the header, or all of
 it). A later read whose ``fstat`` matches uses the record: no check, no header probe. A file replaced, rewritten,
 touched, or restored with an old mtime (``cp -p``, ``touch -d``: the ctime still moves, and a copy has a new inode)
-no longer matches and is checked again. A bad file is never recorded: it is checked (and refused) every time.
+no longer matches and is checked again: no user-level call sets a ctime back. That is what "unchanged" means here;
+the content is not hashed (that would cost a pass over the bytes on every read). A bad file is never recorded: it is
+checked (and refused) every time. A record carries the image's size, so it is judged by the pixel limit in use: an
+image above twice the limit is checked again (and refused) whatever limit it was recorded under.
+
+A damaged record file (truncated, overwritten, of another version, unreadable) is named in a warning and rebuilt
+empty, written aside and renamed over the old one (a file truncated under another process's mapping would kill that
+process); a record file that vanishes or cannot be mapped later turns into a warning and a check on every read.
 
 Costs: 56 bytes per file in the cache folder (72 MB for ImageNet's 1.28 M training files) and none per read beyond
 the ``fstat``. Records are written without locks: a writer first invalidates the record, then writes the result,

@@ -8,7 +8,9 @@ tests share one definition of "which files belong to a dataset" and "which files
   ``.``, e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg`` resource forks) are skipped.
 * :func:`read_file_list` -- ``path label`` lines, relative paths resolved against a root.
 * :func:`probe_image` -- size/mode/format from the header only, with EXIF orientation applied to
-  width/height the way DALI's decoders apply it.
+  width/height the way DALI's decoders apply it; a format or mode DALI does not decode as Pillow shows it is refused
+  (:data:`DECODABLE_MODES`).
+* :func:`read_image_file` -- a file's bytes, read only once it is known to be a regular file of a plausible size.
 * :func:`check_image` -- a full check that catches truncated and corrupt data (a JPEG's entropy-coded data
   walked by :mod:`pipelines.data.jpeg_scan`, other formats decoded by Pillow).
 """
