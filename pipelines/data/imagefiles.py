@@ -8,7 +8,9 @@ tests share one definition of "which files belong to a dataset" and "which files
   ``.``, e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg`` resource forks) are skipped.
 * :func:`read_file_list` -- ``path label`` lines, relative paths resolved against a root.
 * :func:`probe_image` -- size/mode/format from the header only, with EXIF orientation applied to
-  width/height the way DALI's decoders apply it.
+  width/height the way DALI's decoders apply it; a format or mode DALI does not decode as Pillow shows it is refused
+  (:data:`DECODABLE_MODES`).
+* :func:`read_image_file` -- a file's bytes, read only once it is known to be a regular file of a plausible size.
 * :func:`check_image` -- a full check that catches truncated and corrupt data (a JPEG's entropy-coded data
   walked by :mod:`pipelines.data.jpeg_scan`, other formats decoded by Pillow).
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -33,11 +37,33 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jp2", ".j2k", ".pnm", ".ppm", ".pgm", ".pbm",
 )
 
-#: Pillow format names DALI can decode. ``MPO`` is the multi-picture JPEG many cameras write;
-#: it is a JPEG stream and decodes as one. Pillow calls every PNM flavour ``PPM``.
-DECODABLE_FORMATS: frozenset[str] = frozenset(
-    {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"}
-)
+#: The Pillow modes of each Pillow format that DALI's decoder (``fn.decoders.image``, ``output_type=RGB``) decodes
+#: as Pillow shows them (``Image.convert("RGB")``, after ``ImageOps.exif_transpose``): the check refuses any other
+#: mode, naming the file. Measured in ``tests/data/test_decoding.py``, which decodes every mode with DALI. Left out:
+#: 16- and 32-bit greyscale (``I;16``, ``I``; Pillow clips them to white where DALI scales them), floats (``F``),
+#: TIFF's bilevel, grey+alpha and ``LAB`` (DALI fails or differs), JPEG 2000's grey+alpha. ``MPO`` is the
+#: multi-picture JPEG many cameras write; it decodes as a JPEG. Pillow calls every PNM flavour ``PPM``; it opens a
+#: 16-bit RGB(A) PNG or TIFF as ``RGB``/``RGBA`` (8 bits, as DALI), a WebP always as ``RGB``/``RGBA``, and a YCbCr
+#: JPEG as ``RGB``.
+DECODABLE_MODES: dict[str, frozenset[str]] = {
+    "JPEG": frozenset({"L", "RGB", "CMYK"}),
+    "MPO": frozenset({"L", "RGB", "CMYK"}),
+    "PNG": frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}),
+    "BMP": frozenset({"1", "L", "P", "RGB", "RGBA"}),
+    "PPM": frozenset({"1", "L", "RGB"}),
+    "TIFF": frozenset({"L", "P", "RGB", "RGBA", "CMYK", "YCbCr"}),
+    "WEBP": frozenset({"RGB", "RGBA"}),
+    "JPEG2000": frozenset({"L", "RGB", "RGBA"}),
+}
+#: Pillow format names DALI can decode.
+DECODABLE_FORMATS: frozenset[str] = frozenset(DECODABLE_MODES)
+
+#: The most bytes a stored pixel of an accepted mode takes (16-bit RGBA, uncompressed): a file larger than this
+#: many bytes per pixel of twice the pixel limit (the size Pillow refuses as a decompression bomb), plus
+#: :data:`METADATA_BYTES` for EXIF, ICC and XMP blocks, holds no image the check would pass, and is refused before
+#: it is read.
+MAX_BYTES_PER_PIXEL = 8
+METADATA_BYTES = 64 << 20
 
 #: a wait longer than this (a scan of a large tree, the verify CLI's pass) shows a progress bar on stderr
 PROGRESS_AFTER_S = 3.0
@@ -82,7 +108,21 @@ def has_image_extension(name: str) -> bool:
 _SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
 
 
-def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
+def show_progress(progress: bool | None) -> bool:
+    """Whether a wait shows its progress bar: ``progress`` when given; else (``None``, the default) on the process of
+    rank 0 (``RANK`` unset or 0: one bar per job, not one per rank) when stderr is a terminal (no bar in a log)."""
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get("RANK", "0").strip() in ("", "0") and sys.stderr.isatty()
+
+
+def progress_bar(iterable=None, *, progress: bool | None = None, **kwargs) -> tqdm:
+    """A tqdm bar on stderr that appears once the wait has lasted :data:`PROGRESS_AFTER_S`, if
+    :func:`show_progress` says so."""
+    return tqdm(iterable, delay=PROGRESS_AFTER_S, disable=not show_progress(progress), **kwargs)
+
+
+def scan_image_folder(root: PathLike, progress: bool | None = None) -> tuple[list[str], list[int], list[str]]:
     """List an ImageFolder tree ``root/<class>/**/<image>``.
 
     Returns ``(paths, labels, class_names)``: class names are the sorted names of the
@@ -93,7 +133,8 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
 
     Raises ``FileNotFoundError`` when ``root`` does not exist or is not a folder,
     ``ValueError`` when it has no class folders, when a class folder holds no image, or when
-    ``root`` looks like the parent of ``train/``/``val/`` split folders rather than a split.
+    ``root`` looks like the parent of ``train/``/``val/`` split folders rather than a split. A scan of more than a
+    few seconds shows its progress (``progress``: see :func:`show_progress`).
     """
     root_str = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root_str):
@@ -119,7 +160,7 @@ def scan_image_folder(root: PathLike) -> tuple[list[str], list[int], list[str]]:
     paths: list[str] = []
     labels: list[int] = []
     class_reals = [os.path.realpath(os.path.join(root_str, name)) for name in class_names]
-    for label, name in enumerate(tqdm(class_names, unit="class", desc=f"listing {root_str}", delay=PROGRESS_AFTER_S)):
+    for label, name in enumerate(progress_bar(class_names, progress=progress, unit="class", desc=f"listing {root_str}")):
         others = [r for k, r in enumerate(class_reals) if k != label]
         files = _list_class_files(os.path.join(root_str, name), os.path.realpath(root_str), others)
         if not files:
@@ -263,36 +304,86 @@ def read_file_list(path: PathLike, root: PathLike | None = None) -> tuple[list[s
 # Probing and checking single images
 # --------------------------------------------------------------------------------------------
 
-def _open_checked(path: str, data: bytes | None = None) -> Image.Image:
-    """``Image.open`` with the failure modes turned into :class:`BadImageError`.
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
-    ``data``, when given, is the file's content already read by the caller (the reader), which
-    spares a second read of the file.
-    """
+
+def max_file_bytes() -> int | None:
+    """The largest file the check reads under Pillow's current pixel limit (``None``: no limit), see
+    :data:`MAX_BYTES_PER_PIXEL`."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else MAX_BYTES_PER_PIXEL * 2 * int(limit) + METADATA_BYTES
+
+
+def check_file_stat(path: str, st: os.stat_result) -> None:
+    """Refuse, before a byte is read, what cannot be an image file: anything but a regular file (a FIFO would block
+    the reader forever, a link to ``/dev/zero`` would grow it without end), an empty file, a file larger than
+    :func:`max_file_bytes`."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+        raise BadImageError(path, f"not a regular file ({kind}); an image must be a regular file")
+    if st.st_size == 0:
+        raise BadImageError(path, "empty file (0 bytes)")
+    limit = max_file_bytes()
+    if limit is not None and st.st_size > limit:
+        raise BadImageError(path, f"{st.st_size} bytes, larger than any image within the pixel limit "
+                                  f"(max_image_pixels={Image.MAX_IMAGE_PIXELS}: at most {limit} bytes); if it is "
+                                  f"a genuine image, raise the limit with Runtime(max_image_pixels=N)")
+
+
+def read_image_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of image file ``path`` and the ``fstat`` of the open file, read only after
+    :func:`check_file_stat` passed it (opened non-blocking, so a FIFO cannot block the open either)."""
     try:
-        size = os.stat(path).st_size if data is None else len(data)
-    except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise BadImageError(path, f"cannot stat file ({exc.strerror or exc})") from None
-    if data is None and not os.path.isfile(path):
-        raise BadImageError(path, "not a regular file")
-    if size == 0:
+        raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        check_file_stat(path, st)
+        try:
+            return f.read(st.st_size), st
+        except OSError as exc:
+            raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _open_checked(path: str, data: bytes | None = None) -> Image.Image:
+    """``Image.open`` with the failure modes turned into :class:`BadImageError`; refuses a format or a mode DALI
+    does not decode as Pillow shows it (:data:`DECODABLE_MODES`).
+
+    ``data``, when given, is the file's content already read by the caller (the reader, with
+    :func:`read_image_file`), which spares a second read of the file.
+    """
+    if data is None:
+        try:
+            check_file_stat(path, os.stat(path))
+        except FileNotFoundError:
+            raise BadImageError(path, "file not found") from None
+        except OSError as exc:
+            raise BadImageError(path, f"cannot stat file ({exc.strerror or exc})") from None
+    elif len(data) == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
         img = Image.open(path if data is None else io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadImageError(path, "not a recognised image format") from None
     except Image.DecompressionBombError as exc:
-        raise BadImageError(path, f"{exc} -- if the image is genuine, allow it with OcclusionLoader(..., "
-                                  f"runtime=Runtime(max_image_pixels=N)) (or None for no limit)") from None
+        raise BadImageError(path, f"{exc} -- the limit in use is Runtime(max_image_pixels={Image.MAX_IMAGE_PIXELS}); "
+                                  f"if the image is genuine, raise it (Pillow refuses twice the limit) or pass "
+                                  f"None for no limit") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadImageError(path, f"unreadable header ({_describe(exc)})") from None
-    if img.format not in DECODABLE_FORMATS:
-        fmt = img.format
+    fmt, mode = img.format, img.mode
+    if fmt not in DECODABLE_FORMATS:
         img.close()
         raise BadImageError(
             path, f"format {fmt} is not decodable by DALI (expected one of {', '.join(sorted(DECODABLE_FORMATS))})"
+        )
+    if mode not in DECODABLE_MODES[fmt]:
+        img.close()
+        raise BadImageError(
+            path, f"a {fmt} image of mode {mode}, which DALI's decoder does not decode as Pillow shows it (the {fmt} "
+                  f"modes it does: {', '.join(sorted(DECODABLE_MODES[fmt]))}); convert it to 8-bit RGB"
         )
     return img
 
@@ -315,7 +406,10 @@ def probe_image(path: PathLike, data: bytes | None = None) -> ImageInfo:
     p = os.fspath(path)
     img = _open_checked(p, data)
     try:
-        w, h = img.size
+        # Pillow reports a TIFF's size already oriented (it transposes a TIFF as it loads it); its tags hold the
+        # stored one, which is what every other format reports
+        w, h = (img.tag_v2.get(256, img.size[0]), img.tag_v2.get(257, img.size[1])) if img.format == "TIFF" \
+            else img.size
         orient = _orientation(img)
         if orient in _SWAPPING_ORIENTATIONS:
             w, h = h, w
@@ -366,8 +460,7 @@ def check_image(path: PathLike, full: bool = True, data: bytes | None = None) ->
         from pipelines.data.jpeg_scan import walk_scans  # Numba: imported where a full check needs it
 
         if data is None:
-            with open(p, "rb") as fh:
-                data = fh.read()
+            data = read_image_file(p)[0]
         walked, reason = walk_scans(data)
         if reason is not None:
             raise BadImageError(p, reason)

@@ -18,9 +18,7 @@ import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from tqdm import tqdm
-
-from pipelines.data.imagefiles import PROGRESS_AFTER_S, BadImageError, check_image, read_file_list, scan_image_folder
+from pipelines.data.imagefiles import BadImageError, check_image, progress_bar, read_file_list, scan_image_folder
 
 
 _CHUNK = 64  # files per pool task
@@ -38,13 +36,15 @@ def _check_chunk(paths: list[str], full: bool) -> list[tuple[str, str]]:
     return bad
 
 
-def find_bad_images(paths, full: bool = True, workers: int | None = None) -> list[tuple[str, str]]:
+def find_bad_images(paths, full: bool = True, workers: int | None = None,
+                    progress: bool | None = None) -> list[tuple[str, str]]:
     """``(path, reason)`` for every file of ``paths`` that is not a usable image, in input order.
 
     ``full=False`` parses headers only (misses truncated data). Threads suffice: Pillow and the JPEG
     walk release the GIL while they decode. Files go to the pool in chunks of 64 with at most
     ``4 * workers`` chunks in flight, so a million-file list does not become a million futures. A
-    pass of more than a few seconds shows its progress on stderr.
+    pass of more than a few seconds shows its progress on stderr (``progress``:
+    :func:`pipelines.data.imagefiles.show_progress`).
     """
     items = [os.fspath(p) for p in paths]
     workers = min(32, (os.cpu_count() or 1) + 2) if workers is None else int(workers)
@@ -52,7 +52,7 @@ def find_bad_images(paths, full: bool = True, workers: int | None = None) -> lis
         raise ValueError(f"workers must be >= 1, got {workers}")
     chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     out: list[tuple[str, str]] = []
-    with tqdm(total=len(items), unit="file", desc="checking images", delay=PROGRESS_AFTER_S) as bar:
+    with progress_bar(total=len(items), progress=progress, unit="file", desc="checking images") as bar:
         if workers == 1 or len(chunks) <= 1:
             for chunk in chunks:
                 out.extend(_check_chunk(chunk, full))
@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     p.add_argument("--list", dest="file_list", help="a file of 'path label' lines instead of a folder")
     p.add_argument("--header-only", action="store_true", help="check headers only (fast; misses truncated data)")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar on stderr for a pass of more than a few seconds (default: when stderr is a "
+                        "terminal)")
     args = p.parse_args(argv)
     if args.root and args.root_opt and args.root != args.root_opt:
         p.error(f"two different roots given: {args.root!r} and --root {args.root_opt!r}")
@@ -95,11 +98,11 @@ def main(argv=None) -> int:
                 raise FileNotFoundError(f"root {args.root!r} (base of the list's relative paths) is not a folder")
             paths, _ = read_file_list(args.file_list, root=args.root)
         else:
-            paths, _, _ = scan_image_folder(args.root)
+            paths, _, _ = scan_image_folder(args.root, progress=args.progress)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bad = find_bad_images(paths, full=not args.header_only, workers=args.workers)
+    bad = find_bad_images(paths, full=not args.header_only, workers=args.workers, progress=args.progress)
     for path, reason in bad:
         print(f"{path}: {reason}")
     print(f"{len(bad)} of {len(paths)} files unreadable", file=sys.stderr)

@@ -19,15 +19,16 @@ LABEL_SPREAD = 10
 class Dataset:
     """The samples of ``root`` (class-folder root ``root/<class>/<image>`` or a text file of ``path label``
     lines): ``paths``, ``labels`` (int64), ``classes`` (folder names, None for a list), ``num_classes`` and
-    ``records`` (None when the cache folder cannot be written)."""
+    ``records`` (None when the cache folder cannot be written). ``progress``: whether listing a large tree shows a bar
+    (:func:`pipelines.data.imagefiles.show_progress`)."""
 
-    def __init__(self, root, num_classes: int | None):
+    def __init__(self, root, num_classes: int | None, progress: bool | None = None):
         self.root = Path(root)
         if self.root.is_file():
             self.paths, labels = read_file_list(self.root)
             self.classes = None
         else:
-            self.paths, labels, self.classes = scan_image_folder(self.root)
+            self.paths, labels, self.classes = scan_image_folder(self.root, progress=progress)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes = infer_num_classes(self.labels, self.paths, num_classes, self.root)
         self.records = FileRecords.for_paths(self.paths)

@@ -88,8 +88,7 @@ def on_worker_start(setup) -> None:
     """Called when the source is unpickled. Does nothing in the process that built the pipeline."""
     if not setup or os.getpid() == setup["parent_pid"]:
         return
-    if setup.get("max_image_pixels") is not None:
-        Image.MAX_IMAGE_PIXELS = setup["max_image_pixels"]
+    Image.MAX_IMAGE_PIXELS = setup["max_image_pixels"]  # None too: no limit, as in the parent's Runtime
     start_parent_watchdog(setup["parent_pid"])
 
 

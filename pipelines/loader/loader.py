@@ -108,7 +108,7 @@ class OcclusionLoader:
         self.cfg = AugmentConfig(method=self.method, train=train, output_size=output_size, copies=copies,
                                  copy_mode=copy_mode, p_keep_image=p_keep_image, auto_augment=auto_augment,
                                  **color_options(color))
-        self.data = Dataset(root, num_classes)
+        self.data = Dataset(root, num_classes, self.runtime.progress)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
         self.device = resolve_device(device)
         if device_id is not None:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kernels.checks import check_choice, check_int
+from kernels.checks import check_bool, check_choice, check_int
 
 VERIFY_MODES = ("full", "header", "none")
 ON_BAD = ("raise", "skip")
@@ -70,7 +70,13 @@ class Runtime:
     the batches before it are served; ``"skip"`` serves its row as a repeat of a good sample of the same batch,
     flagged ``meta["valid"] == 0`` like a pad row, with a warning naming the file, and records it in
     ``state_dict()`` (a resumed run skips it again). ``max_image_pixels``: Pillow's decompression-bomb limit for
-    the checks (Pillow's default, 89.5 Mpx; ``None``: no limit).
+    the checks (Pillow's default, 89.5 Mpx; ``None``: no limit). It also bounds the file size read: a file larger
+    than 8 bytes per pixel of twice the limit is refused before it is read (``pipelines.data.imagefiles``).
+
+    ``progress``: a wait of more than a few seconds (listing a large tree; ``python -m pipelines.data.verify``'s
+    pass) shows a tqdm bar on stderr. ``None`` (default): on rank 0 only (``RANK`` unset or 0), and only when stderr
+    is a terminal, so a job's log and the other ranks stay quiet; ``True``: always, on this rank; ``False``: never.
+    The reader's checks make no wait of their own: each file is checked in the batch that first serves it.
     """
 
     num_threads: int | None = None
@@ -80,6 +86,7 @@ class Runtime:
     verify: str = "full"
     on_bad: str = "raise"
     max_image_pixels: int | None = PILLOW_PIXEL_LIMIT
+    progress: bool | None = None
 
     def __post_init__(self):
         if self.num_threads is not None:
@@ -93,6 +100,7 @@ class Runtime:
         check_choice("on_bad", self.on_bad, ON_BAD)
         if self.max_image_pixels is not None:
             check_int("max_image_pixels", self.max_image_pixels)
+        check_bool("progress", self.progress, optional=True)
 
     @property
     def threads(self) -> int:

@@ -7,8 +7,11 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from helpers import photo
 
 import pipelines.data.file_cache as file_cache
 from pipelines.data.file_cache import FileRecords, read_checked
@@ -114,4 +117,112 @@ def test_records_of_another_list_start_afresh(tmp_path):
     bigger = FileRecords.for_paths(paths + [image(tmp_path / "2.jpg")], directory=str(tmp_path / "cache"))
     assert bigger.path != records.path and bigger.records["level"].tolist() == [0, 0, 0]
     os.truncate(records.path, 100)  # a damaged file: rebuilt empty
-    assert FileRecords.for_paths(paths, directory=str(tmp_path / "cache")).records["level"].tolist() == [0, 0]
+    with pytest.warns(UserWarning, match="ignoring the file records"):
+        assert FileRecords.for_paths(paths, directory=str(tmp_path / "cache")).records["level"].tolist() == [0, 0]
+
+
+# -- issue 23, class 4: what "unchanged" means, damaged record files, the pixel limit ----------------------------
+
+@pytest.mark.parametrize("how", ["rewritten_in_place", "renamed_over"])
+def test_a_file_replaced_by_a_damaged_one_of_the_same_size_and_mtime_is_checked_again(tmp_path, how):
+    """The issue's case: a file verified once, then replaced by one of the same size with its mtime put back
+    (os.utime), was trusted from the cache and trained on as a grey band. The record's key holds the inode and the
+    ctime, which no user-level call sets back, so the replacement is checked (and refused) again."""
+    good = tmp_path / "a.jpg"
+    photo(375, 500).save(good, quality=90)
+    records = FileRecords.for_paths([good], directory=str(tmp_path / "cache"))
+    read_checked(str(good), 0, records, "full")
+    st = os.stat(good)
+    damaged = bytearray(good.read_bytes())  # an EOI marker in the scan data: decodes grey from there on
+    at = damaged.find(b"\xff\xda") + len(damaged) // 3
+    damaged[at:at + 2] = b"\xff\xd9"
+    assert len(damaged) == st.st_size
+    if how == "rewritten_in_place":
+        with open(good, "r+b") as f:  # the same inode
+            f.write(damaged)
+    else:
+        (tmp_path / "new.jpg").write_bytes(damaged)
+        os.replace(tmp_path / "new.jpg", good)
+    os.utime(good, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(good).st_size, os.stat(good).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with pytest.raises(BadImageError, match=r"a\.jpg: "):
+        read_checked(str(good), 0, records, "full")
+
+
+def _damage(path, how, monkeypatch):
+    if how == "truncated":
+        os.truncate(path, os.path.getsize(path) // 2)
+    elif how == "garbage":
+        size = os.path.getsize(path)
+        with open(path, "wb") as f:
+            f.write(np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes())
+    elif how == "other_version":
+        with open(path, "r+b") as f:
+            f.write(file_cache.MAGIC.replace(b"v1", b"v0"))
+    else:  # "unreadable"
+        os.chmod(path, 0)
+        if os.geteuid() == 0:  # root opens a file of mode 0 all the same: the open fails as it would for a user
+            real_open = os.open
+
+            def refuse(p, flags, *args):
+                if os.fspath(p) == path:
+                    raise PermissionError(13, "Permission denied", p)
+                return real_open(p, flags, *args)
+
+            monkeypatch.setattr(os, "open", refuse)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "other_version", "unreadable"])
+def test_a_damaged_record_file_is_named_in_a_warning_and_rebuilt(tmp_path, monkeypatch, how):
+    """A damaged cache file must never stop a run: it is set aside with a warning naming it, rebuilt empty, and the
+    records written next are used."""
+    paths = [image(tmp_path / f"{i}.jpg") for i in range(3)]
+    cache = str(tmp_path / "cache")
+    records = FileRecords.for_paths(paths, directory=cache)
+    read_checked(str(paths[0]), 0, records, "full")
+    _damage(records.path, how, monkeypatch)
+    with pytest.warns(UserWarning, match=f"ignoring the file records {records.path} "):
+        rebuilt = FileRecords.for_paths(paths, directory=cache)
+    monkeypatch.undo()
+    read_checked(str(paths[1]), 1, rebuilt, "full")
+    assert FileRecords.for_paths(paths, directory=cache).records["level"].tolist() == [0, 2, 0]
+
+
+def test_a_record_file_removed_during_the_run_turns_into_checking_every_read(tmp_path, counted):
+    paths = [image(tmp_path / f"{i}.jpg") for i in range(2)]
+    records = FileRecords.for_paths(paths, directory=str(tmp_path / "cache"))
+    os.remove(records.path)  # a cache clean-up after the constructor, before a reader worker maps it
+    with pytest.warns(UserWarning, match=f"cannot use the file records {records.path}"):
+        read_checked(str(paths[0]), 0, records, "full")
+    read_checked(str(paths[0]), 0, records, "full")
+    assert len(counted) == 2
+
+
+def test_a_record_made_under_another_pixel_limit_is_judged_by_the_limit_in_use(tmp_path, monkeypatch, counted):
+    """The issue's case: a limit changed after the cache was filled failed at the first batch, advising the setting
+    already in use. A record carries the image's size, so it is judged by the limit in use: an image above twice
+    that limit is checked again and refused, naming the file and the limit in use; under a limit it fits, the record
+    serves."""
+    big = image(tmp_path / "big.jpg", (80, 60))
+    records = FileRecords.for_paths([big], directory=str(tmp_path / "cache"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    read_checked(str(big), 0, records, "full")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 80 x 60 > 2 x 1000
+    with pytest.raises(BadImageError, match=r"big\.jpg: .*the limit in use is Runtime\(max_image_pixels=1000\)"):
+        read_checked(str(big), 0, records, "full")
+    for limit in (None, 2400):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        assert read_checked(str(big), 0, records, "full")[1:] == (60, 80)
+    assert len(counted) == 2  # the first read and the refusal; the record served the rest
+
+
+def test_a_reader_worker_applies_the_runtime_pixel_limit_none_included(monkeypatch):
+    """``Runtime(max_image_pixels=None)`` (no limit) left the spawned workers at Pillow's default, so a large image
+    was refused with advice to pass None -- the setting in use."""
+    from pipelines.loader import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_watchdog_started", True)  # no watchdog thread in the test process
+    for limit in (None, 1234):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # a fresh worker's
+        lifecycle.on_worker_start(lifecycle.worker_setup_for(limit) | {"parent_pid": os.getppid()})
+        assert Image.MAX_IMAGE_PIXELS == limit

@@ -66,6 +66,45 @@ def test_loader_names_each_bad_file_before_its_batch(bad_images_dir, tmp_path, m
         assert served == [[0, 1, 2, 3]]
 
 
+@pytest.mark.parametrize("verify", ["none", "full"])
+@pytest.mark.parametrize("kind", ["fifo", "grey16"])
+def test_a_fifo_or_a_refused_mode_is_named_at_its_batch_without_blocking(bad_images_dir, tmp_path, kind, verify):
+    """Issue 23, class 5: a FIFO named .jpg hung the first batch (the reader opened it before any check), also
+    with verify="none"; a 16-bit greyscale PNG passed the check and trained white. Both are named at their batch."""
+    import os
+    import threading
+
+    from pipelines.loader.errors import ReaderFileError
+
+    root, _ = bad_images_dir
+    (tmp_path / "x").mkdir()
+    for i, p in enumerate(sorted((root / "a").glob("good*.jpg")) + sorted((root / "b").glob("good*.jpg"))):
+        shutil.copy(p, tmp_path / "x" / f"{i}.jpg")
+    bad = tmp_path / "x" / ("5_pipe.jpg" if kind == "fifo" else "5_grey16.png")  # sample 5: batch 1
+    if kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        Image.fromarray((np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16)).save(bad)
+    ld = loader(tmp_path, shuffle=False, runtime=dict(verify=verify))
+    served, box = [], {}
+
+    def run():
+        try:
+            for batch in ld:
+                served.append(batch.meta["sample_id"].tolist())
+        except ReaderFileError as exc:
+            box["err"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(120)
+    if kind == "fifo" and t.is_alive():  # the old reader blocks in open(): let it go before failing
+        os.close(os.open(bad, os.O_WRONLY | os.O_NONBLOCK))
+    assert not t.is_alive(), "the loader blocked"
+    assert str(box["err"]).startswith(f"{bad}: ") and served == [[0, 1, 2, 3]]
+    assert ("a FIFO" if kind == "fifo" else "mode I;16") in str(box["err"])
+
+
 def test_truncated_file_met_during_an_epoch_is_named(bad_images_dir, tmp_path):
     root, files = bad_images_dir
     (tmp_path / "x").mkdir()
