@@ -8,22 +8,13 @@ from nvidia.dali import fn, pipeline_def, types
 
 import oracles as ref
 from conftest import requires_gpu
-from helpers import feeder, run_op, search_both
+from helpers import feeder, random_boxes, run_op, search_both
 from dali_ops import mixing
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
-
-
-def random_boxes(rng, n, k, H, W):
-    y0 = rng.integers(-3, H, size=(n, k))
-    x0 = rng.integers(-3, W, size=(n, k))
-    b = np.stack([y0, x0, y0 + rng.integers(0, H // 2 + 2, (n, k)), x0 + rng.integers(0, W // 2 + 2, (n, k))],
-                 -1).astype(np.int32)
-    b[rng.random((n, k)) < 0.3] = -1
-    return b
 
 
 def images_of(rng, dtype, shape):

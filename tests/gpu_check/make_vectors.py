@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import run_op  # noqa: E402  (the tests' own CPU-pipeline runner)
+from helpers import random_boxes, run_op  # noqa: E402  (the tests' own CPU-pipeline runner)
 
 
 def _put(store, case, name, values):
@@ -128,13 +128,6 @@ def saliency_vectors(occ):
     return store
 
 
-def _boxes(rng, n, k, H, W):
-    y0 = rng.integers(-3, H, size=(n, k))
-    x0 = rng.integers(-3, W, size=(n, k))
-    b = np.stack([y0, x0, y0 + rng.integers(0, H // 2 + 2, (n, k)), x0 + rng.integers(0, W // 2 + 2, (n, k))],
-                 -1).astype(np.int32)
-    b[rng.random((n, k)) < 0.3] = -1
-    return b
 
 
 def normalize_vectors(occ):
@@ -145,7 +138,7 @@ def normalize_vectors(occ):
     n, H, W = 7, 45, 61
     imgs = _images(rng, [(H, W)] * n)
     mirror = [np.int32(v) for v in rng.integers(0, 2, n)]
-    boxes = _boxes(rng, n, 3, H, W)
+    boxes = random_boxes(rng, n, 3, H, W)
     partner = np.array([3, -1, 0, 6, 6, 2, 1], np.int32)
     mean = [0.485 * 255, 0.456 * 255, 0.406 * 255]
     std = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -179,7 +172,7 @@ def paste_vectors(occ):
         x = (rng.integers(0, 256, (n, 3, H, W)).astype(np.uint8) if dtype == "uint8"
              else rng.standard_normal((n, 3, H, W)).astype(dtype))
         feed = np.ascontiguousarray(x if layout == "CHW" else x.transpose(0, 2, 3, 1))
-        boxes = _boxes(rng, n, 3, H, W)
+        boxes = random_boxes(rng, n, 3, H, W)
         partner = np.array([2, -1, 0, 5, 5, 1], np.int32)
         (pasted,) = run_op([list(feed), list(boxes), list(partner)], lambda im, b, i: occ.paste_boxes(im, b, im, i), n,
                            layouts=(layout,))

@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import pipelines.loader.loader as loader_module
 from helpers import photo

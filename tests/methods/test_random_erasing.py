@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 from conftest import requires_gpu
-from helpers import SIZE, box_mask, make
+from helpers import box_mask, make
 from pipelines.methods import RandomErasing
 
 ROWS, SIDE = 600, 224

@@ -95,7 +95,7 @@ def test_early_head_saliency_and_aux_loss(model, data):
     (g,) = torch.autograd.grad(logits[torch.arange(N), labels].sum(), x)
     torch.testing.assert_close(head(images, labels), g.abs().max(1).values, rtol=1e-4, atol=1e-7)
     # aux_loss from the features of the model's own forward (hook), equal to the spelled-out head loss
-    model_out = model(images)  # noqa: F841  (the training forward the hook listens to)
+    model(images)  # the training forward the hook listens to
     with torch.no_grad():
         want = F.cross_entropy(head.fc(f.detach().mean(dim=(2, 3))), labels)
     torch.testing.assert_close(head.aux_loss(images, labels).detach(), want, rtol=1e-5, atol=1e-6)

@@ -15,10 +15,8 @@ without one (the maps are divided by their maximum: the loss scale cancels)."""
 from __future__ import annotations
 
 import copy
-import os
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torchvision
