@@ -22,8 +22,8 @@ from pipelines.loader.graph import build_pipeline
 from pipelines.loader.lifecycle import check_spawn_safe_main, keep_until_exit, track, worker_setup_for
 from pipelines.loader.outputs import BatchAssembler
 from pipelines.loader.plan import AugmentConfig, color_options
-from pipelines.loader.position import Identity, LiveIterator, SkippedFiles, check_state
-from pipelines.loader.runtime import Runtime
+from pipelines.loader.position import DaliCheckpoint, Identity, LiveIterator, SkippedFiles, check_state
+from pipelines.loader.runtime import Runtime, resolve_device
 from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
 from pipelines.loader.training_side import TrainingSide
@@ -36,17 +36,6 @@ __all__ = ["Batch", "OcclusionLoader"]
 #: ``state_dict()`` and in logs. DALI gets a 63-bit seed derived from it (:mod:`pipelines.loader.seeding`).
 SEED_LIMIT = 2 ** 64
 DTYPES = ("float32", "float16")
-DEVICES = ("auto", "cpu", "gpu")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"gpu"`` when CUDA is usable, else ``"cpu"``."""
-    check_choice("device", device, DEVICES)
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("device='gpu' was requested but CUDA is not available; use device='cpu' or 'auto'")
-    return device
 
 
 class OcclusionLoader:
@@ -109,11 +98,7 @@ class OcclusionLoader:
                                  **color_options(color))
         self.data = Dataset(root, num_classes)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
-        self.device = resolve_device(device)
-        if device_id is not None:
-            check_int("device_id", device_id, lo=0)
-        self.device_id = None if self.device != "gpu" else (
-            torch.cuda.current_device() if device_id is None else int(device_id))
+        self.device, self.device_id = resolve_device(device, device_id)
         self._channel = None
         if train and self.method.source is not None:  # the source binds to the dataset (the bank opens its file)
             bound, self._channel = self.method.source.attach(self.data, rows_per_batch=self.batch_size * copies,
@@ -143,8 +128,7 @@ class OcclusionLoader:
         self._pipe_start = self._pipe_stop = None  # where it started, and the iteration its source stops at
         self._fed = self._taken = 0  # batches scheduled in it and taken from it
         self._sealed = -1  # with a channel: the last epoch whose pushes are written (its successor may be read)
-        self._origin = None    # (epoch, batch) the built pipeline's reader started at (its iteration 0)
-        self._resume = None    # a loaded state's DALI checkpoint, for the rebuild at its position
+        self._dali = DaliCheckpoint()  # where the built pipeline's reader started; a loaded checkpoint
         self._forked_from = None  # the parent's pid, in a child forked while this loader lived
         track(self)
 
@@ -174,10 +158,8 @@ class OcclusionLoader:
         batches bit for bit (:mod:`pipelines.loader.seeding`)."""
         state = {"epoch": self._epoch, "batch": self._batch, **self._identity.fields(), **self._skipped.state()}
         continues = self._pipe_stop is None or self._batch < len(self)  # (a pipeline built to end with its epoch)
-        if self._pipe is not None and self._pipe_pos == (self._epoch, self._batch) and continues:
-            state["dali"] = {"checkpoint": self._pipe.checkpoint(), "origin": self._origin}
-        elif self._resume is not None:  # loaded, not yet rebuilt: pass it on unchanged
-            state["dali"] = self._resume
+        state.update(self._dali.state(self._pipe if self._pipe_pos == (self._epoch, self._batch) and continues
+                                      else None))
         if self._channel is not None:
             state.update(self._channel.state())
         return state
@@ -193,10 +175,7 @@ class OcclusionLoader:
         self._drop_pipeline()  # the next iteration rebuilds at the loaded position (from its DALI checkpoint, if any)
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
         self._skipped.restore(state)
-        dali = state.get("dali")
-        at = (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch)  # where __iter__ builds
-        self._resume = None if dali is None else {"checkpoint": dali["checkpoint"],
-                                                  "origin": tuple(int(v) for v in dali["origin"]), "at": at}
+        self._dali.load(state, (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch))
 
     def __iter__(self):
         self._check_not_forked()
@@ -315,10 +294,8 @@ class OcclusionLoader:
         if self.runtime.verify == "full":
             compile_walk()  # the workers' JPEG check: compiled once here, loaded from Numba's cache by each worker
         self._pending_failure = None
-        resume, self._resume = self._resume, None
-        if resume is not None and resume["at"] != (epoch, batch):
-            resume = None  # the position moved since the state was loaded (set_epoch): a fresh pipeline
-        origin = resume["origin"] if resume is not None else (epoch, batch)
+        checkpoint = self._dali.start((epoch, batch))
+        origin = self._dali.origin
         done = (epoch - origin[0]) * len(self) + batch - origin[1]  # reader iterations before (epoch, batch)
         source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1], skip=self._skipped.why)
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
@@ -335,9 +312,8 @@ class OcclusionLoader:
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
             num_threads=self.runtime.threads, py_workers=self.runtime.workers, reader_depth=self.runtime.depth,
             dtype=self.dtype, prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, *origin),
-            checkpoint=None if resume is None else resume["checkpoint"])
+            checkpoint=checkpoint)
         self._pipe.build()
-        self._origin = origin
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
         self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
         self._pipe_pos = self._pipe_start = (epoch, batch)

@@ -3,6 +3,7 @@
 * :class:`LiveIterator`: one iterator serves the position at a time, and nothing moves the position under it;
 * :class:`Identity` and :func:`check_state`: what decides a loader's batches besides its position, which a
   ``state_dict`` carries and a resume must match;
+* :class:`DaliCheckpoint`: DALI's checkpoint in a state, and the position a pipeline rebuilt from it starts at;
 * :class:`SkippedFiles`: the files ``on_bad="skip"`` skipped so far, which a resumed run skips again.
 
 The rules are those of docs/robustness.md (Iteration, Resume).
@@ -119,6 +120,41 @@ def _shown(state: dict, key: str) -> str:
 def _plain(value):
     """Tuples as lists, so that a state passed through JSON or YAML compares equal."""
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+class DaliCheckpoint:
+    """``state["dali"]``: DALI's checkpoint (``Pipeline.checkpoint()``, the state of its random operators after the
+    last batch served) and ``origin``, the position the checkpointed pipeline's reader started at (its iteration
+    0). A loaded one waits for the pipeline built at its position, which restores it and starts its reader at
+    that origin (:mod:`pipelines.loader.seeding`)."""
+
+    def __init__(self):
+        self.origin = None  # (epoch, batch) the built pipeline's reader started at
+        self._loaded = None  # a loaded state's checkpoint and the position it continues at
+
+    def state(self, pipe) -> dict:
+        """``{"dali": ...}`` of ``pipe`` (the built pipeline, when it would go on serving from the position), else
+        the loaded checkpoint not yet rebuilt, passed on unchanged; ``{}`` without either."""
+        if pipe is not None:
+            return {"dali": {"checkpoint": pipe.checkpoint(), "origin": self.origin}}
+        return {} if self._loaded is None else {"dali": self._loaded}
+
+    def load(self, state: dict, at: tuple) -> None:
+        """Keep ``state``'s checkpoint for the pipeline built to serve ``at`` next."""
+        dali = state.get("dali")
+        self._loaded = None if dali is None else {"checkpoint": dali["checkpoint"],
+                                                  "origin": tuple(int(v) for v in dali["origin"]), "at": at}
+
+    def start(self, at: tuple):
+        """A pipeline is built to serve ``at`` next: sets :attr:`origin` and returns the checkpoint it restores --
+        the loaded one if it continues at ``at`` (else the position moved since, by ``set_epoch``: a fresh start
+        at ``at``, no checkpoint)."""
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and loaded["at"] == at:
+            self.origin = loaded["origin"]
+            return loaded["checkpoint"]
+        self.origin = at
+        return None
 
 
 class SkippedFiles:
