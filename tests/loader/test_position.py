@@ -3,14 +3,14 @@
 (finished or left by ``break``) all three work. Resume refuses a state made by a loader that would serve other
 batches (another method, dataset, output size, ...), naming every field that differs with both values.
 
-The oracle of every served sequence is a second loader of the same arguments, iterated without interference."""
+The oracle of every served sequence is a second loader of the same arguments, iterated without interference
+(``flat_root``: 16 files, 4 batches of 4 per epoch)."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from helpers import photo
 from pipelines import OcclusionLoader
 
 
@@ -20,17 +20,6 @@ def make(root, batch=4, **kw):
     kw.setdefault("shuffle", True)
     kw.setdefault("seed", 5)
     return OcclusionLoader(root, batch, runtime={"num_threads": 1, "py_workers": 1}, **kw)
-
-
-@pytest.fixture()
-def flat_root(tmp_path):
-    """Two classes of 8 JPEGs each: 4 batches of 4 per epoch."""
-    root = tmp_path / "ds"
-    for c in "ab":
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            photo(40, 50, seed=i + (c == "b") * 8).save(root / c / f"{i}.jpg", quality=90)
-    return root
 
 
 def ids(batches):
