@@ -103,8 +103,11 @@ def check_state(state: dict, identity: dict, batches: int, bank: bool) -> None:
     differ = [f"{key}: {_shown(state, key)} in the state_dict, {value!r} in this loader"
               for key, value in identity.items() if key not in state or _plain(state[key]) != _plain(value)]
     if differ:
+        missing = any(key not in state for key in identity)
         raise ValueError("cannot resume: the state_dict comes from a loader that serves other batches; "
-                         + "; ".join(differ))
+                         + "; ".join(differ) + (" (a state saved before the loader recorded these fields: if it "
+                         "was made with this loader's arguments, copy the missing ones from this loader's "
+                         "state_dict())" if missing else ""))
     if not 0 <= state["batch"] <= batches:
         raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {batches}]")
     if ("bank" in state) != bank:
