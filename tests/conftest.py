@@ -118,6 +118,14 @@ def structured_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture()
+def flat_root(tmp_path):
+    """Two classes of 8 JPEGs each (40x50), sample i = class i // 8, file i % 8 in sorted order."""
+    from helpers import photo_folder
+
+    return photo_folder(tmp_path / "ds", 8)
+
+
 def cuda_devices() -> int:
     """CUDA devices DALI sees, 0 when there is none or the plugin was built without CUDA."""
     try:

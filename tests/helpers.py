@@ -26,6 +26,16 @@ def photo(h, w, seed=0, mode="RGB"):
     return Image.fromarray(np.clip(a + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)).convert(mode)
 
 
+def photo_folder(root, per_class: int):
+    """Classes ``a`` and ``b`` of ``per_class`` 40x50 JPEGs each under ``root``: sample ``i`` is class
+    ``i // per_class``, file ``i % per_class`` in sorted order (``per_class`` <= 10), a photo of seed ``i``."""
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            photo(40, 50, seed=i + per_class * (c == "b")).save(root / c / f"{i}.jpg", quality=90)
+    return root
+
+
 def grey_scan_jpeg(h=375, w=500, seed=0) -> bytes:
     """The JPEG of issue 20: an EOI marker written into the middle of its scan data. Every decoder here (Pillow,
     nvImageCodec, DALI's) returns an image, grey from there on, without an error."""

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 
 import torch
 
 from kernels.checks import check_bool, check_choice, check_int
-from pipelines.data.imagefiles import BadImageError, check_image
 from pipelines.data.jpeg_scan import compile_walk
 from pipelines.loader.batch import Batch
 from pipelines.loader.dataset import Dataset
@@ -24,7 +22,8 @@ from pipelines.loader.graph import build_pipeline
 from pipelines.loader.lifecycle import check_spawn_safe_main, keep_until_exit, track, worker_setup_for
 from pipelines.loader.outputs import BatchAssembler
 from pipelines.loader.plan import AugmentConfig, color_options
-from pipelines.loader.runtime import Runtime
+from pipelines.loader.position import DaliCheckpoint, Identity, LiveIterator, SkippedFiles, check_state
+from pipelines.loader.runtime import Runtime, resolve_device
 from pipelines.loader.seeding import pipeline_seed
 from pipelines.loader.source import ImageSource
 from pipelines.loader.training_side import TrainingSide
@@ -37,17 +36,6 @@ __all__ = ["Batch", "OcclusionLoader"]
 #: ``state_dict()`` and in logs. DALI gets a 63-bit seed derived from it (:mod:`pipelines.loader.seeding`).
 SEED_LIMIT = 2 ** 64
 DTYPES = ("float32", "float16")
-DEVICES = ("auto", "cpu", "gpu")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"gpu"`` when CUDA is usable, else ``"cpu"``."""
-    check_choice("device", device, DEVICES)
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("device='gpu' was requested but CUDA is not available; use device='cpu' or 'auto'")
-    return device
 
 
 class OcclusionLoader:
@@ -110,11 +98,7 @@ class OcclusionLoader:
                                  **color_options(color))
         self.data = Dataset(root, num_classes, self.runtime.progress)
         self.root, self.classes, self.num_classes = self.data.root, self.data.classes, self.data.num_classes
-        self.device = resolve_device(device)
-        if device_id is not None:
-            check_int("device_id", device_id, lo=0)
-        self.device_id = None if self.device != "gpu" else (
-            torch.cuda.current_device() if device_id is None else int(device_id))
+        self.device, self.device_id = resolve_device(device, device_id)
         self._channel = None
         if train and self.method.source is not None:  # the source binds to the dataset (the bank opens its file)
             bound, self._channel = self.method.source.attach(self.data, rows_per_batch=self.batch_size * copies,
@@ -122,15 +106,20 @@ class OcclusionLoader:
             if bound is not self.method.source:
                 self.cfg = dataclasses.replace(self.cfg, method=self.method.with_source(bound))
         self._training = TrainingSide(self.cfg, self.num_classes, label_smoothing, self._channel)
+        shuffle = train if shuffle is None else shuffle
         self._source_args = dict(paths=self.data.paths, labels=self.data.labels, batch_size=self.batch_size,
-                                 cfg=self.cfg, seed=self.seed, shuffle=train if shuffle is None else shuffle,
-                                 shard_id=shard_id, num_shards=num_shards, last_batch=last_batch,
-                                 records=self.data.records, verify=self.runtime.verify, on_bad=self.runtime.on_bad)
-        self._skipped: dict[int, str] = {}  # sample id -> why, of the files skipped so far (on_bad="skip")
+                                 cfg=self.cfg, seed=self.seed, shuffle=shuffle, shard_id=shard_id,
+                                 num_shards=num_shards, last_batch=last_batch, records=self.data.records,
+                                 verify=self.runtime.verify, on_bad=self.runtime.on_bad)
+        self._skipped = SkippedFiles()
         self._source = ImageSource(**self._source_args)
+        self._identity = Identity(self.data, self.method, self.cfg, seed=self.seed, batch_size=self.batch_size,
+                                  shard_id=self._source.shard_id, num_shards=self._source.num_shards,
+                                  shuffle=shuffle, last_batch=last_batch, label_smoothing=float(label_smoothing),
+                                  num_classes=self.num_classes, dtype=self.dtype)
         if self._channel is not None:  # a pushed map goes to the rank that serves its sample next epoch
             self._channel.route(self._source.owners, self._source.shard_id)
-        self._live_iter = None  # token of the one iterator allowed to run (see __iter__)
+        self._live = LiveIterator()  # the one iterator allowed to serve the position
         self._pending_failure = None  # a reader failure to raise once the batches before it are served
         self._epoch = 0      # epoch the next batch belongs to
         self._batch = 0      # batches of that epoch already served
@@ -139,8 +128,7 @@ class OcclusionLoader:
         self._pipe_start = self._pipe_stop = None  # where it started, and the iteration its source stops at
         self._fed = self._taken = 0  # batches scheduled in it and taken from it
         self._sealed = -1  # with a channel: the last epoch whose pushes are written (its successor may be read)
-        self._origin = None    # (epoch, batch) the built pipeline's reader started at (its iteration 0)
-        self._resume = None    # a loaded state's DALI checkpoint, for the rebuild at its position
+        self._dali = DaliCheckpoint()  # where the built pipeline's reader started; a loaded checkpoint
         self._forked_from = None  # the parent's pid, in a child forked while this loader lived
         track(self)
 
@@ -153,59 +141,45 @@ class OcclusionLoader:
         return len(self.data)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start the next iteration at the beginning of ``epoch``."""
+        """Start the next iteration at the beginning of ``epoch`` (refused while an iterator is live)."""
+        self._live.refuse_while_live("set_epoch")
         self._epoch, self._batch = check_int("epoch", epoch, lo=0), 0
 
     def state_dict(self) -> dict:
-        """Position to resume from: the next batch to serve, plus what must match on resume; with a saliency
-        bank, also the bank (its path and generation), every push so far written first; with ``on_bad="skip"``,
-        the sample ids of the files skipped so far (``"skipped"``), which a resumed run skips again.
+        """Position to resume from: the next batch to serve, plus what must match on resume (the loader's
+        :class:`~pipelines.loader.position.Identity`: dataset, method, output size, copies, seed, shard, ...); with
+        a saliency bank, also the bank (its path and generation), every push so far written first; with
+        ``on_bad="skip"``, the sample ids of the files skipped so far (``"skipped"``), which a resumed run skips again.
 
         While the built pipeline would go on serving from that position, ``"dali"`` holds DALI's checkpoint
         (``Pipeline.checkpoint()``: the state of DALI's random operators -- the ``auto_augment`` policies -- after
         the last batch *served*, not after the ones DALI prefetched) and the position its reader started at. A
         loader that loads this state rebuilds from that checkpoint and continues the uninterrupted run's
         batches bit for bit (:mod:`pipelines.loader.seeding`)."""
-        state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
-                 "dataset_size": self.dataset_size, "batch_size": self.batch_size,
-                 "shard_id": self._source.shard_id, "num_shards": self._source.num_shards}
-        if self._skipped:
-            state["skipped"] = sorted(self._skipped)
+        state = {"epoch": self._epoch, "batch": self._batch, **self._identity.fields(), **self._skipped.state()}
         continues = self._pipe_stop is None or self._batch < len(self)  # (a pipeline built to end with its epoch)
-        if self._pipe is not None and self._pipe_pos == (self._epoch, self._batch) and continues:
-            state["dali"] = {"checkpoint": self._pipe.checkpoint(), "origin": self._origin}
-        elif self._resume is not None:  # loaded, not yet rebuilt: pass it on unchanged
-            state["dali"] = self._resume
+        state.update(self._dali.state(self._pipe if self._pipe_pos == (self._epoch, self._batch) and continues
+                                      else None))
         if self._channel is not None:
             state.update(self._channel.state())
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state``; the method's saliency source resumes its own part (the bank: the file the
-        state names, unchanged since)."""
-        mine = self.state_dict()
-        for key in ("seed", "dataset_size", "batch_size", "shard_id", "num_shards"):
-            if state.get(key) != mine[key]:
-                raise ValueError(f"cannot resume: state_dict has {key}={state.get(key)!r}, this loader has {mine[key]!r}")
-        if not 0 <= state["batch"] <= len(self):
-            raise ValueError(f"cannot resume: batch={state['batch']} outside [0, {len(self)}]")
-        if ("bank" in state) != ("bank" in mine):
-            raise ValueError("cannot resume: " + ("the state_dict has a saliency bank and this loader none (give its "
-                             "method saliency='bank' and bank=...)" if "bank" in state else
-                             "this loader has a saliency bank and the state_dict none"))
+        """Continue from ``state`` (refused while an iterator is live, and for a state of a loader that serves
+        other batches, naming what differs); the method's saliency source resumes its own part (the bank: the
+        file the state names, unchanged since)."""
+        self._live.refuse_while_live("load_state_dict")
+        check_state(state, self._identity.fields(), len(self), bank=self._channel is not None)
         if self._channel is not None:
             self._channel.restore(state, int(state["epoch"]), int(state["batch"]))
-        self.close()  # the next iteration rebuilds at the loaded position (from its DALI checkpoint, if any)
+        self._drop_pipeline()  # the next iteration rebuilds at the loaded position (from its DALI checkpoint, if any)
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
-        self._skipped = {int(i): "skipped before the state was saved" for i in state.get("skipped", ())}
-        dali = state.get("dali")
-        at = (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch)  # where __iter__ builds
-        self._resume = None if dali is None else {"checkpoint": dali["checkpoint"],
-                                                  "origin": tuple(int(v) for v in dali["origin"]), "at": at}
+        self._skipped.restore(state)
+        self._dali.load(state, (self._epoch + 1, 0) if self._batch >= len(self) else (self._epoch, self._batch))
 
     def __iter__(self):
         self._check_not_forked()
-        token = self._claim_iterator()
+        token = self._live.claim()
         try:
             if self._batch >= len(self):  # the last batch was served and the loop stopped there
                 self._end_epoch()
@@ -215,14 +189,15 @@ class OcclusionLoader:
                 self._pipe_pos = None  # until this batch is recorded: an interrupt from here on forces a rebuild
                 batch = self._training.step(self._assemble(self._run()))
                 if self.runtime.on_bad == "skip":
-                    self._note_skipped(batch)
+                    self._skipped.note(self._source, batch, self._epoch, self._batch, self.runtime.verify == "full")
                 self._batch += 1
                 self._pipe_pos = (self._epoch, self._batch)
                 yield batch
+                if not self._live.holds(token):  # close() ended this iterator
+                    return
             self._end_epoch()
         finally:
-            if self._live_iter is token:
-                self._live_iter = None
+            self._live.release(token)
 
     def _end_epoch(self) -> None:
         """The epoch's last batch was served and the loop had it. The pipeline runs on into the next epoch (see
@@ -234,39 +209,6 @@ class OcclusionLoader:
         runs_on = self._pipe_pos == (self._epoch, len(self)) and self._pipe_stop is None
         self._epoch, self._batch = self._epoch + 1, 0
         self._pipe_pos = (self._epoch, 0) if runs_on else None
-
-    def _note_skipped(self, batch: Batch) -> None:
-        """Warn once about each file whose row was skipped in ``batch`` (a repeat of a good sample, ``valid`` 0)
-        and remember it for ``state_dict()``."""
-        source = self._source
-        planned = source.shard_plan(self._epoch).ids[self._batch * self.batch_size:][:self.batch_size]
-        served = batch.meta["sample_id"][:planned.size].numpy()
-        for sid in planned[served != planned].tolist():
-            if sid not in self._skipped:
-                path = source.paths[sid]
-                try:
-                    check_image(path, full=self.runtime.verify == "full")
-                    why = "skipped before the state was saved"
-                except BadImageError as exc:
-                    why = exc.reason
-                self._skipped[sid] = why
-                warnings.warn(f"skipped an unreadable image (on_bad='skip'): {path}: {why}; its row in epoch "
-                              f"{self._epoch}, batch {self._batch} repeats a good sample with meta['valid'] 0",
-                              stacklevel=3)
-
-    def _claim_iterator(self):
-        """One live iterator per loader: two would share one position (``zip(L, L)`` would drop batches and a
-        nested ``for`` over the same loader would never end), so the second is refused. An iterator stops
-        being live when it is exhausted, closed, or garbage-collected (``break`` out of a ``for`` loop)."""
-        if self._live_iter is not None:
-            raise RuntimeError(
-                "this OcclusionLoader is already being iterated: one loader serves one position, so a second "
-                "live iterator (zip(L, L), a nested `for` over the same loader, or an unfinished iter(L) kept "
-                "in a variable) would steal its batches. Finish or close() the first iterator, or build a "
-                "second loader.")
-        token = object()
-        self._live_iter = token
-        return token
 
     # -- the model in the loop -------------------------------------------------------------------
     def training_side(self) -> TrainingSide:
@@ -298,7 +240,7 @@ class OcclusionLoader:
         self._check_not_forked()  # an iterator made before the fork runs on in the child
         dead = dead_worker(self._pipe, self._epoch, self._batch)
         if dead is not None:
-            self.close()
+            self._drop_pipeline()
             raise dead
         try:
             self._feed()
@@ -306,14 +248,14 @@ class OcclusionLoader:
             return self._pipe.outputs()
         except StopIteration:
             pending, self._pending_failure = self._pending_failure, None
-            self.close()
+            self._drop_pipeline()
             if pending is not None:  # the batches before the bad file were served: now its error
                 raise pending.error from None
             raise RuntimeError(f"the reader ended epoch {self._epoch} early at batch {self._batch}") from None
         except BaseException as exc:
             # Drop the pipeline whatever happened (a KeyboardInterrupt too): its queues may have moved past
             # the recorded position, so the next iteration rebuilds at (self._epoch, self._batch).
-            self.close()
+            self._drop_pipeline()
             pending, self._pending_failure = self._pending_failure, None
             if not isinstance(exc, Exception):
                 raise
@@ -347,17 +289,15 @@ class OcclusionLoader:
         """Build the pipeline that serves ``(epoch, batch)`` next (``stop_at``: its reader ends after that many
         batches). A loaded state's DALI checkpoint for this very position is restored into it: its reader then
         starts where the checkpointed pipeline's did and goes on from the checkpoint's iteration."""
-        self.close()
+        self._drop_pipeline()
         check_spawn_safe_main()  # before any worker is spawned
         if self.runtime.verify == "full":
             compile_walk()  # the workers' JPEG check: compiled once here, loaded from Numba's cache by each worker
         self._pending_failure = None
-        resume, self._resume = self._resume, None
-        if resume is not None and resume["at"] != (epoch, batch):
-            resume = None  # the position moved since the state was loaded (set_epoch): a fresh pipeline
-        origin = resume["origin"] if resume is not None else (epoch, batch)
+        checkpoint = self._dali.start((epoch, batch))
+        origin = self._dali.origin
         done = (epoch - origin[0]) * len(self) + batch - origin[1]  # reader iterations before (epoch, batch)
-        source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1], skip=self._skipped)
+        source = ImageSource(**self._source_args, start_epoch=origin[0], start_batch=origin[1], skip=self._skipped.why)
         source.worker_setup = worker_setup_for(self.runtime.max_image_pixels)  # read by ImageSource.__setstate__
         if self._channel is not None:  # the pushes of the epochs before this one are written
             self._channel.before_epoch(epoch)
@@ -372,9 +312,8 @@ class OcclusionLoader:
             source, device=self.device, device_id=self.device_id, batch_size=self.batch_size,
             num_threads=self.runtime.threads, py_workers=self.runtime.workers, reader_depth=self.runtime.depth,
             dtype=self.dtype, prefetch=self.runtime.prefetch, seed=pipeline_seed(self.seed, self._source.shard_id, *origin),
-            checkpoint=None if resume is None else resume["checkpoint"])
+            checkpoint=checkpoint)
         self._pipe.build()
-        self._origin = origin
         target = torch.device("cuda", self.device_id) if self.device == "gpu" else None
         self._assemble = BatchAssembler(names, self.cfg.copies, self.cfg.output_size, self._training.targets, target)
         self._pipe_pos = self._pipe_start = (epoch, batch)
@@ -382,7 +321,12 @@ class OcclusionLoader:
         self._fed = self._taken = 0
 
     def close(self) -> None:
-        """Stop the pipeline and its reader processes."""
+        """Stop the pipeline and its reader processes, and end the live iterator (a loop over the loader ends after
+        the batch in hand); the position stays, and the next iteration rebuilds at it."""
+        self._live.end()
+        self._drop_pipeline()
+
+    def _drop_pipeline(self) -> None:
         if self._pipe is not None:
             if self._channel is not None:  # workers waiting for an epoch's pushes stop waiting
                 self._channel.reader_stopped()
@@ -400,7 +344,7 @@ class OcclusionLoader:
 
     def __del__(self):
         try:
-            self.close()
+            self._drop_pipeline()
             if getattr(self, "_channel", None) is not None:
                 self._channel.close()
         except Exception:

@@ -21,6 +21,24 @@ ON_BAD = ("raise", "skip")
 PILLOW_PIXEL_LIMIT = 89_478_485
 #: default reader workers per rank: half the rank's cores, at most this many (each is a process of ~130 MB)
 MAX_DEFAULT_WORKERS = 8
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def resolve_device(device: str, device_id: int | None) -> tuple[str, int | None]:
+    """The loader's ``device`` and ``device_id`` as it runs on them: ``"auto"`` is ``"gpu"`` when CUDA is usable,
+    else ``"cpu"``; on the GPU, ``device_id`` ``None`` is the current CUDA device (``None`` on the CPU)."""
+    import torch  # here only: the reader workers import this module without torch
+
+    check_choice("device", device, DEVICES)
+    if device_id is not None:
+        check_int("device_id", device_id, lo=0)
+    if device == "auto":
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    elif device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("device='gpu' was requested but CUDA is not available; use device='cpu' or 'auto'")
+    if device != "gpu":
+        return device, None
+    return device, torch.cuda.current_device() if device_id is None else int(device_id)
 
 
 def local_world_size() -> int:

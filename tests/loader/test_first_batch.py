@@ -10,18 +10,14 @@ import pytest
 import torch
 
 import pipelines.loader.loader as loader_module
-from helpers import grey_scan_jpeg, photo
+from helpers import grey_scan_jpeg, photo, photo_folder
 from pipelines import OcclusionLoader
 
 
 @pytest.fixture()
 def grey_root(tmp_path):
     """20 JPEGs in two classes, sample 9 (class a, sorted) the grey-scan one: batch 2 of 4-row batches in order."""
-    root = tmp_path / "ds"
-    for c in "ab":
-        (root / c).mkdir(parents=True)
-        for i in range(10):
-            photo(40, 50, i + 10 * (c == "b")).save(root / c / f"{i}.jpg", quality=90)
+    root = photo_folder(tmp_path / "ds", 10)
     (root / "a" / "9.jpg").write_bytes(grey_scan_jpeg(150, 200))
     return root
 

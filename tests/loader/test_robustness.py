@@ -28,17 +28,6 @@ def make(root, batch=4, **kw):
     return OcclusionLoader(root, batch, **kw)
 
 
-@pytest.fixture()
-def flat_root(tmp_path):
-    """Two classes of 8 JPEGs each (40x50), sample i = class i // 8, file i % 8 in sorted order."""
-    root = tmp_path / "ds"
-    for c in "ab":
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            photo(40, 50, seed=i + (c == "b") * 8).save(root / c / f"{i}.jpg", quality=90)
-    return root
-
-
 def ids(batches):
     return [b.meta["sample_id"].tolist() for b in batches]
 
