@@ -81,6 +81,37 @@ def test_torchrun_feedback_bank(tiny_dataset, tmp_path):
     assert banks[0]["generation"] == banks[1]["generation"]
 
 
+def test_temporary_bank_leaves_nothing_behind(tiny_dataset, tmp_path):
+    """``--feedback bank`` without ``--save``: the run's temporary bank leaves nothing in the temporary folder,
+    neither after a normal end nor after ``kill -9`` (no code runs) once the loaders are built."""
+    import signal
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(temp), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "train_example.py", "--data", str(tiny_dataset), "--batch-size", "4", "--method",
+           "saliency_occlusion:size=8", "--saliency", "normgrad:layer1.0.conv1", "--feedback", "bank", *SMALL]
+
+    def banks():
+        return [p for p in temp.rglob("*") if "bank" in p.name]
+
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "maps from the bank" in proc.stdout, proc.stderr[-3000:]
+    assert banks() == []
+    killed = subprocess.Popen(cmd[:-len(SMALL)] + [*SMALL, "--epochs", "50"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in killed.stdout:  # printed once both loaders are built (the bank is open)
+            if line.startswith("data "):
+                break
+        else:
+            pytest.fail("train_example.py ended before printing its data line")
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert killed.returncode == -signal.SIGKILL and banks() == []
+
+
 @pytest.mark.parametrize("stop_after, position", [(6, (0, 6)), (8, (1, 2))], ids=["end_of_epoch", "mid_epoch"])
 def test_resume_gives_bit_identical_weights(tiny_dataset, tmp_path, stop_after, position):
     """2 epochs straight vs stop after ``stop_after`` steps (6 steps per epoch: after epoch 1, or 2 steps

@@ -349,12 +349,12 @@ def test_bank_options_are_checked():
 SIZE, WIN, BATCH = 96, 24, 6
 
 
-def bank_loader(root, bank_spec, copies=1, copy_mode="joint", **kw):
+def bank_loader(root, bank_spec, copies=1, copy_mode="joint", prefetch=2, **kw):
     from pipelines.loader import OcclusionLoader
 
     return OcclusionLoader(root, BATCH, "saliency_occlusion", saliency="bank", size=WIN, jitter=0,
                            copies=copies, copy_mode=copy_mode, output_size=SIZE, device="cpu", seed=3, num_classes=3,
-                           runtime=dict(num_threads=2, py_workers=1, verify="none"), bank=bank_spec, **kw)
+                           runtime=dict(num_threads=2, py_workers=1, verify="none", prefetch=prefetch), bank=bank_spec, **kw)
 
 
 def hot_spot_maps(batch, points):
