@@ -18,9 +18,11 @@ Why two slots: a read in epoch ``e`` uses the slot with the latest stamp of an e
 in epoch ``e`` merges into the *other* slot (or into the slot it already wrote in epoch ``e``). Reads and
 writes of one epoch never touch the same bytes, so the reader workers may prefetch while the training
 loop pushes, a batch does not depend on how far the pushes had got (same seed, same batches), and a run
-resumed anywhere in epoch ``e`` finds the maps the original run read. With the default ``grid=22`` a
-sample takes ``2 * 22 * 22 + 16 = 984`` bytes, the largest square grid in the 1 KB budget with two
-slots; uint8 rather than fp16 because a relative saliency needs no exponent and twice the cells fit.
+resumed anywhere in epoch ``e`` finds the maps the original run read. A push that comes after its epoch was
+sealed (the next epoch's reads may have begun) is ignored by rule
+(:meth:`pipelines.saliency.bank_writer.Bank.push`). With the default ``grid=22`` a sample takes
+``2 * 22 * 22 + 16 = 984`` bytes, the largest square grid in the 1 KB budget with two slots; uint8 rather than
+fp16 because a relative saliency needs no exponent and twice the cells fit.
 
 Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``align_corners=False``):
 
@@ -132,9 +134,10 @@ class BankSaliency(SaliencySource):
     """The saliency bank as a method's source (``saliency=BankSaliency(path)``, or the shorthand
     ``saliency="bank", bank=path``): how a loader keeps the model's maps.
 
-    ``path``: the bank file (``None``: a new file in a temporary folder, one process only). Ranks of one
-    node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
-    a sample's grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
+    ``path``: the bank file (``None``: a temporary file, one process only, unlinked as soon as it is open so
+    that nothing of it outlives the process). Ranks of one node give the same path and share the file (one writer
+    slot per shard: :meth:`BankFile.claim`); each node keeps its own copy. ``grid``: cells per side of a sample's
+    grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
     method's image saliency, computed in the graph for those rows only) or ``"uniform"`` (no saliency
     information: i.i.d. uniform cells from the batch's seed, re-cropped like a map, so the search picks a
     place at random, as the unguided method would)."""
