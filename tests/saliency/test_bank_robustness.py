@@ -195,17 +195,31 @@ def test_damaged_or_empty_file_is_named_at_once(tmp_path, content, message):
 
 
 def test_truncated_bank_is_named_not_the_images(tiny_dataset, tmp_path):
-    """A bank truncated while the loader runs: the error names the bank file and blames no image file."""
+    """A bank truncated while the loader runs: the error names the bank file and blames no image file -- found by
+    the loader when it seals the epoch, by a reader worker before it reads (``SourceFileError``), and raised as
+    such by the loader when a worker's traceback carries one."""
     path = tmp_path / "bank.bin"
     loader = bank_loader(tiny_dataset / "train", path)
-    for batch in loader:
-        loader.feedback(batch, maps_of(batch))
-    os.truncate(path, HEADER_BYTES + 64)
     with pytest.raises(Exception) as info:
-        for _ in loader:
-            pass
+        for _ in range(2):
+            for k, batch in enumerate(loader):
+                loader.feedback(batch, maps_of(batch))
+                if k == len(loader) - 1:  # every epoch-0 read done, no epoch-1 read allowed yet
+                    loader.state_dict()  # every push written: no write can meet the truncation
+                    os.truncate(path, HEADER_BYTES + 64)
     text = str(info.value)
     assert f"saliency bank {path} has {HEADER_BYTES + 64} bytes" in text and "files of that batch" not in text, text
+    from pipelines.loader.errors import describe_failure
+    from pipelines.saliency.bank import BankReader
+    from pipelines.saliency.base import SourceFileError
+
+    with pytest.raises(SourceFileError, match=f"saliency bank {re.escape(str(path))} has {HEADER_BYTES + 64} bytes"):
+        BankReader(path, 24, 22, "image").lookup([0, 1], 0)
+    worker = (f"Exception traceback received from worker thread/process:\nTraceback (most recent call last):\n"
+              f"pipelines.saliency.base.SourceFileError: saliency bank {path} has 3 bytes, expected 9")
+    failure = describe_failure(RuntimeError(worker), None, 1, 0)
+    assert isinstance(failure.error, SourceFileError) and failure.bad_batch is None
+    assert str(failure.error).startswith(f"saliency bank {path} has 3 bytes, expected 9 (read by a reader worker")
 
 
 # -- paths ---------------------------------------------------------------------------------------------------------
