@@ -50,6 +50,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -700,19 +701,36 @@ def data_root(args) -> Path:
     return args.data
 
 
-def bank_path(args, d: Dist) -> Path:
-    """``--bank``, else ``saliency_bank.bin`` in ``--save``, else a temporary file rank 0 names for every rank."""
+def bank_path(args, d: Dist) -> tuple[Path | None, Path | None]:
+    """The bank's path and the temporary folder to remove once every rank has opened it: ``--bank``, else
+    ``saliency_bank.bin`` in ``--save``, else a temporary bank. One process leaves that to the loader (path
+    ``None``: its file is unlinked as soon as it is open, so nothing is left behind however the run ends);
+    ranks share one that rank 0 names in a temporary folder, removed by :func:`make_loaders` once every rank
+    has it open (each rank's reader workers open it through their rank's descriptor)."""
     if args.bank is not None:
-        return args.bank
+        return args.bank, None
     if args.save is not None:
-        return args.save / "saliency_bank.bin"
+        return args.save / "saliency_bank.bin", None
+    if not d.enabled:
+        return None, None
     path = [str(Path(tempfile.mkdtemp(prefix="occlusion-bank-")) / "bank.bin") if d.main else None]
-    if d.enabled:
-        dist.broadcast_object_list(path, src=0)
-    return Path(path[0])
+    dist.broadcast_object_list(path, src=0)
+    return Path(path[0]), Path(path[0]).parent
 
 
-def make_loaders(args, d: Dist, root: Path):
+def make_loaders(args, d: Dist, root: Path, temp_bank: Path | None = None):
+    """The train and val loaders; ``temp_bank``: the shared temporary bank's folder, removed once every rank's
+    train loader has the bank open (or failed to open it)."""
+    try:
+        return _make_loaders(args, d, root)
+    finally:
+        if temp_bank is not None:
+            dist.barrier()
+            if d.main:
+                shutil.rmtree(temp_bank, ignore_errors=True)
+
+
+def _make_loaders(args, d: Dist, root: Path):
     # Runtime's defaults divide the node's cores by its ranks (LOCAL_WORLD_SIZE), not by the world size
     common = dict(output_size=args.image_size, device="gpu" if d.device.type == "cuda" else "cpu",
                   device_id=d.device.index if d.device.type == "cuda" else None, seed=args.seed,
@@ -752,9 +770,11 @@ def fit(args, d: Dist) -> float:
     torch.manual_seed(args.seed)
     root = data_root(args)
     same_step = args.saliency != "image" and args.feedback == "step"
+    temp_bank = None
     if args.saliency != "image" and args.feedback == "bank":
-        args.method = model_saliency_method(args.method, "bank", bank_path(args, d))
-    train, val = make_loaders(args, d, root)
+        path, temp_bank = bank_path(args, d)
+        args.method = model_saliency_method(args.method, "bank", path)
+    train, val = make_loaders(args, d, root, temp_bank)
     model = build_model(args.arch, train.num_classes, d.device, args.channels_last)
     global_batch = args.batch_size * d.world
     lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256

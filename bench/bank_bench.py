@@ -67,11 +67,16 @@ def main(argv=None):
         if len(bank_batches) < n_steps:
             bank_batches.append(batch)
     state = bank_loader.state_dict()  # every push written (the state is epoch 1, batch 0)
-    bank_loader.close()
+    num_classes = bank_loader.num_classes
+    del bank_loader  # frees the bank's writer slot for the loaders below
+    # the steps push the epoch-0 batches kept above into a loader of their own: the filled loader has sealed
+    # epoch 0, and a push after the seal is ignored by rule
+    push_loader = OcclusionLoader(root, args.batch, "saliency_occlusion", size=args.size // 4, saliency="bank",
+                                  bank=SaliencyBank(bank_path.with_name("steps.bin")), **common)
 
     # -- step cost: one model, one batch per round for every variant, the order rotated each round ---------
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=bank_loader.num_classes).train()
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     taps = {"image": None, "bank_normgrad": "normgrad:layer1.0.conv1", "bank_attention": "attention:layer4",
             "bank_input_grad": "input_grad"}
@@ -85,8 +90,8 @@ def main(argv=None):
         loss = soft_cross_entropy(model(images), batch.targets).mean()
         loss.backward()
         if tap is not None:
-            bank_loader.feedback(batch, tap.maps())
-            bank_loader._bank_writer.flush()  # the push's background write, counted in the step
+            push_loader.feedback(batch, tap.maps())
+            push_loader._channel.writer.flush()  # the push's background write, counted in the step
         opt.step()
 
     cpu = {name: [] for name in names}
@@ -121,6 +126,7 @@ def main(argv=None):
 
             rates[source].append(measure(images(), args.loader_batches, args.warmup))
             ld.close()
+            del ld, it  # the next bank loader on the file needs its writer slot
         print(f"loader round {r}: image {rates['image'][-1]:.1f}/s, bank {rates['bank'][-1]:.1f}/s", flush=True)
 
     res_cpu = {k: summary(v) for k, v in cpu.items()}

@@ -242,7 +242,7 @@ def _traffic_rank(rank, world, port, n, out):
         source = ImageSource([f"{i}.jpg" for i in range(n)], np.zeros(n, np.int64), 32, AugmentConfig("none"),
                              shard_id=rank, num_shards=world, last_batch="drop")
         file = BankFile(folder / "bank.bin", n, 22, "bench")
-        bank = Bank(file, EpochProgress(progress_path(file.path), world, create=True), world, None)
+        bank = Bank(file, EpochProgress(progress_path(file.path), world, create=True), world)
         bank.route(source.owners, rank)
         bank.before_epoch(0)
         ids = source.shard_plan(0).ids

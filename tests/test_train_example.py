@@ -81,6 +81,54 @@ def test_torchrun_feedback_bank(tiny_dataset, tmp_path):
     assert banks[0]["generation"] == banks[1]["generation"]
 
 
+def test_temporary_bank_leaves_nothing_behind(tiny_dataset, tmp_path):
+    """``--feedback bank`` without ``--save``: the run's temporary bank leaves nothing in the temporary folder,
+    neither after a normal end nor after ``kill -9`` (no code runs) once the loaders are built."""
+    import signal
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(temp), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "train_example.py", "--data", str(tiny_dataset), "--batch-size", "4", "--method",
+           "saliency_occlusion:size=8", "--saliency", "normgrad:layer1.0.conv1", "--feedback", "bank", *SMALL]
+
+    def banks():
+        return [p for p in temp.rglob("*") if "bank" in p.name]
+
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "maps from the bank" in proc.stdout, proc.stderr[-3000:]
+    assert banks() == []
+    killed = subprocess.Popen(cmd[:-len(SMALL)] + [*SMALL, "--epochs", "50"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in killed.stdout:  # printed once both loaders are built (the bank is open)
+            if line.startswith("data "):
+                break
+        else:
+            pytest.fail("train_example.py ended before printing its data line")
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert killed.returncode == -signal.SIGKILL and banks() == []
+
+
+def test_torchrun_temporary_bank_leaves_nothing_behind(tiny_dataset, tmp_path):
+    """``--feedback bank`` under torchrun without ``--save``: the ranks share a temporary bank whose folder is gone
+    once every rank has it open, and epoch 1 still reads the maps pushed in epoch 0 (through each rank's open
+    descriptor)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(temp))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_example.py",
+           "--data", str(tiny_dataset), "--batch-size", "4", "--method", "saliency_occlusion:size=8", "--saliency",
+           "normgrad:layer1.0.conv1", "--feedback", "bank", *SMALL]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shares = [line for line in proc.stdout.splitlines() if "maps from the bank" in line]
+    assert len(shares) == 2 and float(shares[1].split("maps from the bank ")[1].split("%")[0]) >= 50, proc.stdout
+    assert [p for p in temp.rglob("*") if "bank" in p.name] == []
+
+
 @pytest.mark.parametrize("stop_after, position", [(6, (0, 6)), (8, (1, 2))], ids=["end_of_epoch", "mid_epoch"])
 def test_resume_gives_bit_identical_weights(tiny_dataset, tmp_path, stop_after, position):
     """2 epochs straight vs stop after ``stop_after`` steps (6 steps per epoch: after epoch 1, or 2 steps

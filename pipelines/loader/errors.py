@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass
 
 from pipelines.data.imagefiles import BadImageError
+from pipelines.saliency.base import SourceFileError
 
 # The last line of a worker traceback: "pipelines.data.imagefiles.BadImageError: <path>: <reason>"
 _BAD_IMAGE = re.compile(r"^\S*BadImageError: (.*)$", re.MULTILINE)
+_SOURCE_FILE = re.compile(r"^\S*SourceFileError: (.*)$", re.MULTILINE)
 _WORKER_EXC = re.compile(r"Exception traceback received from worker", re.IGNORECASE)
 _DEAD_WORKER = ("Worker data receiving interrupted", "Cannot receive data from the pool that has been closed",
                 "Sending tasks to worker")
@@ -42,6 +44,9 @@ def describe_failure(exc: BaseException, source, epoch: int, batch: int) -> Fail
     where = f"epoch {epoch}, batch {batch}"
     hint = ("Find all unreadable files with `python -m pipelines.data.verify ROOT` (it checks them all), or "
             "construct the loader with runtime=Runtime(on_bad='skip') to serve the rest without them.")
+    source_file = _SOURCE_FILE.findall(text)
+    if source_file:  # a file of the saliency source (the bank), not the batch's images
+        return Failure(SourceFileError(f"{source_file[-1]} (read by a reader worker at {where} or a batch after it)"))
     found = _BAD_IMAGE.findall(text) if _WORKER_EXC.search(text) or "BadImageError" in text else []
     if found:
         path, _, reason = found[-1].partition(": ")

@@ -18,9 +18,11 @@ Why two slots: a read in epoch ``e`` uses the slot with the latest stamp of an e
 in epoch ``e`` merges into the *other* slot (or into the slot it already wrote in epoch ``e``). Reads and
 writes of one epoch never touch the same bytes, so the reader workers may prefetch while the training
 loop pushes, a batch does not depend on how far the pushes had got (same seed, same batches), and a run
-resumed anywhere in epoch ``e`` finds the maps the original run read. With the default ``grid=22`` a
-sample takes ``2 * 22 * 22 + 16 = 984`` bytes, the largest square grid in the 1 KB budget with two
-slots; uint8 rather than fp16 because a relative saliency needs no exponent and twice the cells fit.
+resumed anywhere in epoch ``e`` finds the maps the original run read. A push that comes after its epoch was
+sealed (the next epoch's reads may have begun) is ignored by rule
+(:meth:`pipelines.saliency.bank_writer.Bank.push`). With the default ``grid=22`` a sample takes
+``2 * 22 * 22 + 16 = 984`` bytes, the largest square grid in the 1 KB budget with two slots; uint8 rather than
+fp16 because a relative saliency needs no exponent and twice the cells fit.
 
 Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``align_corners=False``):
 
@@ -36,9 +38,13 @@ Geometry (both directions follow ``fn.resize``'s pixel-centre convention, ``alig
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import struct
 import tempfile
 import time
 import uuid
@@ -49,13 +55,14 @@ import numpy as np
 from nvidia.dali import fn, types
 
 from kernels.checks import check_choice, check_int
-from pipelines.saliency.base import CropInfo, ReadWaitTimeout, SaliencySource, SlotSpec, SourceRead
+from pipelines.saliency.base import CropInfo, ReadWaitTimeout, SaliencySource, SlotSpec, SourceFileError, SourceRead
 
 FALLBACKS = ("image", "uniform")
 HEADER_BYTES = 4096
 MAGIC = "occlusion-saliency-bank"
 FORMAT = 1
 EMPTY = -1
+HEADER_FIELDS = {"magic": str, "format": int, "num_samples": int, "grid": int, "fingerprint": str, "generation": str}
 
 
 def make_stamp(epoch, batch):
@@ -82,11 +89,44 @@ def latest_before(stamps, epoch):
 
 
 def dataset_fingerprint(names, labels) -> str:
-    """SHA-1 of the dataset's ``name<TAB>label`` lines: a bank is only read for the dataset it was written for."""
+    """SHA-1 of the dataset's ``name<TAB>label`` lines: a bank is only read for the dataset it was written for.
+    A name is hashed as the file system's bytes (``os.fsencode``): any file name works, a name that is not valid
+    UTF-8 included, and a UTF-8 name hashes as it always did."""
     h = hashlib.sha1()
     for name, label in zip(names, labels):
-        h.update(f"{name}\t{int(label)}\n".encode())
+        h.update(os.fsencode(name) + f"\t{int(label)}\n".encode())
     return h.hexdigest()
+
+
+def reserve(fd: int, size: int, path) -> None:
+    """Allocate the first ``size`` bytes of the open file ``fd`` on the disk (``posix_fallocate``): a bank is
+    written through memory maps, and a write into a hole of a sparse file on a full disk is a SIGBUS that kills
+    the process without a traceback. A full disk is named here instead, before any work."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(exc.errno, f"cannot reserve {size} bytes for the saliency bank {path} "
+                                     f"({os.strerror(exc.errno)}): free disk space or give the bank another "
+                                     f"path") from None
+        raise
+
+
+def _lock(fd: int, slot: int, how: str) -> bool:
+    """An open-file-description (OFD) write lock on bytes ``[8 slot, 8 slot + 8)`` of ``fd``: ``how`` is
+    ``"wait"``, ``"try"`` (False when another open file holds it) or ``"unlock"``. OFD locks belong to the open
+    file, not the process: a second loader in the same process conflicts with the first, closing another
+    descriptor of the file (NumPy's memmap does) releases nothing, and the kernel frees them when the holder
+    exits, however it dies."""
+    command = {"wait": fcntl.F_OFD_SETLKW, "try": fcntl.F_OFD_SETLK, "unlock": fcntl.F_OFD_SETLK}[how]
+    kind = fcntl.F_UNLCK if how == "unlock" else fcntl.F_WRLCK
+    try:  # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+        fcntl.fcntl(fd, command, struct.pack("hhqqi4x", kind, os.SEEK_SET, 8 * slot, 8, 0))
+    except OSError as exc:
+        if how == "try" and exc.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise
+    return True
 
 
 @dataclass(frozen=True)
@@ -94,9 +134,10 @@ class BankSaliency(SaliencySource):
     """The saliency bank as a method's source (``saliency=BankSaliency(path)``, or the shorthand
     ``saliency="bank", bank=path``): how a loader keeps the model's maps.
 
-    ``path``: the bank file (``None``: a new file in a temporary folder, one process only). Ranks of one
-    node give the same path and share the file; each node keeps its own copy. ``grid``: cells per side of
-    a sample's grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
+    ``path``: the bank file (``None``: a temporary file, one process only, unlinked as soon as it is open so
+    that nothing of it outlives the process). Ranks of one node give the same path and share the file (one writer
+    slot per shard: :meth:`BankFile.claim`); each node keeps its own copy. ``grid``: cells per side of a sample's
+    grid. ``fallback``: the map of a row whose window holds no pushed cell -- ``"image"`` (the
     method's image saliency, computed in the graph for those rows only) or ``"uniform"`` (no saliency
     information: i.i.d. uniform cells from the batch's seed, re-cropped like a map, so the search picks a
     place at random, as the unguided method would)."""
@@ -179,10 +220,14 @@ class BankSaliency(SaliencySource):
 
         n = len(dataset.paths)
         file = BankFile(path, n, self.grid, dataset_fingerprint(dataset.names(), dataset.labels))
-        progress = EpochProgress(progress_path(path), num_shards, create=True)
-        bound = dataclasses.replace(self, path=path)
-        object.__setattr__(bound, "reader", BankReader(path, n, self.grid, self.fallback, num_shards))
-        return bound, Bank(file, progress, num_shards, temp_dir)
+        progress = EpochProgress(progress_path(file.path), num_shards, create=True)
+        if temp_dir is not None:  # a temporary bank lives by its open descriptors only: nothing of it outlives the
+            file.unlink()         # process, however it ends (kill -9 included)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        bound = dataclasses.replace(self, path=file.path)
+        object.__setattr__(bound, "reader", BankReader(file.open_path, n, self.grid, self.fallback, num_shards,
+                                                       progress=progress.open_path, name=file.path))
+        return bound, Bank(file, progress, num_shards)
 
 
 #: the name the bank's spec had before it became a source (``pipelines.SaliencyBank``)
@@ -190,68 +235,133 @@ SaliencyBank = BankSaliency
 
 
 class BankFile:
-    """The bank's memory-mapped file (see the module docstring for its layout).
+    """The bank's memory-mapped file (see the module docstring for its layout), opened for writing.
 
-    Opening creates the file when it is missing (one process wins an exclusive create, the others wait for
-    its header) and otherwise checks that it was made for this dataset and grid."""
+    ``path`` is resolved to its real path (a relative path, a symlinked or moved folder name the same file). The
+    file is created when missing, complete or not at all: under the creation lock of its ``<bank>.lock`` side file
+    one process builds it as ``<bank>.creating`` -- its space reserved on the disk (:func:`reserve`), every stamp
+    empty, the header last -- and renames it into place, so a file at the path is always a whole bank or a foreign
+    one, named at once (empty, damaged header, other dataset or grid, truncated). One writer per rank slot:
+    :meth:`claim`. The file stays open for the object's life; the reader workers open it as
+    :attr:`open_path`."""
 
-    def __init__(self, path, num_samples: int, grid: int, fingerprint: str, *, timeout: float = 120.0):
-        self.path = Path(path)
+    def __init__(self, path, num_samples: int, grid: int, fingerprint: str):
+        self.path = Path(os.path.realpath(path))
         self.num_samples, self.grid, self.fingerprint = int(num_samples), int(grid), fingerprint
-        size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
+        self.size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            self._wait_for_header(timeout)
-        else:
+            _lock(self._lock_fd, 0, "wait")  # slot 0: creation (ranks of a node race to create the file)
             try:
-                os.ftruncate(fd, size)
-                stamps, _ = _views(self.path, self.num_samples, self.grid, "r+")
-                stamps[:] = EMPTY
-                stamps.flush()
-                del stamps
-                self._write_header(fd, uuid.uuid4().hex)  # last: a header means a complete file
+                if not os.path.lexists(self.path):
+                    self._create()
             finally:
-                os.close(fd)
+                _lock(self._lock_fd, 0, "unlock")
+            self.fd = os.open(self.path, os.O_RDWR)
+            self._check()
+            reserve(self.fd, self.size, self.path)  # also a file left sparse by an older version
+        except BaseException:
+            self.close()
+            raise
+        self.stamps, self.cells = _views(self.path, self.num_samples, self.grid, "r+")
+
+    def _create(self) -> None:
+        part = Path(f"{self.path}.creating")
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            reserve(fd, self.size, self.path)  # the cells read as zeros: "no push"
+            os.pwrite(fd, np.full((self.num_samples, 2), EMPTY, np.int64).tobytes(), HEADER_BYTES)
+            self._write_header(fd, uuid.uuid4().hex)
+            os.rename(part, self.path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+    def _check(self) -> None:
+        """The file at the path is this loader's bank: a clear error naming it otherwise."""
+        actual = os.fstat(self.fd).st_size
+        if actual == 0:
+            raise ValueError(f"saliency bank {self.path} is an empty file (0 bytes); a bank for this dataset and grid "
+                             f"is a {self.size}-byte file that starts with its header. Delete it (a new bank is "
+                             f"created there) or give the loader another bank path.")
         header = self.header()
         mine = {"num_samples": self.num_samples, "grid": self.grid, "fingerprint": self.fingerprint}
         for key, value in mine.items():
-            if header.get(key) != value:
+            if header[key] != value:
                 raise ValueError(f"saliency bank {self.path} was written for another dataset or grid: its {key} is "
-                                 f"{header.get(key)!r}, this loader's is {value!r}. Give the loader another bank "
+                                 f"{header[key]!r}, this loader's is {value!r}. Give the loader another bank "
                                  f"path (or delete the file to start afresh).")
-        if self.path.stat().st_size != size:
-            raise ValueError(f"saliency bank {self.path} has {self.path.stat().st_size} bytes, expected {size}: "
-                             f"a truncated or foreign file")
-        self.stamps, self.cells = _views(self.path, self.num_samples, self.grid, "r+")
+        self.check_size(actual)
+
+    def check_size(self, actual: int | None = None) -> None:
+        """The file still has its full size (a bank truncated under a memory map would be a SIGBUS)."""
+        actual = os.fstat(self.fd).st_size if actual is None else actual
+        if actual != self.size:
+            raise ValueError(f"saliency bank {self.path} has {actual} bytes, expected {self.size}: a truncated or "
+                             f"foreign file. Delete it (a new bank is created there) or give another path.")
+
+    @property
+    def open_path(self) -> str:
+        """The path the reader workers open: this process's descriptor of the file (``/proc/<pid>/fd/<n>``), which
+        stays valid after the names are gone (:meth:`unlink`, a temporary bank)."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def claim(self, shard: int) -> None:
+        """Take the writer slot of ``shard`` (slot ``shard + 1`` of ``<bank>.lock``), held until :meth:`close` or
+        the process ends. Ranks of one node share the file with one slot each; a second loader on the slot --
+        a re-run notebook cell, a peek loader, a second job given the same path -- is refused, before it empties
+        or forgets any map of the first."""
+        if not _lock(self._lock_fd, shard + 1, "try"):
+            raw = os.pread(self._lock_fd, 8, 8 * (shard + 1))
+            pid = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+            holder = ("another loader of this process" if pid == os.getpid() else
+                      f"process {pid}" if pid else "another process")
+            raise RuntimeError(
+                f"saliency bank {self.path} is in use: {holder} writes the maps of shard {shard} into it. Two loaders "
+                f"on one bank would empty and overwrite each other's maps. Give this loader another bank path, or "
+                f"end the other loader first (`del loader`; its process exiting frees the bank too); the ranks of "
+                f"one node share a bank with distinct shard_id.")
+        os.pwrite(self._lock_fd, os.getpid().to_bytes(8, "little"), 8 * (shard + 1))
+
+    def unlink(self) -> None:
+        """Remove the bank's names (the file, its ``.progress`` and ``.lock``): the open loader goes on with its
+        descriptors, and the disk space is freed when the last of them closes."""
+        for name in (self.path, progress_path(self.path), lock_path(self.path)):
+            Path(name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the file and free its writer slot."""
+        for name in ("fd", "_lock_fd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                setattr(self, name, None)
+                os.close(fd)
 
     def _write_header(self, fd, generation: str) -> None:
         text = json.dumps({"magic": MAGIC, "format": FORMAT, "num_samples": self.num_samples, "grid": self.grid,
                            "fingerprint": self.fingerprint, "generation": generation}).encode()
         os.pwrite(fd, text.ljust(HEADER_BYTES, b" "), 0)
 
-    def _wait_for_header(self, timeout: float) -> None:
-        """Another process is creating the file: wait for its header (a foreign file fails at once)."""
-        deadline = time.monotonic() + timeout
-        while not self.header():
-            if time.monotonic() > deadline:
-                raise ValueError(f"saliency bank {self.path} exists but holds no bank header after {timeout:.0f} s "
-                                 f"(its creator died?): delete it or give another path")
-            time.sleep(0.05)
-
     def header(self) -> dict:
-        """The file's header; ``{}`` while its creator has not written it yet (the bytes are still zeros)."""
-        with open(self.path, "rb") as f:
-            raw = f.read(HEADER_BYTES)
-        if not raw.strip(b"\0"):
-            return {}
+        """The file's header, checked: a clear ``ValueError`` naming the file for anything but a bank header."""
+        raw = os.pread(self.fd, HEADER_BYTES, 0)
         try:
             header = json.loads(raw.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
             header = None
         if not isinstance(header, dict) or header.get("magic") != MAGIC:
-            raise ValueError(f"{self.path} is not a saliency bank file: give the loader another bank path")
+            raise ValueError(f"{self.path} is not a saliency bank file (no bank header in its first {HEADER_BYTES} "
+                             f"bytes): give the loader another bank path, or delete the file if it is a damaged bank")
+        damaged = [key for key, kind in HEADER_FIELDS.items()
+                   if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool)]
+        if damaged or header["format"] != FORMAT:
+            raise ValueError(f"saliency bank {self.path} has a damaged header (" + (
+                f"{', '.join(damaged)} missing or of the wrong type" if damaged else
+                f"format {header['format']!r}, this version reads {FORMAT}") + "): delete it or give another path")
         return header
 
     @property
@@ -263,11 +373,7 @@ class BankFile:
         """Forget every map (a new generation)."""
         self.stamps[:] = EMPTY
         self.stamps.flush()
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            self._write_header(fd, uuid.uuid4().hex)
-        finally:
-            os.close(fd)
+        self._write_header(self.fd, uuid.uuid4().hex)
 
     def forget_since(self, stamp: int) -> None:
         """Forget the pushes made at or after ``stamp`` (a resume at that position makes them again).
@@ -295,6 +401,7 @@ class BankFile:
         ids = np.asarray(ids, np.int64).reshape(-1)
         if ids.size == 0:
             return
+        self.check_size()  # a write past the end of a truncated file would be a SIGBUS
         stamps = np.asarray(stamps, np.int64).reshape(-1)
         samples, row = np.unique(ids, return_inverse=True)
         new = np.zeros((samples.size,) + self.cells.shape[2:], np.uint8)
@@ -328,14 +435,22 @@ class EpochProgress:
 
     def __init__(self, path, num_shards: int, *, create: bool):
         self.path, self.num_shards = Path(path), int(num_shards)
+        # kept open: the reader workers open it as open_path (a temporary bank's names are gone)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
         if create:  # ranks of a node share the file: each may grow it, none shrinks it
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if os.fstat(fd).st_size < 8 * self.num_shards:
-                    os.ftruncate(fd, 8 * self.num_shards)
-            finally:
-                os.close(fd)
+            if os.fstat(self.fd).st_size < 8 * self.num_shards:
+                os.ftruncate(self.fd, 8 * self.num_shards)
+            reserve(self.fd, 8 * self.num_shards, self.path)
         self.epochs = np.memmap(self.path, np.int64, "r+" if create else "r", 0, (self.num_shards,))
+
+    @property
+    def open_path(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
     def set(self, shard: int, epoch: int) -> None:
         self.epochs[shard] = epoch
@@ -366,20 +481,31 @@ WAIT_S = 600.0
 class BankReader:
     """The reader workers' view of a bank: opened read-only, lazily, in each worker (picklable). A read of epoch
     ``e`` first waits until the shard's pushes of epoch ``e - 1`` are in the file (:class:`EpochProgress`): the
-    pipeline and its workers live across epochs, and the next epoch's first batches are read while this one ends."""
+    pipeline and its workers live across epochs, and the next epoch's first batches are read while this one ends.
+    ``path`` and ``progress`` are the names to open (the loader's descriptors, :attr:`BankFile.open_path`);
+    ``name`` the bank's own path, for messages."""
 
-    def __init__(self, path, num_samples: int, grid: int, fallback: str, num_shards: int = 1):
+    def __init__(self, path, num_samples: int, grid: int, fallback: str, num_shards: int = 1, *, progress=None,
+                 name=None):
         self.path, self.num_samples, self.grid, self.fallback = str(path), int(num_samples), int(grid), fallback
         self.num_shards = int(num_shards)
+        self.progress = str(progress_path(path) if progress is None else progress)
+        self.name = str(path if name is None else name)
+        self.size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
         self._maps = self._progress = None
 
     def __getstate__(self):
         return {**self.__dict__, "_maps": None, "_progress": None}
 
     def _open(self):
+        # every read: a bank truncated while the loader runs is named here, not met as a SIGBUS in the memory map
+        size = os.stat(self.path).st_size
+        if size != self.size:
+            raise SourceFileError(f"saliency bank {self.name} has {size} bytes, expected {self.size}: it was "
+                                  f"truncated or replaced while the loader ran (the batch's image files are fine)")
         if self._maps is None:
             self._maps = _views(self.path, self.num_samples, self.grid, "r")
-            self._progress = EpochProgress(progress_path(self.path), self.num_shards, create=False)
+            self._progress = EpochProgress(self.progress, self.num_shards, create=False)
         return self._maps
 
     def lookup(self, ids, epoch: int, shard: int = 0):
@@ -387,7 +513,7 @@ class BankReader:
         found (n,) bool)``; ``age`` is ``epoch`` minus the epoch of the push (-1 where nothing was pushed)."""
         stamps_all, cells_all = self._open()
         if epoch > 0:
-            self._progress.wait(shard, epoch - 1, WAIT_S, self.path)
+            self._progress.wait(shard, epoch - 1, WAIT_S, self.name)
         ids = np.asarray(ids, np.int64)
         stamps = np.array(stamps_all[ids])
         slot, found = latest_before(stamps, epoch)
@@ -400,6 +526,12 @@ class BankReader:
 def progress_path(bank_path) -> Path:
     """The bank's :class:`EpochProgress` file, beside it."""
     return Path(f"{bank_path}.progress")
+
+
+def lock_path(bank_path) -> Path:
+    """The bank's lock file, beside it: slot 0 guards the file's creation, slot ``s + 1`` is shard ``s``'s writer
+    (:meth:`BankFile.claim`), holding the pid of the process that took it."""
+    return Path(f"{bank_path}.lock")
 
 
 def grid_window(crop, flip, image_size, grid: int):

@@ -1,12 +1,12 @@
 """The writing side of the saliency bank (:mod:`pipelines.saliency.bank`), in the training process: the model's
 maps reduced to the bank's grid on their device (:func:`push_cells`), written in the background
 (:class:`BankWriter`, each map sent to the rank that serves its sample next), and the loader's :class:`Bank` channel
-(the epochs whose pushes are written, which the reader workers wait on; ``state_dict``; the temporary file). Apart from the reading side so that the reader workers
-never import torch."""
+(the epochs whose pushes are written, which the reader workers wait on; the rule for late pushes; ``state_dict``; the
+writer slot). Apart from the reading side so that the reader workers never import torch."""
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
+import warnings
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class BankWriter:
     map to every rank). The ranks of a node share one file and write disjoint samples; a node keeps the maps of
     the samples its ranks serve next (a sample that moves to another node starts from its fallback there).
     ``traffic`` counts pushes, rows sent, rows and bytes received (the rows' 16-byte header and grid, plus the
-    8-byte row count each rank sends every other), and rows written."""
+    8-byte row count each rank sends every other), rows written, and pushes ignored as late (:meth:`Bank.push`)."""
 
     def __init__(self, file: BankFile, group=None):
         self.file = file
@@ -85,7 +85,7 @@ class BankWriter:
         self.owner_of = None  # (ids, epoch) -> the shard serving each sample in that epoch (Bank.route)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saliency-bank")
         self._pending: list = []  # futures of the writes not yet waited for (push and flush: the caller's thread)
-        self.traffic = dict(pushes=0, rows_sent=0, rows_received=0, bytes_received=0, rows_written=0)
+        self.traffic = dict(pushes=0, rows_sent=0, rows_received=0, bytes_received=0, rows_written=0, late_pushes=0)
 
     def push(self, ids, stamps, cells) -> None:
         """``ids``/``stamps`` (n,) int64 CPU tensors, ``cells`` (n, g, g) uint8 on any device."""
@@ -152,10 +152,11 @@ class BankWriter:
 
 class Bank(Channel):
     """The loader's side of a saliency bank: the file, its background writer, the epochs whose pushes are written
-    (:class:`~pipelines.saliency.bank.EpochProgress`, which the reader workers wait on), its place in
-    ``state_dict()``, and the temporary folder of a bank without a path."""
+    (:class:`~pipelines.saliency.bank.EpochProgress`, which the reader workers wait on), the rule for late pushes,
+    its place in ``state_dict()``, and its writer slot (:meth:`~pipelines.saliency.bank.BankFile.claim`, taken by
+    :meth:`route`)."""
 
-    def __init__(self, file: BankFile, progress: EpochProgress, num_shards: int, temp_dir: str | None):
+    def __init__(self, file: BankFile, progress: EpochProgress, num_shards: int):
         group = None
         if num_shards > 1 and dist.is_available() and dist.is_initialized():
             if dist.get_world_size() != num_shards:
@@ -163,15 +164,17 @@ class Bank(Channel):
                                  f"{num_shards}, world size {dist.get_world_size()}")
             # its own gloo group: the exchange runs in the writer's thread, apart from the training's collectives
             group = dist.new_group(backend="gloo")
-        self.file, self.progress, self.temp_dir = file, progress, temp_dir
+        self.file, self.progress = file, progress
         self.writer = BankWriter(file, group)
         self.shard = 0
+        self.sealed = -1  # the last epoch whose pushes are written: a push of it or an earlier one comes too late
         self.fresh = True  # emptied before the first batch unless restore() resumes it
 
     def route(self, owner_of, shard: int) -> None:
         if self.writer.group is not None and dist.get_rank(self.writer.group) != shard:
             raise ValueError(f"a saliency bank under torch.distributed needs shard_id == rank: this loader has "
                              f"shard_id={shard} on rank {dist.get_rank(self.writer.group)}")
+        self.file.claim(int(shard))  # before this loader empties or forgets anything in the file
         self.writer.owner_of, self.shard = owner_of, int(shard)
 
     def before_epoch(self, epoch: int) -> None:
@@ -182,11 +185,16 @@ class Bank(Channel):
             if self.writer.group is not None:  # no rank pushes before every rank has emptied the shared file
                 dist.barrier(self.writer.group)
         self.writer.flush()
-        self.progress.set(self.shard, epoch - 1)
+        self._seal(epoch - 1)
 
     def end_epoch(self, epoch: int) -> None:
         """This rank's pushes of ``epoch`` are in the file: its reader workers may read epoch ``epoch + 1``."""
         self.writer.flush()
+        self._seal(epoch)
+
+    def _seal(self, epoch: int) -> None:
+        self.file.check_size()
+        self.sealed = epoch
         self.progress.set(self.shard, epoch)
 
     def reader_stopped(self) -> None:
@@ -199,21 +207,39 @@ class Bank(Channel):
                          "fingerprint": self.file.fingerprint}}
 
     def restore(self, state: dict, epoch: int, batch: int) -> None:
-        """The bank the state names, unchanged since (same generation); the pushes it holds from the resumed
-        position on are forgotten (the run makes them again)."""
+        """The bank the state names, unchanged since; the pushes it holds from the resumed position on are
+        forgotten (the run makes them again). A bank is named by its generation (a fresh random token each time
+        a file is created or emptied), not by its path: the same file reached by another path (a relative path
+        from another folder, a symlink, a moved run folder) resumes; another file, or this one emptied since, is
+        refused."""
         mine = self.state()["bank"]
-        for key in ("path", "grid", "fingerprint", "generation"):
-            if state["bank"].get(key) != mine[key]:
-                raise ValueError(f"cannot resume: the state_dict's saliency bank has {key}="
-                                 f"{state['bank'].get(key)!r}, this loader's bank has {mine[key]!r}"
-                                 + (" (the bank file was emptied or replaced since the state was saved)"
+        theirs = state["bank"]
+        for key in ("grid", "fingerprint", "generation"):
+            if theirs.get(key) != mine[key]:
+                raise ValueError(f"cannot resume: the state_dict's saliency bank ({theirs.get('path')}) has {key}="
+                                 f"{theirs.get(key)!r}, this loader's bank ({mine['path']}) has {mine[key]!r}"
+                                 + (": another bank file, or this one emptied or replaced since the state was saved"
                                     if key == "generation" else ""))
         self.file.forget_since(int(make_stamp(epoch, batch)))
         self.fresh = False
 
     def push(self, meta: dict, rows, maps) -> None:
         """The maps of batch ``rows`` reduced to the bank's grid on their device (:func:`push_cells`), stamped
-        with the rows' position, written in the background."""
+        with the rows' position, written in the background.
+
+        The rule for late pushes: a push for a batch of an epoch the loader has sealed (it served that epoch's last
+        batch and was asked for the next one: :meth:`end_epoch`), or of any earlier epoch, is ignored with a
+        warning. The next epoch's reads may have begun by then, so whether its batches saw the push would depend
+        on timing and ``prefetch``; ignoring it keeps every batch a function of the seed and the pushes made in
+        time. Every rank applies the rule to the same batch, so the ranks' exchanges stay paired."""
+        epoch = int(meta["position"][:, 0].min()) if len(meta["position"]) else self.sealed + 1
+        if epoch <= self.sealed:
+            self.writer.traffic["late_pushes"] += 1
+            warnings.warn(f"saliency-bank feedback for a batch of epoch {epoch} came after the loader sealed epoch "
+                          f"{self.sealed} (it served the last batch and was asked for the next): ignored, so that "
+                          f"no batch depends on when a push arrives. Call feedback before the loop asks the loader "
+                          f"for the batch after the epoch's last one.", stacklevel=4)
+            return
         g = self.file.grid
         if len(rows):
             cells = push_cells(maps, meta["crop"][rows].numpy(), meta["flip"][rows].numpy(),
@@ -225,8 +251,9 @@ class Bank(Channel):
         self.writer.push(meta["sample_id"][rows].to(torch.int64), stamps, cells)
 
     def close(self) -> None:
+        """Write what was pushed, then close the files and free the writer slot."""
         try:
             self.writer.close()
         finally:
-            if self.temp_dir is not None:  # a temporary bank goes with its loader
-                shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.file.close()
+            self.progress.close()

@@ -65,6 +65,11 @@ class ReadWaitTimeout(RuntimeError):
     and rebuilds its pipeline at the same position."""
 
 
+class SourceFileError(ValueError):
+    """A file a source reads beside the images (the saliency bank) is damaged: the message names it. The loader
+    meets it as a reader worker's error text and raises it as such, blaming no image file."""
+
+
 class Channel:
     """The loader-side life of a source the training loop feeds (the saliency bank): every hook is called by the
     loader or its training side, which never test the source's type."""

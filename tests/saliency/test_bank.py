@@ -349,12 +349,12 @@ def test_bank_options_are_checked():
 SIZE, WIN, BATCH = 96, 24, 6
 
 
-def bank_loader(root, bank_spec, copies=1, copy_mode="joint", **kw):
+def bank_loader(root, bank_spec, copies=1, copy_mode="joint", prefetch=2, **kw):
     from pipelines.loader import OcclusionLoader
 
     return OcclusionLoader(root, BATCH, "saliency_occlusion", saliency="bank", size=WIN, jitter=0,
                            copies=copies, copy_mode=copy_mode, output_size=SIZE, device="cpu", seed=3, num_classes=3,
-                           runtime=dict(num_threads=2, py_workers=1, verify="none"), bank=bank_spec, **kw)
+                           runtime=dict(num_threads=2, py_workers=1, verify="none", prefetch=prefetch), bank=bank_spec, **kw)
 
 
 def hot_spot_maps(batch, points):
@@ -460,7 +460,7 @@ def test_resume_reproduces_the_boxes(tiny_dataset, tmp_path):
     for got, want in zip(rest, boxes[1:]):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     fresh = bank_loader(tiny_dataset / "train", tmp_path / "other.bin")
-    with pytest.raises(ValueError, match="saliency bank has path"):
+    with pytest.raises(ValueError, match="has generation=.*another bank file"):
         fresh.load_state_dict(state)
 
 
