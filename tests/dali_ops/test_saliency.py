@@ -7,15 +7,14 @@ float32 integral image starts to round.
 """
 from __future__ import annotations
 
+import cv2  # opencv-contrib-python-headless, a test dependency (make test installs it)
 import numpy as np
 import pytest
 from PIL import Image
 
-cv2 = pytest.importorskip("cv2", reason="opencv-contrib-python-headless is a test dependency (make test installs it)")
-
-from kernels.saliency import fine_grained  # noqa: E402
-from conftest import requires_gpu  # noqa: E402
-from oracles_saliency import fine_grained_float  # noqa: E402
+from conftest import requires_gpu
+from kernels.saliency import fine_grained
+from oracles_saliency import fine_grained_float
 
 SIZES = [(224, 224), (193, 257), (64, 80), (17, 23), (375, 500)]
 
