@@ -319,8 +319,9 @@ def _scan(data, pos, ns, sc, dct, act, ss, se, ah, restart, width, height, ncomp
                 if ss == 0:  # DC (sequential, or progressive DC first / refinement)
                     if ah == 0:
                         s, length = _decode(seg, p, tab, dct[i])
-                        if s < 0 or p + length + s > nbits:
-                            return BAD_CODE if s < 0 and p + 16 <= nbits else ran_out, marker_at
+                        err = _code_error(s, p, p + length + s, nbits, ran_out)
+                        if err != OK:
+                            return err, marker_at
                         p += length + s
                     else:
                         p += 1
@@ -335,8 +336,9 @@ def _scan(data, pos, ns, sc, dct, act, ss, se, ah, restart, width, height, ncomp
                         continue
                     while k <= se:
                         rs, length = _decode(seg, p, tab, act[i])
-                        if rs < 0 or p + length > nbits:
-                            return BAD_CODE if rs < 0 and p + 16 <= nbits else ran_out, marker_at
+                        err = _code_error(rs, p, p + length, nbits, ran_out)
+                        if err != OK:
+                            return err, marker_at
                         p += length
                         r, s = rs >> 4, rs & 15
                         if s:
@@ -362,8 +364,9 @@ def _scan(data, pos, ns, sc, dct, act, ss, se, ah, restart, width, height, ncomp
                     if eobrun == 0:
                         while k <= se:
                             rs, length = _decode(seg, p, tab, act[i])
-                            if rs < 0 or p + length > nbits:
-                                return BAD_CODE if rs < 0 and p + 16 <= nbits else ran_out, marker_at
+                            err = _code_error(rs, p, p + length, nbits, ran_out)
+                            if err != OK:
+                                return err, marker_at
                             p += length
                             r, s = rs >> 4, rs & 15
                             if s:
@@ -440,6 +443,16 @@ def _bits(seg, p, k):
     i = p >> 3
     x = (np.int64(seg[i]) << 16) | (np.int64(seg[i + 1]) << 8) | np.int64(seg[i + 2])
     return (x >> (24 - (p & 7) - k)) & ((1 << k) - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _code_error(symbol, p, end, nbits, ran_out):
+    """``OK`` when the Huffman code read at bit ``p`` is one of the table's (``symbol`` >= 0) and it, with the bits
+    that follow it, ends at ``end`` within the scan's ``nbits``; else ``BAD_CODE`` (no such code although 16 bits
+    were there to read) or ``ran_out`` (the scan's data ended first)."""
+    if symbol >= 0 and end <= nbits:
+        return OK
+    return BAD_CODE if symbol < 0 and p + 16 <= nbits else ran_out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
