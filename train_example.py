@@ -85,9 +85,12 @@ DEFAULT_METHOD = "cutout"
 # and tests/test_presets.py checks the resolved arguments against the papers' values. ``processes``: the run's
 # world size, so that the global batch is the papers' 256 (``--batch-size`` is per process; lr scales with
 # --base-lr). The model-saliency presets take the map in the same step (``--feedback step``), under torchrun too.
-_CLOVAAI = ["--arch", "resnet50", "--epochs", "300", "--decay-every", "75", "--gamma", "0.1", "--batch-size", "32",
-            "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--nesterov",
-            "--wd-all", "--color-jitter", "0.4", "--lighting", "0.1", "--smoothing", "0"]
+# The PyTorch ImageNet ResNet-50 SGD the papers below train with: 8 x 32 = 256 images, lr 0.1 per 256, momentum 0.9,
+# wd 1e-4, x0.1 steps, no warm-up, no label smoothing.
+_SGD_256 = ["--arch", "resnet50", "--gamma", "0.1", "--batch-size", "32", "--base-lr", "0.1", "--momentum", "0.9",
+            "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"]
+_CLOVAAI = [*_SGD_256, "--epochs", "300", "--decay-every", "75", "--nesterov", "--wd-all", "--color-jitter", "0.4",
+            "--lighting", "0.1"]
 PRESETS = {
     "fong_vedaldi_normgrad": dict(
         paper="Fong & Vedaldi 2019, Occlusions for Effective Data Augmentation in Image Classification",
@@ -95,10 +98,9 @@ PRESETS = {
         top1=None,
         source="S=56, tau=16, two copies (clean + occluded, Figure 1), NormGrad (their Eq. 1); 100 epochs x0.1 every "
                "30, SGD 0.9, wd 1e-4, batch 256 (the PyTorch ImageNet recipe the paper trains with)",
-        argv=["--arch", "resnet50", "--method", "saliency_occlusion:size=56,stride=1,jitter=16", "--copies", "2",
-              "--copy-mode", "joint", "--p-keep-image", "1.0,0.0", "--saliency", "normgrad:maxpool",
-              "--epochs", "100", "--milestones", "30,60,90", "--gamma", "0.1", "--batch-size", "32", "--base-lr",
-              "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0", "--smoothing", "0"],
+        argv=[*_SGD_256, "--method", "saliency_occlusion:size=56,stride=1,jitter=16", "--copies", "2", "--copy-mode",
+              "joint", "--p-keep-image", "1.0,0.0", "--saliency", "normgrad:maxpool", "--epochs", "100",
+              "--milestones", "30,60,90"],
         processes=8),
     "cutmix_resnet50": dict(
         paper="Yun et al. 2019, CutMix", arxiv="1905.04899", table="Table 3 (ResNet-50, ImageNet)", top1=78.60,
@@ -123,10 +125,8 @@ PRESETS = {
         top1=78.0,
         source="AutoAugment's ImageNet ResNet-50 setting (Cubuk et al. 2019, arXiv 1805.09501: 270 epochs, x0.1 at "
                "90/180/240, the AutoAugment ImageNet policy); tau=0.6, the model's input gradient",
-        argv=["--arch", "resnet50", "--method", "keep_paste:policy=auto_augment,tau=0.6,p=1.0", "--saliency",
-              "input_grad", "--epochs", "270", "--milestones", "90,180,240", "--gamma", "0.1", "--batch-size", "32",
-              "--base-lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4", "--warmup-epochs", "0",
-              "--smoothing", "0"], processes=8),
+        argv=[*_SGD_256, "--method", "keep_paste:policy=auto_augment,tau=0.6,p=1.0", "--saliency", "input_grad",
+              "--epochs", "270", "--milestones", "90,180,240"], processes=8),
     "attentive_cutmix_resnet50": dict(
         paper="Walawalkar et al. 2020, Attentive CutMix", arxiv="2003.13048",
         table="ImageNet results (ResNet-50 classifier, ResNet-50 extractor)", top1=None,
