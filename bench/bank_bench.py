@@ -118,7 +118,7 @@ def main(argv=None):
                 ld.set_epoch(1)
             it = iter(ld)
 
-            def images():
+            def images(it=it):
                 for batch in it:
                     if source == "bank":
                         shares.append(float(batch.meta["map_source"].float().mean()))

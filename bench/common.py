@@ -49,3 +49,13 @@ def write_json(path, payload) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def pillow_draft_decode(path) -> None:
+    """Pillow's cheapest full decode of a JPEG (DCT scaling to 1/8 with ``draft``): every entropy-coded byte is
+    read, as in the reader's full check, without the full-size inverse DCT. The benchmarks' Pillow baseline."""
+    from PIL import Image
+
+    img = Image.open(path)
+    img.draft(img.mode, (img.size[0] // 8, img.size[1] // 8))
+    img.load()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import conditions, summary, write_json
+from bench.common import conditions, pillow_draft_decode, summary, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_RATE = 8000  # images/s per GPU
@@ -327,18 +327,12 @@ def measure_costs(args, tmp: Path) -> dict:
     records = FileRecords.for_paths(paths, directory=str(tmp / "records"))
     index = {p: i for i, p in enumerate(paths)}
 
-    def pillow_decode(p):
-        from PIL import Image
-
-        img = Image.open(p)
-        img.draft(img.mode, (img.size[0] // 8, img.size[1] // 8))
-        img.load()
-
+    probe = per_call(probe_image, paths)
     costs = {
-        "read_s": per_call(lambda p: read_checked(p, index[p], None, "none"), paths) - per_call(probe_image, paths),
-        "header_probe_s": per_call(probe_image, paths),
+        "read_s": per_call(lambda p: read_checked(p, index[p], None, "none"), paths) - probe,
+        "header_probe_s": probe,
         "jpeg_walk_s": per_call(scan_error, blobs),
-        "pillow_decode_s": per_call(pillow_decode, paths),
+        "pillow_decode_s": per_call(pillow_draft_decode, paths),
         "full_check_s": per_call(lambda b: check_image("x.jpg", full=True, data=b), blobs),
     }
     for p in paths:

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 
-from bench.common import conditions, write_json
+from bench.common import conditions, pillow_draft_decode, write_json
 
 
 def main(argv=None) -> int:
@@ -23,8 +23,6 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--out", default="results/verify_bench.json")
     args = p.parse_args(argv)
-    from PIL import Image
-
     from pipelines.data.demo_data import make_imagenet_like
     from pipelines.data.file_cache import FileRecords, read_checked
     from pipelines.data.imagefiles import scan_image_folder
@@ -37,11 +35,6 @@ def main(argv=None) -> int:
         with open(path, "rb") as fh:
             fh.read()
 
-    def pillow_decode(path):
-        img = Image.open(path)
-        img.draft(img.mode, (img.size[0] // 8, img.size[1] // 8))
-        img.load()
-
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         records = FileRecords.for_paths(paths, directory=cache)
@@ -53,7 +46,7 @@ def main(argv=None) -> int:
             out[f"{name}_s"] = time.perf_counter() - start
     start = time.perf_counter()
     for path in paths:
-        pillow_decode(path)
+        pillow_draft_decode(path)
     out["pillow_strict_decode_s"] = time.perf_counter() - start
     scale = 1e6 / len(paths)
     result = {

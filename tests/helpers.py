@@ -199,11 +199,16 @@ def run_op(batches, op, batch_size, layouts=(), num_threads=1):
     return [[np.array(t) for t in o] for o in outs]
 
 
-def random_boxes(rng, n, k, H, W):
-    """``(n, k, 4)`` int32 boxes, some past the image's edges, empty or inverted, 30% of them -1 (no box)."""
-    y0 = rng.integers(-3, H, size=(n, k))
-    x0 = rng.integers(-3, W, size=(n, k))
-    b = np.stack([y0, x0, y0 + rng.integers(0, H // 2 + 2, (n, k)), x0 + rng.integers(0, W // 2 + 2, (n, k))],
-                 -1).astype(np.int32)
-    b[rng.random((n, k)) < 0.3] = -1
+def random_boxes(rng, n, k, H, W, pad=True, overflow=True):
+    """``(n, k, 4)`` int32 boxes: random rectangles, some overlapping, empty or (``overflow``) past the image's
+    edges; with ``pad`` 30% of them -1 (no box)."""
+    y0 = rng.integers(-3 if overflow else 0, H, size=(n, k))
+    x0 = rng.integers(-3 if overflow else 0, W, size=(n, k))
+    y1 = y0 + rng.integers(0, H // 2 + 2, size=(n, k))
+    x1 = x0 + rng.integers(0, W // 2 + 2, size=(n, k))
+    if not overflow:
+        y1, x1 = np.minimum(y1, H), np.minimum(x1, W)
+    b = np.stack([y0, x0, y1, x1], -1).astype(np.int32)
+    if pad:
+        b[rng.random((n, k)) < 0.3] = -1
     return b

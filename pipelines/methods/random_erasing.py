@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dali_ops.mixing import FILL_MODES
 from kernels.checks import check_int, check_positive
 from pipelines.methods.base import CopyPlan, Fragment, InputSpec, Method
 
@@ -17,7 +18,6 @@ SEED = InputSpec("noise_seed", np.int32, ())
 #: timm's erase attempts per box
 ATTEMPTS = 10
 #: timm's fill modes
-FILL_MODES = ("const", "rand", "pixel")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import photo
+from helpers import grey_scan_jpeg, photo
 
 import pipelines.data.file_cache as file_cache
 from pipelines.data.file_cache import FileRecords, read_checked
@@ -133,9 +133,7 @@ def test_a_file_replaced_by_a_damaged_one_of_the_same_size_and_mtime_is_checked_
     records = FileRecords.for_paths([good], directory=str(tmp_path / "cache"))
     read_checked(str(good), 0, records, "full")
     st = os.stat(good)
-    damaged = bytearray(good.read_bytes())  # an EOI marker in the scan data: decodes grey from there on
-    at = damaged.find(b"\xff\xda") + len(damaged) // 3
-    damaged[at:at + 2] = b"\xff\xd9"
+    damaged = grey_scan_jpeg()  # the same photo with an EOI marker in its scan data: grey from there on
     assert len(damaged) == st.st_size
     if how == "rewritten_in_place":
         with open(good, "r+b") as f:  # the same inode

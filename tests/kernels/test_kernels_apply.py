@@ -8,21 +8,8 @@ import torch
 
 import oracles as ref
 from conftest import torch_devices
+from helpers import random_boxes
 from kernels import apply, areas, boxes as mix
-
-
-def random_boxes(rng, n, k, H, W, pad=True, overflow=True):
-    """(n, k, 4) boxes: random rectangles (some overlapping, some past the border), some -1 rows."""
-    y0 = rng.integers(-3 if overflow else 0, H, size=(n, k))
-    x0 = rng.integers(-3 if overflow else 0, W, size=(n, k))
-    y1 = y0 + rng.integers(0, H // 2 + 2, size=(n, k))
-    x1 = x0 + rng.integers(0, W // 2 + 2, size=(n, k))
-    if not overflow:
-        y1, x1 = np.minimum(y1, H), np.minimum(x1, W)
-    b = np.stack([y0, x0, y1, x1], -1).astype(np.int32)
-    if pad:
-        b[rng.random((n, k)) < 0.3] = -1
-    return b
 
 
 @pytest.fixture
