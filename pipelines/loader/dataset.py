@@ -3,6 +3,7 @@ records of what the reader learnt about each file (:mod:`pipelines.data.file_cac
 the reader checks each one when it first reads it (:class:`~pipelines.loader.runtime.Runtime`'s ``verify``)."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from pipelines.data.file_cache import FileRecords
 from pipelines.data.imagefiles import read_file_list, scan_image_folder
+from pipelines.saliency.bank import dataset_fingerprint
 
 #: An inferred class count above ``LABEL_SLACK + LABEL_SPREAD * (distinct labels)`` is taken for a typo.
 LABEL_SLACK = 1000
@@ -40,6 +42,12 @@ class Dataset:
         """The sample paths relative to the dataset's folder (what a bank's dataset fingerprint hashes)."""
         base = self.root if self.root.is_dir() else self.root.parent
         return [os.path.relpath(p, base) for p in self.paths]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`~pipelines.saliency.bank.dataset_fingerprint` of :meth:`names` and the labels, computed once: the
+        bank and a state's identity both check it, and at ImageNet size it takes seconds."""
+        return dataset_fingerprint(self.names(), self.labels)
 
 
 def infer_num_classes(labels, paths, num_classes, source) -> int:

@@ -14,7 +14,6 @@ import dataclasses
 import warnings
 
 from pipelines.data.imagefiles import BadImageError, check_image
-from pipelines.saliency.bank import dataset_fingerprint
 
 
 class LiveIterator:
@@ -91,9 +90,7 @@ class Identity:
         self._fields = {"dataset_size": len(data), **fields, "method": describe_method(method), **plan}
 
     def fields(self) -> dict:
-        if "dataset" not in self._fields:
-            self._fields["dataset"] = dataset_fingerprint(self._data.names(), self._data.labels)
-        return dict(self._fields)
+        return {**self._fields, "dataset": self._data.fingerprint}
 
 
 def check_state(state: dict, identity: dict, batches: int, bank: bool) -> None:

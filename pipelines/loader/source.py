@@ -181,7 +181,7 @@ class ImageSource:
         n = len(self.paths)
         cached = getattr(self, "_owner_cache", None)
         if cached is None or cached[0] != epoch:
-            rank_of_position = np.searchsorted([n * k // self.num_shards for k in range(1, self.num_shards)],
+            rank_of_position = np.searchsorted([self._shard_bounds(k)[0] for k in range(1, self.num_shards)],
                                                np.arange(n), side="right")
             owner = np.empty(n, np.int64)
             owner[epoch_order(self.seed, epoch, n, self.shuffle)] = rank_of_position

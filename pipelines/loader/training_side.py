@@ -119,9 +119,9 @@ class TrainingSide:
         b = n // m
         maps, usable = checked_maps(maps, (n, self.map_rows(n)), "occlude")
         maps, usable = maps.to(images.device), usable.to(images.device)
+        maps = self.method.resample(maps, s)  # before the copies share them: one resample per sample
         if maps.shape[0] != n:
             maps, usable = maps.repeat(m, 1, 1), usable.repeat(m)
-        maps = self.method.resample(maps, s)
         names = [spec.name for spec in self.method.inputs]
         parts = []
         for c in range(m):

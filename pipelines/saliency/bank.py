@@ -219,7 +219,7 @@ class BankSaliency(SaliencySource):
         from pipelines.saliency.bank_writer import Bank
 
         n = len(dataset.paths)
-        file = BankFile(path, n, self.grid, dataset_fingerprint(dataset.names(), dataset.labels))
+        file = BankFile(path, n, self.grid, dataset.fingerprint)
         progress = EpochProgress(progress_path(file.path), num_shards, create=True)
         if temp_dir is not None:  # a temporary bank lives by its open descriptors only: nothing of it outlives the
             file.unlink()         # process, however it ends (kill -9 included)
