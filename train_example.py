@@ -325,8 +325,7 @@ def resolve_method(args):
     model_saliency = args.saliency != "image"
     cls = REGISTRY.get(text.partition(":")[0])
     if model_saliency and cls is not None and "saliency" not in cls.options():
-        guided = ", ".join(n for n, c in REGISTRY.items() if "saliency" in c.options())
-        raise ValueError(f"--saliency needs a saliency-guided method ({guided}), got {text}")
+        raise ValueError(f"--saliency needs a saliency-guided method ({guided_methods()}), got {text}")
     try:
         return get_method(text, saliency="model") if model_saliency else get_method(text)
     except ValueError as exc:
@@ -373,6 +372,13 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` under ``DistributedDataParallel`` when the run has several processes, else itself."""
+        if not self.enabled:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
 
 def setup_distributed(device_arg: str) -> Dist:
@@ -539,12 +545,16 @@ def train_one_epoch(t: Trainer, epoch: int, step_fn=train_step, ids_log: list | 
 
 
 # -- the model's saliency (issues 11, 21): kept apart from the plain step above ---------------------------
+def guided_methods() -> str:
+    """The methods that take a saliency source (``--saliency`` needs one of them)."""
+    return ", ".join(n for n, c in REGISTRY.items() if "saliency" in c.options())
+
+
 def model_saliency_method(method, source: str = "model", bank=None):
     """The same method taking its map from the model: this step's (``saliency="model"``) or the bank's
     (``saliency="bank"``, kept in the file ``bank``)."""
     if "saliency" not in method.options():
-        raise SystemExit(f"--saliency needs a saliency-guided method (saliency_occlusion, keep_cutout, keep_paste, "
-                         f"keep_cutmix, saliencymix, attentive_cutmix), got {method}")
+        raise SystemExit(f"--saliency needs a saliency-guided method ({guided_methods()}), got {method}")
     return dataclasses.replace(method, saliency=source, bank=bank)
 
 
@@ -563,9 +573,8 @@ def make_saliency_step(model, train, args, device, lr, d: Dist | None = None, sc
     saliency = parse_saliency(args.saliency, model, num_classes=train.num_classes)
     if isinstance(saliency, EarlyHead):
         model.add_module("early_head", saliency.to(device))  # trained beside the model, saved with it
-    if d is not None and d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda"
-                                                          else None)
+    if d is not None:
+        model = d.wrap(model)
     opt = build_optimizer(model, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     step = SaliencyStep(model, opt, train, saliency, free=False if args.fresh else None,
                         prepare=lambda x: x.to(device, non_blocking=True).contiguous(
@@ -785,9 +794,7 @@ def fit(args, d: Dist) -> float:
         model, opt, saliency_step = make_saliency_step(model, train, args, d.device, lr, d, scaler)
         step_fn = partial(saliency_train_step, step=saliency_step)
     else:
-        if d.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+        model = d.wrap(model)
         opt = build_optimizer(model, lr, args.momentum, args.weight_decay, args.nesterov, args.wd_all)
     if args.feedback == "bank":
         step_fn = partial(train_step, tap=SaliencyTap.parse(args.saliency, getattr(model, "module", model)))
