@@ -88,6 +88,17 @@ def latest_before(stamps, epoch):
     return np.argmax(np.where(usable, stamps, np.iinfo(np.int64).min), axis=1), usable.any(axis=1)
 
 
+def fd_path(fd: int) -> str:
+    """``/proc/<pid>/fd/<fd>``: a path other processes (the reader workers) open to reach this process's open file,
+    named or not."""
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def bank_bytes(num_samples: int, grid: int) -> int:
+    """The size of a bank file: its header, then each sample's row (:meth:`BankSaliency.bytes_per_sample`)."""
+    return HEADER_BYTES + num_samples * BankSaliency.bytes_per_sample(grid)
+
+
 def dataset_fingerprint(names, labels) -> str:
     """SHA-1 of the dataset's ``name<TAB>label`` lines: a bank is only read for the dataset it was written for.
     A name is hashed as the file system's bytes (``os.fsencode``): any file name works, a name that is not valid
@@ -248,7 +259,7 @@ class BankFile:
     def __init__(self, path, num_samples: int, grid: int, fingerprint: str):
         self.path = Path(os.path.realpath(path))
         self.num_samples, self.grid, self.fingerprint = int(num_samples), int(grid), fingerprint
-        self.size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
+        self.size = bank_bytes(self.num_samples, self.grid)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o644)
         self.fd = None
@@ -306,9 +317,9 @@ class BankFile:
 
     @property
     def open_path(self) -> str:
-        """The path the reader workers open: this process's descriptor of the file (``/proc/<pid>/fd/<n>``), which
-        stays valid after the names are gone (:meth:`unlink`, a temporary bank)."""
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
+        """The path the reader workers open: this process's descriptor of the file, which stays valid after the
+        names are gone (:meth:`unlink`, a temporary bank)."""
+        return fd_path(self.fd)
 
     def claim(self, shard: int) -> None:
         """Take the writer slot of ``shard`` (slot ``shard + 1`` of ``<bank>.lock``), held until :meth:`close` or
@@ -445,7 +456,7 @@ class EpochProgress:
 
     @property
     def open_path(self) -> str:
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
+        return fd_path(self.fd)
 
     def close(self) -> None:
         fd, self.fd = self.fd, None
@@ -491,7 +502,7 @@ class BankReader:
         self.num_shards = int(num_shards)
         self.progress = str(progress_path(path) if progress is None else progress)
         self.name = str(path if name is None else name)
-        self.size = HEADER_BYTES + self.num_samples * BankSaliency.bytes_per_sample(self.grid)
+        self.size = bank_bytes(self.num_samples, self.grid)
         self._maps = self._progress = None
 
     def __getstate__(self):
